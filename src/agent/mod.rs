@@ -1,0 +1,1 @@
+//! Tasks, suites, sandboxes, tool calls and episodes.

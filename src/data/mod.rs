@@ -1,0 +1,1 @@
+//! Trajectory, dataset and report records; JSONL io.

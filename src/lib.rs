@@ -1,0 +1,8 @@
+//! autodidact: open-weight LLM agents that teach themselves.
+//!
+//! Dependencies point down only: `cli -> pipeline -> {eval, train, agent, export} -> sample -> model`;
+//! `data` holds plain serde records and is testable without tensors.
+pub mod agent;
+pub mod data;
+pub mod model;
+pub mod sample;
