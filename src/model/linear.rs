@@ -1,0 +1,174 @@
+//! Frozen weight matrices (quantized or f32) and their batched mat-mul.
+use rayon::prelude::*;
+
+use super::quant::{dot_f32, dot_q4, dot_q4_rows, dot_q8, dot_q8_rows, BlockQ4, BlockQ8, QActs, QK};
+
+#[derive(Clone, Debug)]
+pub enum WeightData {
+    Q4(Vec<BlockQ4>),
+    Q8(Vec<BlockQ8>),
+    F32(Vec<f32>),
+}
+
+/// An `out x in` matrix stored row-major (one output feature per row), as in HF and GGUF checkpoints.
+#[derive(Clone, Debug)]
+pub struct Matrix {
+    pub rows: usize,
+    pub cols: usize,
+    pub data: WeightData,
+}
+
+/// Activations prepared for one or more matmuls with the same input: int8 blocks are made once and reused.
+pub struct Input<'a> {
+    pub x: &'a [f32],
+    pub rows: usize,
+    pub cols: usize,
+    quantized: std::sync::OnceLock<QActs>,
+}
+
+impl<'a> Input<'a> {
+    pub fn new(x: &'a [f32], rows: usize, cols: usize) -> Self {
+        debug_assert_eq!(x.len(), rows * cols);
+        Input { x, rows, cols, quantized: std::sync::OnceLock::new() }
+    }
+    fn q(&self) -> &QActs {
+        self.quantized.get_or_init(|| QActs::quantize(self.x, self.rows, self.cols))
+    }
+}
+
+/// Raw pointer that rayon tasks use to write disjoint columns of one output buffer.
+#[derive(Clone, Copy)]
+struct OutPtr(*mut f32);
+// SAFETY: every task writes a disjoint set of (row, column) elements.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+impl Matrix {
+    pub fn dtype_name(&self) -> &'static str {
+        match self.data {
+            WeightData::Q4(_) => "Q4",
+            WeightData::Q8(_) => "Q8_0",
+            WeightData::F32(_) => "F32",
+        }
+    }
+
+    pub fn storage_bytes(&self) -> usize {
+        match &self.data {
+            WeightData::Q4(b) => b.len() * std::mem::size_of::<BlockQ4>(),
+            WeightData::Q8(b) => b.len() * std::mem::size_of::<BlockQ8>(),
+            WeightData::F32(v) => v.len() * 4,
+        }
+    }
+
+    /// Stacks matrices with the same input size on top of each other (e.g. q, k, v into one qkv projection),
+    /// so one parallel pass computes them all.
+    pub fn stack(parts: &[&Matrix]) -> Option<Matrix> {
+        let cols = parts.first()?.cols;
+        if parts.iter().any(|p| p.cols != cols) {
+            return None;
+        }
+        let rows = parts.iter().map(|p| p.rows).sum();
+        let data = match &parts[0].data {
+            WeightData::Q4(_) => WeightData::Q4(
+                parts.iter().map(|p| if let WeightData::Q4(b) = &p.data { Some(b.as_slice()) } else { None }).collect::<Option<Vec<_>>>()?.concat(),
+            ),
+            WeightData::Q8(_) => WeightData::Q8(
+                parts.iter().map(|p| if let WeightData::Q8(b) = &p.data { Some(b.as_slice()) } else { None }).collect::<Option<Vec<_>>>()?.concat(),
+            ),
+            WeightData::F32(_) => WeightData::F32(
+                parts.iter().map(|p| if let WeightData::F32(b) = &p.data { Some(b.as_slice()) } else { None }).collect::<Option<Vec<_>>>()?.concat(),
+            ),
+        };
+        Some(Matrix { rows, cols, data })
+    }
+
+    /// Dequantizes one row (used for embedding lookups).
+    pub fn row_f32(&self, r: usize, out: &mut [f32]) {
+        let nb = self.cols / QK;
+        match &self.data {
+            WeightData::Q4(b) => b[r * nb..(r + 1) * nb].iter().enumerate().for_each(|(i, blk)| blk.dequantize(&mut out[i * QK..(i + 1) * QK])),
+            WeightData::Q8(b) => b[r * nb..(r + 1) * nb].iter().enumerate().for_each(|(i, blk)| blk.dequantize(&mut out[i * QK..(i + 1) * QK])),
+            WeightData::F32(v) => out.copy_from_slice(&v[r * self.cols..(r + 1) * self.cols]),
+        }
+    }
+
+    pub fn to_f32(&self) -> Vec<f32> {
+        let mut out = vec![0f32; self.rows * self.cols];
+        for (r, o) in out.chunks_exact_mut(self.cols).enumerate() {
+            self.row_f32(r, o);
+        }
+        out
+    }
+
+    /// Reorders rows: row `i` of the result is row `perm[i]` of `self`.
+    pub fn permute_rows(&mut self, perm: &[usize]) {
+        fn apply<T: Copy>(v: &[T], perm: &[usize], per_row: usize) -> Vec<T> {
+            perm.iter().flat_map(|&p| v[p * per_row..(p + 1) * per_row].iter().copied()).collect()
+        }
+        let nb = self.cols / QK;
+        self.data = match &self.data {
+            WeightData::Q4(b) => WeightData::Q4(apply(b, perm, nb)),
+            WeightData::Q8(b) => WeightData::Q8(apply(b, perm, nb)),
+            WeightData::F32(v) => WeightData::F32(apply(v, perm, self.cols)),
+        };
+    }
+
+    /// `out[i, j] = sum_k x[i, k] * W[j, k]` for every input row i; `out` is `x.rows x self.rows`.
+    /// Each element is one dot product computed identically whatever the number of rows.
+    pub fn matmul(&self, x: &Input, out: &mut [f32]) {
+        assert_eq!(x.cols, self.cols, "matmul input width");
+        assert_eq!(out.len(), x.rows * self.rows, "matmul output size");
+        let (m, n, nb) = (x.rows, self.rows, self.cols / QK);
+        let ptr = OutPtr(out.as_mut_ptr());
+        // Enough chunks to balance two threads, few enough that scheduling stays cheap.
+        let chunk = (n / 16).clamp(8, 256);
+        let work = |j0: usize| {
+            let p = ptr;
+            let j1 = (j0 + chunk).min(n);
+            let mut col = vec![0f32; m];
+            for j in j0..j1 {
+                let tiled = match &self.data {
+                    WeightData::Q4(b) => {
+                        dot_q4_rows(&b[j * nb..(j + 1) * nb], x.q(), &mut col);
+                        true
+                    }
+                    WeightData::Q8(b) => {
+                        dot_q8_rows(&b[j * nb..(j + 1) * nb], x.q(), &mut col);
+                        true
+                    }
+                    WeightData::F32(_) => false,
+                };
+                if tiled {
+                    for (i, &v) in col.iter().enumerate() {
+                        // SAFETY: (i, j) is inside `out` and no other task writes column j.
+                        unsafe { *p.0.add(i * n + j) = v };
+                    }
+                    continue;
+                }
+                for i in 0..m {
+                    let v = match &self.data {
+                        WeightData::Q4(b) => {
+                            let (xq, xd, xs) = x.q().row(i);
+                            dot_q4(&b[j * nb..(j + 1) * nb], xq, xd, xs)
+                        }
+                        WeightData::Q8(b) => {
+                            let (xq, xd, _) = x.q().row(i);
+                            dot_q8(&b[j * nb..(j + 1) * nb], xq, xd)
+                        }
+                        WeightData::F32(w) => dot_f32(&w[j * self.cols..(j + 1) * self.cols], &x.x[i * self.cols..(i + 1) * self.cols]),
+                    };
+                    // SAFETY: (i, j) is inside `out` and no other task writes column j.
+                    unsafe { *p.0.add(i * n + j) = v };
+                }
+            }
+        };
+        if !matches!(self.data, WeightData::F32(_)) {
+            x.q(); // quantize once, before the parallel section
+        }
+        if (m * n * self.cols) < 1 << 16 {
+            (0..n).step_by(chunk).for_each(work);
+        } else {
+            (0..n).into_par_iter().step_by(chunk).for_each(work);
+        }
+    }
+}

@@ -1,0 +1,68 @@
+//! Rotary position embeddings in HF's half-split layout (GGUF llama rows are un-permuted at load to match).
+use super::config::ModelConfig;
+
+pub struct Rope {
+    half: usize,
+    /// cos and sin for positions `0..table_len`, `[pos][half]`; computed once at load.
+    cos: Vec<f32>,
+    sin: Vec<f32>,
+    inv_freq: Vec<f32>,
+}
+
+const MAX_TABLE: usize = 32768;
+
+impl Rope {
+    pub fn new(cfg: &ModelConfig) -> Self {
+        let half = cfg.head_dim / 2;
+        let mut inv_freq: Vec<f32> =
+            (0..half).map(|i| 1.0 / (cfg.rope_theta as f64).powf(2.0 * i as f64 / cfg.head_dim as f64) as f32).collect();
+        if let Some(s) = cfg.rope_scaling {
+            // Llama 3.x: scale low frequencies, keep high ones, interpolate in between.
+            let old = s.original_max_position_embeddings as f32;
+            let low_wavelen = old / s.low_freq_factor;
+            let high_wavelen = old / s.high_freq_factor;
+            for f in inv_freq.iter_mut() {
+                let wavelen = 2.0 * std::f32::consts::PI / *f;
+                *f = if wavelen < high_wavelen {
+                    *f
+                } else if wavelen > low_wavelen {
+                    *f / s.factor
+                } else {
+                    let smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                    (1.0 - smooth) * *f / s.factor + smooth * *f
+                };
+            }
+        }
+        let n = cfg.max_position_embeddings.min(MAX_TABLE);
+        let mut cos = Vec::with_capacity(n * half);
+        let mut sin = Vec::with_capacity(n * half);
+        for p in 0..n {
+            for &f in &inv_freq {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        Rope { half, cos, sin, inv_freq }
+    }
+
+    /// Rotates every head of `x` (`heads * head_dim` values) for position `pos`, in place.
+    pub fn apply(&self, x: &mut [f32], pos: usize) {
+        let h = self.half;
+        let computed;
+        let (c, s) = if (pos + 1) * h <= self.cos.len() {
+            (&self.cos[pos * h..(pos + 1) * h], &self.sin[pos * h..(pos + 1) * h])
+        } else {
+            computed = self.inv_freq.iter().map(|f| ((pos as f32 * f).cos(), (pos as f32 * f).sin())).unzip::<_, _, Vec<_>, Vec<_>>();
+            (&computed.0[..], &computed.1[..])
+        };
+        for head in x.chunks_exact_mut(2 * h) {
+            let (a, b) = head.split_at_mut(h);
+            for i in 0..h {
+                let (x0, x1) = (a[i], b[i]);
+                a[i] = x0 * c[i] - x1 * s[i];
+                b[i] = x0 * s[i] + x1 * c[i];
+            }
+        }
+    }
+}

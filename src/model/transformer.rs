@@ -1,0 +1,236 @@
+//! The decoder-only transformer (Llama / Qwen2): a ragged batch of sequences in, logits out.
+//!
+//! Legend: T = token rows in the batch (all sequences' new tokens concatenated), H = hidden size,
+//! Q = heads * head_dim, KV = kv_heads * head_dim, I = intermediate size, V = vocab size.
+use rayon::prelude::*;
+
+use super::config::ModelConfig;
+use super::error::{ModelError, Result};
+use super::kv_cache::KvCache;
+use super::linear::Input;
+use super::rope::Rope;
+use super::weights::Weights;
+
+pub struct Transformer {
+    pub cfg: ModelConfig,
+    pub weights: Weights,
+    rope: Rope,
+}
+
+/// Which positions of a sequence need logits.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Logits {
+    None,
+    Last,
+    All,
+}
+
+/// New tokens for one sequence; they are appended to `cache`.
+pub struct SeqInput<'a> {
+    pub cache: &'a mut KvCache,
+    pub tokens: &'a [u32],
+    pub logits: Logits,
+}
+
+/// Raw pointer for writing disjoint output chunks from rayon tasks.
+#[derive(Clone, Copy)]
+struct SyncPtr(*mut f32);
+// SAFETY: each task writes only its own chunk.
+unsafe impl Send for SyncPtr {}
+unsafe impl Sync for SyncPtr {}
+
+impl Transformer {
+    pub fn new(cfg: ModelConfig, weights: Weights) -> Self {
+        let rope = Rope::new(&cfg);
+        Transformer { cfg, weights, rope }
+    }
+
+    pub fn new_cache(&self) -> KvCache {
+        KvCache::new(self.cfg.num_layers, self.cfg.kv_dim())
+    }
+
+    /// Runs the new tokens of every sequence through the model, appending to their caches.
+    /// Returns, per sequence, the requested logits rows (`[rows][V]` flattened).
+    pub fn forward(&self, batch: &mut [SeqInput]) -> Result<Vec<Vec<f32>>> {
+        let cfg = &self.cfg;
+        let (h, qd, kvd) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim());
+        // Row bookkeeping: which sequence and position each of the T rows belongs to.
+        let mut rows: Vec<(usize, usize)> = Vec::new();
+        for (b, s) in batch.iter().enumerate() {
+            let start = s.cache.len();
+            if start + s.tokens.len() > cfg.max_position_embeddings {
+                return Err(ModelError::ContextOverflow { tokens: start + s.tokens.len(), context: cfg.max_position_embeddings });
+            }
+            for (i, &t) in s.tokens.iter().enumerate() {
+                if t as usize >= cfg.vocab_size {
+                    return Err(ModelError::Other(format!("token id {t} is outside the vocabulary of {} tokens", cfg.vocab_size)));
+                }
+                rows.push((b, start + i));
+            }
+        }
+        let t_rows = rows.len();
+        let mut out: Vec<Vec<f32>> = vec![Vec::new(); batch.len()];
+        if t_rows == 0 {
+            return Ok(out);
+        }
+
+        let mut x = vec![0f32; t_rows * h]; // T x H
+        let mut r = 0;
+        for s in batch.iter() {
+            for &tok in s.tokens {
+                self.weights.embed.row_f32(tok as usize, &mut x[r * h..(r + 1) * h]);
+                r += 1;
+            }
+        }
+
+        let mut xn = vec![0f32; t_rows * h];
+        let mut qkv = vec![0f32; t_rows * (qd + 2 * kvd)];
+        let mut attn = vec![0f32; t_rows * qd];
+        let mut proj = vec![0f32; t_rows * h];
+        let inter = cfg.intermediate_size;
+        let mut gu = vec![0f32; t_rows * 2 * inter];
+        let mut act = vec![0f32; t_rows * inter];
+
+        for (l, lw) in self.weights.layers.iter().enumerate() {
+            rms_norm(&x, &lw.attn_norm, cfg.rms_norm_eps, &mut xn);
+            lw.qkv.matmul(&Input::new(&xn, t_rows, h), &mut qkv);
+            let w = qd + 2 * kvd;
+            for (ri, row) in qkv.chunks_exact_mut(w).enumerate() {
+                if let Some(bias) = &lw.qkv_bias {
+                    row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
+                }
+                let pos = rows[ri].1;
+                let (q, rest) = row.split_at_mut(qd);
+                self.rope.apply(q, pos);
+                self.rope.apply(&mut rest[..kvd], pos);
+            }
+            for (ri, row) in qkv.chunks_exact(w).enumerate() {
+                batch[rows[ri].0].cache.push(l, &row[qd..qd + kvd], &row[qd + kvd..]);
+            }
+            self.attention(l, batch, &rows, &qkv, &mut attn);
+            lw.o.matmul(&Input::new(&attn, t_rows, qd), &mut proj);
+            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+
+            rms_norm(&x, &lw.mlp_norm, cfg.rms_norm_eps, &mut xn);
+            lw.gate_up.matmul(&Input::new(&xn, t_rows, h), &mut gu);
+            for (a, g) in act.chunks_exact_mut(inter).zip(gu.chunks_exact(2 * inter)) {
+                let (gate, up) = g.split_at(inter);
+                for i in 0..inter {
+                    a[i] = silu(gate[i]) * up[i];
+                }
+            }
+            lw.down.matmul(&Input::new(&act, t_rows, inter), &mut proj);
+            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+        }
+        for s in batch.iter_mut() {
+            s.cache.advance(s.tokens.len());
+        }
+
+        // Only rows whose logits are wanted go through the (large) output layer.
+        let mut want: Vec<usize> = Vec::new();
+        let mut r = 0;
+        for s in batch.iter() {
+            let n = s.tokens.len();
+            match s.logits {
+                Logits::None => {}
+                Logits::Last => want.push(r + n - 1),
+                Logits::All => want.extend(r..r + n),
+            }
+            r += n;
+        }
+        if want.is_empty() {
+            return Ok(out);
+        }
+        let mut sel = vec![0f32; want.len() * h];
+        for (i, &wr) in want.iter().enumerate() {
+            sel[i * h..(i + 1) * h].copy_from_slice(&x[wr * h..(wr + 1) * h]);
+        }
+        let mut seln = vec![0f32; sel.len()];
+        rms_norm(&sel, &self.weights.norm, cfg.rms_norm_eps, &mut seln);
+        let v = cfg.vocab_size;
+        let mut logits = vec![0f32; want.len() * v];
+        self.weights.lm_head().matmul(&Input::new(&seln, want.len(), h), &mut logits);
+        for (i, &wr) in want.iter().enumerate() {
+            out[rows[wr].0].extend_from_slice(&logits[i * v..(i + 1) * v]);
+        }
+        Ok(out)
+    }
+
+    /// Causal attention of every row over its own sequence's cache (positions `0..=pos`).
+    fn attention(&self, layer: usize, batch: &[SeqInput], rows: &[(usize, usize)], qkv: &[f32], out: &mut [f32]) {
+        let cfg = &self.cfg;
+        let (nh, hd, qd, kvd) = (cfg.num_heads, cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
+        let group = nh / cfg.num_kv_heads;
+        let w = qd + 2 * kvd;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let ptr = SyncPtr(out.as_mut_ptr());
+        let work = |idx: usize| {
+            let p = ptr;
+            let (ri, head) = (idx / nh, idx % nh);
+            let (b, pos) = rows[ri];
+            let q = &qkv[ri * w + head * hd..ri * w + (head + 1) * hd];
+            let kvh = head / group;
+            let parts = batch[b].cache.parts(layer);
+            let n = pos + 1;
+            let mut scores = Vec::with_capacity(n);
+            'outer: for (ks, _) in parts.iter() {
+                for k in ks.chunks_exact(kvd) {
+                    if scores.len() == n {
+                        break 'outer;
+                    }
+                    scores.push(dot(q, &k[kvh * hd..(kvh + 1) * hd]) * scale);
+                }
+            }
+            let max = scores.iter().fold(f32::NEG_INFINITY, |a, &s| a.max(s));
+            let mut sum = 0f32;
+            for s in scores.iter_mut() {
+                *s = (*s - max).exp();
+                sum += *s;
+            }
+            // SAFETY: each (row, head) task owns out[ri*qd + head*hd .. +hd].
+            let o = unsafe { std::slice::from_raw_parts_mut(p.0.add(ri * qd + head * hd), hd) };
+            o.fill(0.0);
+            let mut t = 0;
+            'outer2: for (_, vs) in parts.iter() {
+                for v in vs.chunks_exact(kvd) {
+                    if t == n {
+                        break 'outer2;
+                    }
+                    let pw = scores[t] / sum;
+                    for (a, &b) in o.iter_mut().zip(&v[kvh * hd..(kvh + 1) * hd]) {
+                        *a += pw * b;
+                    }
+                    t += 1;
+                }
+            }
+        };
+        let tasks = rows.len() * nh;
+        if tasks * (rows.last().map_or(0, |r| r.1) + 1) < 4096 {
+            (0..tasks).for_each(work);
+        } else {
+            (0..tasks).into_par_iter().for_each(work);
+        }
+    }
+}
+
+#[inline]
+fn dot(a: &[f32], b: &[f32]) -> f32 {
+    super::quant::dot_f32(a, b)
+}
+
+#[inline]
+fn silu(x: f32) -> f32 {
+    x / (1.0 + (-x).exp())
+}
+
+/// Row-wise RMSNorm: `out = x / sqrt(mean(x^2) + eps) * w`.
+pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    let h = w.len();
+    for (xr, or) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
+        let ms = xr.iter().map(|v| v * v).sum::<f32>() / h as f32;
+        let inv = 1.0 / (ms + eps).sqrt();
+        for i in 0..h {
+            or[i] = xr[i] * inv * w[i];
+        }
+    }
+}
