@@ -5,4 +5,7 @@
 pub mod agent;
 pub mod data;
 pub mod model;
+
 pub mod sample;
+pub mod export;
+pub mod cli;

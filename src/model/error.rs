@@ -28,6 +28,18 @@ pub enum ModelError {
     Truncated { path: PathBuf, tensor: String, end: u64, len: u64 },
     #[error("prompt of {tokens} tokens does not fit the context of {context} tokens")]
     ContextOverflow { tokens: usize, context: usize },
+    #[error("{path}: tokenizer: {source}")]
+    Tokenizer {
+        path: PathBuf,
+        #[source]
+        source: super::tokenizer::TokenizerError,
+    },
+    #[error("{path}: chat template: {source}")]
+    Template {
+        path: PathBuf,
+        #[source]
+        source: super::chat_template::TemplateError,
+    },
     #[error("{0}")]
     Other(String),
 }

@@ -1,0 +1,110 @@
+//! `autodidact bench`: prompt and decode speed of the runtime, medians over repeats.
+use std::time::Instant;
+
+use clap::Args;
+use serde_json::json;
+
+use super::{load_model, ModelArgs};
+use crate::model::{KvCache, Logits, SeqInput, Transformer};
+use crate::sample::params::argmax;
+
+#[derive(Args, Debug)]
+pub struct BenchArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Prompt length for the prompt-processing measurement.
+    #[arg(long, default_value_t = 256)]
+    pub prompt_tokens: usize,
+    /// Decode steps per measurement.
+    #[arg(long, default_value_t = 64)]
+    pub decode_tokens: usize,
+    /// Batch sizes for batched decode (aggregate tokens/s).
+    #[arg(long, value_delimiter = ',', default_value = "1,8,32")]
+    pub batch: Vec<usize>,
+    /// Repeats per measurement; medians are reported (the machine may be shared).
+    #[arg(long, default_value_t = 3)]
+    pub repeats: usize,
+    #[arg(long)]
+    pub json: bool,
+}
+
+fn median(mut v: Vec<f64>) -> f64 {
+    v.sort_by(|a, b| a.total_cmp(b));
+    v[v.len() / 2]
+}
+
+/// Peak resident memory of this process (Linux), in MB.
+pub fn peak_rss_mb() -> Option<f64> {
+    let s = std::fs::read_to_string("/proc/self/status").ok()?;
+    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
+    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
+    Some(kb / 1024.0)
+}
+
+fn prefill(m: &Transformer, toks: &[u32]) -> anyhow::Result<(KvCache, Vec<f32>)> {
+    let mut c = m.new_cache();
+    let l = m.forward(&mut [SeqInput { cache: &mut c, tokens: toks, logits: Logits::Last }])?.remove(0);
+    Ok((c, l))
+}
+
+/// Greedy decode of `steps` tokens for every sequence at once; returns aggregate tokens/s.
+fn decode(m: &Transformer, seqs: &mut [(KvCache, Vec<f32>)], steps: usize) -> anyhow::Result<f64> {
+    let t = Instant::now();
+    for _ in 0..steps {
+        let next: Vec<[u32; 1]> = seqs.iter().map(|(_, l)| [argmax(l) as u32]).collect();
+        let mut batch: Vec<SeqInput> = seqs.iter_mut().zip(&next).map(|((c, _), t)| SeqInput { cache: c, tokens: t, logits: Logits::Last }).collect();
+        let out = m.forward(&mut batch)?;
+        for ((_, l), o) in seqs.iter_mut().zip(out) {
+            *l = o;
+        }
+    }
+    Ok((steps * seqs.len()) as f64 / t.elapsed().as_secs_f64())
+}
+
+pub fn run(a: BenchArgs) -> anyhow::Result<()> {
+    let model = load_model(&a.model.model)?;
+    let m = &model.transformer;
+    let text = "The quick brown fox jumps over the lazy dog while 12 engineers measure tokens per second. ";
+    let base = model.tokenizer.encode(&text.repeat(1 + a.prompt_tokens / 8))?;
+    if base.len() < a.prompt_tokens {
+        anyhow::bail!("could not build a {}-token prompt", a.prompt_tokens);
+    }
+    let prompt = &base[..a.prompt_tokens];
+    let repeats = a.repeats.max(1);
+    let mut prompt_tps = Vec::new();
+    for _ in 0..repeats {
+        let t = Instant::now();
+        prefill(m, prompt)?;
+        prompt_tps.push(prompt.len() as f64 / t.elapsed().as_secs_f64());
+    }
+    let mut batched = Vec::new();
+    for &b in &a.batch {
+        let mut runs = Vec::new();
+        for _ in 0..repeats {
+            // Different prompt lengths per sequence, as in rollouts.
+            let mut seqs = (0..b).map(|i| prefill(m, &base[i % 16..64 + i % 16])).collect::<anyhow::Result<Vec<_>>>()?;
+            runs.push(decode(m, &mut seqs, a.decode_tokens)?);
+        }
+        batched.push((b, median(runs)));
+    }
+    let peak = peak_rss_mb();
+    let threads = rayon::current_num_threads();
+    if a.json {
+        println!("{}", serde_json::to_string(&json!({
+            "model": a.model.model, "threads": threads, "repeats": repeats,
+            "prompt_tokens": a.prompt_tokens, "prompt_tokens_per_second": median(prompt_tps),
+            "decode": batched.iter().map(|(b, t)| json!({"batch": b, "tokens_per_second": t})).collect::<Vec<_>>(),
+            "peak_rss_mb": peak,
+        }))?);
+    } else {
+        println!("model            {} ({threads} threads, median of {repeats})", a.model.model);
+        println!("prompt           {:.1} tokens/s ({} tokens)", median(prompt_tps), a.prompt_tokens);
+        for (b, t) in &batched {
+            println!("decode batch {b:<3} {t:.1} tokens/s aggregate ({:.1} per sequence)", t / *b as f64);
+        }
+        if let Some(p) = peak {
+            println!("peak memory      {p:.0} MB RSS");
+        }
+    }
+    Ok(())
+}

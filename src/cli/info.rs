@@ -1,0 +1,45 @@
+use clap::Args;
+use serde_json::json;
+
+use super::{load_model, ModelArgs};
+
+#[derive(Args, Debug)]
+pub struct InfoArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Print JSON instead of text.
+    #[arg(long)]
+    pub json: bool,
+}
+
+pub fn run(a: InfoArgs) -> anyhow::Result<()> {
+    let m = load_model(&a.model.model)?;
+    let cfg = m.config();
+    let tok = &m.tokenizer;
+    let specials: Vec<_> = tok.special_tokens().iter().map(|s| json!({"token": s, "id": tok.token_to_id(s)})).collect();
+    let info = json!({
+        "model": a.model.model,
+        "source": format!("{:?}", m.source),
+        "config": cfg,
+        "parameters": cfg.num_parameters(),
+        "weight_bytes_in_memory": m.transformer.weights.storage_bytes(),
+        "tensor_types": m.tensor_types.iter().map(|(t, n)| json!({"type": t, "count": n})).collect::<Vec<_>>(),
+        "tokenizer": {"vocab_size": tok.vocab_size(), "bos": tok.bos_token(), "eos": tok.eos_token(), "stop_ids": tok.stop_ids(), "special_tokens": specials},
+        "chat_template": {"fallback_chatml": m.template_is_fallback, "source": m.template.source()},
+    });
+    if a.json {
+        println!("{}", serde_json::to_string_pretty(&info)?);
+        return Ok(());
+    }
+    println!("model          {}", a.model.model);
+    println!("architecture   {} ({} layers, hidden {}, ffn {}, {} heads / {} kv heads, head dim {})", cfg.arch.name(), cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+    println!("parameters     {:.1}M ({} embeddings)", cfg.num_parameters() as f64 / 1e6, if cfg.tie_word_embeddings { "tied" } else { "untied" });
+    println!("context        {} tokens, rope theta {}{}", cfg.max_position_embeddings, cfg.rope_theta, if cfg.rope_scaling.is_some() { ", llama3 rope scaling" } else { "" });
+    println!("tensor types   {}", m.tensor_types.iter().map(|(t, n)| format!("{t} x{n}")).collect::<Vec<_>>().join(", "));
+    println!("in memory      {:.1} MB of weights", m.transformer.weights.storage_bytes() as f64 / 1e6);
+    println!("vocab          {} tokens, bos {:?}, eos {:?}, stop ids {:?}", tok.vocab_size(), tok.bos_token(), tok.eos_token(), tok.stop_ids());
+    println!("special tokens {}", tok.special_tokens().join(" "));
+    println!("chat template  {}", if m.template_is_fallback { "none in the checkpoint: ChatML fallback".to_string() } else { format!("{} chars, from the checkpoint", m.template.source().len()) });
+    println!("{}", m.template.source());
+    Ok(())
+}

@@ -1,0 +1,116 @@
+//! Command-line interface: clap types and the glue from flags to library calls.
+mod bench;
+mod chat;
+mod generate;
+mod info;
+mod progress;
+
+use std::path::PathBuf;
+
+use clap::{Args, Parser, Subcommand};
+
+use crate::sample::SamplingParams;
+
+pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+
+/// Open-weight LLM agents that teach themselves.
+#[derive(Parser, Debug)]
+#[command(name = "autodidact", version, about)]
+pub struct Cli {
+    #[command(subcommand)]
+    pub command: Command,
+}
+
+#[derive(Subcommand, Debug)]
+pub enum Command {
+    /// Generate completions for a prompt or a chat (several samples are decoded as one batch).
+    Generate(generate::GenerateArgs),
+    /// Chat with a model interactively (type /reset to start over, /exit to quit).
+    Chat(chat::ChatArgs),
+    /// Show a model's architecture, size, tensor types, chat template and special tokens.
+    Info(info::InfoArgs),
+    /// Measure prompt and decode speed (single stream and batched) and peak memory.
+    Bench(bench::BenchArgs),
+    /// Convert a model (e.g. a GGUF file) to a Hugging Face folder with safetensors weights.
+    Convert(ConvertArgs),
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct ModelArgs {
+    /// A GGUF file, a Hugging Face model folder, or a hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct).
+    #[arg(long, default_value = DEFAULT_MODEL)]
+    pub model: String,
+}
+
+#[derive(Args, Debug, Clone)]
+pub struct SamplingArgs {
+    /// Sampling temperature; 0 decodes greedily.
+    #[arg(long, default_value_t = 0.7)]
+    pub temperature: f32,
+    /// Sample only among the k most likely tokens (0 = no limit).
+    #[arg(long, default_value_t = 0)]
+    pub top_k: usize,
+    /// Nucleus sampling: keep the most likely tokens up to this total probability.
+    #[arg(long, default_value_t = 0.95)]
+    pub top_p: f32,
+    /// Random seed; the same seed gives the same output.
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Maximum number of new tokens per sample.
+    #[arg(long, default_value_t = 256)]
+    pub max_new_tokens: usize,
+    /// Stop when this text appears (repeatable); the output is cut before it.
+    #[arg(long = "stop")]
+    pub stop: Vec<String>,
+}
+
+impl SamplingArgs {
+    pub fn params(&self) -> SamplingParams {
+        SamplingParams {
+            temperature: self.temperature,
+            top_k: self.top_k,
+            top_p: self.top_p,
+            seed: self.seed,
+            max_new_tokens: self.max_new_tokens,
+            stop_tokens: vec![],
+            stop_strings: self.stop.clone(),
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct ConvertArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    /// Output folder (written atomically).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Tensor type of the written weights.
+    #[arg(long, value_enum, default_value = "f32")]
+    pub dtype: crate::export::hf::SaveDType,
+}
+
+pub fn run(cli: Cli) -> anyhow::Result<()> {
+    match cli.command {
+        Command::Generate(a) => generate::run(a),
+        Command::Chat(a) => chat::run(a),
+        Command::Info(a) => info::run(a),
+        Command::Bench(a) => bench::run(a),
+        Command::Convert(a) => {
+            let m = load_model(&a.model.model)?;
+            crate::export::hf::write_hf_folder(&m, None, &a.out, a.dtype)?;
+            eprintln!("wrote {}", a.out.display());
+            Ok(())
+        }
+    }
+}
+
+pub fn load_model(spec: &str) -> anyhow::Result<crate::model::LoadedModel> {
+    let t = std::time::Instant::now();
+    let m = crate::model::LoadedModel::load(spec).map_err(|e| {
+        let hint = if spec == DEFAULT_MODEL && !std::path::Path::new(spec).exists() { " (run scripts/fetch-model.sh to fetch it)" } else { "" };
+        anyhow::anyhow!("cannot load model `{spec}`{hint}: {e}")
+    })?;
+    eprintln!("loaded {} ({}, {:.1}M parameters) in {:.2}s", spec, m.config().arch.name(), m.config().num_parameters() as f64 / 1e6, t.elapsed().as_secs_f64());
+    Ok(m)
+}

@@ -1,0 +1,127 @@
+//! A model ready to chat: weights, tokenizer and chat template loaded from one `--model` argument.
+use std::path::Path;
+
+use serde_json::Value;
+
+use super::chat_template::ChatTemplate;
+use super::config::ModelConfig;
+use super::error::{ModelError, Result};
+use super::gguf::GgufFile;
+use super::source::{resolve, ModelSource};
+use super::tokenizer::Tokenizer;
+use super::transformer::Transformer;
+use super::weights::{SafetensorsDir, Weights};
+
+pub struct LoadedModel {
+    /// What the user passed to `--model`.
+    pub spec: String,
+    pub source: ModelSource,
+    pub transformer: Transformer,
+    pub tokenizer: Tokenizer,
+    pub template: ChatTemplate,
+    /// True when the checkpoint has no chat template and the documented ChatML fallback is used.
+    pub template_is_fallback: bool,
+    /// Tensor type -> count in the checkpoint file(s).
+    pub tensor_types: Vec<(String, usize)>,
+}
+
+impl LoadedModel {
+    pub fn load(spec: &str) -> Result<Self> {
+        let source = resolve(spec)?;
+        match &source {
+            ModelSource::Gguf(path) => Self::load_gguf(spec, path, source.clone()),
+            ModelSource::HfDir(dir) => Self::load_hf(spec, dir, source.clone()),
+        }
+    }
+
+    fn load_gguf(spec: &str, path: &Path, source: ModelSource) -> Result<Self> {
+        let g = GgufFile::open(path)?;
+        let tokenizer = Tokenizer::from_gguf(g.metadata()).map_err(|e| ModelError::Tokenizer { path: path.into(), source: e })?;
+        let has_output = g.content.tensor_infos.contains_key("output.weight");
+        let cfg = ModelConfig::from_gguf(g.metadata(), has_output, tokenizer.vocab_size(), path)?;
+        let weights = Weights::load(&g, &cfg)?;
+        let template_src = g.metadata().get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
+        let (template, template_is_fallback) = make_template(template_src, &tokenizer, path)?;
+        Ok(LoadedModel {
+            spec: spec.into(),
+            source,
+            transformer: Transformer::new(cfg, weights),
+            tokenizer,
+            template,
+            template_is_fallback,
+            tensor_types: g.dtype_counts(),
+        })
+    }
+
+    fn load_hf(spec: &str, dir: &Path, source: ModelSource) -> Result<Self> {
+        let cfg = ModelConfig::from_hf_json(&dir.join("config.json"))?;
+        let tok_json = dir.join("tokenizer.json");
+        let tok_cfg = dir.join("tokenizer_config.json");
+        if !tok_json.is_file() {
+            return Err(ModelError::invalid(dir, "model folder has no tokenizer.json"));
+        }
+        let tokenizer = Tokenizer::from_files(&tok_json, tok_cfg.is_file().then_some(tok_cfg.as_path()))
+            .map_err(|e| ModelError::Tokenizer { path: tok_json.clone(), source: e })?;
+        let st = SafetensorsDir::open(dir)?;
+        let weights = Weights::load(&st, &cfg)?;
+        let (template, template_is_fallback) = make_template(hf_chat_template(dir)?, &tokenizer, &tok_cfg)?;
+        Ok(LoadedModel {
+            spec: spec.into(),
+            source,
+            transformer: Transformer::new(cfg, weights),
+            tokenizer,
+            template,
+            template_is_fallback,
+            tensor_types: vec![("F32 (converted at load)".into(), st.tensor_names().len())],
+        })
+    }
+
+    pub fn config(&self) -> &ModelConfig {
+        &self.transformer.cfg
+    }
+
+    /// Renders messages with the model's template and tokenizes the result exactly (special tokens included).
+    pub fn encode_chat(&self, messages: &[Value], tools: Option<&[Value]>, add_generation_prompt: bool) -> Result<Vec<u32>> {
+        let text = self.render_chat(messages, tools, add_generation_prompt)?;
+        self.tokenizer.encode(&text).map_err(|e| ModelError::Tokenizer { path: self.source.path().into(), source: e })
+    }
+
+    pub fn render_chat(&self, messages: &[Value], tools: Option<&[Value]>, add_generation_prompt: bool) -> Result<String> {
+        self.template
+            .render(messages, tools, add_generation_prompt)
+            .map_err(|e| ModelError::Template { path: self.source.path().into(), source: e })
+    }
+}
+
+fn make_template(src: Option<String>, tok: &Tokenizer, path: &Path) -> Result<(ChatTemplate, bool)> {
+    match src {
+        Some(s) => ChatTemplate::new(&s, tok.bos_token(), tok.eos_token())
+            .map(|t| (t, false))
+            .map_err(|e| ModelError::Template { path: path.into(), source: e }),
+        None => Ok((ChatTemplate::chatml(), true)),
+    }
+}
+
+/// The chat template of a HF folder: `chat_template.jinja`, or `chat_template` in tokenizer_config.json (a string,
+/// or a list of named templates of which "default" is used).
+fn hf_chat_template(dir: &Path) -> Result<Option<String>> {
+    let jinja = dir.join("chat_template.jinja");
+    if jinja.is_file() {
+        return std::fs::read_to_string(&jinja).map(Some).map_err(|e| ModelError::io(&jinja, e));
+    }
+    let cfg = dir.join("tokenizer_config.json");
+    if !cfg.is_file() {
+        return Ok(None);
+    }
+    let text = std::fs::read_to_string(&cfg).map_err(|e| ModelError::io(&cfg, e))?;
+    let v: Value = serde_json::from_str(&text).map_err(|e| ModelError::invalid(&cfg, format!("line {}: {e}", e.line())))?;
+    Ok(match v.get("chat_template") {
+        Some(Value::String(s)) => Some(s.clone()),
+        Some(Value::Array(list)) => list
+            .iter()
+            .find(|t| t.get("name").and_then(Value::as_str) == Some("default"))
+            .and_then(|t| t.get("template").and_then(Value::as_str))
+            .map(String::from),
+        _ => None,
+    })
+}
