@@ -1,15 +1,16 @@
 //! Chat templates: the model's own Jinja template, rendered as Hugging Face transformers renders it.
 //!
 //! A model was trained on the exact bytes its template produces, so the goal is byte equality with
-//! `tokenizer.apply_chat_template(..., tokenize=False)`, not a prettier prompt. transformers compiles templates
-//! in `ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True, extensions=[loopcontrols])` with
-//! Jinja's default `keep_trailing_newline=False`, adds `raise_exception` and `strftime_now`, and replaces
-//! `tojson` with `json.dumps(x, ensure_ascii=False, ...)`; we set minijinja up the same way. Values are printed
-//! the Python way (`None`, `True`, `['a']`) because templates sometimes print them.
+//! `tokenizer.apply_chat_template(..., tokenize=False)`, not a prettier prompt. transformers compiles
+//! templates in `ImmutableSandboxedEnvironment(trim_blocks=True, lstrip_blocks=True,
+//! extensions=[loopcontrols])` with Jinja's default `keep_trailing_newline=False`, adds `raise_exception`
+//! and `strftime_now`, and replaces `tojson` with `json.dumps(x, ensure_ascii=False, ...)`; minijinja is set
+//! up the same way here. Values print the Python way (`None`, `True`, `['a']`) because templates print them.
 //!
-//! Known gap: object keys reach the template in sorted order, not the caller's order, unless serde_json and
-//! minijinja are built with their `preserve_order` features; a tool spec rendered with `tojson` then differs
-//! from transformers unless its keys are already sorted.
+//! Known gaps, checked against jinja2 3.1.6: object keys reach the template sorted, not in the caller's
+//! order, unless serde_json and minijinja are built with their `preserve_order` features (a tool spec
+//! rendered with `tojson` then differs from transformers unless its keys are already sorted); Python `%`
+//! string formatting is an error; tuples print as lists.
 
 use std::cell::RefCell;
 use std::collections::BTreeMap;
@@ -177,8 +178,8 @@ impl ChatTemplate {
     }
 
     /// Renders a conversation. `messages` are `{"role", "content", ["tool_calls"], ["tool_call_id"],
-    /// ["name"]}` objects; `tools` are `{"type": "function", "function": {...}}` specs. `tools: None` is passed
-    /// as `none`, as transformers passes `tools=None`.
+    /// ["name"]}` objects; `tools` are `{"type": "function", "function": {...}}` specs. `tools: None` is
+    /// passed as `none`, as transformers passes `tools=None`.
     pub fn render(
         &self,
         messages: &[JsonValue],
