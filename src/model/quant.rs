@@ -85,6 +85,9 @@ pub struct QActs {
     pub qs: Vec<i8>,
     pub d: Vec<f32>,
     pub s: Vec<f32>,
+    /// `d` and `s` transposed to `[block][row]`, so the 8-row kernel loads the scales of 8 rows at once.
+    pub dt: Vec<f32>,
+    pub st: Vec<f32>,
 }
 
 impl QActs {
@@ -111,7 +114,15 @@ impl QActs {
             *db = scale;
             *sb = scale * sum as f32;
         }
-        QActs { rows, blocks_per_row: nb, qs, d, s }
+        let mut dt = vec![0f32; rows * nb];
+        let mut st = vec![0f32; rows * nb];
+        for r in 0..rows {
+            for b in 0..nb {
+                dt[b * rows + r] = d[r * nb + b];
+                st[b * rows + r] = s[r * nb + b];
+            }
+        }
+        QActs { rows, blocks_per_row: nb, qs, d, s, dt, st }
     }
     #[inline]
     pub fn row(&self, i: usize) -> (&[i8], &[f32], &[f32]) {
@@ -236,68 +247,90 @@ mod x86 {
         hsum(acc) + mins
     }
 
-    const TILE: usize = 4;
+    /// Sums of each of 8 vectors of 8 i32 lanes, as one vector `[sum(v0), .., sum(v7)]`.
+    #[inline(always)]
+    unsafe fn reduce8(v: [__m256i; 8]) -> __m256i {
+        let a0 = _mm256_hadd_epi32(v[0], v[1]);
+        let a1 = _mm256_hadd_epi32(v[2], v[3]);
+        let a2 = _mm256_hadd_epi32(v[4], v[5]);
+        let a3 = _mm256_hadd_epi32(v[6], v[7]);
+        let b0 = _mm256_hadd_epi32(a0, a1);
+        let b1 = _mm256_hadd_epi32(a2, a3);
+        _mm256_add_epi32(_mm256_permute2x128_si256(b0, b1, 0x20), _mm256_permute2x128_si256(b0, b1, 0x31))
+    }
 
+    /// One weight row against activation rows, 8 rows per pass: the weight block is unpacked once, the 8 int8
+    /// dot products are reduced together and scaled as one vector. Rows past the last full tile use the
+    /// single-row kernel.
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
     pub unsafe fn dot_q4_rows_vnni(w: &[BlockQ4], acts: &super::QActs, out: &mut [f32]) {
         let m4 = _mm256_set1_epi8(0x0F);
         let nb = w.len().min(acts.blocks_per_row);
-        let (q, d, s) = (acts.qs.as_ptr(), acts.d.as_ptr(), acts.s.as_ptr());
-        let stride = acts.blocks_per_row;
-        let m = out.len().min(acts.rows);
+        let rows = acts.rows;
+        let m = out.len().min(rows);
+        let full = m / 8 * 8;
+        let (q, dt, st) = (acts.qs.as_ptr(), acts.dt.as_ptr(), acts.st.as_ptr());
+        let stride = acts.blocks_per_row * QK;
         let mut i0 = 0;
-        while i0 < m {
-            let t = (m - i0).min(TILE);
-            let mut acc = [_mm256_setzero_ps(); TILE];
-            let mut mins = [0f32; TILE];
+        while i0 < full {
+            let mut acc = _mm256_setzero_ps();
+            let mut mins = _mm256_setzero_ps();
             for b in 0..nb {
                 let blk = w.get_unchecked(b);
                 let q128 = _mm_loadu_si128(blk.qs.as_ptr() as *const __m128i);
                 let qw = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16(q128, 4), q128), m4);
-                let (bd, bm) = (blk.d.to_f32(), blk.m.to_f32());
-                for r in 0..t {
-                    let row = i0 + r;
-                    let xv = _mm256_loadu_si256(q.add((row * stride + b) * QK) as *const __m256i);
-                    let p32 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qw, xv);
-                    let scale = bd * *d.add(row * stride + b);
-                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(p32), acc[r]);
-                    mins[r] += bm * *s.add(row * stride + b);
+                let xb = q.add(i0 * stride + b * QK);
+                let mut p = [_mm256_setzero_si256(); 8];
+                for (r, pr) in p.iter_mut().enumerate() {
+                    let xv = _mm256_loadu_si256(xb.add(r * stride) as *const __m256i);
+                    *pr = _mm256_dpbusd_epi32(_mm256_setzero_si256(), qw, xv);
                 }
+                let sums = _mm256_cvtepi32_ps(reduce8(p));
+                let dx = _mm256_loadu_ps(dt.add(b * rows + i0));
+                let sx = _mm256_loadu_ps(st.add(b * rows + i0));
+                acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(blk.d.to_f32()), dx), sums, acc);
+                mins = _mm256_fmadd_ps(_mm256_set1_ps(blk.m.to_f32()), sx, mins);
             }
-            for r in 0..t {
-                *out.get_unchecked_mut(i0 + r) = hsum(acc[r]) + mins[r];
-            }
-            i0 += t;
+            _mm256_storeu_ps(out.as_mut_ptr().add(i0), _mm256_add_ps(acc, mins));
+            i0 += 8;
+        }
+        for i in full..m {
+            let (xq, xd, xs) = acts.row(i);
+            *out.get_unchecked_mut(i) = dot_q4_avx2(w, xq, xd, xs);
         }
     }
 
     #[target_feature(enable = "avx2,fma,f16c,avx512vnni,avx512vl")]
     pub unsafe fn dot_q8_rows_vnni(w: &[BlockQ8], acts: &super::QActs, out: &mut [f32]) {
         let nb = w.len().min(acts.blocks_per_row);
-        let (q, d) = (acts.qs.as_ptr(), acts.d.as_ptr());
-        let stride = acts.blocks_per_row;
-        let m = out.len().min(acts.rows);
+        let rows = acts.rows;
+        let m = out.len().min(rows);
+        let full = m / 8 * 8;
+        let (q, dt) = (acts.qs.as_ptr(), acts.dt.as_ptr());
+        let stride = acts.blocks_per_row * QK;
         let mut i0 = 0;
-        while i0 < m {
-            let t = (m - i0).min(TILE);
-            let mut acc = [_mm256_setzero_ps(); TILE];
+        while i0 < full {
+            let mut acc = _mm256_setzero_ps();
             for b in 0..nb {
                 let blk = w.get_unchecked(b);
                 let wv = _mm256_loadu_si256(blk.qs.as_ptr() as *const __m256i);
                 let aw = _mm256_sign_epi8(wv, wv);
-                let bd = blk.d.to_f32();
-                for r in 0..t {
-                    let row = i0 + r;
-                    let xv = _mm256_loadu_si256(q.add((row * stride + b) * QK) as *const __m256i);
-                    let p32 = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, _mm256_sign_epi8(xv, wv));
-                    let scale = bd * *d.add(row * stride + b);
-                    acc[r] = _mm256_fmadd_ps(_mm256_set1_ps(scale), _mm256_cvtepi32_ps(p32), acc[r]);
+                let xb = q.add(i0 * stride + b * QK);
+                let mut p = [_mm256_setzero_si256(); 8];
+                for (r, pr) in p.iter_mut().enumerate() {
+                    let xv = _mm256_loadu_si256(xb.add(r * stride) as *const __m256i);
+                    *pr = _mm256_dpbusd_epi32(_mm256_setzero_si256(), aw, _mm256_sign_epi8(xv, wv));
                 }
+                let sums = _mm256_cvtepi32_ps(reduce8(p));
+                let dx = _mm256_loadu_ps(dt.add(b * rows + i0));
+                acc = _mm256_fmadd_ps(_mm256_mul_ps(_mm256_set1_ps(blk.d.to_f32()), dx), sums, acc);
             }
-            for r in 0..t {
-                *out.get_unchecked_mut(i0 + r) = hsum(acc[r]);
-            }
-            i0 += t;
+            _mm256_storeu_ps(out.as_mut_ptr().add(i0), acc);
+            i0 += 8;
+        }
+        for i in full..m {
+            let (xq, xd, _) = acts.row(i);
+            *out.get_unchecked_mut(i) = dot_q8_avx2(w, xq, xd);
         }
     }
 
@@ -395,20 +428,22 @@ mod tests {
             blk.dequantize(&mut wf[b * QK..(b + 1) * QK]);
         }
         let exact = dot_f32(&wf, &x);
+        // int8 activations carry ~0.4% relative error per element; bound the total by the vectors' norms.
+        let tol = 0.01 * (dot_f32(&wf, &wf) * dot_f32(&x, &x)).sqrt();
         let (fast, slow) = (dot_q4(&w4, xq, xd, xs), dot_q4_scalar(&w4, xq, xd, xs));
         assert!((fast - slow).abs() <= 1e-4 * slow.abs().max(1.0), "{fast} vs {slow}");
-        assert!((fast - exact).abs() <= 0.02 * exact.abs().max(1.0), "{fast} vs exact {exact}");
+        assert!((fast - exact).abs() <= tol, "{fast} vs exact {exact} (tol {tol})");
 
         let w8: Vec<BlockQ8> = wf.chunks(QK).map(BlockQ8::quantize).collect();
         let (fast, slow) = (dot_q8(&w8, xq, xd), dot_q8_scalar(&w8, xq, xd));
         assert!((fast - slow).abs() <= 1e-4 * slow.abs().max(1.0), "{fast} vs {slow}");
-        assert!((fast - exact).abs() <= 0.03 * exact.abs().max(1.0), "{fast} vs exact {exact}");
+        assert!((fast - exact).abs() <= tol, "{fast} vs exact {exact} (tol {tol})");
     }
 
     #[test]
     fn row_tiled_kernels_equal_single_row_kernels() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(9);
-        let (nb, m) = (6, 7);
+        let (nb, m) = (6, 19);
         let x: Vec<f32> = (0..m * nb * QK).map(|_| rng.random_range(-3.0..3.0)).collect();
         let acts = QActs::quantize(&x, m, nb * QK);
         let w4 = rand_q4(&mut rng, nb);
