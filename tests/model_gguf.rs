@@ -39,21 +39,31 @@ fn logits_match_candle_quantized_llama() {
     let mut f = std::fs::File::open(&path).unwrap();
     let content = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
     let mut reference = ModelWeights::from_gguf(content, &mut f, &Device::Cpu).unwrap();
-    let (mut max_diff, mut sum_diff) = (0f32, 0f64);
+    let (mut max_diff, mut sum_diff, mut decisive) = (0f32, 0f64, 0);
     for (pos, &tok) in PROMPT.iter().enumerate() {
         let input = Tensor::new(&[tok], &Device::Cpu).unwrap().unsqueeze(0).unwrap();
         let r: Vec<f32> = reference.forward(&input, pos).unwrap().squeeze(0).unwrap().to_vec1().unwrap();
         let o = &ours[pos * v..(pos + 1) * v];
-        assert_eq!(argmax(o), argmax(&r), "top-1 differs at position {pos}");
+        // candle quantizes activations to int8, which moves its logits by a few tenths: where its top two
+        // tokens are closer than that, the top-1 is a coin flip for it, not a disagreement about the model.
+        let mut sorted = r.clone();
+        sorted.sort_by(|a, b| b.total_cmp(a));
+        if sorted[0] - sorted[1] > 0.5 {
+            decisive += 1;
+            assert_eq!(argmax(o), argmax(&r), "top-1 differs at position {pos}");
+        } else {
+            eprintln!("position {pos}: candle's top-2 margin {} is within its int8 noise", sorted[0] - sorted[1]);
+        }
         let d = o.iter().zip(&r).fold(0f32, |a, (x, y)| a.max((x - y).abs()));
         max_diff = max_diff.max(d);
         sum_diff += o.iter().zip(&r).map(|(x, y)| (x - y).abs() as f64).sum::<f64>();
     }
     let mean_diff = sum_diff / (PROMPT.len() * v) as f64;
-    eprintln!("vs candle quantized_llama over {} positions: max |logit diff| {max_diff}, mean {mean_diff}", PROMPT.len());
-    // Both quantize activations to int8 per 32-value block, so they differ by rounding (logits reach |36|);
-    // the exact-f32 test below shows the same size of int8 noise.
-    assert!(max_diff < 2.0, "max |diff| = {max_diff}");
+    eprintln!("vs candle quantized_llama over {} positions: max |logit diff| {max_diff}, mean {mean_diff}, same top-1 at all {decisive} decisive positions", PROMPT.len());
+    assert!(2 * decisive >= PROMPT.len(), "only {decisive} decisive positions");
+    // candle's int8 activations differ from exact f32 by this much (logits reach |36|); ours are exact up to
+    // summation order (next test).
+    assert!(max_diff < 2.5, "max |diff| = {max_diff}");
     assert!(mean_diff < 0.4, "mean |diff| = {mean_diff}");
 }
 
@@ -102,7 +112,7 @@ fn batched_ragged_forward_equals_single_sequences_and_shared_prefix() {
 }
 
 #[test]
-fn quantized_activation_logits_stay_close_to_exact_f32() {
+fn quantized_weights_give_the_exact_f32_logits() {
     use autodidact::model::linear::{Matrix, WeightData};
     let m = load();
     let v = m.cfg.vocab_size;
@@ -125,7 +135,8 @@ fn quantized_activation_logits_stay_close_to_exact_f32() {
         top1_same += (argmax(a) == argmax(b)) as usize;
     }
     let range = e.iter().fold(0f32, |a, x| a.max(x.abs()));
-    eprintln!("int8-activation vs exact f32: max |diff| {max_diff} (max |logit| {range}), same top-1 at {top1_same}/{}", PROMPT.len());
-    assert!(top1_same + 1 >= PROMPT.len());
-    assert!(max_diff < 0.1 * range);
+    eprintln!("quantized kernels vs dequantized f32 weights: max |diff| {max_diff} (max |logit| {range}), same top-1 at {top1_same}/{}", PROMPT.len());
+    assert_eq!(top1_same, PROMPT.len());
+    // Weights are dequantized exactly in registers; only the summation order differs from the f32 path.
+    assert!(max_diff < 1e-3, "max |diff| {max_diff}");
 }

@@ -1,7 +1,8 @@
 //! Frozen weight matrices (quantized or f32) and their batched mat-mul.
 use rayon::prelude::*;
 
-use super::quant::{dot_f32, dot_q4, dot_q4_rows, dot_q8, dot_q8_rows, BlockQ4, BlockQ8, QActs, QK};
+use super::qdot::{q4_rows, q8_rows};
+use super::quant::{dot_f32, BlockQ4, BlockQ8, QK};
 
 #[derive(Clone, Debug)]
 pub enum WeightData {
@@ -18,21 +19,17 @@ pub struct Matrix {
     pub data: WeightData,
 }
 
-/// Activations prepared for one or more matmuls with the same input: int8 blocks are made once and reused.
+/// Activations of a matmul: `rows x cols`, row-major.
 pub struct Input<'a> {
     pub x: &'a [f32],
     pub rows: usize,
     pub cols: usize,
-    quantized: std::sync::OnceLock<QActs>,
 }
 
 impl<'a> Input<'a> {
     pub fn new(x: &'a [f32], rows: usize, cols: usize) -> Self {
         debug_assert_eq!(x.len(), rows * cols);
-        Input { x, rows, cols, quantized: std::sync::OnceLock::new() }
-    }
-    fn q(&self) -> &QActs {
-        self.quantized.get_or_init(|| QActs::quantize(self.x, self.rows, self.cols))
+        Input { x, rows, cols }
     }
 }
 
@@ -127,44 +124,22 @@ impl Matrix {
             let j1 = (j0 + chunk).min(n);
             let mut col = vec![0f32; m];
             for j in j0..j1 {
-                let tiled = match &self.data {
-                    WeightData::Q4(b) => {
-                        dot_q4_rows(&b[j * nb..(j + 1) * nb], x.q(), &mut col);
-                        true
+                match &self.data {
+                    WeightData::Q4(b) => q4_rows(&b[j * nb..(j + 1) * nb], x.x, self.cols, &mut col),
+                    WeightData::Q8(b) => q8_rows(&b[j * nb..(j + 1) * nb], x.x, self.cols, &mut col),
+                    WeightData::F32(w) => {
+                        let wr = &w[j * self.cols..(j + 1) * self.cols];
+                        for (i, c) in col.iter_mut().enumerate() {
+                            *c = dot_f32(wr, &x.x[i * self.cols..(i + 1) * self.cols]);
+                        }
                     }
-                    WeightData::Q8(b) => {
-                        dot_q8_rows(&b[j * nb..(j + 1) * nb], x.q(), &mut col);
-                        true
-                    }
-                    WeightData::F32(_) => false,
-                };
-                if tiled {
-                    for (i, &v) in col.iter().enumerate() {
-                        // SAFETY: (i, j) is inside `out` and no other task writes column j.
-                        unsafe { *p.0.add(i * n + j) = v };
-                    }
-                    continue;
                 }
-                for i in 0..m {
-                    let v = match &self.data {
-                        WeightData::Q4(b) => {
-                            let (xq, xd, xs) = x.q().row(i);
-                            dot_q4(&b[j * nb..(j + 1) * nb], xq, xd, xs)
-                        }
-                        WeightData::Q8(b) => {
-                            let (xq, xd, _) = x.q().row(i);
-                            dot_q8(&b[j * nb..(j + 1) * nb], xq, xd)
-                        }
-                        WeightData::F32(w) => dot_f32(&w[j * self.cols..(j + 1) * self.cols], &x.x[i * self.cols..(i + 1) * self.cols]),
-                    };
+                for (i, &v) in col.iter().enumerate() {
                     // SAFETY: (i, j) is inside `out` and no other task writes column j.
                     unsafe { *p.0.add(i * n + j) = v };
                 }
             }
         };
-        if !matches!(self.data, WeightData::F32(_)) {
-            x.q(); // quantize once, before the parallel section
-        }
         if (m * n * self.cols) < 1 << 16 {
             (0..n).step_by(chunk).for_each(work);
         } else {

@@ -6,6 +6,7 @@ pub mod gguf;
 pub mod kv_cache;
 pub mod linear;
 pub mod loaded;
+pub mod qdot;
 pub mod quant;
 pub mod rope;
 pub mod source;
