@@ -65,8 +65,10 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let model = load_model(&a.model.model)?;
     let m = &model.transformer;
     let text = "The quick brown fox jumps over the lazy dog while 12 engineers measure tokens per second. ";
-    let base = model.tokenizer.encode(&text.repeat(1 + a.prompt_tokens / 8))?;
-    if base.len() < a.prompt_tokens {
+    // Decode runs start from 64-token prompts of staggered lengths, whatever --prompt-tokens says.
+    let need = a.prompt_tokens.max(80);
+    let base = model.tokenizer.encode(&text.repeat(1 + need / 8))?;
+    if base.len() < need || a.prompt_tokens == 0 {
         anyhow::bail!("could not build a {}-token prompt", a.prompt_tokens);
     }
     let prompt = &base[..a.prompt_tokens];
