@@ -464,8 +464,11 @@ pub fn write_f32_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<u8
     safetensors::serialize_to_file(views, Some(meta), path).map_err(|e| invalid(path, e.to_string()))
 }
 
-/// Reads every tensor of an f32/f16/bf16 safetensors file as `name -> (shape, f32 values)`.
-pub fn read_safetensors(path: &Path) -> Result<HashMap<String, (Vec<usize>, Vec<f32>)>> {
+/// Tensors by name: `(shape, f32 values)`.
+pub type NamedTensors = HashMap<String, (Vec<usize>, Vec<f32>)>;
+
+/// Reads every tensor of an f32/f16/bf16 safetensors file.
+pub fn read_safetensors(path: &Path) -> Result<NamedTensors> {
     let bytes = std::fs::read(path).map_err(|e| LoraError::Io { path: path.into(), source: e })?;
     let st = SafeTensors::deserialize(&bytes).map_err(|e| invalid(path, e.to_string()))?;
     st.tensors()

@@ -32,6 +32,10 @@ pub struct BenchResult {
     pub seq_len: usize,
     pub trained_tokens: usize,
     pub median_step_s: f64,
+    /// Medians of the step's parts: forward (to the loss), backward, gradient clipping + AdamW.
+    pub forward_s: f64,
+    pub backward_s: f64,
+    pub optimizer_s: f64,
     pub tokens_per_s: f64,
     /// Peak resident set size during this shape's steps (VmHWM after resetting it), in MB; None when unreadable.
     pub peak_rss_mb: Option<f64>,
@@ -41,11 +45,14 @@ impl std::fmt::Display for BenchResult {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(
             f,
-            "{} x {}: {:.1} trained tok/s (median step {:.3} s, {} tokens), peak RSS {}",
+            "{} x {}: {:.1} trained tok/s (median step {:.3} s = forward {:.3} + backward {:.3} + optimizer {:.3}; {} tokens), peak RSS {}",
             self.batch,
             self.seq_len,
             self.tokens_per_s,
             self.median_step_s,
+            self.forward_s,
+            self.backward_s,
+            self.optimizer_s,
             self.trained_tokens,
             self.peak_rss_mb.map_or("n/a".into(), |m| format!("{m:.0} MB"))
         )
@@ -84,11 +91,14 @@ pub fn bench_train(model: &TrainModel, p: &BenchParams, mut on_result: impl FnMu
         let n = targets.len();
         let rss_reset = reset_peak_rss();
         let mut times = Vec::with_capacity(p.repeats);
+        let (mut fwd, mut bwd, mut opt_t) = (Vec::new(), Vec::new(), Vec::new());
         for i in 0..=p.repeats {
             let t0 = Instant::now();
             let lp = model.target_logprobs(&batch, Some(&vars), None, &targets)?;
             let loss = (lp.sum_all()?.neg()? / n as f64)?;
+            let t1 = Instant::now();
             let gs = loss.backward()?;
+            let t2 = Instant::now();
             let mut grads = named
                 .iter()
                 .map(|(name, v)| gs.get(v.as_tensor()).cloned().ok_or_else(|| TrainError::NoGradient { name: name.clone() }))
@@ -97,15 +107,20 @@ pub fn bench_train(model: &TrainModel, p: &BenchParams, mut on_result: impl FnMu
             opt.step(&named, &grads, 1e-4)?;
             if i > 0 {
                 times.push(t0.elapsed().as_secs_f64());
+                fwd.push((t1 - t0).as_secs_f64());
+                bwd.push((t2 - t1).as_secs_f64());
+                opt_t.push(t2.elapsed().as_secs_f64());
             }
         }
-        times.sort_by(f64::total_cmp);
-        let med = times.get(times.len() / 2).copied().unwrap_or(f64::NAN);
+        let med = median(&mut times);
         let r = BenchResult {
             batch: b,
             seq_len: t,
             trained_tokens: n,
             median_step_s: med,
+            forward_s: median(&mut fwd),
+            backward_s: median(&mut bwd),
+            optimizer_s: median(&mut opt_t),
             tokens_per_s: n as f64 / med,
             peak_rss_mb: if rss_reset { peak_rss_mb() } else { None },
         };
@@ -113,4 +128,9 @@ pub fn bench_train(model: &TrainModel, p: &BenchParams, mut on_result: impl FnMu
         out.push(r);
     }
     Ok(out)
+}
+
+fn median(v: &mut [f64]) -> f64 {
+    v.sort_by(f64::total_cmp);
+    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
 }

@@ -238,7 +238,7 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
         append_metrics(&metrics_path, &m)?;
         on_step(&m);
         let at_end = state.step == stop_at;
-        if at_end || (p.save_every > 0 && state.step % p.save_every == 0) {
+        if at_end || (p.save_every > 0 && state.step.is_multiple_of(p.save_every)) {
             checkpoint::save(&ckpt_dir, &vars.to_adapter()?, &opt, &names, &state)?;
         }
     }
