@@ -152,6 +152,11 @@ impl TrainModel {
         if let Some(&bad) = batch.ids.iter().find(|&&id| id as usize >= cfg.vocab_size) {
             return Err(TrainError::Data(format!("token id {bad} is outside the vocabulary of {} tokens", cfg.vocab_size)));
         }
+        if let Some(l) = lora {
+            if l.layers.len() != self.layers.len() {
+                return Err(TrainError::Data(format!("the adapter has {} layers, the model {}", l.layers.len(), self.layers.len())));
+            }
+        }
         let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let (qd, kvd, g) = (cfg.q_dim(), cfg.kv_dim(), nh / nkv);
         let eps = cfg.rms_norm_eps;
