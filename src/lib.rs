@@ -8,4 +8,5 @@ pub mod model;
 
 pub mod sample;
 pub mod export;
+pub mod train;
 pub mod cli;

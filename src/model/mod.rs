@@ -4,6 +4,7 @@ pub mod config;
 pub mod error;
 pub mod gguf;
 pub mod kv_cache;
+pub mod lora;
 pub mod linear;
 pub mod loaded;
 pub mod qdot;

@@ -1,0 +1,333 @@
+//! The differentiable training forward: frozen f32 base weights (plain tensors, never trained) plus trainable LoRA
+//! A/B variables. It returns log-probs of chosen target tokens (or logits) only at the positions that are scored,
+//! so the vocabulary-sized output layer runs on loss positions only.
+//!
+//! Legend: B = sequences in the batch, T = padded length, N = B*T rows, H = hidden, Q = heads*head_dim,
+//! KV = kv_heads*head_dim, I = intermediate, V = vocab, r = LoRA rank, G = heads per KV head.
+//! Batches are right-padded: with a causal mask a real token never attends to padding, so no extra mask is needed,
+//! and padded rows are never scored.
+use std::collections::BTreeMap;
+use std::sync::Arc;
+
+use candle_core::{DType, Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+use super::ops::{causal_softmax, frozen_linear, rms_norm, rope_qk, swiglu, token_logprobs, RopeTables};
+use super::{Result, TrainError};
+use crate::model::lora::{LoraAdapter, LoraConfig, LoraPair, Proj};
+use crate::model::rope::Rope;
+use crate::model::weights::Weights;
+use crate::model::ModelConfig;
+
+struct TrainLayer {
+    attn_norm: Arc<Vec<f32>>,
+    qkv: Tensor, // (Q + 2KV) x H
+    qkv_bias: Option<Tensor>,
+    o: Tensor, // H x Q
+    mlp_norm: Arc<Vec<f32>>,
+    gate_up: Tensor, // 2I x H
+    down: Tensor,    // H x I
+}
+
+/// Frozen base model in f32 for training.
+pub struct TrainModel {
+    pub cfg: ModelConfig,
+    embed: Tensor,   // V x H
+    lm_head: Tensor, // V x H (shares the embedding's storage when tied)
+    norm: Arc<Vec<f32>>,
+    layers: Vec<TrainLayer>,
+    rope: Arc<RopeTables>,
+    device: Device,
+}
+
+/// Trainable LoRA variables, one (A, B) pair per adapted projection per layer.
+pub struct LoraVars {
+    pub config: LoraConfig,
+    pub layers: Vec<BTreeMap<Proj, (Var, Var)>>,
+}
+
+/// A right-padded batch of token sequences.
+#[derive(Debug, Clone)]
+pub struct Batch {
+    pub ids: Vec<u32>, // B*T, padded with 0
+    pub b: usize,
+    pub t: usize,
+    pub lens: Vec<usize>,
+}
+
+impl Batch {
+    pub fn new(seqs: &[&[u32]]) -> Self {
+        let t = seqs.iter().map(|s| s.len()).max().unwrap_or(0);
+        let mut ids = vec![0u32; seqs.len() * t];
+        for (i, s) in seqs.iter().enumerate() {
+            ids[i * t..i * t + s.len()].copy_from_slice(s);
+        }
+        Batch { ids, b: seqs.len(), t, lens: seqs.iter().map(|s| s.len()).collect() }
+    }
+}
+
+/// One scored token: the model at (`seq`, `pos`) predicts `target` (usually the token at `pos + 1`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Target {
+    pub seq: usize,
+    pub pos: usize,
+    pub target: u32,
+}
+
+/// The targets of next-token training: token `i` of a sequence is trained when `loss_mask[i] == 1`, predicted at
+/// position `i - 1` (the first token has no prediction and is never trained).
+pub fn next_token_targets(seqs: &[(&[u32], &[u8])]) -> Vec<Target> {
+    let mut out = Vec::new();
+    for (s, (ids, mask)) in seqs.iter().enumerate() {
+        for i in 1..ids.len().min(mask.len()) {
+            if mask[i] == 1 {
+                out.push(Target { seq: s, pos: i - 1, target: ids[i] });
+            }
+        }
+    }
+    out
+}
+
+impl TrainModel {
+    /// Dequantizes `w` to f32 tensors. Memory: 4 bytes per parameter (about 540 MB for a 135M model).
+    pub fn new(cfg: &ModelConfig, w: &Weights) -> Result<Self> {
+        let device = Device::Cpu;
+        let t = |m: &crate::model::linear::Matrix| Tensor::from_vec(m.to_f32(), (m.rows, m.cols), &device);
+        let embed = t(&w.embed)?;
+        let lm_head = match &w.lm_head {
+            Some(m) => t(m)?,
+            None => embed.clone(),
+        };
+        let mut layers = Vec::with_capacity(w.layers.len());
+        for lw in &w.layers {
+            layers.push(TrainLayer {
+                attn_norm: Arc::new(lw.attn_norm.clone()),
+                qkv: t(&lw.qkv)?,
+                qkv_bias: match &lw.qkv_bias {
+                    Some(b) => Some(Tensor::from_slice(b, (1, b.len()), &device)?),
+                    None => None,
+                },
+                o: t(&lw.o)?,
+                mlp_norm: Arc::new(lw.mlp_norm.clone()),
+                gate_up: t(&lw.gate_up)?,
+                down: t(&lw.down)?,
+            });
+        }
+        // The tables come from the inference runtime's own rope (rotating unit vectors), so training and
+        // inference use bit-identical angles, llama3 scaling included.
+        let rope = Rope::new(cfg);
+        let (hd, half) = (cfg.head_dim, cfg.head_dim / 2);
+        let max_len = cfg.max_position_embeddings.min(8192);
+        let (mut cos, mut sin) = (Vec::with_capacity(max_len * half), Vec::with_capacity(max_len * half));
+        let mut unit = vec![0f32; hd];
+        for p in 0..max_len {
+            unit[..half].fill(1.0);
+            unit[half..].fill(0.0);
+            rope.apply(&mut unit, p);
+            cos.extend_from_slice(&unit[..half]);
+            sin.extend_from_slice(&unit[half..]);
+        }
+        let rope = Arc::new(RopeTables { half, cos, sin });
+        Ok(TrainModel { cfg: cfg.clone(), embed, lm_head, norm: Arc::new(w.norm.clone()), layers, rope, device })
+    }
+
+    pub fn device(&self) -> &Device {
+        &self.device
+    }
+
+    /// Final hidden states before the last norm, `N x H`. `lora` None gives the base model (reference log-probs);
+    /// `dropout_seed` enables the adapter's dropout with masks drawn from that seed (so a resumed run draws the
+    /// same masks).
+    pub fn hidden(&self, batch: &Batch, lora: Option<&LoraVars>, dropout_seed: Option<u64>) -> Result<Tensor> {
+        let cfg = &self.cfg;
+        let (b, t) = (batch.b, batch.t);
+        let n = b * t;
+        if n == 0 {
+            return Err(TrainError::Data("empty batch".into()));
+        }
+        if t > self.rope.max_len() {
+            return Err(TrainError::Data(format!("sequence of {t} tokens exceeds the model's {} positions", self.rope.max_len())));
+        }
+        if let Some(&bad) = batch.ids.iter().find(|&&id| id as usize >= cfg.vocab_size) {
+            return Err(TrainError::Data(format!("token id {bad} is outside the vocabulary of {} tokens", cfg.vocab_size)));
+        }
+        if let Some(l) = lora {
+            if l.layers.len() != self.layers.len() {
+                return Err(TrainError::Data(format!("the adapter has {} layers, the model {}", l.layers.len(), self.layers.len())));
+            }
+        }
+        let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
+        let (qd, kvd, g) = (cfg.q_dim(), cfg.kv_dim(), nh / nkv);
+        let eps = cfg.rms_norm_eps;
+        let scale = 1.0 / (hd as f32).sqrt();
+        let ids = Tensor::from_slice(&batch.ids, n, &self.device)?;
+        let mut x = self.embed.index_select(&ids, 0)?; // N x H
+        let mut drop = match (lora, dropout_seed) {
+            (Some(l), Some(seed)) if l.config.dropout > 0.0 => Some(Dropout { rng: ChaCha8Rng::seed_from_u64(seed), p: l.config.dropout }),
+            _ => None,
+        };
+        for (li, lw) in self.layers.iter().enumerate() {
+            let ad = lora.map(|l| (&l.layers[li], l.config.scale()));
+            // Attention block.
+            let h = rms_norm(&x, lw.attn_norm.clone(), eps)?;
+            let mut qkv = frozen_linear(&h, &lw.qkv)?; // N x (Q + 2KV)
+            if let Some((pairs, s)) = ad {
+                if let Some(d) = stacked_delta(&h, pairs, &[(Proj::Q, qd), (Proj::K, kvd), (Proj::V, kvd)], s, &mut drop)? {
+                    qkv = (qkv + d)?;
+                }
+            }
+            if let Some(bias) = &lw.qkv_bias {
+                qkv = qkv.broadcast_add(bias)?;
+            }
+            let qkv = rope_qk(&qkv, self.rope.clone(), nh + nkv, t)?;
+            // Query heads sharing a KV head are stacked along the row axis: (B, KVH, G*T, hd), so no KV repeat.
+            let q = qkv.narrow(1, 0, qd)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?.reshape((b, nkv, g * t, hd))?;
+            let k = qkv.narrow(1, qd, kvd)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?; // B, KVH, T, hd
+            let v = qkv.narrow(1, qd + kvd, kvd)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
+            let att = causal_softmax(&q.matmul(&k.t()?)?, scale)?; // B, KVH, G*T, T
+            let y = att.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.contiguous()?.reshape((n, qd))?;
+            let mut o = frozen_linear(&y, &lw.o)?;
+            if let Some((pairs, s)) = ad {
+                if let Some(d) = stacked_delta(&y, pairs, &[(Proj::O, cfg.hidden_size)], s, &mut drop)? {
+                    o = (o + d)?;
+                }
+            }
+            x = (x + o)?;
+            // MLP block.
+            let h = rms_norm(&x, lw.mlp_norm.clone(), eps)?;
+            let mut gu = frozen_linear(&h, &lw.gate_up)?; // N x 2I
+            if let Some((pairs, s)) = ad {
+                let i = cfg.intermediate_size;
+                if let Some(d) = stacked_delta(&h, pairs, &[(Proj::Gate, i), (Proj::Up, i)], s, &mut drop)? {
+                    gu = (gu + d)?;
+                }
+            }
+            let a = swiglu(&gu)?; // N x I
+            let mut down = frozen_linear(&a, &lw.down)?;
+            if let Some((pairs, s)) = ad {
+                if let Some(d) = stacked_delta(&a, pairs, &[(Proj::Down, cfg.hidden_size)], s, &mut drop)? {
+                    down = (down + d)?;
+                }
+            }
+            x = (x + down)?;
+        }
+        Ok(x)
+    }
+
+    /// Logits (`n x V`) at the given `(seq, pos)` positions only.
+    pub fn logits_at(&self, batch: &Batch, lora: Option<&LoraVars>, positions: &[(usize, usize)]) -> Result<Tensor> {
+        let x = self.hidden(batch, lora, None)?;
+        self.head(batch, &x, positions.iter().copied())
+    }
+
+    fn head(&self, batch: &Batch, hidden: &Tensor, rows: impl Iterator<Item = (usize, usize)>) -> Result<Tensor> {
+        let mut idx = Vec::new();
+        for (s, p) in rows {
+            if s >= batch.b || p >= batch.lens[s] {
+                return Err(TrainError::Data(format!("scored position {p} of sequence {s} is outside the batch")));
+            }
+            idx.push((s * batch.t + p) as u32);
+        }
+        let n = idx.len();
+        let idx = Tensor::from_vec(idx, n, &self.device)?;
+        let sel = hidden.index_select(&idx, 0)?; // n x H
+        let h = rms_norm(&sel, self.norm.clone(), self.cfg.rms_norm_eps)?;
+        Ok(frozen_linear(&h, &self.lm_head)?) // n x V
+    }
+
+    /// Log-probabilities (`n`) of each target token, differentiable with respect to the LoRA variables.
+    pub fn target_logprobs(&self, batch: &Batch, lora: Option<&LoraVars>, dropout_seed: Option<u64>, targets: &[Target]) -> Result<Tensor> {
+        if targets.is_empty() {
+            return Err(TrainError::Data("no scored tokens in the batch".into()));
+        }
+        let x = self.hidden(batch, lora, dropout_seed)?;
+        let logits = self.head(batch, &x, targets.iter().map(|t| (t.seq, t.pos)))?;
+        let ids = Arc::new(targets.iter().map(|t| t.target).collect::<Vec<_>>());
+        Ok(token_logprobs(&logits, ids)?)
+    }
+}
+
+/// Dropout on the adapter input with masks from a seeded stream (candle's own dropout uses an unseeded RNG,
+/// which would break exact resume).
+struct Dropout {
+    rng: ChaCha8Rng,
+    p: f32,
+}
+
+impl Dropout {
+    fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
+        let keep = 1.0 / (1.0 - self.p);
+        let mask: Vec<f32> = (0..x.elem_count()).map(|_| if self.rng.random::<f32>() < self.p { 0.0 } else { keep }).collect();
+        Ok(x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)?)
+    }
+}
+
+/// The LoRA output for the projections stacked in one runtime matrix, concatenated in stacking order
+/// (`N x sum(widths)`, zeros for projections without an adapter); None when none of them is adapted.
+fn stacked_delta(x: &Tensor, pairs: &BTreeMap<Proj, (Var, Var)>, parts: &[(Proj, usize)], scale: f32, drop: &mut Option<Dropout>) -> Result<Option<Tensor>> {
+    if !parts.iter().any(|(p, _)| pairs.contains_key(p)) {
+        return Ok(None);
+    }
+    let n = x.dim(0)?;
+    let mut outs = Vec::with_capacity(parts.len());
+    for (p, width) in parts {
+        outs.push(match pairs.get(p) {
+            Some((a, b)) => {
+                let xin = match drop.as_mut() {
+                    Some(d) => d.apply(x)?,
+                    None => x.clone(),
+                };
+                (xin.matmul(&a.as_tensor().t()?)?.matmul(&b.as_tensor().t()?)? * scale as f64)?
+            }
+            None => Tensor::zeros((n, *width), DType::F32, x.device())?,
+        });
+    }
+    Ok(Some(if outs.len() == 1 { outs.remove(0) } else { Tensor::cat(&outs, 1)? }))
+}
+
+impl LoraVars {
+    pub fn from_adapter(a: &LoraAdapter, device: &Device) -> Result<Self> {
+        let mut layers = Vec::with_capacity(a.layers.len());
+        for l in &a.layers {
+            let mut m = BTreeMap::new();
+            for (&p, pair) in l {
+                let va = Var::from_tensor(&Tensor::from_slice(&pair.a, (pair.r, pair.d_in), device)?)?;
+                let vb = Var::from_tensor(&Tensor::from_slice(&pair.b, (pair.d_out, pair.r), device)?)?;
+                m.insert(p, (va, vb));
+            }
+            layers.push(m);
+        }
+        Ok(LoraVars { config: a.config.clone(), layers })
+    }
+
+    pub fn to_adapter(&self) -> Result<LoraAdapter> {
+        let mut layers = Vec::with_capacity(self.layers.len());
+        for l in &self.layers {
+            let mut m = BTreeMap::new();
+            for (&p, (a, b)) in l {
+                let (r, d_in) = a.as_tensor().dims2()?;
+                let (d_out, _) = b.as_tensor().dims2()?;
+                let a = a.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                let b = b.as_tensor().flatten_all()?.to_vec1::<f32>()?;
+                m.insert(p, LoraPair { a, b, r, d_in, d_out });
+            }
+            layers.push(m);
+        }
+        Ok(LoraAdapter { config: self.config.clone(), layers })
+    }
+
+    /// Every variable with a stable name (its PEFT key), in a fixed order — the order the optimizer state and the
+    /// gradient-norm sum use, which keeps resumed runs bit-identical.
+    pub fn named_vars(&self) -> Vec<(String, &Var)> {
+        let mut out = Vec::new();
+        for (l, layer) in self.layers.iter().enumerate() {
+            for (p, (a, b)) in layer {
+                let pre = p.peft_prefix(l);
+                out.push((format!("{pre}.lora_A.weight"), a));
+                out.push((format!("{pre}.lora_B.weight"), b));
+            }
+        }
+        out
+    }
+}

@@ -1,0 +1,387 @@
+//! Differentiable ops for training on the CPU, each a fused forward kernel with an analytic backward.
+//!
+//! Why custom ops: candle's fused `rms_norm`, `rope`, `softmax_last_dim` record no backward (the gradient is
+//! silently cut), the composed versions allocate many temporaries, and `matmul`'s backward always computes the
+//! gradient of the frozen weight as well (a wasted GEMM and a weight-sized buffer per layer). Every op here is
+//! checked against finite differences in `tests/train_ops.rs`. All ops take and return f32 tensors on the CPU.
+use std::sync::Arc;
+
+use candle_core::backend::BackendStorage;
+use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
+use rayon::prelude::*;
+
+fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+    match l.contiguous_offsets() {
+        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
+        None => candle_core::bail!("{op}: expects a contiguous f32 input"),
+    }
+}
+
+/// Rows are processed in parallel only when there is enough work to pay for the scheduling.
+fn for_rows(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync + Send) {
+    if out.len() >= 1 << 14 {
+        out.par_chunks_mut(width).enumerate().for_each(|(i, r)| f(i, r));
+    } else {
+        out.chunks_mut(width).enumerate().for_each(|(i, r)| f(i, r));
+    }
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Frozen linear: y = x W^T, backward returns only dL/dx.
+
+struct FrozenLinear;
+
+impl CustomOp2 for FrozenLinear {
+    fn name(&self) -> &'static str {
+        "frozen-linear"
+    }
+    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, wt: &CpuStorage, wtl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (m, k) = xl.shape().dims2()?;
+        let (k2, n) = wtl.shape().dims2()?;
+        if k != k2 {
+            candle_core::bail!("frozen-linear: input has {k} features, weight expects {k2}");
+        }
+        Ok((x.matmul(wt, (1, m, n, k), xl, wtl)?, Shape::from((m, n))))
+    }
+    fn bwd(&self, _x: &Tensor, wt: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        Ok((Some(grad.matmul(&wt.t()?)?), None))
+    }
+}
+
+/// `x W^T` for a frozen `w` (`out x in`, contiguous); `x` is `n x in`. The backward pass computes the input
+/// gradient only.
+pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
+    // Detached so that even a trainable tensor passed here is treated as frozen (no dangling graph edge).
+    x.apply_op2(&w.detach().t()?, FrozenLinear)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// RMSNorm with a frozen weight: y = x * inv * w, inv = 1 / sqrt(mean(x^2) + eps).
+
+#[derive(Clone)]
+struct RmsNorm {
+    w: Arc<Vec<f32>>,
+    eps: f32,
+}
+
+impl CustomOp1 for RmsNorm {
+    fn name(&self) -> &'static str {
+        "rms-norm"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(s, l, "rms-norm")?;
+        let h = self.w.len();
+        let mut out = vec![0f32; x.len()];
+        for_rows(&mut out, h, |i, o| {
+            let xr = &x[i * h..(i + 1) * h];
+            let inv = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / h as f32 + self.eps).sqrt();
+            for j in 0..h {
+                o[j] = xr[j] * inv * self.w[j];
+            }
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op2_no_bwd(&x.contiguous()?, &RmsNormBwd(self.clone()))?))
+    }
+}
+
+struct RmsNormBwd(RmsNorm);
+
+impl CustomOp2 for RmsNormBwd {
+    fn name(&self) -> &'static str {
+        "rms-norm-bwd"
+    }
+    // dx_j = inv * g_j w_j - x_j * inv^3 * mean_k(g_k w_k x_k)
+    fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (g, x) = (contiguous(gs, gl, "rms-norm-bwd")?, contiguous(xs, xl, "rms-norm-bwd")?);
+        let (w, eps) = (&self.0.w, self.0.eps);
+        let h = w.len();
+        let mut out = vec![0f32; x.len()];
+        for_rows(&mut out, h, |i, o| {
+            let (xr, gr) = (&x[i * h..(i + 1) * h], &g[i * h..(i + 1) * h]);
+            let inv = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / h as f32 + eps).sqrt();
+            let dot = (0..h).map(|j| gr[j] * w[j] * xr[j]).sum::<f32>() / h as f32;
+            let c = inv * inv * inv * dot;
+            for j in 0..h {
+                o[j] = inv * gr[j] * w[j] - xr[j] * c;
+            }
+        });
+        Ok((CpuStorage::F32(out), xl.shape().clone()))
+    }
+}
+
+/// RMSNorm over the last dimension with a frozen weight `w`.
+pub fn rms_norm(x: &Tensor, w: Arc<Vec<f32>>, eps: f32) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(RmsNorm { w, eps })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Rotary embedding (HF half-split form) on the q and k heads of a stacked qkv matrix.
+
+/// cos/sin tables `[pos][head_dim / 2]`, shared by every layer.
+pub struct RopeTables {
+    pub half: usize,
+    pub cos: Vec<f32>,
+    pub sin: Vec<f32>,
+}
+
+impl RopeTables {
+    pub fn new(inv_freq: &[f32], max_len: usize) -> Self {
+        let mut cos = Vec::with_capacity(max_len * inv_freq.len());
+        let mut sin = Vec::with_capacity(max_len * inv_freq.len());
+        for p in 0..max_len {
+            for &f in inv_freq {
+                let a = p as f32 * f;
+                cos.push(a.cos());
+                sin.push(a.sin());
+            }
+        }
+        RopeTables { half: inv_freq.len(), cos, sin }
+    }
+    pub fn max_len(&self) -> usize {
+        self.cos.len() / self.half.max(1)
+    }
+}
+
+#[derive(Clone)]
+struct RopeQk {
+    tables: Arc<RopeTables>,
+    /// Number of heads at the start of each row that rotate (q heads + k heads); the rest (v) pass through.
+    rot_heads: usize,
+    seq_len: usize,
+    /// The backward pass is the inverse rotation.
+    inverse: bool,
+}
+
+impl RopeQk {
+    fn run(&self, x: &[f32], width: usize) -> Vec<f32> {
+        let h = self.tables.half;
+        let sign = if self.inverse { -1.0 } else { 1.0 };
+        let mut out = x.to_vec();
+        for_rows(&mut out, width, |row, o| {
+            let pos = row % self.seq_len;
+            let (c, s) = (&self.tables.cos[pos * h..(pos + 1) * h], &self.tables.sin[pos * h..(pos + 1) * h]);
+            for head in o[..self.rot_heads * 2 * h].chunks_exact_mut(2 * h) {
+                let (a, b) = head.split_at_mut(h);
+                for i in 0..h {
+                    let (x0, x1, si) = (a[i], b[i], sign * s[i]);
+                    a[i] = x0 * c[i] - x1 * si;
+                    b[i] = x0 * si + x1 * c[i];
+                }
+            }
+        });
+        out
+    }
+}
+
+impl CustomOp1 for RopeQk {
+    fn name(&self) -> &'static str {
+        "rope-qk"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(s, l, "rope-qk")?;
+        let width = l.shape().dims().last().copied().unwrap_or(1);
+        Ok((CpuStorage::F32(self.run(x, width)), l.shape().clone()))
+    }
+    fn bwd(&self, _x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let inv = RopeQk { inverse: !self.inverse, ..self.clone() };
+        Ok(Some(grad.contiguous()?.apply_op1_no_bwd(&inv)?))
+    }
+}
+
+/// Rotates the first `rot_heads` heads of every row of `qkv` (`(B*T) x width`, rows in sequence order, row `i` at
+/// position `i % seq_len`); the remaining columns (the v heads) are copied unchanged.
+pub fn rope_qk(qkv: &Tensor, tables: Arc<RopeTables>, rot_heads: usize, seq_len: usize) -> Result<Tensor> {
+    if seq_len > tables.max_len() {
+        candle_core::bail!("rope-qk: sequence of {seq_len} tokens exceeds the rope table of {}", tables.max_len());
+    }
+    qkv.contiguous()?.apply_op1(RopeQk { tables, rot_heads, seq_len, inverse: false })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Causal softmax: y = softmax(scale * x) over keys 0..=t of a query at position t; later keys get 0.
+
+#[derive(Clone, Copy)]
+struct CausalSoftmax {
+    scale: f32,
+}
+
+impl CustomOp1 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "causal-softmax"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(s, l, "causal-softmax")?;
+        let t = l.shape().dims().last().copied().unwrap_or(1);
+        let mut out = vec![0f32; x.len()];
+        for_rows(&mut out, t, |row, o| {
+            let n = row % t + 1;
+            let xr = &x[row * t..row * t + n];
+            let max = xr.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+            let mut sum = 0f32;
+            for (o, &v) in o[..n].iter_mut().zip(xr) {
+                *o = ((v - max) * self.scale).exp();
+                sum += *o;
+            }
+            let inv = 1.0 / sum;
+            o[..n].iter_mut().for_each(|v| *v *= inv);
+        });
+        Ok((CpuStorage::F32(out), l.shape().clone()))
+    }
+    fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op2_no_bwd(res, self)?))
+    }
+}
+
+/// Backward of the causal softmax (called on `(grad, y)`): dx = scale * y * (g - sum(g * y)).
+impl CustomOp2 for CausalSoftmax {
+    fn name(&self) -> &'static str {
+        "causal-softmax-bwd"
+    }
+    fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, ys: &CpuStorage, yl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (g, y) = (contiguous(gs, gl, "causal-softmax-bwd")?, contiguous(ys, yl, "causal-softmax-bwd")?);
+        let t = yl.shape().dims().last().copied().unwrap_or(1);
+        let mut out = vec![0f32; y.len()];
+        for_rows(&mut out, t, |row, o| {
+            let n = row % t + 1;
+            let (gr, yr) = (&g[row * t..row * t + n], &y[row * t..row * t + n]);
+            let dot: f32 = gr.iter().zip(yr).map(|(a, b)| a * b).sum();
+            for j in 0..n {
+                o[j] = self.scale * yr[j] * (gr[j] - dot);
+            }
+        });
+        Ok((CpuStorage::F32(out), yl.shape().clone()))
+    }
+}
+
+/// Masked softmax of attention scores `(..., rows, T)` where row `r` is the query at position `r % T`
+/// (so query heads that share a KV head may be stacked along the row axis). The mask is causal only: batches are
+/// right-padded, so a real token never sees a padding key.
+pub fn causal_softmax(scores: &Tensor, scale: f32) -> Result<Tensor> {
+    scores.contiguous()?.apply_op1(CausalSoftmax { scale })
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// SwiGLU: (n x 2I) stacked [gate | up] -> silu(gate) * up.
+
+struct SwiGlu;
+
+impl CustomOp1 for SwiGlu {
+    fn name(&self) -> &'static str {
+        "swiglu"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(s, l, "swiglu")?;
+        let (n, w) = l.shape().dims2()?;
+        let i = w / 2;
+        let mut out = vec![0f32; n * i];
+        for_rows(&mut out, i, |r, o| {
+            let (g, u) = x[r * w..(r + 1) * w].split_at(i);
+            for j in 0..i {
+                o[j] = g[j] / (1.0 + (-g[j]).exp()) * u[j];
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, i))))
+    }
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(grad.contiguous()?.apply_op2_no_bwd(x, &SwiGluBwd)?))
+    }
+}
+
+struct SwiGluBwd;
+
+impl CustomOp2 for SwiGluBwd {
+    fn name(&self) -> &'static str {
+        "swiglu-bwd"
+    }
+    // d gate = dy * up * sig(g) * (1 + g * (1 - sig(g))), d up = dy * silu(g)
+    fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (dy, x) = (contiguous(gs, gl, "swiglu-bwd")?, contiguous(xs, xl, "swiglu-bwd")?);
+        let (n, w) = xl.shape().dims2()?;
+        let i = w / 2;
+        let mut out = vec![0f32; n * w];
+        for_rows(&mut out, w, |r, o| {
+            let (g, u) = x[r * w..(r + 1) * w].split_at(i);
+            let d = &dy[r * i..(r + 1) * i];
+            let (og, ou) = o.split_at_mut(i);
+            for j in 0..i {
+                let sig = 1.0 / (1.0 + (-g[j]).exp());
+                og[j] = d[j] * u[j] * sig * (1.0 + g[j] * (1.0 - sig));
+                ou[j] = d[j] * g[j] * sig;
+            }
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, w))))
+    }
+}
+
+/// `silu(gate) * up` of a stacked `n x 2I` gate/up projection output.
+pub fn swiglu(gate_up: &Tensor) -> Result<Tensor> {
+    gate_up.contiguous()?.apply_op1(SwiGlu)
+}
+
+// ---------------------------------------------------------------------------------------------------------------
+// Log-probability of target tokens: logits (n x V), targets (n) -> log softmax(logits)[i, target_i].
+
+#[derive(Clone)]
+struct TokenLogProbs {
+    targets: Arc<Vec<u32>>,
+}
+
+fn log_sum_exp(row: &[f32]) -> f32 {
+    let max = row.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
+    max + row.iter().map(|&v| (v - max).exp()).sum::<f32>().ln()
+}
+
+impl CustomOp1 for TokenLogProbs {
+    fn name(&self) -> &'static str {
+        "token-logprobs"
+    }
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let x = contiguous(s, l, "token-logprobs")?;
+        let (n, v) = l.shape().dims2()?;
+        if self.targets.len() != n {
+            candle_core::bail!("token-logprobs: {} targets for {n} rows", self.targets.len());
+        }
+        if let Some(&t) = self.targets.iter().find(|&&t| t as usize >= v) {
+            candle_core::bail!("token-logprobs: target id {t} outside the vocabulary of {v}");
+        }
+        let out: Vec<f32> = (0..n)
+            .into_par_iter()
+            .map(|i| {
+                let row = &x[i * v..(i + 1) * v];
+                row[self.targets[i] as usize] - log_sum_exp(row)
+            })
+            .collect();
+        Ok((CpuStorage::F32(out), Shape::from(n)))
+    }
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        Ok(Some(x.contiguous()?.apply_op2_no_bwd(&grad.contiguous()?, self)?))
+    }
+}
+
+/// Backward (called on `(logits, grad)`): dlogits_i = g_i * (onehot(target_i) - softmax(logits_i)).
+impl CustomOp2 for TokenLogProbs {
+    fn name(&self) -> &'static str {
+        "token-logprobs-bwd"
+    }
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, gs: &CpuStorage, gl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (x, g) = (contiguous(xs, xl, "token-logprobs-bwd")?, contiguous(gs, gl, "token-logprobs-bwd")?);
+        let (n, v) = xl.shape().dims2()?;
+        let mut out = vec![0f32; n * v];
+        out.par_chunks_mut(v).enumerate().for_each(|(i, o)| {
+            let row = &x[i * v..(i + 1) * v];
+            let lse = log_sum_exp(row);
+            for (o, &l) in o.iter_mut().zip(row) {
+                *o = -g[i] * (l - lse).exp();
+            }
+            o[self.targets[i] as usize] += g[i];
+        });
+        Ok((CpuStorage::F32(out), Shape::from((n, v))))
+    }
+}
+
+/// Per-row log-probability of `targets` under `logits` (`n x V` -> `n`), without materialising log-softmax.
+pub fn token_logprobs(logits: &Tensor, targets: Arc<Vec<u32>>) -> Result<Tensor> {
+    logits.contiguous()?.apply_op1(TokenLogProbs { targets })
+}

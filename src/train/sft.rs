@@ -1,0 +1,285 @@
+//! The SFT recipe: LoRA fine-tuning on token rows with a loss mask, one readable loop.
+//!
+//! setup (adapter, optimizer, or resume from `out_dir/checkpoint`) -> for each step: `grad_accum` micro-batches,
+//! loss = sum of -log p over trained tokens / trained tokens of the whole step -> clip -> AdamW -> metrics ->
+//! checkpoint every `save_every` steps and at the end. The final adapter is written to `out_dir/adapter`.
+use std::io::Write;
+use std::path::{Path, PathBuf};
+use std::time::Instant;
+
+use candle_core::Tensor;
+use serde::Serialize;
+
+use super::checkpoint::{self, TrainState};
+use super::data::{epoch_batches, validate_rows, TrainRow};
+use super::model::{next_token_targets, Batch, LoraVars, TrainModel};
+use super::optim::{clip_grad_norm, lr_at, AdamW, AdamWParams};
+use super::{Result, TrainError};
+use crate::model::lora::LoraAdapter;
+
+/// Flat SFT parameters (the CLI maps its flags and config file onto these).
+#[derive(Debug, Clone, PartialEq)]
+pub struct SftParams {
+    /// Peak learning rate.
+    pub lr: f64,
+    pub warmup_steps: usize,
+    /// The cosine schedule ends at `lr * min_lr_ratio`.
+    pub min_lr_ratio: f64,
+    /// Passes over the data; ignored when `max_steps` is set.
+    pub epochs: usize,
+    pub max_steps: Option<usize>,
+    /// Rows per micro-batch.
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step.
+    pub grad_accum: usize,
+    /// Clip the global gradient norm to this; 0 disables clipping.
+    pub max_grad_norm: f64,
+    pub adam: AdamWParams,
+    pub seed: u64,
+    /// Longer rows are rejected (the dataset writer should cap lengths).
+    pub max_seq_len: usize,
+    /// Write a checkpoint every this many steps (0: only at the end).
+    pub save_every: usize,
+    /// Receives `checkpoint/`, `adapter/` and `metrics.jsonl`.
+    pub out_dir: PathBuf,
+    /// Continue from `out_dir/checkpoint` when it exists.
+    pub resume: bool,
+    /// Stop (with a checkpoint) after this many steps in total, keeping the schedule of the full run.
+    pub stop_after: Option<usize>,
+}
+
+impl Default for SftParams {
+    fn default() -> Self {
+        SftParams {
+            lr: 2e-4,
+            warmup_steps: 10,
+            min_lr_ratio: 0.0,
+            epochs: 1,
+            max_steps: None,
+            batch_size: 4,
+            grad_accum: 1,
+            max_grad_norm: 1.0,
+            adam: AdamWParams::default(),
+            seed: 0,
+            max_seq_len: 2048,
+            save_every: 0,
+            out_dir: PathBuf::from("sft-out"),
+            resume: false,
+            stop_after: None,
+        }
+    }
+}
+
+impl SftParams {
+    /// What a resumed run must share with the run that wrote the checkpoint.
+    fn fingerprint(&self, rows: usize) -> String {
+        format!(
+            "rows={rows} lr={} warmup={} min_lr_ratio={} epochs={} max_steps={:?} batch={} accum={} clip={} adam={:?} seed={} max_len={}",
+            self.lr, self.warmup_steps, self.min_lr_ratio, self.epochs, self.max_steps, self.batch_size, self.grad_accum,
+            self.max_grad_norm, self.adam, self.seed, self.max_seq_len
+        )
+    }
+}
+
+/// One line of `metrics.jsonl`.
+#[derive(Debug, Clone, PartialEq, Serialize)]
+pub struct StepMetrics {
+    pub step: usize,
+    pub epoch: usize,
+    /// Mean negative log-likelihood per trained token of this step.
+    pub loss: f64,
+    pub lr: f64,
+    /// Global gradient norm before clipping.
+    pub grad_norm: f64,
+    pub tokens_per_s: f64,
+    /// Trained tokens in this step and since the start of training.
+    pub step_tokens: usize,
+    pub trained_tokens: u64,
+}
+
+#[derive(Debug, Clone)]
+pub struct SftOutcome {
+    pub steps: usize,
+    pub last_loss: Option<f64>,
+    /// The trained adapter (also written to `adapter_dir`).
+    pub adapter: LoraAdapter,
+    pub adapter_dir: PathBuf,
+    pub checkpoint_dir: PathBuf,
+    /// False when `stop_after` ended the run before the schedule did.
+    pub finished: bool,
+}
+
+/// Micro-batch stream position across epochs.
+struct Cursor {
+    epoch: usize,
+    next: usize,
+    batches: Vec<Vec<usize>>,
+}
+
+/// Trains `adapter` on `rows` (or resumes from `p.out_dir/checkpoint`). `on_step` sees every step's metrics.
+pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p: &SftParams, on_step: &mut dyn FnMut(&StepMetrics)) -> Result<SftOutcome> {
+    // ---- setup
+    if p.batch_size == 0 || p.grad_accum == 0 {
+        return Err(TrainError::Params("batch_size and grad_accum must be positive".into()));
+    }
+    if !(p.lr.is_finite() && p.lr > 0.0) {
+        return Err(TrainError::Params(format!("learning rate {} must be positive", p.lr)));
+    }
+    validate_rows(rows, p.max_seq_len)?;
+    let lengths: Vec<usize> = rows.iter().map(|r| r.token_ids.len()).collect();
+    let batches_per_epoch = epoch_batches(&lengths, p.batch_size, p.seed, 0).len();
+    let total_steps = match p.max_steps {
+        Some(s) => s,
+        None => (p.epochs * batches_per_epoch).div_ceil(p.grad_accum),
+    };
+    if total_steps == 0 {
+        return Err(TrainError::Params("the run has no steps (epochs = 0 or max_steps = 0)".into()));
+    }
+    let total_micro = p.max_steps.map_or(p.epochs * batches_per_epoch, |s| s * p.grad_accum);
+    let ckpt_dir = p.out_dir.join("checkpoint");
+    let metrics_path = p.out_dir.join("metrics.jsonl");
+    std::fs::create_dir_all(&p.out_dir).map_err(|e| TrainError::io(&p.out_dir, e))?;
+    let fingerprint = p.fingerprint(rows.len());
+    let names_of = |a: &LoraAdapter| LoraVars::from_adapter(a, model.device()).map(|v| v.named_vars().into_iter().map(|(n, _)| n).collect::<Vec<_>>());
+
+    let (vars, mut opt, mut state) = if p.resume && ckpt_dir.join(checkpoint::STATE_FILE).is_file() {
+        let base = adapter.config.base_model.clone();
+        let ck = checkpoint::load(&ckpt_dir, &model.cfg, Some(&base), |a| names_of(a).unwrap_or_default())?;
+        if ck.state.fingerprint != fingerprint {
+            return Err(TrainError::Checkpoint {
+                path: ckpt_dir,
+                msg: format!("written with different parameters; checkpoint: `{}`, now: `{fingerprint}`", ck.state.fingerprint),
+            });
+        }
+        let vars = LoraVars::from_adapter(&ck.adapter, model.device())?;
+        let opt = AdamW { params: p.adam, t: ck.adam_t, m: ck.m, v: ck.v };
+        keep_metrics_up_to(&metrics_path, ck.state.step)?;
+        (vars, opt, ck.state)
+    } else {
+        let vars = LoraVars::from_adapter(&adapter, model.device())?;
+        let opt = AdamW::new(p.adam, &vars.named_vars())?;
+        std::fs::write(&metrics_path, "").map_err(|e| TrainError::io(&metrics_path, e))?;
+        let state = TrainState { step: 0, epoch: 0, next_batch: 0, seed: p.seed, trained_tokens: 0, total_steps, fingerprint, last_loss: None };
+        (vars, opt, state)
+    };
+    let named = vars.named_vars();
+    let names: Vec<String> = named.iter().map(|(n, _)| n.clone()).collect();
+    let mut cursor = Cursor { epoch: state.epoch, next: state.next_batch, batches: epoch_batches(&lengths, p.batch_size, p.seed, state.epoch) };
+    let mut micro_done = state.epoch * batches_per_epoch + state.next_batch;
+    let stop_at = p.stop_after.unwrap_or(total_steps).min(total_steps);
+
+    // ---- loop
+    while state.step < stop_at {
+        let t0 = Instant::now();
+        let step = state.step;
+        // The step's micro-batches, and its trained-token count for the loss normalisation.
+        let mut micro: Vec<Vec<usize>> = Vec::with_capacity(p.grad_accum);
+        while micro.len() < p.grad_accum && micro_done < total_micro {
+            if cursor.next == cursor.batches.len() {
+                cursor = Cursor { epoch: cursor.epoch + 1, next: 0, batches: epoch_batches(&lengths, p.batch_size, p.seed, cursor.epoch + 1) };
+            }
+            micro.push(cursor.batches[cursor.next].clone());
+            cursor.next += 1;
+            micro_done += 1;
+        }
+        let step_tokens: usize = micro.iter().flatten().map(|&i| rows[i].trained_tokens()).sum();
+        if micro.is_empty() || step_tokens == 0 {
+            break;
+        }
+
+        let mut grads: Vec<Option<Tensor>> = vec![None; named.len()];
+        let mut nll_sum = 0f64;
+        for (mi, idx) in micro.iter().enumerate() {
+            let seqs: Vec<(&[u32], &[u8])> = idx.iter().map(|&i| (rows[i].token_ids.as_slice(), rows[i].loss_mask.as_slice())).collect();
+            let batch = Batch::new(&seqs.iter().map(|s| s.0).collect::<Vec<_>>());
+            let targets = next_token_targets(&seqs);
+            let seed = dropout_seed(p.seed, step, mi);
+            let lp = model.target_logprobs(&batch, Some(&vars), Some(seed), &targets)?; // n
+            let nll = lp.sum_all()?.neg()?;
+            nll_sum += nll.to_scalar::<f32>()? as f64;
+            let loss = (nll / step_tokens as f64)?;
+            let gs = loss.backward()?;
+            for (k, (name, var)) in named.iter().enumerate() {
+                let g = gs.get(var.as_tensor()).ok_or_else(|| TrainError::NoGradient { name: name.clone() })?;
+                grads[k] = Some(match grads[k].take() {
+                    Some(acc) => (acc + g)?,
+                    None => g.clone(),
+                });
+            }
+        }
+        let mean_loss = nll_sum / step_tokens as f64;
+        let last_good = ckpt_dir.join(checkpoint::STATE_FILE).is_file().then(|| ckpt_dir.clone());
+        if !mean_loss.is_finite() {
+            return Err(TrainError::NonFinite { step, what: "loss", value: mean_loss, checkpoint: last_good });
+        }
+        let mut grads: Vec<Tensor> = grads.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| TrainError::Data("no micro-batch in step".into()))?;
+        let grad_norm = clip_grad_norm(&mut grads, p.max_grad_norm)?;
+        if !grad_norm.is_finite() {
+            return Err(TrainError::NonFinite { step, what: "gradient norm", value: grad_norm, checkpoint: last_good });
+        }
+        let lr = lr_at(step, total_steps, p.warmup_steps, p.lr, p.min_lr_ratio);
+        opt.step(&named, &grads, lr)?;
+
+        state.step += 1;
+        state.epoch = cursor.epoch;
+        state.next_batch = cursor.next;
+        state.trained_tokens += step_tokens as u64;
+        state.last_loss = Some(mean_loss);
+        let m = StepMetrics {
+            step: state.step,
+            epoch: cursor.epoch,
+            loss: mean_loss,
+            lr,
+            grad_norm,
+            tokens_per_s: step_tokens as f64 / t0.elapsed().as_secs_f64().max(1e-9),
+            step_tokens,
+            trained_tokens: state.trained_tokens,
+        };
+        append_metrics(&metrics_path, &m)?;
+        on_step(&m);
+        let at_end = state.step == stop_at;
+        if at_end || (p.save_every > 0 && state.step.is_multiple_of(p.save_every)) {
+            checkpoint::save(&ckpt_dir, &vars.to_adapter()?, &opt, &names, &state)?;
+        }
+    }
+
+    // ---- finish
+    let adapter = vars.to_adapter()?;
+    let adapter_dir = p.out_dir.join("adapter");
+    let finished = state.step >= total_steps || micro_done >= total_micro;
+    if finished {
+        adapter.save(&adapter_dir)?;
+    }
+    Ok(SftOutcome { steps: state.step, last_loss: state.last_loss, adapter, adapter_dir, checkpoint_dir: ckpt_dir, finished })
+}
+
+/// A distinct, reproducible dropout stream per (run seed, step, micro-batch).
+fn dropout_seed(seed: u64, step: usize, micro: usize) -> u64 {
+    let mut x = seed ^ 0xD1B5_4A32_D192_ED03;
+    for v in [step as u64, micro as u64] {
+        x = (x ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
+        x ^= x >> 29;
+    }
+    x
+}
+
+fn append_metrics(path: &Path, m: &StepMetrics) -> Result<()> {
+    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| TrainError::io(path, e))?;
+    let line = serde_json::to_string(m).map_err(|e| TrainError::Data(e.to_string()))?;
+    writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))
+}
+
+/// After a resume, drops metric lines of steps the checkpoint does not contain (they will be redone).
+fn keep_metrics_up_to(path: &Path, step: usize) -> Result<()> {
+    let text = match std::fs::read_to_string(path) {
+        Ok(t) => t,
+        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
+        Err(e) => return Err(TrainError::io(path, e)),
+    };
+    let kept: String = text
+        .lines()
+        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s as usize <= step))
+        .map(|l| format!("{l}\n"))
+        .collect();
+    std::fs::write(path, kept).map_err(|e| TrainError::io(path, e))
+}

@@ -1,0 +1,126 @@
+//! Every op the training forward differentiates through, checked against central finite differences.
+use std::sync::Arc;
+
+use autodidact::train::ops::{causal_softmax, frozen_linear, rms_norm, rope_qk, swiglu, token_logprobs, RopeTables};
+use candle_core::{Device, Tensor, Var};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
+
+fn rand_vec(n: usize, seed: u64, scale: f32) -> Vec<f32> {
+    let mut r = ChaCha8Rng::seed_from_u64(seed);
+    (0..n).map(|_| r.random_range(-scale..scale)).collect()
+}
+
+/// Checks d/dx sum(f(x) * R) from backprop against central differences, for every element of x.
+fn check_grad(shape: &[usize], scale: f32, f: impl Fn(&Tensor) -> Tensor) {
+    let n: usize = shape.iter().product();
+    let x0 = rand_vec(n, 1, scale);
+    let x = Var::from_vec(x0.clone(), shape, &Device::Cpu).unwrap();
+    let y = f(x.as_tensor());
+    let r = Tensor::from_vec(rand_vec(y.elem_count(), 2, 1.0), y.shape(), &Device::Cpu).unwrap();
+    let loss = (y * &r).unwrap().sum_all().unwrap();
+    let g = loss.backward().unwrap();
+    let analytic = g.get(x.as_tensor()).expect("input got a gradient").flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let eval = |v: &[f32]| -> f64 {
+        let t = Tensor::from_vec(v.to_vec(), shape, &Device::Cpu).unwrap();
+        let y = f(&t).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let r = r.flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        y.iter().zip(&r).map(|(a, b)| *a as f64 * *b as f64).sum()
+    };
+    let h = 1e-2f32;
+    let mut worst = 0f64;
+    for i in 0..n {
+        let (mut p, mut m) = (x0.clone(), x0.clone());
+        p[i] += h;
+        m[i] -= h;
+        let num = (eval(&p) - eval(&m)) / (2.0 * h as f64);
+        let err = (num - analytic[i] as f64).abs() / (num.abs().max(0.1));
+        worst = worst.max(err);
+        assert!(err < 2e-2, "element {i}: numeric {num}, analytic {}", analytic[i]);
+    }
+    assert!(analytic.iter().any(|v| v.abs() > 1e-4), "gradient is all zeros");
+    eprintln!("worst relative error {worst:.2e}");
+}
+
+#[test]
+fn frozen_linear_gradient_and_no_weight_gradient() {
+    let w = Tensor::from_vec(rand_vec(5 * 7, 3, 1.0), (5, 7), &Device::Cpu).unwrap();
+    check_grad(&[4, 7], 1.0, |x| frozen_linear(x, &w).unwrap());
+    // Same values as a plain matmul.
+    let x = Tensor::from_vec(rand_vec(28, 4, 1.0), (4, 7), &Device::Cpu).unwrap();
+    let a = frozen_linear(&x, &w).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let b = x.matmul(&w.t().unwrap()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(a, b);
+    // Even a trainable weight gets no gradient through it: the op is for frozen weights only.
+    let wv = Var::from_tensor(&w).unwrap();
+    let xv = Var::from_tensor(&x).unwrap();
+    let g = frozen_linear(xv.as_tensor(), wv.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
+    assert!(g.get(wv.as_tensor()).is_none());
+    assert!(g.get(xv.as_tensor()).is_some());
+}
+
+#[test]
+fn rms_norm_gradient_and_value() {
+    let w = Arc::new(rand_vec(8, 5, 1.0).into_iter().map(|v| 1.0 + v).collect::<Vec<_>>());
+    check_grad(&[3, 8], 2.0, |x| rms_norm(x, w.clone(), 1e-5).unwrap());
+    let x = rand_vec(8, 6, 2.0);
+    let t = Tensor::from_vec(x.clone(), (1, 8), &Device::Cpu).unwrap();
+    let y = rms_norm(&t, w.clone(), 1e-5).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let mut expect = vec![0f32; 8];
+    autodidact::model::transformer::rms_norm(&x, &w, 1e-5, &mut expect);
+    for (a, b) in y.iter().zip(&expect) {
+        assert!((a - b).abs() < 1e-6);
+    }
+}
+
+fn tables(half: usize, len: usize) -> Arc<RopeTables> {
+    let inv: Vec<f32> = (0..half).map(|i| 1.0 / 100f32.powf(i as f32 / half as f32)).collect();
+    Arc::new(RopeTables::new(&inv, len))
+}
+
+#[test]
+fn rope_gradient_and_v_passthrough() {
+    // 2 sequences x 3 positions; rows hold 2 rotated heads of 4 and one unrotated head of 4.
+    let tb = tables(2, 16);
+    check_grad(&[6, 12], 1.0, |x| rope_qk(x, tb.clone(), 2, 3).unwrap());
+    let x = Tensor::from_vec(rand_vec(72, 7, 1.0), (6, 12), &Device::Cpu).unwrap();
+    let y = rope_qk(&x, tb.clone(), 2, 3).unwrap();
+    let (xv, yv) = (x.to_vec2::<f32>().unwrap(), y.to_vec2::<f32>().unwrap());
+    for r in 0..6 {
+        assert_eq!(xv[r][8..], yv[r][8..], "v columns unchanged");
+    }
+    assert_eq!(xv[0], yv[0], "position 0 is not rotated");
+    assert_eq!(xv[3], yv[3], "second sequence restarts at position 0");
+    assert_ne!(xv[1][..8], yv[1][..8]);
+}
+
+#[test]
+fn causal_softmax_gradient_and_mask() {
+    // (2 groups stacked) x 3 positions: rows 0..3 and 3..6 are queries at positions 0, 1, 2.
+    check_grad(&[2, 6, 3], 2.0, |x| causal_softmax(x, 0.7).unwrap());
+    let x = Tensor::from_vec(rand_vec(18, 8, 2.0), (1, 6, 3), &Device::Cpu).unwrap();
+    let y = causal_softmax(&x, 0.7).unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap();
+    for (r, row) in y.iter().enumerate() {
+        let pos = r % 3;
+        assert!(row[pos + 1..].iter().all(|&v| v == 0.0), "future keys masked");
+        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+    }
+}
+
+#[test]
+fn swiglu_gradient() {
+    check_grad(&[3, 10], 3.0, |x| swiglu(x).unwrap());
+}
+
+#[test]
+fn token_logprobs_gradient_and_value() {
+    let targets = Arc::new(vec![3u32, 0, 6]);
+    check_grad(&[3, 7], 3.0, |x| token_logprobs(x, targets.clone()).unwrap());
+    let x = Tensor::from_vec(rand_vec(21, 9, 3.0), (3, 7), &Device::Cpu).unwrap();
+    let lp = token_logprobs(&x, targets.clone()).unwrap().to_vec1::<f32>().unwrap();
+    let ls = candle_nn::ops::log_softmax(&x, 1).unwrap().to_vec2::<f32>().unwrap();
+    for i in 0..3 {
+        assert!((lp[i] - ls[i][targets[i] as usize]).abs() < 1e-5);
+    }
+    assert!(token_logprobs(&x, Arc::new(vec![1, 2, 7])).is_err(), "target outside the vocabulary");
+}
