@@ -4,7 +4,7 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::json;
 
-use super::{load_model, ModelArgs};
+use super::{ModelArgs};
 use crate::model::{KvCache, Logits, SeqInput, Transformer};
 use crate::sample::params::argmax;
 
@@ -62,7 +62,7 @@ fn decode(m: &Transformer, seqs: &mut [(KvCache, Vec<f32>)], steps: usize) -> an
 }
 
 pub fn run(a: BenchArgs) -> anyhow::Result<()> {
-    let model = load_model(&a.model.model)?;
+    let model = a.model.load()?;
     let m = &model.transformer;
     let text = "The quick brown fox jumps over the lazy dog while 12 engineers measure tokens per second. ";
     // Decode runs start from 64-token prompts of staggered lengths, whatever --prompt-tokens says.

@@ -3,7 +3,7 @@ use std::io::{BufRead, Write};
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::{load_model, ModelArgs, SamplingArgs};
+use super::{ModelArgs, SamplingArgs};
 use crate::sample::{generate, GenRequest};
 
 #[derive(Args, Debug)]
@@ -18,7 +18,7 @@ pub struct ChatArgs {
 }
 
 pub fn run(a: ChatArgs) -> anyhow::Result<()> {
-    let model = load_model(&a.model.model)?;
+    let model = a.model.load()?;
     let fresh = || -> Vec<Value> { a.system.iter().map(|s| json!({"role": "system", "content": s})).collect() };
     let mut messages = fresh();
     let params = a.sampling.params();

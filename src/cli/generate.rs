@@ -5,7 +5,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::{load_model, progress, ModelArgs, SamplingArgs};
+use super::{progress, ModelArgs, SamplingArgs};
 use crate::sample::{generate, GenRequest};
 
 #[derive(Args, Debug)]
@@ -60,7 +60,7 @@ pub fn run(a: GenerateArgs) -> anyhow::Result<()> {
     if a.num_samples == 0 {
         bail!("--num-samples must be at least 1");
     }
-    let model = load_model(&a.model.model)?;
+    let model = a.model.load()?;
     let prompt = if a.raw {
         let text = a.prompt.clone().unwrap_or_default();
         model.tokenizer.encode(&text)?

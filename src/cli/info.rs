@@ -1,7 +1,7 @@
 use clap::Args;
 use serde_json::json;
 
-use super::{load_model, ModelArgs};
+use super::{ModelArgs};
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
@@ -13,7 +13,7 @@ pub struct InfoArgs {
 }
 
 pub fn run(a: InfoArgs) -> anyhow::Result<()> {
-    let m = load_model(&a.model.model)?;
+    let m = a.model.load()?;
     let cfg = m.config();
     let tok = &m.tokenizer;
     let specials: Vec<_> = tok.special_tokens().iter().map(|s| json!({"token": s, "id": tok.token_to_id(s)})).collect();

@@ -40,6 +40,20 @@ pub struct ModelArgs {
     /// A GGUF file, a Hugging Face model folder, or a hub id (e.g. Qwen/Qwen2.5-0.5B-Instruct).
     #[arg(long, default_value = DEFAULT_MODEL)]
     pub model: String,
+    /// A LoRA adapter folder (ours or PEFT's) to apply on top of the model.
+    #[arg(long)]
+    pub adapter: Option<PathBuf>,
+}
+
+impl ModelArgs {
+    pub fn load(&self) -> anyhow::Result<crate::model::LoadedModel> {
+        let mut m = load_model(&self.model)?;
+        if let Some(dir) = &self.adapter {
+            m.attach_adapter(dir)?;
+            eprintln!("adapter {}", dir.display());
+        }
+        Ok(m)
+    }
 }
 
 #[derive(Args, Debug, Clone)]
@@ -97,9 +111,10 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
         Command::Convert(a) => {
-            let m = load_model(&a.model.model)?;
-            crate::export::hf::write_hf_folder(&m, None, &a.out, a.dtype)?;
-            eprintln!("wrote {}", a.out.display());
+            let m = a.model.load()?;
+            let merged = m.transformer.adapter.as_ref().map(|ad| ad.merge(&m.transformer.weights, m.config())).transpose()?;
+            crate::export::hf::write_hf_folder(&m, merged.as_ref(), &a.out, a.dtype)?;
+            eprintln!("wrote {}{}", a.out.display(), if merged.is_some() { " (adapter merged)" } else { "" });
             Ok(())
         }
     }

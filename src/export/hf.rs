@@ -89,7 +89,8 @@ pub fn write_hf_folder(model: &LoadedModel, weights: Option<&Weights>, out: &Pat
         bail!("{} exists and is not a folder", out.display());
     }
     super::write_dir_atomically(out, |dir| {
-        let config = cfg.to_hf_json(dtype.torch_name());
+        let mut config = cfg.to_hf_json(dtype.torch_name());
+        config["_name_or_path"] = serde_json::json!(model.base_name);
         std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config)?)?;
         save_safetensors(&dir.join("model.safetensors"), &hf_tensors(w, cfg), dtype)?;
         std::fs::write(dir.join("tokenizer.json"), model.tokenizer.to_tokenizer_json()?)?;

@@ -23,6 +23,9 @@ pub struct LoadedModel {
     pub template_is_fallback: bool,
     /// Tensor type -> count in the checkpoint file(s).
     pub tensor_types: Vec<(String, usize)>,
+    /// The model's Hugging Face name where known (e.g. `HuggingFaceTB/SmolLM2-135M-Instruct`): adapters record
+    /// it as `base_model_name_or_path` and are refused on another base.
+    pub base_name: String,
 }
 
 impl LoadedModel {
@@ -42,7 +45,9 @@ impl LoadedModel {
         let weights = Weights::load(&g, &cfg)?;
         let template_src = g.metadata().get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
         let (template, template_is_fallback) = make_template(template_src, &tokenizer, path)?;
+        let base_name = gguf_base_name(g.metadata(), path);
         Ok(LoadedModel {
+            base_name,
             spec: spec.into(),
             source,
             transformer: Transformer::new(cfg, weights),
@@ -66,6 +71,7 @@ impl LoadedModel {
         let weights = Weights::load(&st, &cfg)?;
         let (template, template_is_fallback) = make_template(hf_chat_template(dir)?, &tokenizer, &tok_cfg)?;
         Ok(LoadedModel {
+            base_name: hf_base_name(spec, dir),
             spec: spec.into(),
             source,
             transformer: Transformer::new(cfg, weights),
@@ -74,6 +80,14 @@ impl LoadedModel {
             template_is_fallback,
             tensor_types: vec![("F32 (converted at load)".into(), st.tensor_names().len())],
         })
+    }
+
+    /// Attaches a LoRA adapter to the runtime (checked against this model's shapes and base name).
+    pub fn attach_adapter(&mut self, dir: &Path) -> Result<()> {
+        let a = super::lora::LoraAdapter::load(dir, &self.transformer.cfg, Some(&self.base_name))
+            .map_err(|e| ModelError::invalid(dir, format!("adapter: {e}")))?;
+        self.transformer.adapter = Some(a);
+        Ok(())
     }
 
     pub fn config(&self) -> &ModelConfig {
@@ -124,4 +138,28 @@ fn hf_chat_template(dir: &Path) -> Result<Option<String>> {
             .map(String::from),
         _ => None,
     })
+}
+
+/// `organization/file-stem-without-quant-suffix`, e.g. `HuggingFaceTB/SmolLM2-135M-Instruct` for
+/// `SmolLM2-135M-Instruct.Q4_1.gguf`.
+fn gguf_base_name(md: &std::collections::HashMap<String, candle_core::quantized::gguf_file::Value>, path: &Path) -> String {
+    let stem = path.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_default();
+    let stem = stem.split('.').next().unwrap_or(&stem).to_string();
+    match md.get("general.organization").and_then(|v| v.to_string().ok()) {
+        Some(org) if !org.is_empty() => format!("{org}/{stem}"),
+        _ => stem,
+    }
+}
+
+/// The hub id for hub models, `_name_or_path` from config.json for folders that have it, else the folder name.
+fn hf_base_name(spec: &str, dir: &Path) -> String {
+    if !Path::new(spec).exists() {
+        return spec.to_string();
+    }
+    let from_config = std::fs::read_to_string(dir.join("config.json"))
+        .ok()
+        .and_then(|t| serde_json::from_str::<Value>(&t).ok())
+        .and_then(|v| v.get("_name_or_path").and_then(Value::as_str).map(String::from))
+        .filter(|s| !s.is_empty());
+    from_config.unwrap_or_else(|| dir.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default())
 }

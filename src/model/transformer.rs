@@ -8,12 +8,15 @@ use super::config::ModelConfig;
 use super::error::{ModelError, Result};
 use super::kv_cache::KvCache;
 use super::linear::Input;
+use super::lora::{LoraAdapter, Stacked};
 use super::rope::Rope;
 use super::weights::Weights;
 
 pub struct Transformer {
     pub cfg: ModelConfig,
     pub weights: Weights,
+    /// LoRA deltas added after each projection; `None` runs the base model.
+    pub adapter: Option<LoraAdapter>,
     rope: Rope,
 }
 
@@ -42,7 +45,7 @@ unsafe impl Sync for SyncPtr {}
 impl Transformer {
     pub fn new(cfg: ModelConfig, weights: Weights) -> Self {
         let rope = Rope::new(&cfg);
-        Transformer { cfg, weights, rope }
+        Transformer { cfg, weights, adapter: None, rope }
     }
 
     pub fn new_cache(&self) -> KvCache {
@@ -94,6 +97,7 @@ impl Transformer {
         for (l, lw) in self.weights.layers.iter().enumerate() {
             rms_norm(&x, &lw.attn_norm, cfg.rms_norm_eps, &mut xn);
             lw.qkv.matmul(&Input::new(&xn, t_rows, h), &mut qkv);
+            self.lora(l, Stacked::Qkv, &xn, t_rows, &mut qkv);
             let w = qd + 2 * kvd;
             for (ri, row) in qkv.chunks_exact_mut(w).enumerate() {
                 if let Some(bias) = &lw.qkv_bias {
@@ -109,10 +113,12 @@ impl Transformer {
             }
             self.attention(l, batch, &rows, &qkv, &mut attn);
             lw.o.matmul(&Input::new(&attn, t_rows, qd), &mut proj);
+            self.lora(l, Stacked::O, &attn, t_rows, &mut proj);
             x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
 
             rms_norm(&x, &lw.mlp_norm, cfg.rms_norm_eps, &mut xn);
             lw.gate_up.matmul(&Input::new(&xn, t_rows, h), &mut gu);
+            self.lora(l, Stacked::GateUp, &xn, t_rows, &mut gu);
             for (a, g) in act.chunks_exact_mut(inter).zip(gu.chunks_exact(2 * inter)) {
                 let (gate, up) = g.split_at(inter);
                 for i in 0..inter {
@@ -120,6 +126,7 @@ impl Transformer {
                 }
             }
             lw.down.matmul(&Input::new(&act, t_rows, inter), &mut proj);
+            self.lora(l, Stacked::Down, &act, t_rows, &mut proj);
             x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
         }
         for s in batch.iter_mut() {
@@ -154,6 +161,13 @@ impl Transformer {
             out[rows[wr].0].extend_from_slice(&logits[i * v..(i + 1) * v]);
         }
         Ok(out)
+    }
+
+    #[inline]
+    fn lora(&self, layer: usize, stacked: Stacked, x: &[f32], rows: usize, out: &mut [f32]) {
+        if let Some(a) = &self.adapter {
+            a.add_deltas(layer, stacked, &self.cfg, x, rows, out);
+        }
     }
 
     /// Causal attention of every row over its own sequence's cache (positions `0..=pos`).
