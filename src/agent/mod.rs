@@ -1,1 +1,5 @@
 //! Tasks, suites, sandboxes, tool calls and episodes.
+pub mod policy;
+pub mod rational;
+pub mod schema;
+pub mod toolcall;
