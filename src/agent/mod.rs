@@ -3,3 +3,4 @@ pub mod policy;
 pub mod rational;
 pub mod schema;
 pub mod toolcall;
+pub mod suites;
