@@ -4,3 +4,4 @@ pub mod rational;
 pub mod schema;
 pub mod toolcall;
 pub mod suites;
+pub mod verify;
