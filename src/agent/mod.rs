@@ -5,3 +5,7 @@ pub mod schema;
 pub mod toolcall;
 pub mod suites;
 pub mod verify;
+pub mod prompts;
+pub mod episode;
+pub mod metrics;
+pub mod taskfile;
