@@ -310,9 +310,10 @@ impl Episode<'_> {
     }
 
     fn run_tools(&mut self, limits: &Limits) {
-        let State::ToolResponses(calls) = std::mem::replace(&mut self.state, State::AwaitModel) else {
+        if !matches!(self.state, State::ToolResponses(_)) {
             return;
-        };
+        }
+        let State::ToolResponses(calls) = std::mem::replace(&mut self.state, State::AwaitModel) else { return };
         let record = self.turns.last_mut();
         let mut errors = Vec::new();
         let mut ran = 0;

@@ -9,3 +9,4 @@ pub mod prompts;
 pub mod episode;
 pub mod metrics;
 pub mod taskfile;
+pub mod scripted;

@@ -1,6 +1,6 @@
 //! `grid`: navigate a small maze with `move` (up/down/left/right) and `look`. The map is in the instruction;
 //! the goal is reached when the agent stands on it (then it answers `done`). Breadth-first search gives the
-//! shortest plan. Level 1: no walls, goal next to the start. Level 2: a few walls, 2-4 moves. Level 3: more
+//! shortest plan. Level 1: few walls, goal next to the start. Level 2: a few walls, 2-4 moves. Level 3: more
 //! walls, 5-9 moves, usually with a detour.
 use std::collections::VecDeque;
 
@@ -168,7 +168,7 @@ impl Suite for Grid {
     }
     fn draft(&self, rng: &mut TaskRng, difficulty: u8) -> Result<Draft, SuiteError> {
         let (size, density, dist) = match difficulty {
-            1 => (rng.random_range(3..5), 0.0, 1..=1),
+            1 => (rng.random_range(3..6), 0.2, 1..=1),
             2 => (5, 0.15, 2..=4),
             _ => (rng.random_range(6..8), 0.28, 5..=9),
         };
