@@ -1,6 +1,6 @@
 //! The boundary between episodes and the model: episodes ask for turns, a policy answers them in one batch.
-use crate::data::Message;
 pub use crate::data::FinishReason;
+use crate::data::Message;
 
 /// One model turn requested by an episode: the full conversation so far (the policy renders it with the
 /// model's chat template; it may reuse earlier token ids so it never re-tokenises what the model sampled).

@@ -8,17 +8,27 @@ pub fn validate(value: &Value, schema: &Value, path: &str) -> Result<(), String>
     if let Some(ty) = schema.get("type") {
         let ok = match ty {
             Value::String(t) => type_matches(value, t),
-            Value::Array(ts) => ts.iter().filter_map(Value::as_str).any(|t| type_matches(value, t)),
+            Value::Array(ts) => ts
+                .iter()
+                .filter_map(Value::as_str)
+                .any(|t| type_matches(value, t)),
             _ => true,
         };
         if !ok {
-            return Err(format!("`{path}` must be of type {}, got {}", type_label(ty), describe(value)));
+            return Err(format!(
+                "`{path}` must be of type {}, got {}",
+                type_label(ty),
+                describe(value)
+            ));
         }
     }
     if let Some(Value::Array(allowed)) = schema.get("enum") {
         if !allowed.contains(value) {
             let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-            return Err(format!("`{path}` must be one of {}, got {value}", list.join(", ")));
+            return Err(format!(
+                "`{path}` must be one of {}, got {value}",
+                list.join(", ")
+            ));
         }
     }
     if let Value::Object(obj) = value {
@@ -34,8 +44,13 @@ pub fn validate(value: &Value, schema: &Value, path: &str) -> Result<(), String>
             match props.and_then(|p| p.get(k)) {
                 Some(sub) => validate(v, sub, &format!("{path}.{k}"))?,
                 None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
-                    let known: Vec<&str> = props.map(|p| p.keys().map(String::as_str).collect()).unwrap_or_default();
-                    return Err(format!("unknown argument `{path}.{k}` (known: {})", known.join(", ")));
+                    let known: Vec<&str> = props
+                        .map(|p| p.keys().map(String::as_str).collect())
+                        .unwrap_or_default();
+                    return Err(format!(
+                        "unknown argument `{path}.{k}` (known: {})",
+                        known.join(", ")
+                    ));
                 }
                 None => {}
             }
@@ -55,7 +70,11 @@ fn type_matches(value: &Value, ty: &str) -> bool {
         "array" => value.is_array(),
         "string" => value.is_string(),
         "number" => value.is_number(),
-        "integer" => value.as_i64().is_some() || value.as_u64().is_some() || value.as_f64().is_some_and(|f| f.fract() == 0.0),
+        "integer" => {
+            value.as_i64().is_some()
+                || value.as_u64().is_some()
+                || value.as_f64().is_some_and(|f| f.fract() == 0.0)
+        }
         "boolean" => value.is_boolean(),
         "null" => value.is_null(),
         _ => true,
@@ -100,18 +119,46 @@ mod tests {
 
     #[test]
     fn accepts_valid_and_names_the_bad_field() {
-        assert!(validate(&json!({"value": 1.5, "unit": "m", "n": 3.0, "tags": ["a"]}), &schema(), "arguments").is_ok());
-        let e = validate(&json!({"value": "1.5", "unit": "m"}), &schema(), "arguments").unwrap_err();
+        assert!(validate(
+            &json!({"value": 1.5, "unit": "m", "n": 3.0, "tags": ["a"]}),
+            &schema(),
+            "arguments"
+        )
+        .is_ok());
+        let e = validate(
+            &json!({"value": "1.5", "unit": "m"}),
+            &schema(),
+            "arguments",
+        )
+        .unwrap_err();
         assert!(e.contains("arguments.value") && e.contains("number"), "{e}");
         let e = validate(&json!({"value": 1}), &schema(), "arguments").unwrap_err();
-        assert!(e.contains("missing required argument `arguments.unit`"), "{e}");
+        assert!(
+            e.contains("missing required argument `arguments.unit`"),
+            "{e}"
+        );
         let e = validate(&json!({"value": 1, "unit": "mi"}), &schema(), "arguments").unwrap_err();
         assert!(e.contains("one of"), "{e}");
-        let e = validate(&json!({"value": 1, "unit": "m", "x": 1}), &schema(), "arguments").unwrap_err();
+        let e = validate(
+            &json!({"value": 1, "unit": "m", "x": 1}),
+            &schema(),
+            "arguments",
+        )
+        .unwrap_err();
         assert!(e.contains("unknown argument `arguments.x`"), "{e}");
-        let e = validate(&json!({"value": 1, "unit": "m", "n": 1.5}), &schema(), "arguments").unwrap_err();
+        let e = validate(
+            &json!({"value": 1, "unit": "m", "n": 1.5}),
+            &schema(),
+            "arguments",
+        )
+        .unwrap_err();
         assert!(e.contains("integer"), "{e}");
-        let e = validate(&json!({"value": 1, "unit": "m", "tags": ["a", 2]}), &schema(), "arguments").unwrap_err();
+        let e = validate(
+            &json!({"value": 1, "unit": "m", "tags": ["a", 2]}),
+            &schema(),
+            "arguments",
+        )
+        .unwrap_err();
         assert!(e.contains("arguments.tags[1]"), "{e}");
     }
 }

@@ -61,7 +61,11 @@ pub struct StepError {
 
 impl StepError {
     pub fn new(kind: StepErrorKind, message: impl Into<String>) -> Self {
-        Self { kind, call_index: None, message: message.into() }
+        Self {
+            kind,
+            call_index: None,
+            message: message.into(),
+        }
     }
     pub fn at(mut self, call_index: usize) -> Self {
         self.call_index = Some(call_index);
