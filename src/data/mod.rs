@@ -1,1 +1,19 @@
 //! Trajectory, dataset and report records; JSONL io.
+//!
+//! Everything here is plain serde data with no tensor or model dependency, so the records can be read, written
+//! and tested anywhere.
+pub mod jsonl;
+pub mod message;
+pub mod task;
+pub mod trajectory;
+
+pub use jsonl::{JsonlAppender, JsonlError, JsonlRead, ReadMode};
+pub use message::{Message, Role, ToolCall};
+pub use task::{
+    AnswerSpec, Document, Expected, ExpectedCall, GoalState, Matcher, Reference, Split, Table,
+    Task, TaskData,
+};
+pub use trajectory::{
+    Counts, FinishReason, RunIdentity, SamplingInfo, StepError, StepErrorKind, Termination,
+    Trajectory, TurnRecord, Verdict,
+};
