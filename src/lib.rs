@@ -10,3 +10,4 @@ pub mod sample;
 pub mod export;
 pub mod train;
 pub mod cli;
+pub mod rollout;

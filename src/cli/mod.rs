@@ -4,6 +4,8 @@ mod chat;
 mod generate;
 mod info;
 mod progress;
+pub mod rollout;
+mod tasks;
 
 use std::path::PathBuf;
 
@@ -31,8 +33,14 @@ pub enum Command {
     Info(info::InfoArgs),
     /// Measure prompt and decode speed (single stream and batched) and peak memory.
     Bench(bench::BenchArgs),
-    /// Convert a model (e.g. a GGUF file) to a Hugging Face folder with safetensors weights.
+    /// Convert a model (e.g. a GGUF file) to a Hugging Face folder with safetensors weights (merging --adapter).
     Convert(ConvertArgs),
+    /// Run K sampled agent episodes per task in the tool sandboxes; writes trajectories.jsonl (resumable).
+    Rollout(rollout::RolloutArgs),
+    /// Success rate, pass@k, turns, tool calls, tokens and invalid calls per suite and difficulty.
+    Eval(rollout::EvalArgs),
+    /// List suites, write task files, show a task as the model sees it.
+    Tasks(tasks::TasksArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -110,6 +118,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chat(a) => chat::run(a),
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Rollout(a) => rollout::run(a),
+        Command::Eval(a) => rollout::eval(a),
+        Command::Tasks(a) => tasks::run(a),
         Command::Convert(a) => {
             let m = a.model.load()?;
             let merged = m.transformer.adapter.as_ref().map(|ad| ad.merge(&m.transformer.weights, m.config())).transpose()?;

@@ -1,0 +1,189 @@
+//! `autodidact rollout` and `autodidact eval`.
+use std::path::PathBuf;
+
+use anyhow::Context;
+use clap::Args;
+
+use super::{progress, ModelArgs, SamplingArgs};
+use crate::agent::episode::Limits;
+use crate::agent::metrics::EvalReport;
+use crate::agent::prompts::{PromptOptions, Prompts};
+use crate::data::jsonl::{read_jsonl, write_json_atomic};
+use crate::data::{ReadMode, Trajectory};
+use crate::rollout::select::TaskSelection;
+use crate::rollout::{rollout, RolloutParams, RolloutSummary};
+
+#[derive(Args, Debug, Clone)]
+pub struct EpisodeArgs {
+    /// Sampled episodes per task.
+    #[arg(long, short = 'k', default_value_t = 4)]
+    pub samples: u32,
+    /// Tokens one model turn may generate.
+    #[arg(long, default_value_t = 160)]
+    pub turn_tokens: usize,
+    /// Prompt + generated tokens of a whole episode.
+    #[arg(long, default_value_t = 3072)]
+    pub episode_tokens: usize,
+    /// Caps each task's own turn limit.
+    #[arg(long)]
+    pub max_turns: Option<u32>,
+    /// Episodes decoded together (the batch size); memory grows with it.
+    #[arg(long, default_value_t = 64)]
+    pub max_active: usize,
+    /// Leave the suites' few-shot examples out of the prompt.
+    #[arg(long)]
+    pub no_fewshot: bool,
+    /// Folder with suite prompt files (default: the prompts built into the binary, same as prompts/).
+    #[arg(long)]
+    pub prompts: Option<PathBuf>,
+}
+
+impl EpisodeArgs {
+    pub fn prompts(&self) -> anyhow::Result<Prompts> {
+        Ok(match &self.prompts {
+            Some(d) => Prompts::from_dir(d)?,
+            None => Prompts::embedded()?,
+        })
+    }
+    pub fn params(&self, sampling: &SamplingArgs, adapter: Option<String>) -> RolloutParams {
+        RolloutParams {
+            samples_per_task: self.samples,
+            sampling: sampling.params(),
+            limits: Limits {
+                max_turns: self.max_turns,
+                max_new_tokens: self.turn_tokens,
+                max_episode_tokens: self.episode_tokens,
+                max_tool_calls: 12,
+                max_calls_per_turn: 4,
+                max_tool_output_chars: 1500,
+                max_active: self.max_active,
+            },
+            prompt_options: PromptOptions { fewshot: !self.no_fewshot, tools_in_system: true },
+            adapter,
+        }
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RolloutArgs {
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub tasks: TaskSelection,
+    #[command(flatten)]
+    pub episodes: EpisodeArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Trajectories file (JSONL); rerunning the same command after an interruption skips what it holds.
+    #[arg(long, default_value = "trajectories.jsonl")]
+    pub out: PathBuf,
+    /// Print the summary as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+#[derive(Args, Debug)]
+pub struct EvalArgs {
+    /// Report on an existing trajectories file instead of running the model.
+    #[arg(long)]
+    pub trajectories: Option<PathBuf>,
+    #[command(flatten)]
+    pub model: ModelArgs,
+    #[command(flatten)]
+    pub tasks: TaskSelection,
+    #[command(flatten)]
+    pub episodes: EpisodeArgs,
+    #[command(flatten)]
+    pub sampling: SamplingArgs,
+    /// Output folder: trajectories.jsonl and eval.json.
+    #[arg(long, default_value = "eval-out")]
+    pub out: PathBuf,
+    /// k values for pass@k (each <= --samples).
+    #[arg(long, value_delimiter = ',', default_value = "1")]
+    pub pass_k: Vec<usize>,
+    /// Print the report as JSON.
+    #[arg(long)]
+    pub json: bool,
+}
+
+/// Runs rollouts with a progress bar; shared by `rollout`, `eval` and the loop.
+pub fn run_rollout(
+    model: &crate::model::LoadedModel,
+    prompts: &Prompts,
+    tasks: &[crate::data::Task],
+    params: &RolloutParams,
+    out: &std::path::Path,
+    quiet: bool,
+) -> anyhow::Result<RolloutSummary> {
+    let total = tasks.len() as u64 * params.samples_per_task as u64;
+    let pb = progress::bar(total, "episodes", quiet);
+    let mut ok = 0u64;
+    let tokens = std::cell::Cell::new(0usize);
+    let s = rollout(
+        model,
+        prompts,
+        tasks,
+        params,
+        out,
+        &mut |t| {
+            ok += t.verdict.success as u64;
+            pb.inc(1);
+            pb.set_message(format!("episodes ({ok} solved, {} tokens)", tokens.get()));
+        },
+        Box::new(|n| tokens.set(tokens.get() + n)),
+    )?;
+    pb.finish_and_clear();
+    Ok(s)
+}
+
+fn print_summary(s: &RolloutSummary) {
+    eprintln!(
+        "{} episodes run ({} already done), {} solved; {:.1} episodes/min, {:.1} generated tokens/s, batch up to {}, {:.1}s",
+        s.episodes_run, s.episodes_skipped, s.successes_run, s.episodes_per_minute, s.generated_tokens_per_second, s.max_batch, s.seconds
+    );
+}
+
+pub fn run(a: RolloutArgs) -> anyhow::Result<()> {
+    let tasks = a.tasks.tasks()?;
+    let prompts = a.episodes.prompts()?;
+    let model = a.model.load()?;
+    let params = a.episodes.params(&a.sampling, a.model.adapter.as_ref().map(|p| p.display().to_string()));
+    let s = run_rollout(&model, &prompts, &tasks, &params, &a.out, a.json)?;
+    print_summary(&s);
+    if a.json {
+        println!("{}", serde_json::to_string(&s)?);
+    } else {
+        println!("wrote {}", a.out.display());
+    }
+    Ok(())
+}
+
+pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
+    if a.pass_k.iter().any(|&k| k == 0 || k > a.episodes.samples as usize) && a.trajectories.is_none() {
+        anyhow::bail!("--pass-k values must be between 1 and --samples ({})", a.episodes.samples);
+    }
+    let trajs: Vec<Trajectory> = match &a.trajectories {
+        Some(path) => read_jsonl(path, ReadMode::Strict)?.into_items(),
+        None => {
+            let tasks = a.tasks.tasks()?;
+            let prompts = a.episodes.prompts()?;
+            let model = a.model.load()?;
+            let params = a.episodes.params(&a.sampling, a.model.adapter.as_ref().map(|p| p.display().to_string()));
+            std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+            let path = a.out.join("trajectories.jsonl");
+            let s = run_rollout(&model, &prompts, &tasks, &params, &path, a.json)?;
+            print_summary(&s);
+            read_jsonl(&path, ReadMode::Strict)?.into_items()
+        }
+    };
+    let report = EvalReport::from_trajectories(&trajs, &a.pass_k);
+    if a.trajectories.is_none() {
+        write_json_atomic(&a.out.join("eval.json"), &report)?;
+    }
+    if a.json {
+        println!("{}", serde_json::to_string(&report)?);
+    } else {
+        println!("{}", report.to_table());
+    }
+    Ok(())
+}

@@ -1,0 +1,130 @@
+//! The model as an agent policy: renders each episode's conversation with the model's own chat template and
+//! samples all waiting episodes' turns as one batch.
+//!
+//! Token ids are never re-tokenised: an episode keeps its sequence (KV cache included) across turns, and each
+//! turn feeds only the newly rendered text (end of the previous turn, tool responses, generation prompt). The
+//! trajectory's ids are therefore exactly what the model saw and sampled.
+use std::collections::HashMap;
+
+use anyhow::{bail, Context};
+use serde_json::{json, Value};
+
+use crate::agent::policy::{Policy, TurnOutput, TurnRequest};
+use crate::data::{FinishReason as TurnFinish, Message, Role};
+use crate::model::{KvCache, LoadedModel};
+use crate::sample::{generate_into, shared_prefix, FinishReason, SamplingParams, Sequence};
+
+struct EpisodeState {
+    seq: Sequence,
+    /// The exact text of every token the episode has fed or sampled so far.
+    text: String,
+}
+
+pub struct EnginePolicy<'m> {
+    model: &'m LoadedModel,
+    params: SamplingParams,
+    /// RNG stream of each job (episode index), derived from (task id, sample index) so samples do not depend on
+    /// scheduling, batch size or which jobs a resumed run skips.
+    streams: Vec<u64>,
+    episodes: HashMap<usize, EpisodeState>,
+    /// Whether the template renders a `tool` role itself (Qwen2.5 does; SmolLM2's plain ChatML does not).
+    template_knows_tools: bool,
+    on_tokens: Box<dyn FnMut(usize) + 'm>,
+}
+
+impl<'m> EnginePolicy<'m> {
+    pub fn new(model: &'m LoadedModel, params: SamplingParams, streams: Vec<u64>, on_tokens: Box<dyn FnMut(usize) + 'm>) -> Self {
+        let template_knows_tools = model.template.source().contains("tool");
+        EnginePolicy { model, params, streams, episodes: HashMap::new(), template_knows_tools, on_tokens }
+    }
+
+    /// Messages in the form the chat template takes. Tool results become Hermes-style `<tool_response>` user turns
+    /// for templates without a tool role.
+    pub fn template_messages(&self, messages: &[Message]) -> Vec<Value> {
+        messages
+            .iter()
+            .map(|m| match m.role {
+                Role::Tool if !self.template_knows_tools => {
+                    json!({"role": "user", "content": format!("<tool_response>\n{}\n</tool_response>", m.content)})
+                }
+                Role::Tool => json!({"role": "tool", "content": m.content, "name": m.name}),
+                Role::System => json!({"role": "system", "content": m.content}),
+                Role::User => json!({"role": "user", "content": m.content}),
+                Role::Assistant => json!({"role": "assistant", "content": m.content}),
+            })
+            .collect()
+    }
+}
+
+impl Policy for EnginePolicy<'_> {
+    fn turns(&mut self, requests: &[TurnRequest<'_>]) -> anyhow::Result<Vec<TurnOutput>> {
+        let tok = &self.model.tokenizer;
+        let mut deltas: Vec<(String, Vec<u32>)> = Vec::with_capacity(requests.len());
+        for r in requests {
+            let full = self.model.render_chat(&self.template_messages(r.messages), None, true)?;
+            let seen = self.episodes.get(&r.episode).map_or("", |e| e.text.as_str());
+            let Some(rest) = full.strip_prefix(seen) else {
+                bail!(
+                    "episode {}: the chat template renders earlier turns differently from what the model saw; \
+                     cannot continue without re-tokenising",
+                    r.episode
+                );
+            };
+            let ids = tok.encode(rest).context("tokenizing a turn")?;
+            deltas.push((rest.to_string(), ids));
+        }
+        // Episodes starting now share their longest common prompt prefix (system prompt, few-shot examples):
+        // it is computed once and forked into each new episode's cache.
+        let new: Vec<usize> = (0..requests.len()).filter(|&i| !self.episodes.contains_key(&requests[i].episode)).collect();
+        let (prefix, plen) = {
+            let prompts: Vec<&[u32]> = new.iter().map(|&i| deltas[i].1.as_slice()).collect();
+            shared_prefix(&self.model.transformer, &prompts)?
+        };
+        let mut skip = vec![0; requests.len()];
+        for &i in &new {
+            let ep = requests[i].episode;
+            let stream = self.streams.get(ep).copied().unwrap_or(ep as u64);
+            let cache = prefix.as_ref().map_or_else(|| self.model.transformer.new_cache(), KvCache::fork);
+            let seq = Sequence::new(cache, Vec::new(), self.params.seed, stream);
+            self.episodes.insert(ep, EpisodeState { seq, text: String::new() });
+            skip[i] = plen;
+        }
+        let mut eps: Vec<(usize, EpisodeState)> = Vec::with_capacity(requests.len());
+        for r in requests {
+            let st = self.episodes.remove(&r.episode).context("episode state")?;
+            eps.push((r.episode, st));
+        }
+        for (((_, st), (_, ids)), &k) in eps.iter_mut().zip(&deltas).zip(&skip) {
+            st.seq.pending.extend_from_slice(&ids[k..]);
+        }
+        let limits: Vec<usize> = requests.iter().map(|r| r.max_new_tokens.max(1)).collect();
+        let outs = {
+            let mut seqs: Vec<&mut Sequence> = eps.iter_mut().map(|(_, st)| &mut st.seq).collect();
+            generate_into(&self.model.transformer, tok, &mut seqs, &limits, &self.params, &mut *self.on_tokens)?
+        };
+        let mut results = Vec::with_capacity(outs.len());
+        for (((ep, mut st), (delta_text, ids)), out) in eps.into_iter().zip(deltas).zip(outs) {
+            st.text.push_str(&delta_text);
+            st.text.push_str(&out.text);
+            if out.finish == FinishReason::Stop {
+                if let Some(&stop) = out.tokens.last() {
+                    st.text.push_str(&tok.decode(&[stop], false).unwrap_or_default());
+                }
+            }
+            let finish = if out.finish == FinishReason::Length { TurnFinish::Length } else { TurnFinish::Stop };
+            self.episodes.insert(ep, st);
+            results.push(TurnOutput {
+                text: out.text,
+                prompt_delta_ids: ids,
+                sampled_ids: out.tokens,
+                logprobs: out.logprobs,
+                finish,
+            });
+        }
+        Ok(results)
+    }
+
+    fn episode_done(&mut self, episode: usize) {
+        self.episodes.remove(&episode);
+    }
+}

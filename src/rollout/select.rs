@@ -1,0 +1,80 @@
+//! Which tasks a command runs: generated ones (suites x difficulties x count, from a seed and split) and/or
+//! task files.
+use std::path::PathBuf;
+
+use anyhow::{bail, Context};
+
+use crate::agent::suites;
+use crate::agent::taskfile::load_tasks;
+use crate::data::{Split, Task};
+
+#[derive(Debug, Clone, clap::Args)]
+pub struct TaskSelection {
+    /// Suites to generate tasks from (comma-separated); default: every generative suite.
+    #[arg(long, value_delimiter = ',')]
+    pub suites: Vec<String>,
+    /// Difficulty levels to generate (comma-separated).
+    #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
+    pub difficulties: Vec<u8>,
+    /// Generated tasks per suite and difficulty (0 with --task-file runs only the files).
+    #[arg(long, default_value_t = 10)]
+    pub tasks_per: u64,
+    /// Which split to generate from; train and test never share a task.
+    #[arg(long, value_enum, default_value = "test")]
+    pub split: SplitArg,
+    /// Seed of task generation.
+    #[arg(long, default_value_t = 0)]
+    pub task_seed: u64,
+    /// Task files (JSONL) to run as well (repeatable).
+    #[arg(long = "task-file")]
+    pub task_files: Vec<PathBuf>,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SplitArg {
+    Train,
+    Test,
+}
+
+impl From<SplitArg> for Split {
+    fn from(s: SplitArg) -> Split {
+        match s {
+            SplitArg::Train => Split::Train,
+            SplitArg::Test => Split::Test,
+        }
+    }
+}
+
+impl TaskSelection {
+    /// Resolves the selection; unknown suites and bad task files fail here, before any model runs.
+    pub fn tasks(&self) -> anyhow::Result<Vec<Task>> {
+        let mut out = Vec::new();
+        if self.tasks_per > 0 {
+            let names: Vec<String> = if self.suites.is_empty() {
+                suites::generative().map(|s| s.name().to_string()).collect()
+            } else {
+                self.suites.clone()
+            };
+            for name in &names {
+                let suite = suites::get(name)?;
+                let Some(range) = suite.difficulties() else {
+                    bail!("suite `{name}` only runs tasks from files (use --task-file)");
+                };
+                for &d in &self.difficulties {
+                    if !range.contains(&d) {
+                        bail!("suite `{name}` has difficulties {}..={}, not {d}", range.start(), range.end());
+                    }
+                    out.extend(suites::generate_many(suite, self.task_seed, self.split.into(), d, self.tasks_per)?);
+                }
+            }
+        }
+        for f in &self.task_files {
+            out.extend(load_tasks(f).with_context(|| format!("loading tasks from {}", f.display()))?);
+        }
+        if out.is_empty() {
+            bail!("no tasks selected");
+        }
+        Ok(out)
+    }
+}
