@@ -1,9 +1,12 @@
 //! Command-line interface: clap types and the glue from flags to library calls.
 mod bench;
 mod chat;
+mod export;
+mod filter;
 mod generate;
 mod info;
 mod progress;
+mod train;
 
 use std::path::PathBuf;
 
@@ -33,6 +36,12 @@ pub enum Command {
     Bench(bench::BenchArgs),
     /// Convert a model (e.g. a GGUF file) to a Hugging Face folder with safetensors weights.
     Convert(ConvertArgs),
+    /// Keep short successful episodes and write them as a chat dataset with loss masks (plus report and audit).
+    Filter(filter::FilterArgs),
+    /// Train a LoRA adapter on a dataset (or measure training speed with --bench).
+    Train(train::TrainArgs),
+    /// Export an adapter as a PEFT folder or merged into a Hugging Face model folder.
+    Export(export::ExportArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -110,6 +119,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Chat(a) => chat::run(a),
         Command::Info(a) => info::run(a),
         Command::Bench(a) => bench::run(a),
+        Command::Filter(a) => filter::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Export(a) => export::run(a),
         Command::Convert(a) => {
             let m = a.model.load()?;
             let merged = m.transformer.adapter.as_ref().map(|ad| ad.merge(&m.transformer.weights, m.config())).transpose()?;
