@@ -64,7 +64,7 @@ impl DropReason {
 }
 
 /// Counts for one group of episodes.
-#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct GroupCounts {
     pub episodes: usize,
     pub kept: usize,
@@ -75,9 +75,9 @@ pub struct GroupCounts {
     pub tasks_kept: usize,
 }
 
-impl GroupCounts {
-    fn new() -> Self {
-        GroupCounts { dropped: DropReason::ALL.iter().map(|r| (r.name().to_string(), 0)).collect(), ..Default::default() }
+impl Default for GroupCounts {
+    fn default() -> Self {
+        GroupCounts { episodes: 0, kept: 0, dropped: DropReason::ALL.iter().map(|r| (r.name().to_string(), 0)).collect(), tasks: 0, tasks_kept: 0 }
     }
 }
 
@@ -207,14 +207,14 @@ pub fn select(trajs: &[Trajectory], p: &FilterParams) -> Selection {
 }
 
 fn report(trajs: &[Trajectory], fates: &[Option<DropReason>], p: &FilterParams, balance_caps: BTreeMap<String, usize>) -> FilterReport {
-    let mut total = GroupCounts::new();
+    let mut total = GroupCounts::default();
     let mut by_suite: BTreeMap<String, GroupCounts> = BTreeMap::new();
     let mut by_sd: BTreeMap<String, GroupCounts> = BTreeMap::new();
     // (group key, task) -> kept anything
     let mut tasks: BTreeMap<(u8, String, String), bool> = BTreeMap::new();
     for (t, fate) in trajs.iter().zip(fates) {
         let sd = format!("{}/d{}", t.suite, t.difficulty);
-        for g in [&mut total, by_suite.entry(t.suite.clone()).or_insert_with(GroupCounts::new), by_sd.entry(sd.clone()).or_insert_with(GroupCounts::new)] {
+        for g in [&mut total, by_suite.entry(t.suite.clone()).or_default(), by_sd.entry(sd.clone()).or_default()] {
             g.episodes += 1;
             match fate {
                 None => g.kept += 1,
@@ -228,8 +228,8 @@ fn report(trajs: &[Trajectory], fates: &[Option<DropReason>], p: &FilterParams, 
     for ((level, key, _), kept) in tasks {
         let g = match level {
             0 => &mut total,
-            1 => by_suite.entry(key).or_insert_with(GroupCounts::new),
-            _ => by_sd.entry(key).or_insert_with(GroupCounts::new),
+            1 => by_suite.entry(key).or_default(),
+            _ => by_sd.entry(key).or_default(),
         };
         g.tasks += 1;
         g.tasks_kept += usize::from(kept);
