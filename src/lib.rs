@@ -4,6 +4,7 @@
 //! `data` holds plain serde records and is testable without tensors.
 pub mod agent;
 pub mod data;
+pub mod distil;
 pub mod model;
 
 pub mod sample;

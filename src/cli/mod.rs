@@ -1,11 +1,14 @@
 //! Command-line interface: clap types and the glue from flags to library calls.
 mod bench;
 mod chat;
+mod export;
+mod filter;
 mod generate;
 mod info;
 mod progress;
 pub mod rollout;
 mod tasks;
+mod train;
 
 use std::path::PathBuf;
 
@@ -41,6 +44,12 @@ pub enum Command {
     Eval(rollout::EvalArgs),
     /// List suites, write task files, show a task as the model sees it.
     Tasks(tasks::TasksArgs),
+    /// Keep short successful episodes and write them as a chat dataset with loss masks (plus report and audit).
+    Filter(filter::FilterArgs),
+    /// Train a LoRA adapter on a dataset (or measure training speed with --bench).
+    Train(train::TrainArgs),
+    /// Export an adapter as a PEFT folder or merged into a Hugging Face model folder.
+    Export(export::ExportArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -121,6 +130,9 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Rollout(a) => rollout::run(a),
         Command::Eval(a) => rollout::eval(a),
         Command::Tasks(a) => tasks::run(a),
+        Command::Filter(a) => filter::run(a),
+        Command::Train(a) => train::run(a),
+        Command::Export(a) => export::run(a),
         Command::Convert(a) => {
             let m = a.model.load()?;
             let merged = m.transformer.adapter.as_ref().map(|ad| ad.merge(&m.transformer.weights, m.config())).transpose()?;

@@ -1,0 +1,8 @@
+//! From trajectories to a training set: which episodes to keep (`filter`), and how each becomes a chat row with
+//! the rollout's exact token ids and an assistant-only loss mask (`rows`). The mask audit lives with the row type
+//! in `data::dataset`.
+pub mod filter;
+pub mod rows;
+
+pub use filter::{select, DropReason, FilterParams, FilterReport, Selection};
+pub use rows::{build_row, BuiltRow, ChatEncoder, RowError};

@@ -1,0 +1,167 @@
+//! Trajectory -> dataset row: the rollout's own token ids with the produced mask as loss mask, optionally with
+//! the few-shot examples cut out of the context (context distillation).
+//!
+//! A trajectory's `token_ids` are, turn after turn, the prompt delta (mask 0: the rendered conversation since the
+//! model's last token) and the sampled ids (mask 1). The first delta holds system + few-shot + first user message,
+//! rendered by the model's chat template. To drop the few-shot examples we render `[system, few-shot...]` and
+//! require its tokens to be a prefix of `token_ids` (that pins where the real conversation starts), replace
+//! that prefix by the tokens of `[system]` alone, and keep every later id, sampled ones included, unchanged.
+//! The splice is verified: the new context up to the first sampled token must equal what the template gives
+//! for `[system, first user message]` with the generation prompt, i.e. exactly what the model would have seen
+//! had it been prompted without examples.
+use serde_json::Value;
+
+use crate::data::dataset::{chat_messages, DatasetRow};
+use crate::data::{FinishReason, Message, Role, Trajectory};
+
+#[derive(Debug, thiserror::Error)]
+pub enum RowError {
+    #[error("trajectory {id}: {msg}")]
+    Inconsistent { id: String, msg: String },
+    #[error("trajectory {id}: cannot drop the few-shot examples: {msg}")]
+    Splice { id: String, msg: String },
+}
+
+/// Renders and tokenizes a conversation with the model's chat template (implemented by `LoadedModel`).
+pub trait ChatEncoder {
+    fn encode_chat(&self, messages: &[Value], tools: Option<&[Value]>, add_generation_prompt: bool) -> Result<Vec<u32>, String>;
+}
+
+impl ChatEncoder for crate::model::LoadedModel {
+    fn encode_chat(&self, messages: &[Value], tools: Option<&[Value]>, add_generation_prompt: bool) -> Result<Vec<u32>, String> {
+        crate::model::LoadedModel::encode_chat(self, messages, tools, add_generation_prompt).map_err(|e| e.to_string())
+    }
+}
+
+/// A dataset row with what the audit needs to check it.
+pub struct BuiltRow {
+    pub row: DatasetRow,
+    /// 1 where the token is the model's own.
+    pub produced: Vec<u8>,
+    /// Position of the last sampled token of every turn that ended with `Stop`.
+    pub stop_turn_ends: Vec<usize>,
+}
+
+pub fn row_id(t: &Trajectory) -> String {
+    format!("{}#{}", t.task_id, t.sample_index)
+}
+
+/// The tool specs of an episode: the `<tools>` block of its system message (one JSON spec per line, as
+/// `agent::prompts::tools_block` writes it), else those of the generated suite at that difficulty, else none.
+pub fn episode_tools(t: &Trajectory) -> Vec<Value> {
+    let from_system = t.messages.first().filter(|m| m.role == Role::System).and_then(|m| {
+        let start = m.content.find("<tools>\n")? + "<tools>\n".len();
+        let end = start + m.content[start..].find("\n</tools>")?;
+        m.content[start..end].lines().map(|l| serde_json::from_str::<Value>(l).ok()).collect::<Option<Vec<_>>>()
+    });
+    if let Some(tools) = from_system {
+        return tools;
+    }
+    crate::agent::suites::get(&t.suite)
+        .ok()
+        .filter(|s| s.difficulties().is_some_and(|r| r.contains(&t.difficulty)))
+        .map(|s| s.tools(t.difficulty))
+        .unwrap_or_default()
+}
+
+/// Builds the row; with `drop_fewshot`, the few-shot examples are removed from the context (see module docs).
+pub fn build_row(t: &Trajectory, drop_fewshot: Option<&dyn ChatEncoder>) -> Result<BuiltRow, RowError> {
+    let id = row_id(t);
+    let bad = |msg: String| RowError::Inconsistent { id: id.clone(), msg };
+    if t.token_ids.len() != t.produced_mask.len() {
+        return Err(bad(format!("{} token ids but {} produced-mask values", t.token_ids.len(), t.produced_mask.len())));
+    }
+    let produced_pos: Vec<usize> = (0..t.produced_mask.len()).filter(|&i| t.produced_mask[i] == 1).collect();
+    let per_turn: usize = t.turns.iter().map(|r| r.generated_tokens as usize).sum();
+    if per_turn != produced_pos.len() {
+        return Err(bad(format!("turns report {per_turn} generated tokens but the produced mask has {}", produced_pos.len())));
+    }
+    let mut stop_turn_ends = Vec::new();
+    let mut seen = 0;
+    for r in &t.turns {
+        seen += r.generated_tokens as usize;
+        if r.finish == FinishReason::Stop && r.generated_tokens > 0 {
+            stop_turn_ends.push(produced_pos[seen - 1]);
+        }
+    }
+    let tools = episode_tools(t);
+    let (messages, token_ids, mask, shift) = match drop_fewshot {
+        Some(enc) if t.fewshot_messages > 0 => splice(t, &tools, enc).map_err(|msg| RowError::Splice { id: id.clone(), msg })?,
+        _ => (t.messages.clone(), t.token_ids.clone(), t.produced_mask.clone(), 0isize),
+    };
+    let stop_turn_ends = stop_turn_ends.into_iter().map(|p| (p as isize + shift) as usize).collect();
+    let row = DatasetRow {
+        id,
+        suite: t.suite.clone(),
+        difficulty: t.difficulty,
+        messages: chat_messages(&messages),
+        tools,
+        token_ids,
+        loss_mask: mask.clone(),
+    };
+    Ok(BuiltRow { row, produced: mask, stop_turn_ends })
+}
+
+fn styled(messages: &[Message], with_calls: bool) -> Vec<Value> {
+    let mut out = chat_messages(messages);
+    if with_calls {
+        for (v, m) in out.iter_mut().zip(messages) {
+            if !m.tool_calls.is_empty() {
+                v["tool_calls"] = m
+                    .tool_calls
+                    .iter()
+                    .map(|c| serde_json::json!({"type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
+                    .collect();
+            }
+        }
+    }
+    out
+}
+
+type Spliced = (Vec<Message>, Vec<u32>, Vec<u8>, isize);
+
+/// The rollout's renderer is not recorded, so the plausible ones are tried (tools passed to the template or
+/// not; calls passed as `tool_calls` or only in the text) and the first whose rendering is a verified prefix wins.
+fn splice(t: &Trajectory, tools: &[Value], enc: &dyn ChatEncoder) -> Result<Spliced, String> {
+    let first_user = 1 + t.fewshot_messages;
+    match (t.messages.first().map(|m| m.role), t.messages.get(first_user).map(|m| m.role)) {
+        (Some(Role::System), Some(Role::User)) => {}
+        _ => return Err(format!("expected a system message, {} few-shot messages, then the user message", t.fewshot_messages)),
+    }
+    let first_sampled = t.produced_mask.iter().position(|&m| m == 1).unwrap_or(t.token_ids.len());
+    let tool_args: Vec<Option<&[Value]>> = if tools.is_empty() { vec![None] } else { vec![None, Some(tools)] };
+    let mut tried = Vec::new();
+    for &tools_arg in &tool_args {
+        for with_calls in [false, true] {
+            let old = enc.encode_chat(&styled(&t.messages[..first_user], with_calls), tools_arg, false)?;
+            if !t.token_ids.starts_with(&old) {
+                tried.push(format!("tools {} / calls {}: the rendered few-shot prefix ({} tokens) is not a prefix of the trajectory", tools_arg.is_some(), if with_calls { "structured" } else { "in text" }, old.len()));
+                continue;
+            }
+            if old.len() > first_sampled {
+                return Err(format!("the few-shot prefix ({} tokens) runs into the model's first sampled token at {first_sampled}", old.len()));
+            }
+            let new_prefix = enc.encode_chat(&styled(&t.messages[..1], with_calls), tools_arg, false)?;
+            let expected = enc.encode_chat(&styled(&[t.messages[0].clone(), t.messages[first_user].clone()], with_calls), tools_arg, true)?;
+            let mut got = new_prefix.clone();
+            got.extend_from_slice(&t.token_ids[old.len()..first_sampled]);
+            if got != expected {
+                tried.push(format!(
+                    "tools {}: [system] + the retained tail is not what the template renders for [system, user] ({} vs {} tokens)",
+                    tools_arg.is_some(),
+                    got.len(),
+                    expected.len()
+                ));
+                continue;
+            }
+            let mut ids = new_prefix.clone();
+            ids.extend_from_slice(&t.token_ids[old.len()..]);
+            let mut mask = vec![0u8; new_prefix.len()];
+            mask.extend_from_slice(&t.produced_mask[old.len()..]);
+            let mut messages = vec![t.messages[0].clone()];
+            messages.extend_from_slice(&t.messages[first_user..]);
+            return Ok((messages, ids, mask, new_prefix.len() as isize - old.len() as isize));
+        }
+    }
+    Err(format!("no rendering of the few-shot prefix aligns with the trajectory's token ids (was it rolled out with this model's template?): {}", tried.join("; ")))
+}

@@ -1,0 +1,132 @@
+//! Context distillation: dropping the few-shot examples from a rollout's context keeps the model's sampled
+//! ids exactly and rebuilds the prompt as the chat template renders it without examples.
+mod common;
+
+use std::collections::HashMap;
+
+use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
+use autodidact::agent::policy::{FinishReason, Policy, TurnOutput, TurnRequest};
+use autodidact::agent::prompts::{PromptOptions, Prompts};
+use autodidact::agent::scripted::reference_script;
+use autodidact::agent::suites::{self, generate_many};
+use autodidact::data::dataset::{chat_messages, spans};
+use autodidact::data::jsonl::write_jsonl_atomic;
+use autodidact::data::{Message, Split, Task, Trajectory};
+use autodidact::distil::{build_row, ChatEncoder, RowError};
+use autodidact::model::LoadedModel;
+use common::tiny;
+
+/// A policy that renders the whole conversation with the model's chat template every turn and hands the
+/// episode the new tokens since its last sampled id (as an engine-backed policy does); the "sampled" text
+/// comes from a script and is tokenized, plus the end-of-turn token.
+struct TemplatePolicy<'a, F> {
+    model: &'a LoadedModel,
+    script: F,
+    seen: HashMap<usize, Vec<u32>>,
+    turns: HashMap<usize, usize>,
+}
+
+impl<F: FnMut(usize, usize, &[Message]) -> autodidact::agent::scripted::TurnScript> Policy for TemplatePolicy<'_, F> {
+    fn turns(&mut self, requests: &[TurnRequest<'_>]) -> anyhow::Result<Vec<TurnOutput>> {
+        let eot = self.model.tokenizer.token_to_id("<|im_end|>").unwrap();
+        let mut out = Vec::new();
+        for r in requests {
+            let full = self.model.encode_chat(&chat_messages(r.messages), None, true)?;
+            let seen = self.seen.entry(r.episode).or_default();
+            assert!(full.starts_with(seen), "the template re-rendered earlier tokens differently");
+            let delta = full[seen.len()..].to_vec();
+            let turn = self.turns.entry(r.episode).or_insert(0);
+            let text = (self.script)(r.episode, *turn, r.messages).text;
+            *turn += 1;
+            let mut sampled = self.model.tokenizer.encode(&text)?;
+            sampled.push(eot);
+            seen.extend(&delta);
+            seen.extend(&sampled);
+            out.push(TurnOutput { text, prompt_delta_ids: delta, logprobs: vec![-0.5; sampled.len()], sampled_ids: sampled, finish: FinishReason::Stop });
+        }
+        Ok(out)
+    }
+}
+
+fn rollouts(model: &LoadedModel, tasks: &[Task]) -> Vec<Trajectory> {
+    let prompts = Prompts::embedded().unwrap();
+    let cfg = RunConfig {
+        limits: Limits { max_episode_tokens: 1 << 20, ..Limits::default() },
+        prompts: &prompts,
+        prompt_options: PromptOptions { fewshot: true, tools_in_system: true },
+        identity: Default::default(),
+    };
+    let refs: Vec<&Task> = tasks.iter().collect();
+    let jobs: Vec<Job> = refs.iter().map(|t| Job { task: t, sample_index: 0 }).collect();
+    let mut policy = TemplatePolicy { model, script: reference_script(&refs), seen: HashMap::new(), turns: HashMap::new() };
+    let mut out = Vec::new();
+    run_episodes(&mut policy, &jobs, &cfg, |t| out.push(t)).unwrap();
+    out
+}
+
+fn sampled_runs(ids: &[u32], mask: &[u8]) -> Vec<Vec<u32>> {
+    spans(mask).into_iter().map(|(s, e)| ids[s..e].to_vec()).collect()
+}
+
+#[test]
+fn dropping_fewshot_keeps_sampled_ids_and_renders_the_short_prompt() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny::write_hf(dir.path(), "llama", 1);
+    let model = LoadedModel::load(dir.path().to_str().unwrap()).unwrap();
+    let mut tasks = generate_many(suites::get("arithmetic").unwrap(), 3, Split::Train, 2, 2).unwrap();
+    tasks.extend(generate_many(suites::get("grid").unwrap(), 3, Split::Train, 1, 1).unwrap());
+    let trajs = rollouts(&model, &tasks);
+    assert_eq!(trajs.len(), 3);
+    for t in &trajs {
+        assert!(t.verdict.success && t.fewshot_messages > 0, "{}: {:?}", t.task_id, t.verdict);
+        let full = build_row(t, None).unwrap();
+        let short = build_row(t, Some(&model as &dyn ChatEncoder)).unwrap();
+        let r = &short.row;
+        // Identical sampled ids, turn by turn, and nothing else trained.
+        assert_eq!(sampled_runs(&r.token_ids, &r.loss_mask), sampled_runs(&t.token_ids, &t.produced_mask));
+        assert_eq!(r.loss_mask.iter().filter(|&&m| m == 1).count() as u32, t.counts.generated_tokens);
+        // Everything from the first real user turn on is the rollout's own tail.
+        let cut = t.token_ids.len() - r.token_ids.len();
+        assert!(cut > 100, "the few-shot examples were long; only {cut} tokens dropped");
+        assert_eq!(&r.token_ids[r.token_ids.len() - 50..], &t.token_ids[t.token_ids.len() - 50..]);
+        // The new prompt is exactly what the template renders for [system, user].
+        let first = r.loss_mask.iter().position(|&m| m == 1).unwrap();
+        let msgs = chat_messages(&[t.messages[0].clone(), t.messages[1 + t.fewshot_messages].clone()]);
+        assert_eq!(r.token_ids[..first], model.encode_chat(&msgs, None, true).unwrap()[..]);
+        assert_eq!(r.messages.len(), t.messages.len() - t.fewshot_messages);
+        assert_eq!(r.messages[1]["content"], t.messages[1 + t.fewshot_messages].content.as_str());
+        // End-of-turn positions move with the splice and still point at <|im_end|>.
+        assert_eq!(short.stop_turn_ends.len(), full.stop_turn_ends.len());
+        for (&s, &f) in short.stop_turn_ends.iter().zip(&full.stop_turn_ends) {
+            assert_eq!(r.token_ids[s], 258);
+            assert_eq!(s + cut, f);
+        }
+    }
+
+    // A trajectory whose prefix does not come from this template cannot be aligned: a clear error, not a row.
+    let mut tampered = trajs[0].clone();
+    tampered.token_ids[5] = 65;
+    match build_row(&tampered, Some(&model as &dyn ChatEncoder)) {
+        Err(RowError::Splice { id, msg }) => {
+            assert!(id.starts_with(&trajs[0].task_id));
+            assert!(msg.contains("no rendering of the few-shot prefix aligns"), "{msg}");
+        }
+        other => panic!("expected a splice error, got {:?}", other.map(|b| b.row.id)),
+    }
+
+    // Through the CLI: the audit checks each stopped turn ends with the tokenizer's end-of-turn id.
+    let tp = dir.path().join("t.jsonl");
+    write_jsonl_atomic(&tp, &trajs).unwrap();
+    let out = dir.path().join("ds");
+    let o = std::process::Command::new(env!("CARGO_BIN_EXE_autodidact"))
+        .args(["filter", "--trajectories", tp.to_str().unwrap(), "--out", out.to_str().unwrap(), "--drop-fewshot", "--model", dir.path().to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let audit: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(out.join("mask_audit.json")).unwrap()).unwrap();
+    assert_eq!(audit["end_of_turn_ids"]["258"], audit["stop_turns"]);
+    assert!(audit["stop_turns"].as_u64().unwrap() >= 6);
+    let text = std::fs::read_to_string(out.join("dataset.jsonl")).unwrap();
+    assert_eq!(text.lines().count(), 3);
+    assert!(!text.contains(&trajs[0].messages[1].content), "few-shot text left in the messages");
+}
