@@ -11,4 +11,7 @@ pub mod sample;
 pub mod export;
 pub mod train;
 pub mod cli;
+pub mod pipeline;
+pub mod progress;
 pub mod rollout;
+pub mod stats;

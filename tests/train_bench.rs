@@ -4,7 +4,8 @@
 mod common;
 
 use autodidact::model::LoadedModel;
-use autodidact::train::bench::{bench_train, peak_rss_mb, BenchParams};
+use autodidact::stats::peak_rss_mb;
+use autodidact::train::bench::{bench_train, BenchParams};
 use autodidact::train::TrainModel;
 
 #[test]

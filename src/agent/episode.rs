@@ -58,6 +58,14 @@ impl Default for Limits {
     }
 }
 
+impl Limits {
+    /// The caps `rollout`, `eval` and the loop use: a few calls per turn, a dozen per episode, tool output cut
+    /// at 1500 characters (a 135M model's context fills fast).
+    pub fn agent(max_new_tokens: usize, max_episode_tokens: usize, max_turns: Option<u32>, max_active: usize) -> Self {
+        Self { max_turns, max_new_tokens, max_episode_tokens, max_tool_calls: 12, max_calls_per_turn: 4, max_tool_output_chars: 1500, max_active }
+    }
+}
+
 pub struct RunConfig<'a> {
     pub limits: Limits,
     pub prompts: &'a Prompts,

@@ -1,4 +1,5 @@
 //! `autodidact bench`: prompt and decode speed of the runtime, medians over repeats.
+use crate::stats::{median, peak_rss_mb};
 use std::time::Instant;
 
 use clap::Args;
@@ -28,18 +29,6 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-fn median(mut v: Vec<f64>) -> f64 {
-    v.sort_by(|a, b| a.total_cmp(b));
-    v[v.len() / 2]
-}
-
-/// Peak resident memory of this process (Linux), in MB.
-pub fn peak_rss_mb() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
 
 fn prefill(m: &Transformer, toks: &[u32]) -> anyhow::Result<(KvCache, Vec<f32>)> {
     let mut c = m.new_cache();
@@ -87,20 +76,20 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             let mut seqs = (0..b).map(|i| prefill(m, &base[i % 16..64 + i % 16])).collect::<anyhow::Result<Vec<_>>>()?;
             runs.push(decode(m, &mut seqs, a.decode_tokens)?);
         }
-        batched.push((b, median(runs)));
+        batched.push((b, median(&runs)));
     }
     let peak = peak_rss_mb();
     let threads = rayon::current_num_threads();
     if a.json {
         println!("{}", serde_json::to_string(&json!({
             "model": a.model.model, "threads": threads, "repeats": repeats,
-            "prompt_tokens": a.prompt_tokens, "prompt_tokens_per_second": median(prompt_tps),
+            "prompt_tokens": a.prompt_tokens, "prompt_tokens_per_second": median(&prompt_tps),
             "decode": batched.iter().map(|(b, t)| json!({"batch": b, "tokens_per_second": t})).collect::<Vec<_>>(),
             "peak_rss_mb": peak,
         }))?);
     } else {
         println!("model            {} ({threads} threads, median of {repeats})", a.model.model);
-        println!("prompt           {:.1} tokens/s ({} tokens)", median(prompt_tps), a.prompt_tokens);
+        println!("prompt           {:.1} tokens/s ({} tokens)", median(&prompt_tps), a.prompt_tokens);
         for (b, t) in &batched {
             println!("decode batch {b:<3} {t:.1} tokens/s aggregate ({:.1} per sequence)", t / *b as f64);
         }

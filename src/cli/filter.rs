@@ -6,14 +6,11 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::data::dataset::{read_dataset, spans, DatasetRow, MaskAudit, RowProvenance};
-use crate::data::jsonl::{read_jsonl, write_json_atomic, write_jsonl_atomic};
+use crate::data::dataset::{read_dataset, spans};
+use crate::data::jsonl::read_jsonl;
 use crate::data::{ReadMode, Trajectory};
-use crate::distil::{build_row, select, ChatEncoder, DropReason, FilterParams};
+use crate::distil::{filter_to_dir, ChatEncoder, DropReason, FilterParams, AUDIT_FILE, DATASET_FILE, REPORT_FILE};
 
-pub const DATASET_FILE: &str = "dataset.jsonl";
-pub const REPORT_FILE: &str = "filter_report.json";
-pub const AUDIT_FILE: &str = "mask_audit.json";
 
 #[derive(Args, Debug)]
 pub struct FilterArgs {
@@ -69,42 +66,17 @@ pub fn run(a: FilterArgs) -> anyhow::Result<()> {
     }
     let model = a.model.as_deref().map(super::load_model).transpose()?;
     let params = FilterParams { keep_per_task: a.keep_per_task, balance: a.balance };
-    let sel = select(&trajs, &params);
-
     let encoder: Option<&dyn ChatEncoder> = match (&model, a.drop_fewshot) {
         (Some(m), true) => Some(m),
         _ => None,
     };
     let stop_ids = model.as_ref().map(|m| m.tokenizer.stop_ids().to_vec());
-    let mut rows: Vec<DatasetRow> = Vec::new();
-    let mut audit = MaskAudit::default();
-    for i in sel.kept() {
-        let built = build_row(&trajs[i], encoder)?;
-        audit.add(
-            &RowProvenance {
-                id: &built.row.id,
-                token_ids: &built.row.token_ids,
-                loss_mask: &built.row.loss_mask,
-                produced: &built.produced,
-                stop_turn_ends: &built.stop_turn_ends,
-            },
-            stop_ids.as_deref(),
-        );
-        rows.push(built.row);
-    }
-    std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
-    write_json_atomic(&a.out.join(AUDIT_FILE), &audit)?;
-    eprintln!("{}", audit.summary());
-    if !audit.ok() {
-        bail!("the mask audit failed ({} problems, see {}); no dataset written", audit.problems.len(), a.out.join(AUDIT_FILE).display());
-    }
-    if rows.is_empty() {
+    let out = filter_to_dir(&trajs, &params, encoder, stop_ids.as_deref(), &a.out)?;
+    eprintln!("{}", out.audit.summary());
+    if out.rows.is_empty() {
         eprintln!("warning: no episode was kept; the dataset is empty");
     }
-    write_jsonl_atomic(&a.out.join(DATASET_FILE), &rows)?;
-    write_json_atomic(&a.out.join(REPORT_FILE), &sel.report)?;
-
-    let r = &sel.report;
+    let r = &out.report;
     if a.json {
         println!("{}", serde_json::to_string(&r)?);
     } else {
@@ -119,8 +91,7 @@ pub fn run(a: FilterArgs) -> anyhow::Result<()> {
             println!("  {key:<20} kept {:>4} / {:<4} episodes, {:>3} / {:<3} tasks", g.kept, g.episodes, g.tasks_kept, g.tasks);
         }
     }
-    let trained: usize = rows.iter().map(DatasetRow::trained_tokens).sum();
-    eprintln!("wrote {} ({} rows, {trained} trained tokens), {}, {}", a.out.join(DATASET_FILE).display(), rows.len(), REPORT_FILE, AUDIT_FILE);
+    eprintln!("wrote {} ({} rows, {} trained tokens), {REPORT_FILE}, {AUDIT_FILE}", a.out.join(DATASET_FILE).display(), out.rows.len(), out.trained_tokens());
     Ok(())
 }
 

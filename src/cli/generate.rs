@@ -5,7 +5,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
 
-use super::{progress, ModelArgs, SamplingArgs};
+use crate::progress;
+use super::{ModelArgs, SamplingArgs};
 use crate::sample::{generate, GenRequest};
 
 #[derive(Args, Debug)]

@@ -5,8 +5,9 @@ mod export;
 mod filter;
 mod generate;
 mod info;
-mod progress;
+
 pub mod rollout;
+mod run_loop;
 mod tasks;
 mod train;
 
@@ -50,6 +51,8 @@ pub enum Command {
     Train(train::TrainArgs),
     /// Export an adapter as a PEFT folder or merged into a Hugging Face model folder.
     Export(export::ExportArgs),
+    /// The self-distillation loop: evaluate, then per round rollout, filter, train, evaluate, gate (resumable).
+    Loop(run_loop::LoopArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -133,6 +136,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Filter(a) => filter::run(a),
         Command::Train(a) => train::run(a),
         Command::Export(a) => export::run(a),
+        Command::Loop(a) => run_loop::run(a),
         Command::Convert(a) => {
             let m = a.model.load()?;
             let merged = m.transformer.adapter.as_ref().map(|ad| ad.merge(&m.transformer.weights, m.config())).transpose()?;

@@ -4,14 +4,14 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
-use super::{progress, ModelArgs, SamplingArgs};
+use super::{ModelArgs, SamplingArgs};
 use crate::agent::episode::Limits;
 use crate::agent::metrics::EvalReport;
 use crate::agent::prompts::{PromptOptions, Prompts};
 use crate::data::jsonl::{read_jsonl, write_json_atomic};
 use crate::data::{ReadMode, Trajectory};
 use crate::rollout::select::TaskSelection;
-use crate::rollout::{rollout, RolloutParams, RolloutSummary};
+use crate::rollout::{run_rollout, RolloutParams, RolloutSummary};
 
 #[derive(Args, Debug, Clone)]
 pub struct EpisodeArgs {
@@ -49,15 +49,7 @@ impl EpisodeArgs {
         RolloutParams {
             samples_per_task: self.samples,
             sampling: sampling.params(),
-            limits: Limits {
-                max_turns: self.max_turns,
-                max_new_tokens: self.turn_tokens,
-                max_episode_tokens: self.episode_tokens,
-                max_tool_calls: 12,
-                max_calls_per_turn: 4,
-                max_tool_output_chars: 1500,
-                max_active: self.max_active,
-            },
+            limits: Limits::agent(self.turn_tokens, self.episode_tokens, self.max_turns, self.max_active),
             prompt_options: PromptOptions { fewshot: !self.no_fewshot, tools_in_system: true },
             adapter,
         }
@@ -104,36 +96,6 @@ pub struct EvalArgs {
     /// Print the report as JSON.
     #[arg(long)]
     pub json: bool,
-}
-
-/// Runs rollouts with a progress bar; shared by `rollout`, `eval` and the loop.
-pub fn run_rollout(
-    model: &crate::model::LoadedModel,
-    prompts: &Prompts,
-    tasks: &[crate::data::Task],
-    params: &RolloutParams,
-    out: &std::path::Path,
-    quiet: bool,
-) -> anyhow::Result<RolloutSummary> {
-    let total = tasks.len() as u64 * params.samples_per_task as u64;
-    let pb = progress::bar(total, "episodes", quiet);
-    let mut ok = 0u64;
-    let tokens = std::cell::Cell::new(0usize);
-    let s = rollout(
-        model,
-        prompts,
-        tasks,
-        params,
-        out,
-        &mut |t| {
-            ok += t.verdict.success as u64;
-            pb.inc(1);
-            pb.set_message(format!("episodes ({ok} solved, {} tokens)", tokens.get()));
-        },
-        Box::new(|n| tokens.set(tokens.get() + n)),
-    )?;
-    pb.finish_and_clear();
-    Ok(s)
 }
 
 fn print_summary(s: &RolloutSummary) {

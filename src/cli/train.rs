@@ -7,7 +7,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
 
-use super::{progress, ModelArgs};
+use crate::progress;
+use super::{ModelArgs};
 use crate::data::dataset::read_dataset;
 use crate::model::lora::{LoraAdapter, LoraConfig, Proj};
 use crate::train::bench::{bench_train, BenchParams};

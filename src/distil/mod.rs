@@ -3,6 +3,8 @@
 //! in `data::dataset`.
 pub mod filter;
 pub mod rows;
+pub mod write;
 
 pub use filter::{select, DropReason, FilterParams, FilterReport, Selection};
 pub use rows::{build_row, BuiltRow, ChatEncoder, RowError};
+pub use write::{filter_to_dir, FilterOutput, AUDIT_FILE, DATASET_FILE, REPORT_FILE};

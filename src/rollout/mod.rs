@@ -112,3 +112,33 @@ pub fn rollout(
     summary.generated_tokens_per_second = summary.generated_tokens as f64 / summary.seconds.max(1e-9);
     Ok(summary)
 }
+
+/// Runs rollouts with a progress bar; shared by `rollout`, `eval` and the loop.
+pub fn run_rollout(
+    model: &LoadedModel,
+    prompts: &Prompts,
+    tasks: &[Task],
+    params: &RolloutParams,
+    out: &Path,
+    quiet: bool,
+) -> anyhow::Result<RolloutSummary> {
+    let total = tasks.len() as u64 * params.samples_per_task as u64;
+    let pb = crate::progress::bar(total, "episodes", quiet);
+    let mut ok = 0u64;
+    let tokens = std::cell::Cell::new(0usize);
+    let s = rollout(
+        model,
+        prompts,
+        tasks,
+        params,
+        out,
+        &mut |t| {
+            ok += t.verdict.success as u64;
+            pb.inc(1);
+            pb.set_message(format!("episodes ({ok} solved, {} tokens)", tokens.get()));
+        },
+        Box::new(|n| tokens.set(tokens.get() + n)),
+    )?;
+    pb.finish_and_clear();
+    Ok(s)
+}

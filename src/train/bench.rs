@@ -1,5 +1,6 @@
 //! Training throughput: trained tokens per second for one full step (forward, backward, AdamW update) and the
 //! process's peak resident memory.
+use crate::stats::{median, peak_rss_mb};
 use std::time::Instant;
 
 use rand::{Rng, SeedableRng};
@@ -59,13 +60,6 @@ impl std::fmt::Display for BenchResult {
     }
 }
 
-/// Peak resident memory of this process (VmHWM), in MB.
-pub fn peak_rss_mb() -> Option<f64> {
-    let s = std::fs::read_to_string("/proc/self/status").ok()?;
-    let line = s.lines().find(|l| l.starts_with("VmHWM:"))?;
-    let kb: f64 = line.split_whitespace().nth(1)?.parse().ok()?;
-    Some(kb / 1024.0)
-}
 
 /// Resets the peak-RSS counter (Linux `clear_refs` 5) so each shape reports its own peak.
 fn reset_peak_rss() -> bool {
@@ -112,15 +106,15 @@ pub fn bench_train(model: &TrainModel, p: &BenchParams, mut on_result: impl FnMu
                 opt_t.push(t2.elapsed().as_secs_f64());
             }
         }
-        let med = median(&mut times);
+        let med = median(&times);
         let r = BenchResult {
             batch: b,
             seq_len: t,
             trained_tokens: n,
             median_step_s: med,
-            forward_s: median(&mut fwd),
-            backward_s: median(&mut bwd),
-            optimizer_s: median(&mut opt_t),
+            forward_s: median(&fwd),
+            backward_s: median(&bwd),
+            optimizer_s: median(&opt_t),
             tokens_per_s: n as f64 / med,
             peak_rss_mb: if rss_reset { peak_rss_mb() } else { None },
         };
@@ -130,7 +124,4 @@ pub fn bench_train(model: &TrainModel, p: &BenchParams, mut on_result: impl FnMu
     Ok(out)
 }
 
-fn median(v: &mut [f64]) -> f64 {
-    v.sort_by(f64::total_cmp);
-    v.get(v.len() / 2).copied().unwrap_or(f64::NAN)
-}
+

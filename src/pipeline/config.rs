@@ -1,0 +1,248 @@
+//! The loop's TOML config: every section has defaults, unknown keys are errors (a typo must not silently
+//! fall back to a default), and the resolved config is written into the run folder once.
+use std::path::{Path, PathBuf};
+
+use serde::{Deserialize, Serialize};
+
+use crate::model::lora::Proj;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LoopConfig {
+    /// Run folder name: `<runs_dir>/<name>`.
+    pub name: String,
+    #[serde(default = "default_runs_dir")]
+    pub runs_dir: PathBuf,
+    /// A GGUF file, a Hugging Face folder or a hub id.
+    #[serde(default = "default_model")]
+    pub model: String,
+    /// Self-distillation rounds after the round-0 evaluation of the base model.
+    pub rounds: usize,
+    #[serde(default)]
+    pub tasks: TasksConfig,
+    #[serde(default)]
+    pub rollout: RolloutConfig,
+    #[serde(default)]
+    pub eval: EvalConfig,
+    #[serde(default)]
+    pub filter: FilterConfig,
+    #[serde(default)]
+    pub train: TrainConfig,
+    #[serde(default)]
+    pub gate: GateConfig,
+}
+
+fn default_runs_dir() -> PathBuf {
+    PathBuf::from("runs")
+}
+fn default_model() -> String {
+    crate::cli::DEFAULT_MODEL.to_string()
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TasksConfig {
+    /// Generative suites; empty means all of them.
+    pub suites: Vec<String>,
+    pub difficulties: Vec<u8>,
+    /// Train tasks per suite and difficulty: a fixed pool that every round samples from.
+    pub train_per: u64,
+    /// Test tasks per suite and difficulty (the held-out split).
+    pub test_per: u64,
+    pub seed: u64,
+    /// Difficulty ramp: round r rolls out only on the first r difficulties (test always covers all).
+    pub ramp: bool,
+}
+
+impl Default for TasksConfig {
+    fn default() -> Self {
+        TasksConfig { suites: vec![], difficulties: vec![1, 2, 3], train_per: 20, test_per: 10, seed: 0, ramp: false }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RolloutConfig {
+    /// Sampled episodes per train task.
+    pub samples: u32,
+    /// Curriculum: extra samples for train tasks that no earlier round solved.
+    pub extra_samples_unsolved: u32,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub top_k: usize,
+    pub turn_tokens: usize,
+    pub episode_tokens: usize,
+    pub max_active: usize,
+    /// Include the suites' few-shot examples in the prompt.
+    pub fewshot: bool,
+}
+
+impl Default for RolloutConfig {
+    fn default() -> Self {
+        RolloutConfig {
+            samples: 4,
+            extra_samples_unsolved: 0,
+            temperature: 0.8,
+            top_p: 0.95,
+            top_k: 0,
+            turn_tokens: 160,
+            episode_tokens: 2048,
+            max_active: 48,
+            fewshot: true,
+        }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct EvalConfig {
+    /// Sampled episodes per test task.
+    pub samples: u32,
+    pub temperature: f32,
+    pub top_p: f32,
+    pub pass_k: Vec<usize>,
+    /// Also evaluate without the few-shot examples (how much of the gain the model holds on its own).
+    pub without_fewshot: bool,
+}
+
+impl Default for EvalConfig {
+    fn default() -> Self {
+        EvalConfig { samples: 2, temperature: 0.7, top_p: 0.95, pass_k: vec![1, 2], without_fewshot: true }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct FilterConfig {
+    pub keep_per_task: usize,
+    pub balance: bool,
+    /// Context distillation: train on the sampled turns without the few-shot examples in the context.
+    pub drop_fewshot: bool,
+}
+
+impl Default for FilterConfig {
+    fn default() -> Self {
+        FilterConfig { keep_per_task: 2, balance: false, drop_fewshot: false }
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainMode {
+    /// Keep training the current adapter on this round's data.
+    Continue,
+    /// ReST-EM: a fresh adapter on the base, trained on the union of every round's kept data.
+    Restart,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrainConfig {
+    pub mode: TrainMode,
+    pub rank: usize,
+    pub alpha: f32,
+    pub dropout: f32,
+    /// Among q, k, v, o, gate, up, down.
+    pub targets: Vec<String>,
+    pub lr: f64,
+    pub epochs: usize,
+    pub batch_size: usize,
+    pub grad_accum: usize,
+    pub warmup: usize,
+    pub max_grad_norm: f64,
+    pub weight_decay: f64,
+    pub seed: u64,
+    /// Checkpoint every N steps so that a killed run loses little.
+    pub save_every: usize,
+}
+
+impl Default for TrainConfig {
+    fn default() -> Self {
+        TrainConfig {
+            mode: TrainMode::Continue,
+            rank: 8,
+            alpha: 16.0,
+            dropout: 0.05,
+            targets: ["q", "k", "v", "o", "gate", "up", "down"].map(String::from).to_vec(),
+            lr: 5e-4,
+            epochs: 2,
+            batch_size: 4,
+            grad_accum: 1,
+            warmup: 5,
+            max_grad_norm: 1.0,
+            weight_decay: 0.0,
+            seed: 0,
+            save_every: 20,
+        }
+    }
+}
+
+impl TrainConfig {
+    pub fn projections(&self) -> anyhow::Result<Vec<Proj>> {
+        self.targets
+            .iter()
+            .map(|t| Proj::from_hf_name(t).ok_or_else(|| anyhow::anyhow!("train.targets: unknown projection `{t}` (use q,k,v,o,gate,up,down)")))
+            .collect()
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct GateConfig {
+    /// Keep a round's adapter only if test success does not fall beyond noise; otherwise roll it back.
+    pub enabled: bool,
+    /// Noise = z standard errors of the difference of the two success rates.
+    pub z: f64,
+}
+
+impl Default for GateConfig {
+    fn default() -> Self {
+        GateConfig { enabled: true, z: 1.0 }
+    }
+}
+
+impl LoopConfig {
+    pub fn load(path: &Path) -> anyhow::Result<Self> {
+        let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        let cfg: LoopConfig = toml::from_str(&text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        cfg.validate().map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        Ok(cfg)
+    }
+
+    pub fn validate(&self) -> anyhow::Result<()> {
+        let bad = |field: &str, why: &str| Err(anyhow::anyhow!("field `{field}`: {why}"));
+        if self.name.is_empty() || self.name.contains(['/', '\\']) || self.name.starts_with('.') {
+            return bad("name", "must be a plain folder name");
+        }
+        if self.tasks.difficulties.is_empty() {
+            return bad("tasks.difficulties", "must list at least one difficulty");
+        }
+        if self.tasks.train_per == 0 || self.tasks.test_per == 0 {
+            return bad("tasks.train_per / tasks.test_per", "must be positive");
+        }
+        if self.rollout.samples == 0 || self.eval.samples == 0 {
+            return bad("rollout.samples / eval.samples", "must be positive");
+        }
+        if let Some(&k) = self.eval.pass_k.iter().find(|&&k| k == 0 || k > self.eval.samples as usize) {
+            return bad("eval.pass_k", &format!("{k} must be between 1 and eval.samples ({})", self.eval.samples));
+        }
+        if self.filter.keep_per_task == 0 {
+            return bad("filter.keep_per_task", "must be at least 1");
+        }
+        if self.train.batch_size == 0 || self.train.grad_accum == 0 || self.train.epochs == 0 || self.train.rank == 0 {
+            return bad("train", "rank, epochs, batch_size and grad_accum must be positive");
+        }
+        if !(self.train.lr.is_finite() && self.train.lr > 0.0) {
+            return bad("train.lr", "must be positive");
+        }
+        self.train.projections()?;
+        for s in &self.tasks.suites {
+            crate::agent::suites::get(s).map_err(|e| anyhow::anyhow!("field `tasks.suites`: {e}"))?;
+        }
+        Ok(())
+    }
+
+    pub fn run_dir(&self) -> PathBuf {
+        self.runs_dir.join(&self.name)
+    }
+}

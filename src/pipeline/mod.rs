@@ -1,0 +1,196 @@
+//! `autodidact loop`: round 0 evaluates the base model; each later round rolls out on train tasks with the
+//! current model, filters, trains LoRA, evaluates on the test split, and passes (or fails) the promotion gate.
+//!
+//! ```text
+//! runs/<name>/config.toml                 the resolved config, written once
+//! runs/<name>/round-000/eval/             trajectories.jsonl, eval.json (+ eval-nofewshot/)
+//! runs/<name>/round-NNN/rollout/          trajectories.jsonl
+//! runs/<name>/round-NNN/filter/           dataset.jsonl, filter_report.json, mask_audit.json
+//! runs/<name>/round-NNN/train/            checkpoint/, metrics.jsonl, adapter/
+//! runs/<name>/round-NNN/round.json        the round's record, written last
+//! runs/<name>/report.md, curves.svg, metrics.jsonl   rebuilt from the records after every round
+//! ```
+//! Every stage skips itself when its output exists, so rerunning the same command after a kill continues
+//! where it stopped and rewrites nothing that was finished.
+pub mod config;
+pub mod plot;
+pub mod records;
+pub mod report;
+pub mod stages;
+
+use std::path::Path;
+use std::time::Instant;
+
+use anyhow::{bail, Context};
+
+use crate::agent::prompts::Prompts;
+use crate::data::jsonl::write_json_atomic;
+use crate::export::write_file_atomically;
+use config::LoopConfig;
+use records::{overall, read_json, GateRecord, RoundRecord};
+use stages::{filter_record, round_dir, Stages};
+
+pub const ROUND_FILE: &str = "round.json";
+
+/// Runs (or resumes) the loop described by `cfg`; returns every round's record, round 0 first.
+pub fn run_loop(cfg: &LoopConfig, quiet: bool) -> anyhow::Result<Vec<RoundRecord>> {
+    let dir = cfg.run_dir();
+    pin_config(cfg, &dir)?;
+    let model = crate::cli::load_model(&cfg.model)?;
+    let mut st = Stages { cfg, dir: dir.clone(), model, prompts: Prompts::embedded()?, quiet };
+    let mut records: Vec<RoundRecord> = Vec::new();
+    for round in 0..=cfg.rounds {
+        let rdir = round_dir(&dir, round);
+        let path = rdir.join(ROUND_FILE);
+        let rec = if path.is_file() {
+            read_json(&path)?
+        } else {
+            if !quiet {
+                eprintln!("round {round}/{}", cfg.rounds);
+            }
+            let rec = run_round(&mut st, round, &rdir, &records)?;
+            write_json_atomic(&path, &rec)?;
+            rec
+        };
+        records.push(rec);
+        report::write_all(cfg, &dir, &records)?;
+    }
+    Ok(records)
+}
+
+/// The model in use before `round`: the last promoted round (0 = the base model).
+fn reference(records: &[RoundRecord]) -> &RoundRecord {
+    records.iter().rev().find(|r| r.round == 0 || r.promoted()).unwrap_or(&records[0])
+}
+
+fn run_round(st: &mut Stages<'_>, round: usize, rdir: &Path, earlier: &[RoundRecord]) -> anyhow::Result<RoundRecord> {
+    let t0 = Instant::now();
+    let cfg = st.cfg;
+    std::fs::create_dir_all(rdir).with_context(|| format!("creating {}", rdir.display()))?;
+    if round == 0 {
+        st.use_adapter(None)?;
+        let test = st.evaluate(rdir, "eval", true)?;
+        let test_no_fewshot = if cfg.eval.without_fewshot { Some(st.evaluate(rdir, "eval-nofewshot", false)?) } else { None };
+        return Ok(RoundRecord {
+            round,
+            start_adapter: None,
+            rollout: None,
+            filter: None,
+            train: None,
+            test,
+            test_no_fewshot,
+            gate: None,
+            adapter: None,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+    }
+    let prev = reference(earlier);
+    let start = prev.adapter.clone();
+    st.use_adapter(start.as_deref())?;
+    let (trajs, rollout) = st.rollout(round, rdir)?;
+    let (freport, own) = st.filter(rdir, &trajs)?;
+    let own_len = own.len();
+    let rows = st.train_rows(round, own.clone())?;
+    let filter = filter_record(&freport, &own, rows.len());
+    if rows.is_empty() {
+        // Nothing to learn from: the model stays as it was, and so does its evaluation.
+        if !st.quiet {
+            eprintln!("  no episode kept; nothing to train, the model stays as it was");
+        }
+        return Ok(RoundRecord {
+            round,
+            start_adapter: start.clone(),
+            rollout: Some(rollout),
+            filter: Some(filter),
+            train: None,
+            test: prev.test.clone(),
+            test_no_fewshot: prev.test_no_fewshot.clone(),
+            gate: Some(GateRecord {
+                reference_round: prev.round,
+                reference_success: prev.success(),
+                success: prev.success(),
+                tolerance: 0.0,
+                promoted: false,
+                reason: format!("no data: {own_len} episodes kept"),
+            }),
+            adapter: start,
+            seconds: t0.elapsed().as_secs_f64(),
+        });
+    }
+    let train = st.train(round, rdir, &rows, start.as_deref())?;
+    let candidate = rdir.strip_prefix(&st.dir).unwrap_or(rdir).join("train").join("adapter");
+    st.use_adapter(Some(&candidate))?;
+    let test = st.evaluate(rdir, "eval", true)?;
+    let test_no_fewshot = if cfg.eval.without_fewshot { Some(st.evaluate(rdir, "eval-nofewshot", false)?) } else { None };
+    let gate = gate(cfg, prev, &test);
+    if !st.quiet {
+        eprintln!("  gate: {}", gate.reason);
+    }
+    let adapter = if gate.promoted { Some(candidate) } else { start.clone() };
+    Ok(RoundRecord {
+        round,
+        start_adapter: start,
+        rollout: Some(rollout),
+        filter: Some(filter),
+        train: Some(train),
+        test,
+        test_no_fewshot,
+        gate: Some(gate),
+        adapter,
+        seconds: t0.elapsed().as_secs_f64(),
+    })
+}
+
+/// Keeps the candidate unless its test success falls below the reference's by more than z standard errors of
+/// the difference (binomial, both rates measured on the same test tasks).
+fn gate(cfg: &LoopConfig, prev: &RoundRecord, test: &crate::agent::metrics::EvalReport) -> GateRecord {
+    let (p0, n0) = overall(&prev.test);
+    let (p1, n1) = overall(test);
+    let se = (p0 * (1.0 - p0) / n0.max(1) as f64 + p1 * (1.0 - p1) / n1.max(1) as f64).sqrt();
+    let tolerance = cfg.gate.z * se;
+    let promoted = !cfg.gate.enabled || p1 >= p0 - tolerance;
+    let verb = if promoted { "kept" } else { "rolled back" };
+    let reason = if cfg.gate.enabled {
+        format!("{verb}: test success {:.1}% vs {:.1}% (round {}), tolerance {:.1} points", 100.0 * p1, 100.0 * p0, prev.round, 100.0 * tolerance)
+    } else {
+        format!("kept (gate disabled): test success {:.1}% vs {:.1}% (round {})", 100.0 * p1, 100.0 * p0, prev.round)
+    };
+    GateRecord { reference_round: prev.round, reference_success: p0, success: p1, tolerance, promoted, reason }
+}
+
+/// Writes the resolved config into a new run folder, or checks that an existing run was started with the same
+/// one (resuming with other settings would mix two experiments in one folder).
+fn pin_config(cfg: &LoopConfig, dir: &Path) -> anyhow::Result<()> {
+    let path = dir.join("config.toml");
+    let text = toml::to_string_pretty(cfg).context("serialising the config")?;
+    if path.is_file() {
+        let old_text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
+        let old: LoopConfig = toml::from_str(&old_text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+        if old != *cfg {
+            let differs = config_differences(&old, cfg);
+            bail!(
+                "{} was started with another config (differs in: {}); use a new `name` or delete the folder to start over",
+                dir.display(),
+                differs.join(", ")
+            );
+        }
+        return Ok(());
+    }
+    std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
+    write_file_atomically(&path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+}
+
+fn config_differences(a: &LoopConfig, b: &LoopConfig) -> Vec<String> {
+    let (Ok(a), Ok(b)) = (serde_json::to_value(a), serde_json::to_value(b)) else { return vec!["?".into()] };
+    let mut out = Vec::new();
+    if let (Some(a), Some(b)) = (a.as_object(), b.as_object()) {
+        for (k, va) in a {
+            match (va.as_object(), b.get(k).and_then(|v| v.as_object())) {
+                (Some(sa), Some(sb)) => out.extend(sa.iter().filter(|(f, v)| sb.get(*f) != Some(*v)).map(|(f, _)| format!("{k}.{f}"))),
+                _ if b.get(k) != Some(va) => out.push(k.clone()),
+                _ => {}
+            }
+        }
+    }
+    out
+}

@@ -1,0 +1,87 @@
+//! What each round leaves in `round-NNN/round.json`: the record the report, the metrics and a resumed run
+//! are rebuilt from.
+use std::path::{Path, PathBuf};
+
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use crate::agent::metrics::EvalReport;
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RoundRecord {
+    pub round: usize,
+    /// The adapter the round's rollouts ran with, relative to the run folder; `None` is the base model.
+    pub start_adapter: Option<PathBuf>,
+    pub rollout: Option<RolloutRecord>,
+    pub filter: Option<FilterRecord>,
+    pub train: Option<TrainRecord>,
+    pub test: EvalReport,
+    pub test_no_fewshot: Option<EvalReport>,
+    pub gate: Option<GateRecord>,
+    /// The model after this round (the adapter kept, relative to the run folder); `None` is the base model.
+    pub adapter: Option<PathBuf>,
+    /// Wall time spent on this round by the process that finished it.
+    pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RolloutRecord {
+    pub difficulties: Vec<u8>,
+    pub tasks: usize,
+    pub episodes: usize,
+    pub successes: usize,
+    pub success_rate: f64,
+    pub generated_tokens: usize,
+    /// Throughput of the episodes this process ran (a resumed stage counts only its own part).
+    pub episodes_per_minute: f64,
+    pub generated_tokens_per_second: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct FilterRecord {
+    pub kept: usize,
+    pub tasks_kept: usize,
+    pub trained_tokens: usize,
+    /// Rows the adapter was trained on: this round's, or with `restart` every round's so far.
+    pub train_rows: usize,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct TrainRecord {
+    pub steps: usize,
+    pub first_loss: Option<f64>,
+    pub last_loss: Option<f64>,
+    pub trained_tokens: u64,
+    pub tokens_per_second: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct GateRecord {
+    /// The round whose model this round was compared with (the one in use before it).
+    pub reference_round: usize,
+    pub reference_success: f64,
+    pub success: f64,
+    /// The fall tolerated: z standard errors of the difference of the two success rates.
+    pub tolerance: f64,
+    pub promoted: bool,
+    pub reason: String,
+}
+
+impl RoundRecord {
+    pub fn success(&self) -> f64 {
+        overall(&self.test).0
+    }
+    pub fn promoted(&self) -> bool {
+        self.gate.as_ref().is_some_and(|g| g.promoted)
+    }
+}
+
+/// Overall success rate and episode count of a report.
+pub fn overall(r: &EvalReport) -> (f64, usize) {
+    r.row("all", None).map_or((0.0, 0), |row| (row.success_rate, row.episodes))
+}
+
+pub fn read_json<T: DeserializeOwned>(path: &Path) -> anyhow::Result<T> {
+    let text = std::fs::read_to_string(path).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
+    serde_json::from_str(&text).map_err(|e| anyhow::anyhow!("{}: line {}, column {}: {e}", path.display(), e.line(), e.column()))
+}

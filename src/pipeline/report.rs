@@ -1,0 +1,151 @@
+//! The loop's human and machine summaries, rebuilt from the round records after every round: report.md,
+//! curves.svg and metrics.jsonl (all written atomically, so a reader never sees half a file).
+use std::collections::BTreeSet;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use super::config::LoopConfig;
+use super::plot::{svg, Chart, Series};
+use super::records::{overall, RoundRecord};
+use super::stages::round_dir;
+use crate::agent::metrics::EvalReport;
+use crate::data::jsonl::{read_jsonl, write_jsonl_atomic};
+use crate::data::ReadMode;
+use crate::export::write_file_atomically;
+
+pub fn write_all(cfg: &LoopConfig, dir: &Path, records: &[RoundRecord]) -> anyhow::Result<()> {
+    write_file_atomically(&dir.join("report.md"), markdown(cfg, records).as_bytes())?;
+    write_file_atomically(&dir.join("curves.svg"), curves(records).as_bytes())?;
+    write_jsonl_atomic(&dir.join("metrics.jsonl"), &metrics(dir, records)?)?;
+    Ok(())
+}
+
+fn pct(v: f64) -> String {
+    format!("{:.1}%", 100.0 * v)
+}
+
+fn suites(records: &[RoundRecord]) -> Vec<String> {
+    let set: BTreeSet<String> = records.iter().flat_map(|r| r.test.rows.iter().filter(|x| x.suite != "all").map(|x| x.suite.clone())).collect();
+    set.into_iter().collect()
+}
+
+fn suite_success(r: &EvalReport, suite: &str, difficulty: Option<u8>) -> Option<f64> {
+    r.row(suite, difficulty).map(|x| x.success_rate)
+}
+
+/// The best round by test success among those whose model was kept (round 0 included).
+pub fn best(records: &[RoundRecord]) -> Option<&RoundRecord> {
+    records.iter().filter(|r| r.round == 0 || r.promoted()).max_by(|a, b| a.success().total_cmp(&b.success()).then(b.round.cmp(&a.round)))
+}
+
+pub fn markdown(cfg: &LoopConfig, records: &[RoundRecord]) -> String {
+    let mut s = String::new();
+    let _ = writeln!(s, "# autodidact loop `{}`\n", cfg.name);
+    let _ = writeln!(s, "Model `{}`; {} of {} rounds done; config in `config.toml`. Test: {} tasks per suite and difficulty x {} samples at temperature {}.\n",
+        cfg.model, records.len().saturating_sub(1), cfg.rounds, cfg.tasks.test_per, cfg.eval.samples, cfg.eval.temperature);
+    let ks = records.first().map(|r| r.test.ks.clone()).unwrap_or_default();
+    let pass_cols: String = ks.iter().map(|k| format!(" pass@{k} |")).collect();
+    let _ = writeln!(s, "## Rounds\n");
+    let _ = writeln!(s, "| round | model | train success | kept | trained tokens | loss | test success |{pass_cols} mean turns | no few-shot | gate | minutes |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|{}---|---|---|---|", "---|".repeat(ks.len()));
+    for r in records {
+        let all = r.test.row("all", None);
+        let pass: String = ks
+            .iter()
+            .map(|k| format!(" {} |", all.and_then(|a| a.pass_at_k.iter().find(|p| p.k == *k)).and_then(|p| p.value).map_or("-".into(), pct)))
+            .collect();
+        let model = match (&r.adapter, r.round) {
+            (_, 0) => "base".to_string(),
+            (Some(a), _) => format!("`{}`", a.display()),
+            (None, _) => "base".to_string(),
+        };
+        let loss = r.train.as_ref().map_or("-".into(), |t| match (t.first_loss, t.last_loss) {
+            (Some(a), Some(b)) => format!("{a:.3} → {b:.3}"),
+            _ => "-".into(),
+        });
+        let _ = writeln!(
+            s,
+            "| {} | {model} | {} | {} | {} | {loss} | {} |{pass} {} | {} | {} | {:.1} |",
+            r.round,
+            r.rollout.as_ref().map_or("-".into(), |x| format!("{} ({}/{})", pct(x.success_rate), x.successes, x.episodes)),
+            r.filter.as_ref().map_or("-".into(), |f| f.kept.to_string()),
+            r.filter.as_ref().map_or("-".into(), |f| f.trained_tokens.to_string()),
+            pct(r.success()),
+            all.map_or("-".into(), |a| format!("{:.2}", a.mean_turns)),
+            r.test_no_fewshot.as_ref().map_or("-".into(), |t| pct(overall(t).0)),
+            r.gate.as_ref().map_or("-".into(), |g| if g.promoted { "kept".into() } else { format!("rolled back ({})", g.reason.split(':').next().unwrap_or("")) }),
+            r.seconds / 60.0,
+        );
+    }
+    let names = suites(records);
+    let _ = writeln!(s, "\n## Test success per suite\n");
+    let _ = writeln!(s, "| round | {} | all |", names.join(" | "));
+    let _ = writeln!(s, "|---|{}---|", "---|".repeat(names.len()));
+    for r in records {
+        let cells: Vec<String> = names.iter().map(|n| suite_success(&r.test, n, None).map_or("-".into(), pct)).collect();
+        let _ = writeln!(s, "| {} | {} | {} |", r.round, cells.join(" | "), pct(r.success()));
+    }
+    if let (Some(base), Some(best)) = (records.first(), best(records)) {
+        let _ = writeln!(s, "\n## Base vs best kept round ({})\n", best.round);
+        let _ = writeln!(s, "| suite | difficulty | base | best | change | base, no few-shot | best, no few-shot |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|");
+        for row in base.test.rows.iter() {
+            let b = row.success_rate;
+            let Some(x) = suite_success(&best.test, &row.suite, row.difficulty) else { continue };
+            let nf = |r: &RoundRecord| r.test_no_fewshot.as_ref().and_then(|t| suite_success(t, &row.suite, row.difficulty)).map_or("-".into(), pct);
+            let _ = writeln!(s, "| {} | {} | {} | {} | {:+.1} | {} | {} |", row.suite, row.difficulty.map_or("all".into(), |d| d.to_string()), pct(b), pct(x), 100.0 * (x - b), nf(base), nf(best));
+        }
+    }
+    let _ = writeln!(s, "\n![curves](curves.svg)\n");
+    let _ = writeln!(s, "Gate: a round's adapter is kept when its test success is at least the current model's minus {} standard error(s) of the difference{}.", cfg.gate.z, if cfg.gate.enabled { "" } else { " (disabled in this config: every round is kept)" });
+    s
+}
+
+pub fn curves(records: &[RoundRecord]) -> String {
+    let x = |r: &RoundRecord| r.round as f64;
+    let mut success = vec![Series { name: "all".into(), points: records.iter().map(|r| (x(r), 100.0 * r.success())).collect(), dashed: false, bold: true }];
+    if records.iter().all(|r| r.test_no_fewshot.is_some()) {
+        success.push(Series {
+            name: "all, no few-shot".into(),
+            points: records.iter().filter_map(|r| r.test_no_fewshot.as_ref().map(|t| (x(r), 100.0 * overall(t).0))).collect(),
+            dashed: true,
+            bold: true,
+        });
+    }
+    for n in suites(records) {
+        success.push(Series { name: n.clone(), points: records.iter().filter_map(|r| suite_success(&r.test, &n, None).map(|v| (x(r), 100.0 * v))).collect(), dashed: false, bold: false });
+    }
+    let turns = vec![Series { name: "mean turns".into(), points: records.iter().filter_map(|r| r.test.row("all", None).map(|a| (x(r), a.mean_turns))).collect(), dashed: false, bold: true }];
+    svg(&[
+        Chart { title: "Test success per round".into(), y_label: "success (%)".into(), y_max: Some(100.0), series: success },
+        Chart { title: "Mean turns per test episode".into(), y_label: "turns".into(), y_max: None, series: turns },
+    ])
+}
+
+/// One event per line: each round's summary, then its training steps.
+fn metrics(dir: &Path, records: &[RoundRecord]) -> anyhow::Result<Vec<serde_json::Value>> {
+    let mut out = Vec::new();
+    for r in records {
+        let all = r.test.row("all", None);
+        out.push(serde_json::json!({
+            "event": "round", "round": r.round, "test_success": r.success(),
+            "test_success_no_fewshot": r.test_no_fewshot.as_ref().map(|t| overall(t).0),
+            "mean_turns": all.map(|a| a.mean_turns), "train_success": r.rollout.as_ref().map(|x| x.success_rate),
+            "kept": r.filter.as_ref().map(|f| f.kept), "loss": r.train.as_ref().and_then(|t| t.last_loss),
+            "promoted": r.gate.as_ref().map(|g| g.promoted), "episodes_per_minute": r.rollout.as_ref().map(|x| x.episodes_per_minute),
+            "generated_tokens_per_second": r.rollout.as_ref().map(|x| x.generated_tokens_per_second),
+            "train_tokens_per_second": r.train.as_ref().map(|t| t.tokens_per_second), "seconds": r.seconds,
+        }));
+        let steps = round_dir(dir, r.round).join("train").join("metrics.jsonl");
+        if r.train.is_some() && steps.is_file() {
+            for mut v in read_jsonl::<serde_json::Value>(&steps, ReadMode::Strict)?.into_items() {
+                if let Some(o) = v.as_object_mut() {
+                    o.insert("event".into(), "train_step".into());
+                    o.insert("round".into(), r.round.into());
+                }
+                out.push(v);
+            }
+        }
+    }
+    Ok(out)
+}
