@@ -2,10 +2,7 @@
 //! ids exactly and rebuilds the prompt as the chat template renders it without examples.
 mod common;
 
-use std::collections::HashMap;
-
 use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
-use autodidact::agent::policy::{FinishReason, Policy, TurnOutput, TurnRequest};
 use autodidact::agent::prompts::{PromptOptions, Prompts};
 use autodidact::agent::scripted::reference_script;
 use autodidact::agent::suites::{self, generate_many};
@@ -14,39 +11,8 @@ use autodidact::data::jsonl::write_jsonl_atomic;
 use autodidact::data::{Message, Split, Task, Trajectory};
 use autodidact::distil::{build_row, ChatEncoder, RowError};
 use autodidact::model::LoadedModel;
+use common::template_policy::TemplatePolicy;
 use common::tiny;
-
-/// A policy that renders the whole conversation with the model's chat template every turn and hands the
-/// episode the new tokens since its last sampled id (as an engine-backed policy does); the "sampled" text
-/// comes from a script and is tokenized, plus the end-of-turn token.
-struct TemplatePolicy<'a, F> {
-    model: &'a LoadedModel,
-    script: F,
-    seen: HashMap<usize, Vec<u32>>,
-    turns: HashMap<usize, usize>,
-}
-
-impl<F: FnMut(usize, usize, &[Message]) -> autodidact::agent::scripted::TurnScript> Policy for TemplatePolicy<'_, F> {
-    fn turns(&mut self, requests: &[TurnRequest<'_>]) -> anyhow::Result<Vec<TurnOutput>> {
-        let eot = self.model.tokenizer.token_to_id("<|im_end|>").unwrap();
-        let mut out = Vec::new();
-        for r in requests {
-            let full = self.model.encode_chat(&chat_messages(r.messages), None, true)?;
-            let seen = self.seen.entry(r.episode).or_default();
-            assert!(full.starts_with(seen), "the template re-rendered earlier tokens differently");
-            let delta = full[seen.len()..].to_vec();
-            let turn = self.turns.entry(r.episode).or_insert(0);
-            let text = (self.script)(r.episode, *turn, r.messages).text;
-            *turn += 1;
-            let mut sampled = self.model.tokenizer.encode(&text)?;
-            sampled.push(eot);
-            seen.extend(&delta);
-            seen.extend(&sampled);
-            out.push(TurnOutput { text, prompt_delta_ids: delta, logprobs: vec![-0.5; sampled.len()], sampled_ids: sampled, finish: FinishReason::Stop });
-        }
-        Ok(out)
-    }
-}
 
 fn rollouts(model: &LoadedModel, tasks: &[Task]) -> Vec<Trajectory> {
     let prompts = Prompts::embedded().unwrap();
@@ -58,7 +24,7 @@ fn rollouts(model: &LoadedModel, tasks: &[Task]) -> Vec<Trajectory> {
     };
     let refs: Vec<&Task> = tasks.iter().collect();
     let jobs: Vec<Job> = refs.iter().map(|t| Job { task: t, sample_index: 0 }).collect();
-    let mut policy = TemplatePolicy { model, script: reference_script(&refs), seen: HashMap::new(), turns: HashMap::new() };
+    let mut policy = TemplatePolicy::new(model, reference_script(&refs));
     let mut out = Vec::new();
     run_episodes(&mut policy, &jobs, &cfg, |t| out.push(t)).unwrap();
     out

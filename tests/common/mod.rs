@@ -3,6 +3,7 @@
 use std::path::PathBuf;
 use std::sync::OnceLock;
 
+pub mod template_policy;
 pub mod tiny;
 
 /// The real default model, fetched by the project's own script when missing (CI has no other copy).
