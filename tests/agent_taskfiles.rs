@@ -206,3 +206,24 @@ fn eval_report_from_trajectories() {
     let back: Vec<Trajectory> = read_jsonl(&path, ReadMode::Strict).unwrap().into_items();
     assert_eq!(back, trajs);
 }
+
+#[test]
+fn skip_invalid_skips_and_counts_bad_lines_only_when_asked() {
+    let good = std::fs::read_to_string("tasks/examples_answer.jsonl").unwrap();
+    let first = good.lines().next().unwrap().to_string();
+    let f = write_lines(&[first.clone(), "{not json".into(), first.replace("\"split\"", "\"splat\""), first.clone()]);
+    let tasks = |extra: &[&str]| {
+        let out = tempfile::NamedTempFile::new().unwrap();
+        let mut args = vec!["tasks", "write", "--tasks-per", "0", "--task-file", f.path().to_str().unwrap(), "--out", out.path().to_str().unwrap()];
+        args.extend(extra);
+        let o = std::process::Command::new(env!("CARGO_BIN_EXE_autodidact")).args(&args).output().unwrap();
+        let n = std::fs::read_to_string(out.path()).unwrap_or_default().lines().count();
+        (o.status.success(), String::from_utf8_lossy(&o.stderr).to_string(), n)
+    };
+    let (ok, err, _) = tasks(&[]);
+    assert!(!ok && err.contains(":2:"), "strict mode stops at line 2: {err}");
+    let (ok, err, n) = tasks(&["--skip-invalid"]);
+    assert!(ok, "{err}");
+    assert_eq!(n, 1, "only the first line is valid (line 4 repeats its id)");
+    assert!(err.contains("skipped 3 invalid lines") && err.contains("line 2") && err.contains("line 3") && err.contains("line 4: field `id`: duplicate id"), "{err}");
+}

@@ -8,7 +8,7 @@ use autodidact::agent::scripted::reference_script;
 use autodidact::agent::suites::{self, generate_many};
 use autodidact::data::dataset::{chat_messages, spans};
 use autodidact::data::jsonl::write_jsonl_atomic;
-use autodidact::data::{Message, Split, Task, Trajectory};
+use autodidact::data::{Split, Task, Trajectory};
 use autodidact::distil::{build_row, ChatEncoder, RowError};
 use autodidact::model::LoadedModel;
 use common::template_policy::TemplatePolicy;

@@ -8,7 +8,7 @@ use serde_json::Value;
 
 use super::suites::{self, qa::builtin_spec};
 use super::toolcall::tool_name;
-use crate::data::jsonl::{read_jsonl, JsonlError, ReadMode};
+use crate::data::jsonl::{read_jsonl, JsonlError, ReadMode, SkippedLine};
 use crate::data::{Expected, Matcher, Task};
 
 #[derive(Debug, thiserror::Error)]
@@ -40,26 +40,32 @@ fn bad(field: impl Into<String>, message: impl Into<String>) -> FieldError {
 
 /// Reads and validates every task of a file; ids must be unique within the file.
 pub fn load_tasks(path: &Path) -> Result<Vec<Task>, TaskFileError> {
-    let read = read_jsonl::<Task>(path, ReadMode::Strict)?;
+    load_tasks_with(path, ReadMode::Strict).map(|(tasks, _)| tasks)
+}
+
+/// Like `load_tasks`; with `ReadMode::SkipInvalid` a bad line (JSON, a field, a duplicate id) is skipped and
+/// returned with its reason instead of failing the whole file.
+pub fn load_tasks_with(path: &Path, mode: ReadMode) -> Result<(Vec<Task>, Vec<SkippedLine>), TaskFileError> {
+    let read = read_jsonl::<Task>(path, mode)?;
+    let mut skipped = read.skipped;
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
     let mut tasks = Vec::with_capacity(read.items.len());
     for (line, mut task) in read.items {
-        let invalid = |e: FieldError| TaskFileError::Invalid {
-            path: path.to_path_buf(),
-            line,
-            field: e.field,
-            message: e.message,
-        };
-        validate_task(&mut task).map_err(invalid)?;
-        if let Some(first) = seen.insert(task.id.clone(), line) {
-            return Err(invalid(bad(
-                "id",
-                format!("duplicate id `{}` (first on line {first})", task.id),
-            )));
+        let checked = validate_task(&mut task).and_then(|()| match seen.get(&task.id) {
+            Some(first) => Err(bad("id", format!("duplicate id `{}` (first on line {first})", task.id))),
+            None => Ok(()),
+        });
+        match checked {
+            Ok(()) => {
+                seen.insert(task.id.clone(), line);
+                tasks.push(task);
+            }
+            Err(e) if mode == ReadMode::SkipInvalid => skipped.push(SkippedLine { line, message: format!("field `{}`: {}", e.field, e.message) }),
+            Err(e) => return Err(TaskFileError::Invalid { path: path.to_path_buf(), line, field: e.field, message: e.message }),
         }
-        tasks.push(task);
     }
-    Ok(tasks)
+    skipped.sort_by_key(|s| s.line);
+    Ok((tasks, skipped))
 }
 
 /// Checks a task against its suite and expands tools given by name. Also used on generated tasks in tests.

@@ -246,3 +246,44 @@ impl LoopConfig {
         self.runs_dir.join(&self.name)
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load_str(text: &str) -> anyhow::Result<LoopConfig> {
+        let dir = tempfile::tempdir()?;
+        let path = dir.path().join("c.toml");
+        std::fs::write(&path, text)?;
+        LoopConfig::load(&path)
+    }
+
+    #[test]
+    fn shipped_configs_load() {
+        let dir = Path::new(env!("CARGO_MANIFEST_DIR")).join("configs");
+        let mut n = 0;
+        for e in std::fs::read_dir(&dir).unwrap() {
+            let p = e.unwrap().path();
+            if p.extension().is_some_and(|x| x == "toml") {
+                let cfg = LoopConfig::load(&p).unwrap_or_else(|e| panic!("{e:#}"));
+                assert_eq!(p.file_stem().unwrap().to_str().unwrap(), cfg.name, "a config's name is its file name");
+                n += 1;
+            }
+        }
+        assert!(n >= 2, "a quickstart and a fuller config");
+    }
+
+    #[test]
+    fn typos_and_bad_values_name_the_file_line_and_field() {
+        let e = format!("{:#}", load_str("name = \"x\"\nrounds = 1\n[rollout]\nsampels = 3\n").unwrap_err());
+        assert!(e.contains("c.toml") && e.contains("line 4") && e.contains("sampels"), "{e}");
+        let e = format!("{:#}", load_str("name = \"x\"\nrounds = 1\n[eval]\nsamples = 2\npass_k = [4]\n").unwrap_err());
+        assert!(e.contains("eval.pass_k"), "{e}");
+        let e = format!("{:#}", load_str("name = \"x\"\nrounds = 1\n[tasks]\nsuites = [\"nope\"]\n").unwrap_err());
+        assert!(e.contains("tasks.suites") && e.contains("nope"), "{e}");
+        let e = format!("{:#}", load_str("name = \"../x\"\nrounds = 1\n").unwrap_err());
+        assert!(e.contains("`name`"), "{e}");
+        let cfg = load_str("name = \"x\"\nrounds = 2\n[train]\nmode = \"restart\"\n").unwrap();
+        assert_eq!((cfg.rounds, cfg.train.mode, cfg.rollout.samples), (2, TrainMode::Restart, 4));
+    }
+}

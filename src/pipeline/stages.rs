@@ -56,7 +56,7 @@ impl Stages<'_> {
 
     fn tasks(&self, split: SplitArg, difficulties: &[u8], per: u64) -> anyhow::Result<Vec<Task>> {
         let t = &self.cfg.tasks;
-        TaskSelection { suites: t.suites.clone(), difficulties: difficulties.to_vec(), tasks_per: per, split, task_seed: t.seed, task_files: vec![] }.tasks()
+        TaskSelection { suites: t.suites.clone(), difficulties: difficulties.to_vec(), tasks_per: per, split, task_seed: t.seed, task_files: vec![], skip_invalid: false }.tasks()
     }
 
     pub fn test_tasks(&self) -> anyhow::Result<Vec<Task>> {

@@ -1,5 +1,6 @@
 //! Rollouts: K sampled episodes per task, many tasks at once, through the batched sampler; resumable.
 pub mod policy;
+mod prefix;
 pub mod select;
 
 use std::path::Path;

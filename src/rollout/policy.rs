@@ -12,7 +12,8 @@ use serde_json::{json, Value};
 use crate::agent::policy::{Policy, TurnOutput, TurnRequest};
 use crate::data::{FinishReason as TurnFinish, Message, Role};
 use crate::model::{KvCache, LoadedModel};
-use crate::sample::{generate_into, shared_prefix, FinishReason, SamplingParams, Sequence};
+use super::prefix::PrefixCache;
+use crate::sample::{generate_into, FinishReason, SamplingParams, Sequence};
 
 struct EpisodeState {
     seq: Sequence,
@@ -29,13 +30,14 @@ pub struct EnginePolicy<'m> {
     episodes: HashMap<usize, EpisodeState>,
     /// Whether the template renders a `tool` message itself (see `renders_tool_role`).
     template_knows_tools: bool,
+    prefixes: PrefixCache,
     on_tokens: Box<dyn FnMut(usize) + 'm>,
 }
 
 impl<'m> EnginePolicy<'m> {
     pub fn new(model: &'m LoadedModel, params: SamplingParams, streams: Vec<u64>, on_tokens: Box<dyn FnMut(usize) + 'm>) -> Self {
         let template_knows_tools = renders_tool_role(model);
-        EnginePolicy { model, params, streams, episodes: HashMap::new(), template_knows_tools, on_tokens }
+        EnginePolicy { model, params, streams, episodes: HashMap::new(), template_knows_tools, prefixes: PrefixCache::default(), on_tokens }
     }
 
     /// Messages in the form the chat template takes. Tool results become Hermes-style `<tool_response>` user turns
@@ -89,21 +91,22 @@ impl Policy for EnginePolicy<'_> {
             let ids = tok.encode(rest).context("tokenizing a turn")?;
             deltas.push((rest.to_string(), ids));
         }
-        // Episodes starting now share their longest common prompt prefix (system prompt, few-shot examples):
-        // it is computed once and forked into each new episode's cache.
+        // New episodes start from the cached prompt prefix they share with others (system prompt, few-shot
+        // examples): computed once per distinct prefix, forked into each episode's cache.
         let new: Vec<usize> = (0..requests.len()).filter(|&i| !self.episodes.contains_key(&requests[i].episode)).collect();
-        let (prefix, plen) = {
-            let prompts: Vec<&[u32]> = new.iter().map(|&i| deltas[i].1.as_slice()).collect();
-            shared_prefix(&self.model.transformer, &prompts)?
-        };
+        let prompts: Vec<&[u32]> = new.iter().map(|&i| deltas[i].1.as_slice()).collect();
+        let prefixes = self.prefixes.prefixes(&self.model.transformer, &prompts)?;
         let mut skip = vec![0; requests.len()];
-        for &i in &new {
+        for (&i, prefix) in new.iter().zip(prefixes) {
             let ep = requests[i].episode;
             let stream = self.streams.get(ep).copied().unwrap_or(ep as u64);
-            let cache = prefix.as_ref().map_or_else(|| self.model.transformer.new_cache(), KvCache::fork);
+            let (cache, n) = match prefix {
+                Some((c, n)) => (KvCache::fork(&c), n),
+                None => (self.model.transformer.new_cache(), 0),
+            };
             let seq = Sequence::new(cache, Vec::new(), self.params.seed, stream);
             self.episodes.insert(ep, EpisodeState { seq, text: String::new() });
-            skip[i] = plen;
+            skip[i] = n;
         }
         let mut eps: Vec<(usize, EpisodeState)> = Vec::with_capacity(requests.len());
         for r in requests {

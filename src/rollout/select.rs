@@ -5,7 +5,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 
 use crate::agent::suites;
-use crate::agent::taskfile::load_tasks;
+use crate::agent::taskfile::load_tasks_with;
+use crate::data::ReadMode;
 use crate::data::{Split, Task};
 
 #[derive(Debug, Clone, clap::Args)]
@@ -28,6 +29,9 @@ pub struct TaskSelection {
     /// Task files (JSONL) to run as well (repeatable).
     #[arg(long = "task-file")]
     pub task_files: Vec<PathBuf>,
+    /// Skip (and count) invalid lines of task files instead of stopping at the first one.
+    #[arg(long)]
+    pub skip_invalid: bool,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum, serde::Serialize, serde::Deserialize)]
@@ -69,8 +73,16 @@ impl TaskSelection {
                 }
             }
         }
+        let mode = if self.skip_invalid { ReadMode::SkipInvalid } else { ReadMode::Strict };
         for f in &self.task_files {
-            out.extend(load_tasks(f).with_context(|| format!("loading tasks from {}", f.display()))?);
+            let (tasks, skipped) = load_tasks_with(f, mode).with_context(|| format!("loading tasks from {}", f.display()))?;
+            if !skipped.is_empty() {
+                eprintln!("{}: skipped {} invalid lines:", f.display(), skipped.len());
+                for s in &skipped {
+                    eprintln!("  line {}: {}", s.line, s.message);
+                }
+            }
+            out.extend(tasks);
         }
         if out.is_empty() {
             bail!("no tasks selected");
