@@ -55,7 +55,13 @@ pub fn filter_to_dir(
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     write_json_atomic(&out.join(AUDIT_FILE), &audit)?;
     if !audit.ok() {
-        bail!("the mask audit failed ({} problems, see {}); no dataset written", audit.problems.len(), out.join(AUDIT_FILE).display());
+        let first: Vec<String> = audit.problems.iter().take(3).map(|p| format!("  {}: {}", p.row, p.message)).collect();
+        bail!(
+            "the mask audit failed ({} problems, see {}); no dataset written:\n{}",
+            audit.problems.len(),
+            out.join(AUDIT_FILE).display(),
+            first.join("\n")
+        );
     }
     write_jsonl_atomic(&out.join(DATASET_FILE), &rows)?;
     write_json_atomic(&out.join(REPORT_FILE), &sel.report)?;
