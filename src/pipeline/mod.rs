@@ -37,7 +37,7 @@ pub fn run_loop(cfg: &LoopConfig, quiet: bool) -> anyhow::Result<Vec<RoundRecord
     let dir = cfg.run_dir();
     pin_config(cfg, &dir)?;
     let model = crate::cli::load_model(&cfg.model)?;
-    let mut st = Stages { cfg, dir: dir.clone(), model, prompts: Prompts::embedded()?, quiet };
+    let mut st = Stages { cfg, dir: dir.clone(), model, prompts: Prompts::embedded()?, quiet, adapter: None };
     let mut records: Vec<RoundRecord> = Vec::new();
     for round in 0..=cfg.rounds {
         let rdir = round_dir(&dir, round);
@@ -87,7 +87,10 @@ fn run_round(st: &mut Stages<'_>, round: usize, rdir: &Path, earlier: &[RoundRec
     let prev = reference(earlier);
     let start = prev.adapter.clone();
     st.use_adapter(start.as_deref())?;
-    let (trajs, rollout) = st.rollout(round, rdir)?;
+    // A round that starts from the same model as an earlier (rolled-back) round draws new samples rather than
+    // the very same episodes again.
+    let seed = earlier.iter().filter(|r| r.round > 0 && r.start_adapter == start).count() as u64;
+    let (trajs, rollout) = st.rollout(round, rdir, seed)?;
     let (freport, own) = st.filter(rdir, &trajs)?;
     let own_len = own.len();
     let rows = st.train_rows(round, own.clone())?;

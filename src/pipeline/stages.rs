@@ -32,6 +32,8 @@ pub struct Stages<'a> {
     pub model: LoadedModel,
     pub prompts: Prompts,
     pub quiet: bool,
+    /// The adapter in use (relative to the run folder), recorded in every trajectory.
+    pub adapter: Option<PathBuf>,
 }
 
 pub fn round_dir(run: &Path, round: usize) -> PathBuf {
@@ -51,6 +53,7 @@ impl Stages<'_> {
         if let Some(rel) = adapter {
             self.model.attach_adapter(&self.dir.join(rel))?;
         }
+        self.adapter = adapter.map(Path::to_path_buf);
         Ok(())
     }
 
@@ -63,14 +66,14 @@ impl Stages<'_> {
         self.tasks(SplitArg::Test, &self.cfg.tasks.difficulties, self.cfg.tasks.test_per)
     }
 
-    fn params(&self, samples: u32, temperature: f32, top_p: f32, top_k: usize, fewshot: bool) -> RolloutParams {
+    fn params(&self, samples: u32, temperature: f32, top_p: f32, top_k: usize, fewshot: bool, seed: u64) -> RolloutParams {
         let r = &self.cfg.rollout;
         RolloutParams {
             samples_per_task: samples,
-            sampling: SamplingParams { temperature, top_p, top_k, seed: 0, max_new_tokens: r.turn_tokens, stop_tokens: vec![], stop_strings: vec![] },
+            sampling: SamplingParams { temperature, top_p, top_k, seed, max_new_tokens: r.turn_tokens, stop_tokens: vec![], stop_strings: vec![] },
             limits: Limits::agent(r.turn_tokens, r.episode_tokens, None, r.max_active),
             prompt_options: PromptOptions { fewshot, tools_in_system: true },
-            adapter: self.model.transformer.adapter.as_ref().map(|_| "loop adapter".to_string()),
+            adapter: self.adapter.as_ref().map(|a| a.display().to_string()),
         }
     }
 
@@ -87,7 +90,7 @@ impl Stages<'_> {
         say(self.quiet, format_args!("  {name}: {} test tasks x {} samples{}", tasks.len(), e.samples, if fewshot { "" } else { ", no few-shot examples" }));
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(TRAJECTORIES);
-        run_rollout(&self.model, &self.prompts, &tasks, &self.params(e.samples, e.temperature, e.top_p, 0, fewshot), &path, self.quiet)?;
+        run_rollout(&self.model, &self.prompts, &tasks, &self.params(e.samples, e.temperature, e.top_p, 0, fewshot, 0), &path, self.quiet)?;
         let trajs: Vec<Trajectory> = read_jsonl(&path, ReadMode::Strict)?.into_items();
         let report = EvalReport::from_trajectories(&trajs, &e.pass_k);
         write_json_atomic(&report_path, &report)?;
@@ -95,8 +98,8 @@ impl Stages<'_> {
     }
 
     /// Rollouts on the train pool (after the ramp); tasks that earlier rounds tried and never solved get the
-    /// curriculum's extra samples.
-    pub fn rollout(&self, round: usize, round_dir: &Path) -> anyhow::Result<(Vec<Trajectory>, RolloutRecord)> {
+    /// curriculum's extra samples. `seed` is the sampling seed (see `run_round`).
+    pub fn rollout(&self, round: usize, round_dir: &Path, seed: u64) -> anyhow::Result<(Vec<Trajectory>, RolloutRecord)> {
         let t = &self.cfg.tasks;
         let r = &self.cfg.rollout;
         let difficulties: Vec<u8> = if t.ramp { t.difficulties[..round.min(t.difficulties.len())].to_vec() } else { t.difficulties.clone() };
@@ -112,7 +115,8 @@ impl Stages<'_> {
             if group.is_empty() {
                 continue;
             }
-            let s = run_rollout(&self.model, &self.prompts, group, &self.params(samples, r.temperature, r.top_p, r.top_k, r.fewshot), &path, self.quiet)?;
+            let params = self.params(samples, r.temperature, r.top_p, r.top_k, r.fewshot, seed);
+            let s = run_rollout(&self.model, &self.prompts, group, &params, &path, self.quiet)?;
             run += s.episodes_run;
             secs += s.seconds;
             tokens += s.generated_tokens;
