@@ -5,7 +5,8 @@ set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch-model.sh
 cargo build --release
-bin=target/release/autodidact
-$bin info | head -8
-$bin loop --config configs/quickstart.toml
+# Through cargo, so that a CARGO_TARGET_DIR set by the user is honoured.
+bin() { cargo run --release --quiet -- "$@"; }
+bin info | head -8
+bin loop --config configs/quickstart.toml
 cat runs/quickstart/report.md

@@ -56,8 +56,9 @@ impl EpisodeArgs {
     }
 }
 
+/// What `rollout` and `eval` share: the model, the tasks, the episode limits and the sampling.
 #[derive(Args, Debug)]
-pub struct RolloutArgs {
+pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
     #[command(flatten)]
@@ -66,6 +67,30 @@ pub struct RolloutArgs {
     pub episodes: EpisodeArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+}
+
+/// Everything a rollout needs, resolved (tasks and prompts first: bad input fails before the model loads).
+struct Prepared {
+    tasks: Vec<crate::data::Task>,
+    prompts: Prompts,
+    model: crate::model::LoadedModel,
+    params: RolloutParams,
+}
+
+impl RunArgs {
+    fn prepare(&self) -> anyhow::Result<Prepared> {
+        let tasks = self.tasks.tasks()?;
+        let prompts = self.episodes.prompts()?;
+        let model = self.model.load()?;
+        let params = self.episodes.params(&self.sampling, self.model.adapter.as_ref().map(|p| p.display().to_string()));
+        Ok(Prepared { tasks, prompts, model, params })
+    }
+}
+
+#[derive(Args, Debug)]
+pub struct RolloutArgs {
+    #[command(flatten)]
+    pub run: RunArgs,
     /// Trajectories file (JSONL); rerunning the same command after an interruption skips what it holds.
     #[arg(long, default_value = "trajectories.jsonl")]
     pub out: PathBuf,
@@ -80,13 +105,7 @@ pub struct EvalArgs {
     #[arg(long)]
     pub trajectories: Option<PathBuf>,
     #[command(flatten)]
-    pub model: ModelArgs,
-    #[command(flatten)]
-    pub tasks: TaskSelection,
-    #[command(flatten)]
-    pub episodes: EpisodeArgs,
-    #[command(flatten)]
-    pub sampling: SamplingArgs,
+    pub run: RunArgs,
     /// Output folder: trajectories.jsonl and eval.json.
     #[arg(long, default_value = "eval-out")]
     pub out: PathBuf,
@@ -106,11 +125,8 @@ fn print_summary(s: &RolloutSummary) {
 }
 
 pub fn run(a: RolloutArgs) -> anyhow::Result<()> {
-    let tasks = a.tasks.tasks()?;
-    let prompts = a.episodes.prompts()?;
-    let model = a.model.load()?;
-    let params = a.episodes.params(&a.sampling, a.model.adapter.as_ref().map(|p| p.display().to_string()));
-    let s = run_rollout(&model, &prompts, &tasks, &params, &a.out, a.json)?;
+    let p = a.run.prepare()?;
+    let s = run_rollout(&p.model, &p.prompts, &p.tasks, &p.params, &a.out, a.json)?;
     print_summary(&s);
     if a.json {
         println!("{}", serde_json::to_string(&s)?);
@@ -121,19 +137,16 @@ pub fn run(a: RolloutArgs) -> anyhow::Result<()> {
 }
 
 pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
-    if a.pass_k.iter().any(|&k| k == 0 || k > a.episodes.samples as usize) && a.trajectories.is_none() {
-        anyhow::bail!("--pass-k values must be between 1 and --samples ({})", a.episodes.samples);
+    if a.pass_k.iter().any(|&k| k == 0 || k > a.run.episodes.samples as usize) && a.trajectories.is_none() {
+        anyhow::bail!("--pass-k values must be between 1 and --samples ({})", a.run.episodes.samples);
     }
     let trajs: Vec<Trajectory> = match &a.trajectories {
         Some(path) => read_jsonl(path, ReadMode::Strict)?.into_items(),
         None => {
-            let tasks = a.tasks.tasks()?;
-            let prompts = a.episodes.prompts()?;
-            let model = a.model.load()?;
-            let params = a.episodes.params(&a.sampling, a.model.adapter.as_ref().map(|p| p.display().to_string()));
+            let p = a.run.prepare()?;
             std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
             let path = a.out.join("trajectories.jsonl");
-            let s = run_rollout(&model, &prompts, &tasks, &params, &path, a.json)?;
+            let s = run_rollout(&p.model, &p.prompts, &p.tasks, &p.params, &path, a.json)?;
             print_summary(&s);
             read_jsonl(&path, ReadMode::Strict)?.into_items()
         }
