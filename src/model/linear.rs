@@ -1,7 +1,7 @@
 //! Frozen weight matrices (quantized or f32) and their batched mat-mul.
 use rayon::prelude::*;
 
-use super::qdot::{q4_rows, q8_rows};
+use super::qdot::{dequantize_q4, dequantize_q8, panel_available, panel_matmul, q4_rows, q8_rows, PANEL, PANEL_MIN_ROWS};
 use super::quant::{dot_f32, BlockQ4, BlockQ8, QK};
 
 #[derive(Clone, Debug)]
@@ -118,10 +118,25 @@ impl Matrix {
         let (m, n, nb) = (x.rows, self.rows, self.cols / QK);
         let ptr = OutPtr(out.as_mut_ptr());
         // Enough chunks to balance two threads, few enough that scheduling stays cheap.
-        let chunk = (n / 16).clamp(8, 256);
+        let chunk = (n / 16).clamp(8, 256).next_multiple_of(PANEL);
+        let panel = m >= PANEL_MIN_ROWS && !matches!(self.data, WeightData::F32(_)) && panel_available(self.cols);
         let work = |j0: usize| {
             let p = ptr;
             let j1 = (j0 + chunk).min(n);
+            if panel {
+                let mut buf = vec![0f32; PANEL * self.cols];
+                for jt in (j0..j1).step_by(PANEL) {
+                    let jn = PANEL.min(j1 - jt);
+                    match &self.data {
+                        WeightData::Q4(b) => dequantize_q4(&b[jt * nb..(jt + jn) * nb], &mut buf),
+                        WeightData::Q8(b) => dequantize_q8(&b[jt * nb..(jt + jn) * nb], &mut buf),
+                        WeightData::F32(_) => unreachable!("f32 weights take the dot-product path"),
+                    }
+                    // SAFETY: rows 0..m, columns jt..jt+jn are inside `out`, and only this task writes these columns.
+                    unsafe { panel_matmul(&buf, jn, x.x, m, self.cols, p.0.add(jt), n) };
+                }
+                return;
+            }
             let mut col = vec![0f32; m];
             for j in j0..j1 {
                 match &self.data {

@@ -47,6 +47,58 @@ pub fn q8_rows(w: &[BlockQ8], x: &[f32], k: usize, out: &mut [f32]) {
     }
 }
 
+/// Weight rows in one f32 panel of [`panel_matmul`].
+pub const PANEL: usize = 4;
+/// Input rows from which dequantizing a panel once beats dequantizing every block in registers per 8 rows.
+pub const PANEL_MIN_ROWS: usize = 4;
+
+/// Whether [`panel_matmul`] runs on this CPU for inputs `k` wide.
+pub fn panel_available(k: usize) -> bool {
+    has_avx512() && k % 16 == 0
+}
+
+/// `out[i * ldo + j] = w_j . x_i` for the `jn <= PANEL` f32 weight rows in `panel` (`PANEL x k`, rows past `jn`
+/// ignored) and the `m` rows of `x`. Every output is the same chain of 16-lane FMAs over `k` followed by the same
+/// reduction as `q4_rows` / `q8_rows` on the dequantized weights, so the two paths give identical bits and the
+/// choice between them never shows in results. Callers check [`panel_available`] first.
+///
+/// # Safety
+/// `out` must be valid for writes at `i * ldo + j` for every `i < m`, `j < jn`, and no other thread may access those
+/// elements meanwhile (tasks of one matmul write disjoint columns of a shared output).
+pub unsafe fn panel_matmul(panel: &[f32], jn: usize, x: &[f32], m: usize, k: usize, out: *mut f32, ldo: usize) {
+    assert!(panel.len() >= PANEL * k && x.len() >= m * k && jn <= PANEL && panel_available(k));
+    #[cfg(target_arch = "x86_64")]
+    // SAFETY: AVX-512F is present (panel_available); input bounds asserted above, output bounds are the caller's.
+    unsafe {
+        x86::panel_matmul(panel.as_ptr(), jn, x.as_ptr(), m, k, out, ldo)
+    }
+}
+
+/// Dequantizes blocks into `out` (`32 * w.len()` values), with the same instructions (hence bits) as the kernels.
+pub fn dequantize_q4(w: &[BlockQ4], out: &mut [f32]) {
+    assert!(out.len() >= w.len() * QK);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            // SAFETY: AVX-512F is present; `out` holds every block, asserted above.
+            return unsafe { x86::dequantize_q4(w, out.as_mut_ptr()) };
+        }
+    }
+    w.iter().zip(out.chunks_exact_mut(QK)).for_each(|(b, o)| b.dequantize(o));
+}
+
+pub fn dequantize_q8(w: &[BlockQ8], out: &mut [f32]) {
+    assert!(out.len() >= w.len() * QK);
+    #[cfg(target_arch = "x86_64")]
+    {
+        if has_avx512() {
+            // SAFETY: as above.
+            return unsafe { x86::dequantize_q8(w, out.as_mut_ptr()) };
+        }
+    }
+    w.iter().zip(out.chunks_exact_mut(QK)).for_each(|(b, o)| b.dequantize(o));
+}
+
 fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
     {
@@ -65,19 +117,51 @@ mod x86 {
     use super::{BlockQ4, BlockQ8, QK};
     use std::arch::x86_64::*;
 
+    #[inline(always)]
+    unsafe fn q4_block(blk: &BlockQ4) -> (__m512, __m512) {
+        let mask = _mm_set1_epi8(0x0F);
+        let q = _mm_loadu_si128(blk.qs.as_ptr() as *const __m128i);
+        let lo = _mm_and_si128(q, mask);
+        let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
+        let d = _mm512_set1_ps(blk.d.to_f32());
+        let m = _mm512_set1_ps(blk.m.to_f32());
+        (_mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)), d, m), _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)), d, m))
+    }
+
+    #[inline(always)]
+    unsafe fn q8_block(blk: &BlockQ8) -> (__m512, __m512) {
+        let q = blk.qs.as_ptr() as *const __m128i;
+        let d = _mm512_set1_ps(blk.d.to_f32());
+        (
+            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q))), d),
+            _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q.add(1)))), d),
+        )
+    }
+
+    #[target_feature(enable = "avx512f,f16c,fma")]
+    pub unsafe fn dequantize_q4(w: &[BlockQ4], out: *mut f32) {
+        for (b, blk) in w.iter().enumerate() {
+            let (lo, hi) = q4_block(blk);
+            _mm512_storeu_ps(out.add(b * QK), lo);
+            _mm512_storeu_ps(out.add(b * QK + 16), hi);
+        }
+    }
+
+    #[target_feature(enable = "avx512f,f16c,fma")]
+    pub unsafe fn dequantize_q8(w: &[BlockQ8], out: *mut f32) {
+        for (b, blk) in w.iter().enumerate() {
+            let (lo, hi) = q8_block(blk);
+            _mm512_storeu_ps(out.add(b * QK), lo);
+            _mm512_storeu_ps(out.add(b * QK + 16), hi);
+        }
+    }
+
     /// Up to 8 rows share each dequantized block; `T` is a constant so the accumulators stay in registers.
     #[inline(always)]
     unsafe fn q4_tile<const T: usize>(w: &[BlockQ4], x: *const f32, k: usize, out: *mut f32) {
-        let mask = _mm_set1_epi8(0x0F);
         let mut acc = [_mm512_setzero_ps(); T];
         for (b, blk) in w.iter().enumerate() {
-            let q = _mm_loadu_si128(blk.qs.as_ptr() as *const __m128i);
-            let lo = _mm_and_si128(q, mask);
-            let hi = _mm_and_si128(_mm_srli_epi16(q, 4), mask);
-            let d = _mm512_set1_ps(blk.d.to_f32());
-            let m = _mm512_set1_ps(blk.m.to_f32());
-            let wlo = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(lo)), d, m);
-            let whi = _mm512_fmadd_ps(_mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(hi)), d, m);
+            let (wlo, whi) = q4_block(blk);
             for (r, a) in acc.iter_mut().enumerate() {
                 let xp = x.add(r * k + b * QK);
                 *a = _mm512_fmadd_ps(wlo, _mm512_loadu_ps(xp), *a);
@@ -93,10 +177,7 @@ mod x86 {
     unsafe fn q8_tile<const T: usize>(w: &[BlockQ8], x: *const f32, k: usize, out: *mut f32) {
         let mut acc = [_mm512_setzero_ps(); T];
         for (b, blk) in w.iter().enumerate() {
-            let q = blk.qs.as_ptr() as *const __m128i;
-            let d = _mm512_set1_ps(blk.d.to_f32());
-            let wlo = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q))), d);
-            let whi = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(q.add(1)))), d);
+            let (wlo, whi) = q8_block(blk);
             for (r, a) in acc.iter_mut().enumerate() {
                 let xp = x.add(r * k + b * QK);
                 *a = _mm512_fmadd_ps(wlo, _mm512_loadu_ps(xp), *a);
@@ -137,6 +218,48 @@ mod x86 {
     }
     rows_fn!(q4_rows, q4_tile, BlockQ4);
     rows_fn!(q8_rows, q8_tile, BlockQ8);
+
+    /// `I` input rows x 4 weight rows of accumulators stay in registers; each weight chunk is loaded once per
+    /// `I` rows and each input chunk once per 4 weight rows.
+    #[inline(always)]
+    unsafe fn panel_tile<const I: usize>(w: *const f32, jn: usize, x: *const f32, k: usize, out: *mut f32, ldo: usize) {
+        let mut acc = [[_mm512_setzero_ps(); 4]; I];
+        let mut c = 0;
+        while c < k {
+            let wv = [_mm512_loadu_ps(w.add(c)), _mm512_loadu_ps(w.add(k + c)), _mm512_loadu_ps(w.add(2 * k + c)), _mm512_loadu_ps(w.add(3 * k + c))];
+            for (i, a) in acc.iter_mut().enumerate() {
+                let xv = _mm512_loadu_ps(x.add(i * k + c));
+                for j in 0..4 {
+                    a[j] = _mm512_fmadd_ps(wv[j], xv, a[j]);
+                }
+            }
+            c += 16;
+        }
+        for (i, a) in acc.iter().enumerate() {
+            for (j, v) in a.iter().enumerate().take(jn) {
+                *out.add(i * ldo + j) = _mm512_reduce_add_ps(*v);
+            }
+        }
+    }
+
+    #[target_feature(enable = "avx512f")]
+    pub unsafe fn panel_matmul(w: *const f32, jn: usize, x: *const f32, m: usize, k: usize, out: *mut f32, ldo: usize) {
+        const I: usize = 6;
+        let mut i = 0;
+        while i + I <= m {
+            panel_tile::<I>(w, jn, x.add(i * k), k, out.add(i * ldo), ldo);
+            i += I;
+        }
+        let (xr, or) = (x.add(i * k), out.add(i * ldo));
+        match m - i {
+            0 => {}
+            1 => panel_tile::<1>(w, jn, xr, k, or, ldo),
+            2 => panel_tile::<2>(w, jn, xr, k, or, ldo),
+            3 => panel_tile::<3>(w, jn, xr, k, or, ldo),
+            4 => panel_tile::<4>(w, jn, xr, k, or, ldo),
+            _ => panel_tile::<5>(w, jn, xr, k, or, ldo),
+        }
+    }
 }
 
 #[cfg(test)]
@@ -179,6 +302,57 @@ mod tests {
             q4_rows(&w4, xi, k, &mut a4);
             q8_rows(&w8, xi, k, &mut a8);
             assert_eq!((a4[0], a8[0]), (o4[i], o8[i]), "row {i}");
+        }
+    }
+
+    #[test]
+    fn panel_path_gives_the_register_path_bits() {
+        if !panel_available(64) {
+            return;
+        }
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        let (nb, m, rows) = (18, 13, 7);
+        let k = nb * QK;
+        let w4: Vec<BlockQ4> = (0..rows * nb)
+            .map(|_| {
+                let mut qs = [0u8; 16];
+                rng.fill(&mut qs);
+                BlockQ4 { d: f16::from_f32(rng.random_range(0.001..0.1)), m: f16::from_f32(rng.random_range(-0.5..0.5)), qs }
+            })
+            .collect();
+        let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-3.0..3.0)).collect();
+        let w8: Vec<BlockQ8> = x[..rows * k / 2].chunks(QK).chain(x[..rows * k / 2].chunks(QK)).map(BlockQ8::quantize).collect();
+        let (mut simd, mut scalar) = (vec![0f32; rows * k], vec![0f32; rows * k]);
+        dequantize_q4(&w4, &mut simd);
+        w4.iter().zip(scalar.chunks_exact_mut(QK)).for_each(|(b, o)| b.dequantize(o));
+        assert_eq!(simd, scalar);
+        dequantize_q8(&w8, &mut simd);
+        w8.iter().zip(scalar.chunks_exact_mut(QK)).for_each(|(b, o)| b.dequantize(o));
+        assert_eq!(simd, scalar);
+        let deq = |row: usize, f: &dyn Fn(usize, &mut [f32]), panel: &mut [f32], slot: usize| {
+            (0..nb).for_each(|b| f(row * nb + b, &mut panel[slot * k + b * QK..slot * k + (b + 1) * QK]));
+        };
+        for (name, f, reg) in [
+            ("q4", &(|i: usize, o: &mut [f32]| w4[i].dequantize(o)) as &dyn Fn(usize, &mut [f32]), &(|r: usize, o: &mut [f32]| q4_rows(&w4[r * nb..(r + 1) * nb], &x, k, o)) as &dyn Fn(usize, &mut [f32])),
+            ("q8", &|i: usize, o: &mut [f32]| w8[i].dequantize(o), &|r: usize, o: &mut [f32]| q8_rows(&w8[r * nb..(r + 1) * nb], &x, k, o)),
+        ] {
+            let mut out = vec![f32::NAN; m * rows];
+            let mut panel = vec![0f32; PANEL * k];
+            for j0 in (0..rows).step_by(PANEL) {
+                let jn = PANEL.min(rows - j0);
+                for s in 0..jn {
+                    deq(j0 + s, f, &mut panel, s);
+                }
+                // SAFETY: columns j0..j0+jn of an m x rows buffer.
+                unsafe { panel_matmul(&panel, jn, &x, m, k, out[j0..].as_mut_ptr(), rows) };
+            }
+            for r in 0..rows {
+                let mut col = vec![0f32; m];
+                reg(r, &mut col);
+                for i in 0..m {
+                    assert_eq!(out[i * rows + r].to_bits(), col[i].to_bits(), "{name} row {i} col {r}");
+                }
+            }
         }
     }
 }
