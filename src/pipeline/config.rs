@@ -60,6 +60,17 @@ impl Default for TasksConfig {
     }
 }
 
+impl TasksConfig {
+    /// The difficulties round `round` (1-based) rolls out on: all of them, or with the ramp the first `round`.
+    pub fn rollout_difficulties(&self, round: usize) -> Vec<u8> {
+        if self.ramp {
+            self.difficulties[..round.min(self.difficulties.len())].to_vec()
+        } else {
+            self.difficulties.clone()
+        }
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RolloutConfig {
@@ -256,6 +267,15 @@ mod tests {
         let path = dir.path().join("c.toml");
         std::fs::write(&path, text)?;
         LoopConfig::load(&path)
+    }
+
+    #[test]
+    fn ramp_adds_one_difficulty_per_round() {
+        let mut t = TasksConfig { difficulties: vec![1, 2, 3], ..TasksConfig::default() };
+        assert_eq!(t.rollout_difficulties(1), vec![1, 2, 3]);
+        t.ramp = true;
+        let rounds: Vec<Vec<u8>> = (1..=4).map(|r| t.rollout_difficulties(r)).collect();
+        assert_eq!(rounds, vec![vec![1], vec![1, 2], vec![1, 2, 3], vec![1, 2, 3]]);
     }
 
     #[test]

@@ -102,7 +102,7 @@ impl Stages<'_> {
     pub fn rollout(&self, round: usize, round_dir: &Path, seed: u64) -> anyhow::Result<(Vec<Trajectory>, RolloutRecord)> {
         let t = &self.cfg.tasks;
         let r = &self.cfg.rollout;
-        let difficulties: Vec<u8> = if t.ramp { t.difficulties[..round.min(t.difficulties.len())].to_vec() } else { t.difficulties.clone() };
+        let difficulties = t.rollout_difficulties(round);
         let tasks = self.tasks(SplitArg::Train, &difficulties, t.train_per)?;
         let unsolved = if r.extra_samples_unsolved > 0 { self.unsolved_before(round)? } else { HashSet::new() };
         let (hard, rest): (Vec<Task>, Vec<Task>) = tasks.iter().cloned().partition(|task| unsolved.contains(&task.id));
