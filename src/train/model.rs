@@ -274,6 +274,9 @@ fn stacked_delta(x: &Tensor, pairs: &BTreeMap<Proj, (Var, Var)>, parts: &[(Proj,
     if !parts.iter().any(|(p, _)| pairs.contains_key(p)) {
         return Ok(None);
     }
+    if drop.is_none() && parts.len() > 1 {
+        return Ok(Some(fused_delta(x, pairs, parts, scale)?));
+    }
     let n = x.dim(0)?;
     let mut outs = Vec::with_capacity(parts.len());
     for (p, width) in parts {
@@ -291,6 +294,39 @@ fn stacked_delta(x: &Tensor, pairs: &BTreeMap<Proj, (Var, Var)>, parts: &[(Proj,
         });
     }
     Ok(Some(if outs.len() == 1 { outs.remove(0) } else { Tensor::cat(&outs, 1)? }))
+}
+
+/// Without dropout every pair of a stacked projection reads the same input, so the A's stack into one
+/// `N x sum(r)` product and a block-diagonal B maps it to every output at once. The graph then holds one full-width
+/// node instead of one per projection plus their concatenation (each full-width node costs a gradient buffer and
+/// an accumulation pass in the backward).
+fn fused_delta(x: &Tensor, pairs: &BTreeMap<Proj, (Var, Var)>, parts: &[(Proj, usize)], scale: f32) -> Result<Tensor> {
+    let adapted: Vec<&(Var, Var)> = parts.iter().filter_map(|(p, _)| pairs.get(p)).collect();
+    let ranks: Vec<usize> = adapted.iter().map(|(a, _)| a.as_tensor().dim(0)).collect::<candle_core::Result<_>>()?;
+    let total: usize = ranks.iter().sum();
+    let a = Tensor::cat(&adapted.iter().map(|(a, _)| a.as_tensor()).collect::<Vec<_>>(), 0)?; // sum(r) x in
+    let (dev, mut off, mut blocks) = (x.device(), 0, Vec::with_capacity(parts.len()));
+    for (p, width) in parts {
+        let row = match pairs.get(p) {
+            Some((pa, b)) => {
+                let r = pa.as_tensor().dim(0)?;
+                let mut cols = Vec::with_capacity(3);
+                if off > 0 {
+                    cols.push(Tensor::zeros((*width, off), DType::F32, dev)?);
+                }
+                cols.push(b.as_tensor().clone());
+                if off + r < total {
+                    cols.push(Tensor::zeros((*width, total - off - r), DType::F32, dev)?);
+                }
+                off += r;
+                Tensor::cat(&cols, 1)?
+            }
+            None => Tensor::zeros((*width, total), DType::F32, dev)?,
+        };
+        blocks.push(row);
+    }
+    let b = Tensor::cat(&blocks, 0)?; // sum(width) x sum(r), block-diagonal
+    Ok((x.matmul(&a.t()?)? * scale as f64)?.matmul(&b.t()?)?)
 }
 
 impl LoraVars {
