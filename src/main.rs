@@ -8,7 +8,8 @@ fn main() -> ExitCode {
         std::env::set_var("CANDLE_NUM_THREADS", "1");
     }
     // candle asks for its thread count at every matmul, and without this variable that means parsing
-    // /proc/cpuinfo each time (3% of a training step). Fixing the variable to candle's own answer changes nothing else.
+    // /proc/cpuinfo each time (3% of a training step). Fixed to candle's own answer (physical cores), which rayon's
+    // pool for our kernels then uses too.
     if std::env::var_os("RAYON_NUM_THREADS").is_none() {
         std::env::set_var("RAYON_NUM_THREADS", candle_core::utils::get_num_threads().to_string());
     }
@@ -30,7 +31,10 @@ fn keep_freed_memory() {
     #[cfg(all(target_os = "linux", target_env = "gnu"))]
     // SAFETY: mallopt only changes allocator parameters; called before any other thread exists.
     unsafe {
-        libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30);
+        // Older glibc refuses thresholds above 32 MiB; most buffers are smaller than that.
+        if libc::mallopt(libc::M_MMAP_THRESHOLD, 1 << 30) == 0 {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+        }
         libc::mallopt(libc::M_TRIM_THRESHOLD, -1);
     }
 }
