@@ -74,30 +74,25 @@ pub unsafe fn panel_matmul(panel: &[f32], jn: usize, x: &[f32], m: usize, k: usi
     }
 }
 
-/// Dequantizes blocks into `out` (`32 * w.len()` values), with the same instructions (hence bits) as the kernels.
-pub fn dequantize_q4(w: &[BlockQ4], out: &mut [f32]) {
-    assert!(out.len() >= w.len() * QK);
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_avx512() {
-            // SAFETY: AVX-512F is present; `out` holds every block, asserted above.
-            return unsafe { x86::dequantize_q4(w, out.as_mut_ptr()) };
+macro_rules! dequantize_fn {
+    ($name:ident, $blk:ty) => {
+        /// Dequantizes blocks into `out` (`32 * w.len()` values), with the same instructions (hence bits) as the
+        /// kernels.
+        pub fn $name(w: &[$blk], out: &mut [f32]) {
+            assert!(out.len() >= w.len() * QK);
+            #[cfg(target_arch = "x86_64")]
+            {
+                if has_avx512() {
+                    // SAFETY: AVX-512F is present; `out` holds every block, asserted above.
+                    return unsafe { x86::$name(w, out.as_mut_ptr()) };
+                }
+            }
+            w.iter().zip(out.chunks_exact_mut(QK)).for_each(|(b, o)| b.dequantize(o));
         }
-    }
-    w.iter().zip(out.chunks_exact_mut(QK)).for_each(|(b, o)| b.dequantize(o));
+    };
 }
-
-pub fn dequantize_q8(w: &[BlockQ8], out: &mut [f32]) {
-    assert!(out.len() >= w.len() * QK);
-    #[cfg(target_arch = "x86_64")]
-    {
-        if has_avx512() {
-            // SAFETY: as above.
-            return unsafe { x86::dequantize_q8(w, out.as_mut_ptr()) };
-        }
-    }
-    w.iter().zip(out.chunks_exact_mut(QK)).for_each(|(b, o)| b.dequantize(o));
-}
+dequantize_fn!(dequantize_q4, BlockQ4);
+dequantize_fn!(dequantize_q8, BlockQ8);
 
 fn has_avx512() -> bool {
     #[cfg(target_arch = "x86_64")]
@@ -138,23 +133,20 @@ mod x86 {
         )
     }
 
-    #[target_feature(enable = "avx512f,f16c,fma")]
-    pub unsafe fn dequantize_q4(w: &[BlockQ4], out: *mut f32) {
-        for (b, blk) in w.iter().enumerate() {
-            let (lo, hi) = q4_block(blk);
-            _mm512_storeu_ps(out.add(b * QK), lo);
-            _mm512_storeu_ps(out.add(b * QK + 16), hi);
-        }
+    macro_rules! dequantize_x86 {
+        ($name:ident, $block:ident, $blk:ty) => {
+            #[target_feature(enable = "avx512f,f16c,fma")]
+            pub unsafe fn $name(w: &[$blk], out: *mut f32) {
+                for (b, blk) in w.iter().enumerate() {
+                    let (lo, hi) = $block(blk);
+                    _mm512_storeu_ps(out.add(b * QK), lo);
+                    _mm512_storeu_ps(out.add(b * QK + 16), hi);
+                }
+            }
+        };
     }
-
-    #[target_feature(enable = "avx512f,f16c,fma")]
-    pub unsafe fn dequantize_q8(w: &[BlockQ8], out: *mut f32) {
-        for (b, blk) in w.iter().enumerate() {
-            let (lo, hi) = q8_block(blk);
-            _mm512_storeu_ps(out.add(b * QK), lo);
-            _mm512_storeu_ps(out.add(b * QK + 16), hi);
-        }
-    }
+    dequantize_x86!(dequantize_q4, q4_block, BlockQ4);
+    dequantize_x86!(dequantize_q8, q8_block, BlockQ8);
 
     /// Up to 8 rows share each dequantized block; `T` is a constant so the accumulators stay in registers.
     #[inline(always)]
