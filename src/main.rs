@@ -15,7 +15,15 @@ fn main() -> ExitCode {
     }
     keep_freed_memory();
     let cli = autodidact::cli::Cli::parse();
-    match autodidact::cli::run(cli) {
+    // The command runs on a pool worker, not beside the pool: a parallel kernel called from outside rayon's pool
+    // wakes the workers and puts the caller to sleep until they finish (two context switches per gemm, thousands
+    // per training step); from a worker the caller takes part in the work. 7-8% faster training here. The worker
+    // gets the main thread's usual 8 MiB of stack.
+    let pool = rayon::ThreadPoolBuilder::new().num_threads(candle_core::utils::get_num_threads()).stack_size(8 << 20).build_global();
+    if let Err(e) = pool {
+        eprintln!("warning: could not configure the thread pool: {e}");
+    }
+    match rayon::scope(|_| autodidact::cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {e:#}");

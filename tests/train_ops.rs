@@ -1,6 +1,7 @@
 //! Every op the training forward differentiates through, checked against central finite differences.
 use std::sync::Arc;
 
+use autodidact::train::lora_linear::{LoraLinear, LoraPart};
 use autodidact::train::ops::{causal_softmax, frozen_linear, rms_norm, rope_qk, swiglu, token_logprobs, RopeTables};
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
@@ -123,4 +124,52 @@ fn token_logprobs_gradient_and_value() {
         assert!((lp[i] - ls[i][targets[i] as usize]).abs() < 1e-5);
     }
     assert!(token_logprobs(&x, Arc::new(vec![1, 2, 7])).is_err(), "target outside the vocabulary");
+}
+
+/// Output 7 wide: part 0 adapts columns 0..3 (rank 2), part 1 columns 5..7 (rank 2); columns 3..5 are frozen only.
+/// Part 1 has a dropout mask on its input.
+fn lora_op(w: &Tensor, masked: bool) -> LoraLinear {
+    let mask: Vec<f32> = (0..4 * 6).map(|i| if i % 3 == 0 { 0.0 } else { 1.5 }).collect();
+    LoraLinear {
+        w: w.clone(),
+        parts: vec![LoraPart { out_offset: 0, width: 3, rank: 2 }, LoraPart { out_offset: 5, width: 2, rank: 2 }],
+        scale: 0.7,
+        masks: vec![None, masked.then_some(mask)],
+    }
+}
+
+#[test]
+fn lora_linear_gradients_and_value() {
+    let t = |n: usize, seed: u64, shape: &[usize]| Tensor::from_vec(rand_vec(n, seed, 1.0), shape, &Device::Cpu).unwrap();
+    // The frozen weight seen column-major, as the training model stores some of its projections.
+    let w = t(7 * 6, 11, &[6, 7]).t().unwrap();
+    let (x, a, b) = (t(4 * 6, 12, &[4, 6]), t(4 * 6, 13, &[4, 6]), t(3 * 2 + 2 * 2, 14, &[10]));
+    for masked in [false, true] {
+        check_grad(&[4, 6], 1.0, |x| x.apply_op3(&a, &b, lora_op(&w, masked)).unwrap());
+        check_grad(&[4, 6], 1.0, |a| x.apply_op3(a, &b, lora_op(&w, masked)).unwrap());
+        check_grad(&[10], 1.0, |b| x.apply_op3(&a, b, lora_op(&w, masked)).unwrap());
+        // The value: x W^T plus each part's s (x * m) A_i^T B_i^T in its columns.
+        let y = x.apply_op3(&a, &b, lora_op(&w, masked)).unwrap();
+        let mut want = x.matmul(&w.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
+        let op = lora_op(&w, masked);
+        for (i, (off, width)) in [(0usize, 3usize), (5, 2)].into_iter().enumerate() {
+            let xin = match &op.masks[i] {
+                Some(m) => (&x * Tensor::from_vec(m.clone(), (4, 6), &Device::Cpu).unwrap()).unwrap(),
+                None => x.clone(),
+            };
+            let ai = a.narrow(0, 2 * i, 2).unwrap();
+            let bi = b.narrow(0, 6 * i, width * 2).unwrap().reshape((width, 2)).unwrap();
+            let d = (xin.matmul(&ai.t().unwrap()).unwrap().matmul(&bi.t().unwrap()).unwrap() * 0.7).unwrap().to_vec2::<f32>().unwrap();
+            for r in 0..4 {
+                for c in 0..width {
+                    want[r][off + c] += d[r][c];
+                }
+            }
+        }
+        for (got, want) in y.to_vec2::<f32>().unwrap().iter().zip(&want) {
+            for (g, w) in got.iter().zip(want) {
+                assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+            }
+        }
+    }
 }

@@ -8,6 +8,8 @@
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod gemm;
+pub mod lora_linear;
 pub mod model;
 pub mod ops;
 pub mod optim;

@@ -9,10 +9,11 @@
 use std::collections::BTreeMap;
 use std::sync::Arc;
 
-use candle_core::{DType, Device, Tensor, Var};
+use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::lora_linear::{LoraLinear, LoraPart};
 use super::ops::{causal_softmax, frozen_linear, rms_norm, rope_qk, swiglu, token_logprobs, RopeTables};
 use super::{Result, TrainError};
 use crate::model::lora::{LoraAdapter, LoraConfig, LoraPair, Proj};
@@ -176,12 +177,7 @@ impl TrainModel {
             let ad = lora.map(|l| (&l.layers[li], l.config.scale()));
             // Attention block.
             let h = rms_norm(&x, lw.attn_norm.clone(), eps)?;
-            let mut qkv = frozen_linear(&h, &lw.qkv)?; // N x (Q + 2KV)
-            if let Some((pairs, s)) = ad {
-                if let Some(d) = stacked_delta(&h, pairs, &[(Proj::Q, qd), (Proj::K, kvd), (Proj::V, kvd)], s, &mut drop)? {
-                    qkv = (qkv + d)?;
-                }
-            }
+            let mut qkv = linear(&h, &lw.qkv, ad, &[(Proj::Q, qd), (Proj::K, kvd), (Proj::V, kvd)], &mut drop)?; // N x (Q + 2KV)
             if let Some(bias) = &lw.qkv_bias {
                 qkv = qkv.broadcast_add(bias)?;
             }
@@ -192,30 +188,13 @@ impl TrainModel {
             let v = qkv.narrow(1, qd + kvd, kvd)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
             let att = causal_softmax(&q.matmul(&k.t()?)?, scale)?; // B, KVH, G*T, T
             let y = att.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.contiguous()?.reshape((n, qd))?;
-            let mut o = frozen_linear(&y, &lw.o)?;
-            if let Some((pairs, s)) = ad {
-                if let Some(d) = stacked_delta(&y, pairs, &[(Proj::O, cfg.hidden_size)], s, &mut drop)? {
-                    o = (o + d)?;
-                }
-            }
-            x = (x + o)?;
+            x = (x + linear(&y, &lw.o, ad, &[(Proj::O, cfg.hidden_size)], &mut drop)?)?;
             // MLP block.
             let h = rms_norm(&x, lw.mlp_norm.clone(), eps)?;
-            let mut gu = frozen_linear(&h, &lw.gate_up)?; // N x 2I
-            if let Some((pairs, s)) = ad {
-                let i = cfg.intermediate_size;
-                if let Some(d) = stacked_delta(&h, pairs, &[(Proj::Gate, i), (Proj::Up, i)], s, &mut drop)? {
-                    gu = (gu + d)?;
-                }
-            }
+            let i = cfg.intermediate_size;
+            let gu = linear(&h, &lw.gate_up, ad, &[(Proj::Gate, i), (Proj::Up, i)], &mut drop)?; // N x 2I
             let a = swiglu(&gu)?; // N x I
-            let mut down = frozen_linear(&a, &lw.down)?;
-            if let Some((pairs, s)) = ad {
-                if let Some(d) = stacked_delta(&a, pairs, &[(Proj::Down, cfg.hidden_size)], s, &mut drop)? {
-                    down = (down + d)?;
-                }
-            }
-            x = (x + down)?;
+            x = (x + linear(&a, &lw.down, ad, &[(Proj::Down, cfg.hidden_size)], &mut drop)?)?;
         }
         Ok(x)
     }
@@ -261,72 +240,36 @@ struct Dropout {
 }
 
 impl Dropout {
-    fn apply(&mut self, x: &Tensor) -> Result<Tensor> {
+    fn mask(&mut self, n: usize) -> Vec<f32> {
         let keep = 1.0 / (1.0 - self.p);
-        let mask: Vec<f32> = (0..x.elem_count()).map(|_| if self.rng.random::<f32>() < self.p { 0.0 } else { keep }).collect();
-        Ok(x.mul(&Tensor::from_vec(mask, x.shape(), x.device())?)?)
+        (0..n).map(|_| if self.rng.random::<f32>() < self.p { 0.0 } else { keep }).collect()
     }
 }
 
-/// The LoRA output for the projections stacked in one runtime matrix, concatenated in stacking order
-/// (`N x sum(widths)`, zeros for projections without an adapter); None when none of them is adapted.
-fn stacked_delta(x: &Tensor, pairs: &BTreeMap<Proj, (Var, Var)>, parts: &[(Proj, usize)], scale: f32, drop: &mut Option<Dropout>) -> Result<Option<Tensor>> {
-    if !parts.iter().any(|(p, _)| pairs.contains_key(p)) {
-        return Ok(None);
-    }
-    if drop.is_none() && parts.len() > 1 {
-        return Ok(Some(fused_delta(x, pairs, parts, scale)?));
-    }
-    let n = x.dim(0)?;
-    let mut outs = Vec::with_capacity(parts.len());
-    for (p, width) in parts {
-        outs.push(match pairs.get(p) {
-            Some((a, b)) => {
-                let xin = match drop.as_mut() {
-                    Some(d) => d.apply(x)?,
-                    None => x.clone(),
-                };
-                // Scaling the rank-r intermediate instead of the output keeps one more full-width node (and its
-                // gradient buffer) out of the graph.
-                (xin.matmul(&a.as_tensor().t()?)? * scale as f64)?.matmul(&b.as_tensor().t()?)?
+/// A frozen projection plus the adapters of the projections stacked in it (`parts`: each projection and its width,
+/// in stacking order), as one op.
+fn linear(x: &Tensor, w: &Tensor, ad: Option<(&BTreeMap<Proj, (Var, Var)>, f32)>, parts: &[(Proj, usize)], drop: &mut Option<Dropout>) -> Result<Tensor> {
+    let Some((pairs, scale)) = ad else { return Ok(frozen_linear(x, w)?) };
+    let (mut lparts, mut a, mut b, mut masks, mut off) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0);
+    for &(p, width) in parts {
+        if let Some((va, vb)) = pairs.get(&p) {
+            let (rank, d_in) = va.as_tensor().dims2()?;
+            if d_in != x.dim(1)? || vb.as_tensor().dims2()? != (width, rank) {
+                return Err(TrainError::Data(format!("the {p:?} adapter's shapes {:?} / {:?} do not fit the layer", va.shape(), vb.shape())));
             }
-            None => Tensor::zeros((n, *width), DType::F32, x.device())?,
-        });
+            lparts.push(LoraPart { out_offset: off, width, rank });
+            a.push(va.as_tensor().clone());
+            b.push(vb.as_tensor().flatten_all()?);
+            masks.push(drop.as_mut().map(|d| d.mask(x.elem_count())));
+        }
+        off += width;
     }
-    Ok(Some(if outs.len() == 1 { outs.remove(0) } else { Tensor::cat(&outs, 1)? }))
-}
-
-/// Without dropout every pair of a stacked projection reads the same input, so the A's stack into one
-/// `N x sum(r)` product and a block-diagonal B maps it to every output at once. The graph then holds one full-width
-/// node instead of one per projection plus their concatenation (each full-width node costs a gradient buffer and
-/// an accumulation pass in the backward).
-fn fused_delta(x: &Tensor, pairs: &BTreeMap<Proj, (Var, Var)>, parts: &[(Proj, usize)], scale: f32) -> Result<Tensor> {
-    let adapted: Vec<&(Var, Var)> = parts.iter().filter_map(|(p, _)| pairs.get(p)).collect();
-    let ranks: Vec<usize> = adapted.iter().map(|(a, _)| a.as_tensor().dim(0)).collect::<candle_core::Result<_>>()?;
-    let total: usize = ranks.iter().sum();
-    let a = Tensor::cat(&adapted.iter().map(|(a, _)| a.as_tensor()).collect::<Vec<_>>(), 0)?; // sum(r) x in
-    let (dev, mut off, mut blocks) = (x.device(), 0, Vec::with_capacity(parts.len()));
-    for (p, width) in parts {
-        let row = match pairs.get(p) {
-            Some((pa, b)) => {
-                let r = pa.as_tensor().dim(0)?;
-                let mut cols = Vec::with_capacity(3);
-                if off > 0 {
-                    cols.push(Tensor::zeros((*width, off), DType::F32, dev)?);
-                }
-                cols.push(b.as_tensor().clone());
-                if off + r < total {
-                    cols.push(Tensor::zeros((*width, total - off - r), DType::F32, dev)?);
-                }
-                off += r;
-                Tensor::cat(&cols, 1)?
-            }
-            None => Tensor::zeros((*width, total), DType::F32, dev)?,
-        };
-        blocks.push(row);
+    if lparts.is_empty() {
+        return Ok(frozen_linear(x, w)?);
     }
-    let b = Tensor::cat(&blocks, 0)?; // sum(width) x sum(r), block-diagonal
-    Ok((x.matmul(&a.t()?)? * scale as f64)?.matmul(&b.t()?)?)
+    let (a, b) = (Tensor::cat(&a, 0)?, Tensor::cat(&b, 0)?);
+    let op = LoraLinear { w: w.clone(), parts: lparts, scale, masks };
+    Ok(x.contiguous()?.apply_op3(&a, &b, op)?)
 }
 
 impl LoraVars {
