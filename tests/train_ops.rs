@@ -2,7 +2,8 @@
 use std::sync::Arc;
 
 use autodidact::train::lora_linear::{LoraLinear, LoraPart};
-use autodidact::train::ops::{causal_softmax, frozen_linear, rms_norm, rope_qk, swiglu, token_logprobs, RopeTables};
+use autodidact::train::attention::{attention, Attention};
+use autodidact::train::ops::{frozen_linear, rms_norm, rope_qk, swiglu, token_logprobs, RopeTables};
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -95,17 +96,46 @@ fn rope_gradient_and_v_passthrough() {
     assert_ne!(xv[1][..8], yv[1][..8]);
 }
 
-#[test]
-fn causal_softmax_gradient_and_mask() {
-    // (2 groups stacked) x 3 positions: rows 0..3 and 3..6 are queries at positions 0, 1, 2.
-    check_grad(&[2, 6, 3], 2.0, |x| causal_softmax(x, 0.7).unwrap());
-    let x = Tensor::from_vec(rand_vec(18, 8, 2.0), (1, 6, 3), &Device::Cpu).unwrap();
-    let y = causal_softmax(&x, 0.7).unwrap().squeeze(0).unwrap().to_vec2::<f32>().unwrap();
-    for (r, row) in y.iter().enumerate() {
-        let pos = r % 3;
-        assert!(row[pos + 1..].iter().all(|&v| v == 0.0), "future keys masked");
-        assert!((row.iter().sum::<f32>() - 1.0).abs() < 1e-6);
+/// Attention composed from plain candle ops: per head, softmax(scale * q k^T + causal mask) v.
+fn reference_attention(qkv: &Tensor, op: &Attention) -> Vec<Vec<f32>> {
+    let (t, hd, g) = (op.t, op.head_dim, op.heads / op.kv_heads);
+    let x = qkv.to_vec2::<f32>().unwrap();
+    let mut out = vec![vec![0f32; op.heads * hd]; op.b * t];
+    for s in 0..op.b {
+        for h in 0..op.heads {
+            let col = |c: usize| -> Tensor {
+                let rows: Vec<f32> = (0..t).flat_map(|i| x[s * t + i][c * hd..(c + 1) * hd].to_vec()).collect();
+                Tensor::from_vec(rows, (t, hd), &Device::Cpu).unwrap()
+            };
+            let (q, k, v) = (col(h), col(op.heads + h / g), col(op.heads + op.kv_heads + h / g));
+            let mask: Vec<f32> = (0..t * t).map(|ij| if ij % t > ij / t { f32::NEG_INFINITY } else { 0.0 }).collect();
+            let scores = ((q.matmul(&k.t().unwrap()).unwrap() * op.scale as f64).unwrap() + Tensor::from_vec(mask, (t, t), &Device::Cpu).unwrap()).unwrap();
+            let y = candle_nn::ops::softmax_last_dim(&scores).unwrap().matmul(&v).unwrap().to_vec2::<f32>().unwrap();
+            for i in 0..t {
+                out[s * t + i][h * hd..(h + 1) * hd].copy_from_slice(&y[i]);
+            }
+        }
     }
+    out
+}
+
+#[test]
+fn attention_matches_composed_ops_across_row_chunks() {
+    // 70 positions: two row chunks, the second partial; 4 query heads on 2 kv heads.
+    let op = Attention { b: 2, t: 70, heads: 4, kv_heads: 2, head_dim: 3, scale: 0.6 };
+    let qkv = Tensor::from_vec(rand_vec(2 * 70 * 8 * 3, 21, 2.0), (140, 24), &Device::Cpu).unwrap();
+    let got = attention(&qkv, op.clone()).unwrap().to_vec2::<f32>().unwrap();
+    for (g, w) in got.iter().flatten().zip(reference_attention(&qkv, &op).iter().flatten()) {
+        assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+    }
+    assert!(attention(&qkv.narrow(0, 0, 139).unwrap(), op).is_err(), "rows that do not fit b x t");
+}
+
+#[test]
+fn attention_gradient() {
+    check_grad(&[2 * 3, 6 * 2], 2.0, |x| attention(x, Attention { b: 2, t: 3, heads: 4, kv_heads: 1, head_dim: 2, scale: 0.7 }).unwrap());
+    // Past the first row chunk.
+    check_grad(&[66, 4 * 2], 1.0, |x| attention(x, Attention { b: 1, t: 66, heads: 2, kv_heads: 1, head_dim: 2, scale: 0.7 }).unwrap());
 }
 
 #[test]

@@ -5,6 +5,7 @@
 //! Threads: candle runs element-wise ops on its own spinning thread pool next to rayon's gemm pool. On a busy
 //! shared machine the spinning waits dominate (measured 25 -> 71 trained tok/s at 1 x 256 on 2 loaded cores with
 //! `CANDLE_NUM_THREADS=1`); binaries that train should set `CANDLE_NUM_THREADS=1` before the first tensor op.
+pub mod attention;
 pub mod bench;
 pub mod checkpoint;
 pub mod data;

@@ -13,8 +13,9 @@ use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
+use super::attention::{attention, Attention};
 use super::lora_linear::{LoraLinear, LoraPart};
-use super::ops::{causal_softmax, frozen_linear, rms_norm, rope_qk, swiglu, token_logprobs, RopeTables};
+use super::ops::{frozen_linear, rms_norm, rope_qk, swiglu, token_logprobs, RopeTables};
 use super::{Result, TrainError};
 use crate::model::lora::{LoraAdapter, LoraConfig, LoraPair, Proj};
 use crate::model::rope::Rope;
@@ -164,7 +165,7 @@ impl TrainModel {
             }
         }
         let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-        let (qd, kvd, g) = (cfg.q_dim(), cfg.kv_dim(), nh / nkv);
+        let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
         let eps = cfg.rms_norm_eps;
         let scale = 1.0 / (hd as f32).sqrt();
         let ids = Tensor::from_slice(&batch.ids, n, &self.device)?;
@@ -182,12 +183,7 @@ impl TrainModel {
                 qkv = qkv.broadcast_add(bias)?;
             }
             let qkv = rope_qk(&qkv, self.rope.clone(), nh + nkv, t)?;
-            // Query heads sharing a KV head are stacked along the row axis: (B, KVH, G*T, hd), so no KV repeat.
-            let q = qkv.narrow(1, 0, qd)?.reshape((b, t, nh, hd))?.transpose(1, 2)?.contiguous()?.reshape((b, nkv, g * t, hd))?;
-            let k = qkv.narrow(1, qd, kvd)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?; // B, KVH, T, hd
-            let v = qkv.narrow(1, qd + kvd, kvd)?.reshape((b, t, nkv, hd))?.transpose(1, 2)?.contiguous()?;
-            let att = causal_softmax(&q.matmul(&k.t()?)?, scale)?; // B, KVH, G*T, T
-            let y = att.matmul(&v)?.reshape((b, nh, t, hd))?.transpose(1, 2)?.contiguous()?.reshape((n, qd))?;
+            let y = attention(&qkv, Attention { b, t, heads: nh, kv_heads: nkv, head_dim: hd, scale })?; // N x Q
             x = (x + linear(&y, &lw.o, ad, &[(Proj::O, cfg.hidden_size)], &mut drop)?)?;
             // MLP block.
             let h = rms_norm(&x, lw.mlp_norm.clone(), eps)?;

@@ -200,69 +200,6 @@ pub fn rope_qk(qkv: &Tensor, tables: Arc<RopeTables>, rot_heads: usize, seq_len:
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// Causal softmax: y = softmax(scale * x) over keys 0..=t of a query at position t; later keys get 0.
-
-#[derive(Clone, Copy)]
-struct CausalSoftmax {
-    scale: f32,
-}
-
-impl CustomOp1 for CausalSoftmax {
-    fn name(&self) -> &'static str {
-        "causal-softmax"
-    }
-    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(s, l, "causal-softmax")?;
-        let t = l.shape().dims().last().copied().unwrap_or(1);
-        let mut out = vec![0f32; x.len()];
-        for_rows(&mut out, t, |row, o| {
-            let n = row % t + 1;
-            let xr = &x[row * t..row * t + n];
-            let max = xr.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-            let mut sum = 0f32;
-            for (o, &v) in o[..n].iter_mut().zip(xr) {
-                *o = ((v - max) * self.scale).exp();
-                sum += *o;
-            }
-            let inv = 1.0 / sum;
-            o[..n].iter_mut().for_each(|v| *v *= inv);
-        });
-        Ok((CpuStorage::F32(out), l.shape().clone()))
-    }
-    fn bwd(&self, _x: &Tensor, res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op2_no_bwd(res, self)?))
-    }
-}
-
-/// Backward of the causal softmax (called on `(grad, y)`): dx = scale * y * (g - sum(g * y)).
-impl CustomOp2 for CausalSoftmax {
-    fn name(&self) -> &'static str {
-        "causal-softmax-bwd"
-    }
-    fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, ys: &CpuStorage, yl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (g, y) = (contiguous(gs, gl, "causal-softmax-bwd")?, contiguous(ys, yl, "causal-softmax-bwd")?);
-        let t = yl.shape().dims().last().copied().unwrap_or(1);
-        let mut out = vec![0f32; y.len()];
-        for_rows(&mut out, t, |row, o| {
-            let n = row % t + 1;
-            let (gr, yr) = (&g[row * t..row * t + n], &y[row * t..row * t + n]);
-            let dot: f32 = gr.iter().zip(yr).map(|(a, b)| a * b).sum();
-            for j in 0..n {
-                o[j] = self.scale * yr[j] * (gr[j] - dot);
-            }
-        });
-        Ok((CpuStorage::F32(out), yl.shape().clone()))
-    }
-}
-
-/// Masked softmax of attention scores `(..., rows, T)` where row `r` is the query at position `r % T`
-/// (so query heads that share a KV head may be stacked along the row axis). The mask is causal only: batches are
-/// right-padded, so a real token never sees a padding key.
-pub fn causal_softmax(scores: &Tensor, scale: f32) -> Result<Tensor> {
-    scores.contiguous()?.apply_op1(CausalSoftmax { scale })
-}
-
-// ---------------------------------------------------------------------------------------------------------------
 // SwiGLU: (n x 2I) stacked [gate | up] -> silu(gate) * up.
 
 struct SwiGlu;
