@@ -3,7 +3,8 @@ use std::sync::Arc;
 
 use autodidact::train::lora_linear::{LoraLinear, LoraPart};
 use autodidact::train::attention::{attention, Attention};
-use autodidact::train::ops::{frozen_linear, rms_norm, rope_qk, swiglu, token_logprobs, RopeTables};
+use autodidact::train::head::target_logprobs;
+use autodidact::train::ops::{frozen_linear, rms_norm, rope_qk, swiglu, RopeTables};
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -144,16 +145,20 @@ fn swiglu_gradient() {
 }
 
 #[test]
-fn token_logprobs_gradient_and_value() {
-    let targets = Arc::new(vec![3u32, 0, 6]);
-    check_grad(&[3, 7], 3.0, |x| token_logprobs(x, targets.clone()).unwrap());
-    let x = Tensor::from_vec(rand_vec(21, 9, 3.0), (3, 7), &Device::Cpu).unwrap();
-    let lp = token_logprobs(&x, targets.clone()).unwrap().to_vec1::<f32>().unwrap();
-    let ls = candle_nn::ops::log_softmax(&x, 1).unwrap().to_vec2::<f32>().unwrap();
-    for i in 0..3 {
+fn log_prob_head_gradient_and_value() {
+    // 70 rows: two row chunks. The output matrix seen column-major, as a transposed tensor.
+    let (n, h, v) = (70, 5, 9);
+    let w = Tensor::from_vec(rand_vec(h * v, 31, 1.0), (h, v), &Device::Cpu).unwrap().t().unwrap();
+    let targets = Arc::new((0..n as u32).map(|i| i * 7 % v as u32).collect::<Vec<_>>());
+    check_grad(&[n, h], 2.0, |x| target_logprobs(x, &w, targets.clone()).unwrap());
+    let x = Tensor::from_vec(rand_vec(n * h, 32, 2.0), (n, h), &Device::Cpu).unwrap();
+    let lp = target_logprobs(&x, &w, targets.clone()).unwrap().to_vec1::<f32>().unwrap();
+    let ls = candle_nn::ops::log_softmax(&x.matmul(&w.t().unwrap()).unwrap(), 1).unwrap().to_vec2::<f32>().unwrap();
+    for i in 0..n {
         assert!((lp[i] - ls[i][targets[i] as usize]).abs() < 1e-5);
     }
-    assert!(token_logprobs(&x, Arc::new(vec![1, 2, 7])).is_err(), "target outside the vocabulary");
+    assert!(target_logprobs(&x, &w, Arc::new(vec![9; n])).is_err(), "target outside the vocabulary");
+    assert!(target_logprobs(&x, &w, Arc::new(vec![0; n - 1])).is_err(), "one target per row");
 }
 
 /// Output 7 wide: part 0 adapts columns 0..3 (rank 2), part 1 columns 5..7 (rank 2); columns 3..5 are frozen only.

@@ -10,6 +10,7 @@ pub mod bench;
 pub mod checkpoint;
 pub mod data;
 pub mod gemm;
+pub mod head;
 pub mod lora_linear;
 pub mod model;
 pub mod ops;

@@ -15,7 +15,8 @@ use rand_chacha::ChaCha8Rng;
 
 use super::attention::{attention, Attention};
 use super::lora_linear::{LoraLinear, LoraPart};
-use super::ops::{frozen_linear, rms_norm, rope_qk, swiglu, token_logprobs, RopeTables};
+use super::head;
+use super::ops::{frozen_linear, rms_norm, rope_qk, swiglu, RopeTables};
 use super::{Result, TrainError};
 use crate::model::lora::{LoraAdapter, LoraConfig, LoraPair, Proj};
 use crate::model::rope::Rope;
@@ -198,10 +199,12 @@ impl TrainModel {
     /// Logits (`n x V`) at the given `(seq, pos)` positions only.
     pub fn logits_at(&self, batch: &Batch, lora: Option<&LoraVars>, positions: &[(usize, usize)]) -> Result<Tensor> {
         let x = self.hidden(batch, lora, None)?;
-        self.head(batch, &x, positions.iter().copied())
+        let h = self.final_rows(batch, &x, positions.iter().copied())?;
+        Ok(frozen_linear(&h, &self.lm_head)?) // n x V
     }
 
-    fn head(&self, batch: &Batch, hidden: &Tensor, rows: impl Iterator<Item = (usize, usize)>) -> Result<Tensor> {
+    /// The final-normed hidden states of the given `(seq, pos)` rows (`n x H`): the output layer's input.
+    fn final_rows(&self, batch: &Batch, hidden: &Tensor, rows: impl Iterator<Item = (usize, usize)>) -> Result<Tensor> {
         let mut idx = Vec::new();
         for (s, p) in rows {
             if s >= batch.b || p >= batch.lens[s] {
@@ -211,9 +214,8 @@ impl TrainModel {
         }
         let n = idx.len();
         let idx = Tensor::from_vec(idx, n, &self.device)?;
-        let sel = hidden.index_select(&idx, 0)?; // n x H
-        let h = rms_norm(&sel, self.norm.clone(), self.cfg.rms_norm_eps)?;
-        Ok(frozen_linear(&h, &self.lm_head)?) // n x V
+        let sel = hidden.index_select(&idx, 0)?;
+        Ok(rms_norm(&sel, self.norm.clone(), self.cfg.rms_norm_eps)?)
     }
 
     /// Log-probabilities (`n`) of each target token, differentiable with respect to the LoRA variables.
@@ -222,9 +224,9 @@ impl TrainModel {
             return Err(TrainError::Data("no scored tokens in the batch".into()));
         }
         let x = self.hidden(batch, lora, dropout_seed)?;
-        let logits = self.head(batch, &x, targets.iter().map(|t| (t.seq, t.pos)))?;
+        let h = self.final_rows(batch, &x, targets.iter().map(|t| (t.seq, t.pos)))?;
         let ids = Arc::new(targets.iter().map(|t| t.target).collect::<Vec<_>>());
-        Ok(token_logprobs(&logits, ids)?)
+        Ok(head::target_logprobs(&h, &self.lm_head, ids)?)
     }
 }
 
