@@ -146,7 +146,7 @@ fn swiglu_gradient() {
 
 #[test]
 fn log_prob_head_gradient_and_value() {
-    // 70 rows: two row chunks. The output matrix seen column-major, as a transposed tensor.
+    // The output matrix seen column-major, as a transposed tensor.
     let (n, h, v) = (70, 5, 9);
     let w = Tensor::from_vec(rand_vec(h * v, 31, 1.0), (h, v), &Device::Cpu).unwrap().t().unwrap();
     let targets = Arc::new((0..n as u32).map(|i| i * 7 % v as u32).collect::<Vec<_>>());

@@ -3,10 +3,10 @@
 //!
 //! The vocabulary is large (49k words), so the logits dominate memory and element-wise time. Composed from a
 //! matmul and a log-prob op, every step allocated the `n x V` logits, their gradient and candle's zero-filled
-//! accumulator for it (each above glibc's mmap threshold, so each page was faulted in and zeroed again every
-//! step) and took three exp passes over them. Here the logits live in row chunks small enough to be reused from the
-//! heap, the forward replaces them in place by `exp(logit - row max)`, and the backward turns those into the
-//! logits' gradient in place (no exp) before the one product `dh = dlogits W`.
+//! accumulator for it, and took three exp passes over them. Here one buffer holds the logits: the forward replaces
+//! them in place by `exp(logit - row max)`, and the backward turns those into the logits' gradient in place (no
+//! exp) before the one product `dh = dlogits W`. (Row chunks were tried, to stay under glibc's mmap threshold: 8%
+//! slower at 1x256, as gemm packs all of W for every product; keeping the buffer between steps gained nothing.)
 use std::sync::{Arc, Mutex};
 
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
@@ -14,12 +14,9 @@ use rayon::prelude::*;
 
 use super::gemm::{matmul, Mat, MatMut, Par};
 
-/// Rows per chunk: 64 x 49152 floats is 12.6 MB, below glibc's largest mmap threshold (32 MiB).
-const ROWS: usize = 64;
-
-/// What the forward keeps for the backward: per row chunk `exp(logit - row max)`, and each row's sum of them.
+/// What the forward keeps for the backward: `exp(logit - row max)` (`n x V`) and each row's sum of them.
 struct Saved {
-    chunks: Vec<Vec<f32>>,
+    e: Vec<f32>,
     sums: Vec<f32>,
 }
 
@@ -56,26 +53,20 @@ impl LogProbHead {
             if let Some(&t) = self.targets.iter().find(|&&t| t as usize >= v) {
                 bail!("log-prob head: target id {t} outside the vocabulary of {v}");
             }
-            let (mut out, mut sums, mut chunks) = (vec![0f32; n], vec![0f32; n], Vec::new());
-            for r0 in (0..n).step_by(ROWS) {
-                let rows = ROWS.min(n - r0);
-                let mut e = vec![0f32; rows * v];
-                matmul(&mut MatMut::full(&mut e, rows, v)?, Mat::rows_of(h, r0 * hd, rows, hd, hd)?, w.t(), 1.0, false, Par::Threads)?;
-                let targets = &self.targets[r0..r0 + rows];
-                e.par_chunks_mut(v).zip(out[r0..r0 + rows].par_iter_mut().zip(&mut sums[r0..r0 + rows])).zip(targets).for_each(|((row, (lp, sum)), &t)| {
-                    let max = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
-                    let target = row[t as usize] - max;
-                    let mut s = 0f32;
-                    for x in row.iter_mut() {
-                        *x = (*x - max).exp();
-                        s += *x;
-                    }
-                    *lp = target - s.ln();
-                    *sum = s;
-                });
-                chunks.push(e);
-            }
-            Ok((out, Saved { chunks, sums }))
+            let (mut out, mut sums, mut e) = (vec![0f32; n], vec![0f32; n], vec![0f32; n * v]);
+            matmul(&mut MatMut::full(&mut e, n, v)?, Mat::new(h, n, hd, hd, 1)?, w.t(), 1.0, false, Par::Threads)?;
+            e.par_chunks_mut(v).zip(out.par_iter_mut().zip(&mut sums)).zip(&self.targets[..]).for_each(|((row, (lp, sum)), &t)| {
+                let max = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+                let target = row[t as usize] - max;
+                let mut s = 0f32;
+                for x in row.iter_mut() {
+                    *x = (*x - max).exp();
+                    s += *x;
+                }
+                *lp = target - s.ln();
+                *sum = s;
+            });
+            Ok((out, Saved { e, sums }))
         })
     }
 }
@@ -104,31 +95,25 @@ impl CustomOp1 for LogProbHead {
         let (n, hd) = h.dims2()?;
         let g = grad.to_vec1::<f32>()?;
         let saved = self.saved.lock().map_err(|_| candle_core::Error::Msg("log-prob head: poisoned lock".into()))?.take();
-        let Saved { mut chunks, sums } = match saved {
+        let Saved { mut e, sums } = match saved {
             Some(s) => s,
             None => self.run(&h.contiguous()?.flatten_all()?.to_vec1::<f32>()?, n)?.1,
         };
         let mut dh = vec![0f32; n * hd];
         self.weight(|w| {
             let v = w.rows;
-            for (c, e) in chunks.iter_mut().enumerate() {
-                let (r0, rows) = (c * ROWS, e.len() / v);
-                let targets = &self.targets[r0..r0 + rows];
-                e.par_chunks_mut(v).zip(&g[r0..r0 + rows]).zip(&sums[r0..r0 + rows]).zip(targets).for_each(|(((row, &gi), &sum), &t)| {
-                    let k = -gi / sum;
-                    row.iter_mut().for_each(|x| *x *= k);
-                    row[t as usize] += gi;
-                });
-                matmul(&mut MatMut::rows_of(&mut dh, r0 * hd, rows, hd, hd)?, Mat::new(e, rows, v, v, 1)?, w, 1.0, false, Par::Threads)?;
-            }
-            Ok(())
+            e.par_chunks_mut(v).zip(&g[..]).zip(&sums[..]).zip(&self.targets[..]).for_each(|(((row, &gi), &sum), &t)| {
+                let k = -gi / sum;
+                row.iter_mut().for_each(|x| *x *= k);
+                row[t as usize] += gi;
+            });
+            matmul(&mut MatMut::full(&mut dh, n, hd)?, Mat::new(&e, n, v, v, 1)?, w, 1.0, false, Par::Threads)
         })?;
         Ok(Some(Tensor::from_vec(dh, (n, hd), h.device())?))
     }
 }
 
-/// Per-row log-probability of `targets` under the logits `h W^T` (`n x H` -> `n`), never holding all `n x V`
-/// logits in one buffer.
+/// Per-row log-probability of `targets` under the logits `h W^T` (`n x H` -> `n`).
 pub fn target_logprobs(h: &Tensor, w: &Tensor, targets: Arc<Vec<u32>>) -> Result<Tensor> {
     h.contiguous()?.apply_op1(LogProbHead::new(w.clone(), targets))
 }
