@@ -10,6 +10,7 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::gemm::{matmul, Mat, MatMut, Par};
+use super::ops::contiguous;
 
 /// Query rows per product: small enough that little masked work is done, large enough for gemm to run well.
 const CHUNK: usize = 64;
@@ -24,13 +25,6 @@ pub struct Attention {
     pub head_dim: usize,
     /// Applied to the scores before the softmax.
     pub scale: f32,
-}
-
-fn input<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => candle_core::bail!("attention: expects contiguous f32 inputs"),
-    }
 }
 
 /// Row chunks `(c0, c1)` of a length-`t` sequence.
@@ -102,7 +96,7 @@ impl CustomOp1 for Attention {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         self.check(l)?;
-        let qkv = input(s, l)?;
+        let qkv = contiguous(s, l, "attention")?;
         let (t, hd, qd) = (self.t, self.head_dim, self.heads * self.head_dim);
         let heads: Vec<Vec<f32>> = self
             .tasks()
@@ -143,7 +137,7 @@ impl CustomOp2 for Attention {
 
     fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         self.check(l)?;
-        let (dy, qkv) = (input(gs, gl)?, input(s, l)?);
+        let (dy, qkv) = (contiguous(gs, gl, "attention-bwd")?, contiguous(s, l, "attention")?);
         let (t, hd, qd, w) = (self.t, self.head_dim, self.heads * self.head_dim, self.width());
         if dy.len() != self.b * t * qd {
             candle_core::bail!("attention-bwd: gradient of {} values for {} x {qd}", dy.len(), self.b * t);

@@ -9,10 +9,11 @@
 //! slower at 1x256, as gemm packs all of W for every product; keeping the buffer between steps gained nothing.)
 use std::sync::{Arc, Mutex};
 
-use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{matmul, Mat, MatMut, Par};
+use super::ops::{contiguous, cpu};
 
 /// What the forward keeps for the backward: `exp(logit - row max)` (`n x V`) and each row's sum of them.
 struct Saved {
@@ -34,10 +35,7 @@ impl LogProbHead {
 
     fn weight<R>(&self, f: impl FnOnce(Mat) -> Result<R>) -> Result<R> {
         let (s, l) = self.w.storage_and_layout();
-        match &*s {
-            Storage::Cpu(c) => f(Mat::from_layout(c.as_slice::<f32>()?, l)?),
-            _ => bail!("log-prob head runs on the CPU only"),
-        }
+        f(Mat::from_layout(cpu(&s, "log-prob head")?.as_slice::<f32>()?, l)?)
     }
 
     /// Log-probs of the targets, and the exponentiated logits for the backward.
@@ -71,13 +69,6 @@ impl LogProbHead {
     }
 }
 
-fn input<'a>(s: &'a CpuStorage, l: &Layout) -> Result<&'a [f32]> {
-    match l.contiguous_offsets() {
-        Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
-        None => bail!("log-prob head: expects a contiguous f32 input"),
-    }
-}
-
 impl CustomOp1 for LogProbHead {
     fn name(&self) -> &'static str {
         "log-prob-head"
@@ -85,7 +76,7 @@ impl CustomOp1 for LogProbHead {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         let (n, _) = l.shape().dims2()?;
-        let (out, saved) = self.run(input(s, l)?, n)?;
+        let (out, saved) = self.run(contiguous(s, l, "log-prob head")?, n)?;
         *self.saved.lock().map_err(|_| candle_core::Error::Msg("log-prob head: poisoned lock".into()))? = Some(saved);
         Ok((CpuStorage::F32(out), Shape::from(n)))
     }

@@ -6,9 +6,10 @@
 //! add; here the backward computes the input gradient in place (`dy W`, then `+= (dy B) A` by accumulation) and the
 //! small A and B gradients directly. The rank-r intermediates are recomputed in the backward (a few MFLOP) rather
 //! than kept.
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Storage, Tensor};
+use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::gemm::{matmul, Mat, MatMut, Par};
+use super::ops::{contiguous, cpu};
 
 /// One adapted block of the output columns. The parts' A matrices are stacked by rows (`sum(rank) x in`) and their
 /// B matrices flattened and concatenated (`sum(width * rank)`), in part order.
@@ -28,20 +29,7 @@ pub struct LoraLinear {
     pub masks: Vec<Option<Vec<f32>>>,
 }
 
-fn cpu_f32(s: &Storage) -> Result<&[f32]> {
-    match s {
-        Storage::Cpu(c) => c.as_slice::<f32>(),
-        _ => bail!("lora-linear runs on the CPU only"),
-    }
-}
-
-/// The elements of a contiguous layout.
-fn contiguous<'a>(s: &'a [f32], l: &Layout, what: &str) -> Result<&'a [f32]> {
-    match l.contiguous_offsets().and_then(|(a, b)| s.get(a..b)) {
-        Some(d) => Ok(d),
-        None => bail!("lora-linear: expects a contiguous {what}"),
-    }
-}
+const OP: &str = "lora-linear";
 
 /// Part `i`'s A (`rank x in`, a row block of the stacked A), B (`width x rank`, a slice of the flattened B) and
 /// dropout mask.
@@ -56,6 +44,9 @@ struct PartView<'a> {
 
 impl LoraLinear {
     fn views<'a>(&'a self, a: Mat<'a>, b: &'a [f32]) -> Result<Vec<PartView<'a>>> {
+        if self.masks.len() != self.parts.len() {
+            bail!("{OP}: {} dropout masks for {} parts", self.masks.len(), self.parts.len());
+        }
         let (mut ra, mut rb) = (0, 0);
         let mut out = Vec::with_capacity(self.parts.len());
         for (part, mask) in self.parts.iter().zip(&self.masks) {
@@ -90,11 +81,10 @@ impl CustomOp3 for LoraLinear {
     }
 
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, as_: &CpuStorage, al: &Layout, bs: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(xs.as_slice::<f32>()?, xl, "input")?;
-        let b = contiguous(bs.as_slice::<f32>()?, bl, "B")?;
+        let (x, b) = (contiguous(xs, xl, OP)?, contiguous(bs, bl, OP)?);
         let a = Mat::from_layout(as_.as_slice::<f32>()?, al)?;
         let (wg, wl) = self.w.storage_and_layout();
-        let w = Mat::from_layout(cpu_f32(&wg)?, wl)?; // out x in
+        let w = Mat::from_layout(cpu(&wg, OP)?.as_slice::<f32>()?, wl)?; // out x in
         let (n, din, out) = (xl.shape().dims2()?.0, w.cols, w.rows);
         let mut y = vec![0f32; n * out];
         matmul(&mut MatMut::full(&mut y, n, out)?, Mat::new(x, n, din, din, 1)?, w.t(), 1.0, false, Par::Threads)?;
@@ -112,9 +102,9 @@ impl CustomOp3 for LoraLinear {
         let (n, din) = x.dims2()?;
         let out = g.dim(1)?;
         let ((xg, xl), (gg, gl), (bg, bl), (ag, al), (wg, wl)) = (x.storage_and_layout(), g.storage_and_layout(), b.storage_and_layout(), a.storage_and_layout(), self.w.storage_and_layout());
-        let am = Mat::from_layout(cpu_f32(&ag)?, al)?;
-        let wm = Mat::from_layout(cpu_f32(&wg)?, wl)?;
-        let (xs, gs, bs) = (contiguous(cpu_f32(&xg)?, xl, "input")?, contiguous(cpu_f32(&gg)?, gl, "gradient")?, contiguous(cpu_f32(&bg)?, bl, "B")?);
+        let am = Mat::from_layout(cpu(&ag, OP)?.as_slice::<f32>()?, al)?;
+        let wm = Mat::from_layout(cpu(&wg, OP)?.as_slice::<f32>()?, wl)?;
+        let (xs, gs, bs) = (contiguous(cpu(&xg, OP)?, xl, OP)?, contiguous(cpu(&gg, OP)?, gl, OP)?, contiguous(cpu(&bg, OP)?, bl, OP)?);
         let (dx, da, db) = self.backward(xs, gs, (n, din, out), wm, am, bs)?;
         let dev = x.device();
         Ok((Some(Tensor::from_vec(dx, (n, din), dev)?), Some(Tensor::from_vec(da, a.shape(), dev)?), Some(Tensor::from_vec(db, b.shape(), dev)?)))

@@ -10,10 +10,19 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
+/// The f32 elements of a contiguous layout.
+pub(crate) fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     match l.contiguous_offsets() {
         Some((a, b)) => Ok(&s.as_slice::<f32>()?[a..b]),
         None => candle_core::bail!("{op}: expects a contiguous f32 input"),
+    }
+}
+
+/// A tensor's storage, which must be on the CPU.
+pub(crate) fn cpu<'a>(s: &'a candle_core::Storage, op: &str) -> Result<&'a CpuStorage> {
+    match s {
+        candle_core::Storage::Cpu(c) => Ok(c),
+        _ => candle_core::bail!("{op}: runs on the CPU only"),
     }
 }
 
