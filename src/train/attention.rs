@@ -39,7 +39,7 @@ impl Attention {
 
     fn check(&self, l: &Layout) -> Result<()> {
         let (n, w) = l.shape().dims2()?;
-        if n != self.b * self.t || w != self.width() || self.kv_heads == 0 || self.heads % self.kv_heads != 0 {
+        if n != self.b * self.t || w != self.width() || self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
             candle_core::bail!("attention: input {n} x {w} does not fit {} x {} rows of {} heads / {} kv heads of {}", self.b, self.t, self.heads, self.kv_heads, self.head_dim);
         }
         Ok(())

@@ -244,9 +244,12 @@ impl Dropout {
     }
 }
 
+/// One layer's adapters and their scale (None: the base model).
+type LayerAdapters<'a> = Option<(&'a BTreeMap<Proj, (Var, Var)>, f32)>;
+
 /// A frozen projection plus the adapters of the projections stacked in it (`parts`: each projection and its width,
 /// in stacking order), as one op.
-fn linear(x: &Tensor, w: &Tensor, ad: Option<(&BTreeMap<Proj, (Var, Var)>, f32)>, parts: &[(Proj, usize)], drop: &mut Option<Dropout>) -> Result<Tensor> {
+fn linear(x: &Tensor, w: &Tensor, ad: LayerAdapters, parts: &[(Proj, usize)], drop: &mut Option<Dropout>) -> Result<Tensor> {
     let Some((pairs, scale)) = ad else { return Ok(frozen_linear(x, w)?) };
     let (mut lparts, mut a, mut b, mut masks, mut off) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0);
     for &(p, width) in parts {
