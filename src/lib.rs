@@ -8,6 +8,7 @@ pub mod distil;
 pub mod model;
 
 pub mod sample;
+pub mod simd;
 pub mod export;
 pub mod train;
 pub mod cli;

@@ -1,6 +1,8 @@
 //! The runtime on the real default model: logits against candle-transformers' reference implementation,
-//! and incremental (KV-cached) logits against full-sequence logits.
+//! and incremental (KV-cached) logits against full-sequence logits, on every instruction-set path this CPU has.
 mod common;
+
+use autodidact::simd::Simd;
 
 use autodidact::model::gguf::GgufFile;
 use autodidact::model::weights::Weights;
@@ -69,7 +71,14 @@ fn logits_match_candle_quantized_llama() {
 
 #[test]
 fn kv_cached_logits_equal_full_forward() {
-    let m = load();
+    let mut m = load();
+    for simd in Simd::available() {
+        m.simd = simd;
+        kv_cached_equal_full(&m);
+    }
+}
+
+fn kv_cached_equal_full(m: &Transformer) {
     let v = m.cfg.vocab_size;
     let full = full_logits(&m, &PROMPT);
     // Feed in uneven chunks: 5 tokens, then 1 at a time, then the rest.
@@ -79,14 +88,21 @@ fn kv_cached_logits_equal_full_forward() {
         inc.extend(m.forward(&mut [SeqInput { cache: &mut cache, tokens: chunk, logits: Logits::All }]).unwrap().remove(0));
     }
     assert_eq!(inc.len(), full.len());
-    assert!(inc == full, "incremental logits differ from full-forward logits");
+    assert!(inc == full, "{}: incremental logits differ from full-forward logits", m.simd);
     assert_eq!(cache.len(), PROMPT.len());
     let _ = v;
 }
 
 #[test]
 fn batched_ragged_forward_equals_single_sequences_and_shared_prefix() {
-    let m = load();
+    let mut m = load();
+    for simd in Simd::available() {
+        m.simd = simd;
+        batched_equal_single(&m);
+    }
+}
+
+fn batched_equal_single(m: &Transformer) {
     let v = m.cfg.vocab_size;
     let a = &PROMPT[..];
     let b = &PROMPT[..9];
@@ -99,8 +115,8 @@ fn batched_ragged_forward_equals_single_sequences_and_shared_prefix() {
             SeqInput { cache: &mut cb, tokens: b, logits: Logits::Last },
         ])
         .unwrap();
-    assert!(out[0] == single_a);
-    assert!(out[1] == single_b[(b.len() - 1) * v..]);
+    assert!(out[0] == single_a, "{}", m.simd);
+    assert!(out[1] == single_b[(b.len() - 1) * v..], "{}", m.simd);
 
     // A forked cache continues the shared prefix exactly as an unshared one.
     let mut prefix = m.new_cache();
@@ -108,15 +124,14 @@ fn batched_ragged_forward_equals_single_sequences_and_shared_prefix() {
     let prefix = std::sync::Arc::new(prefix);
     let mut forked = KvCache::fork(&prefix);
     let tail = m.forward(&mut [SeqInput { cache: &mut forked, tokens: &PROMPT[9..], logits: Logits::All }]).unwrap().remove(0);
-    assert!(tail == single_a[9 * v..]);
+    assert!(tail == single_a[9 * v..], "{}", m.simd);
 }
 
 #[test]
 fn quantized_weights_give_the_exact_f32_logits() {
     use autodidact::model::linear::{Matrix, WeightData};
-    let m = load();
+    let mut m = load();
     let v = m.cfg.vocab_size;
-    let q = full_logits(&m, &PROMPT);
     let mut w = load().weights;
     let deq = |x: &mut Matrix| x.data = WeightData::F32(x.to_f32());
     deq(&mut w.embed);
@@ -125,18 +140,25 @@ fn quantized_weights_give_the_exact_f32_logits() {
             deq(x);
         }
     }
-    let exact = Transformer::new(m.cfg.clone(), w);
+    let mut exact = Transformer::new(m.cfg.clone(), w);
+    // The reference: f32 weights on the best path. Every path's quantized kernels must give the same logits up to
+    // summation order (weights are dequantized exactly), and so must every path's f32 kernels.
     let e = full_logits(&exact, &PROMPT);
-    let mut max_diff = 0f32;
-    let mut top1_same = 0;
-    for pos in 0..PROMPT.len() {
-        let (a, b) = (&q[pos * v..(pos + 1) * v], &e[pos * v..(pos + 1) * v]);
-        max_diff = max_diff.max(a.iter().zip(b).fold(0f32, |acc, (x, y)| acc.max((x - y).abs())));
-        top1_same += (argmax(a) == argmax(b)) as usize;
-    }
     let range = e.iter().fold(0f32, |a, x| a.max(x.abs()));
-    eprintln!("quantized kernels vs dequantized f32 weights: max |diff| {max_diff} (max |logit| {range}), same top-1 at {top1_same}/{}", PROMPT.len());
-    assert_eq!(top1_same, PROMPT.len());
-    // Weights are dequantized exactly in registers; only the summation order differs from the f32 path.
-    assert!(max_diff < 1e-3, "max |diff| {max_diff}");
+    for simd in Simd::available() {
+        m.simd = simd;
+        exact.simd = simd;
+        for (what, q) in [("quantized", full_logits(&m, &PROMPT)), ("f32", full_logits(&exact, &PROMPT))] {
+            let mut max_diff = 0f32;
+            let mut top1_same = 0;
+            for pos in 0..PROMPT.len() {
+                let (a, b) = (&q[pos * v..(pos + 1) * v], &e[pos * v..(pos + 1) * v]);
+                max_diff = max_diff.max(a.iter().zip(b).fold(0f32, |acc, (x, y)| acc.max((x - y).abs())));
+                top1_same += (argmax(a) == argmax(b)) as usize;
+            }
+            eprintln!("{simd} {what} kernels vs f32 weights on {}: max |diff| {max_diff} (max |logit| {range}), same top-1 at {top1_same}/{}", Simd::best(), PROMPT.len());
+            assert_eq!(top1_same, PROMPT.len(), "{simd} {what}");
+            assert!(max_diff < 1e-3, "{simd} {what}: max |diff| {max_diff}");
+        }
+    }
 }

@@ -110,11 +110,11 @@ fn inference_deltas_equal_merged_matrices() {
         for (stacked, bm, mm) in [(Stacked::Qkv, &base.qkv, &mer.qkv), (Stacked::O, &base.o, &mer.o), (Stacked::GateUp, &base.gate_up, &mer.gate_up), (Stacked::Down, &base.down, &mer.down)] {
             let x: Vec<f32> = (0..t * bm.cols).map(|_| rng.random_range(-1.0..1.0)).collect();
             let mut with_delta = vec![0f32; t * bm.rows];
-            bm.matmul(&Input::new(&x, t, bm.cols), &mut with_delta);
+            bm.matmul(autodidact::simd::Simd::active(), &Input::new(&x, t, bm.cols), &mut with_delta);
             let base_out = with_delta.clone();
             a.add_deltas(l, stacked, &cfg, &x, t, &mut with_delta);
             let mut expect = vec![0f32; t * mm.rows];
-            mm.matmul(&Input::new(&x, t, mm.cols), &mut expect);
+            mm.matmul(autodidact::simd::Simd::active(), &Input::new(&x, t, mm.cols), &mut expect);
             let d = with_delta.iter().zip(&expect).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);
             assert!(d < 1e-4, "layer {l} {stacked:?}: max |diff| {d}");
             let moved = with_delta.iter().zip(&base_out).map(|(p, q)| (p - q).abs()).fold(0.0, f32::max);

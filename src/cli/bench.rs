@@ -5,7 +5,7 @@ use std::time::Instant;
 use clap::Args;
 use serde_json::json;
 
-use super::{ModelArgs};
+use super::{simd_json, simd_line, ModelArgs};
 use crate::model::{KvCache, Logits, SeqInput, Transformer};
 use crate::sample::params::argmax;
 
@@ -85,10 +85,11 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
             "model": a.model.model, "threads": threads, "repeats": repeats,
             "prompt_tokens": a.prompt_tokens, "prompt_tokens_per_second": median(&prompt_tps),
             "decode": batched.iter().map(|(b, t)| json!({"batch": b, "tokens_per_second": t})).collect::<Vec<_>>(),
-            "peak_rss_mb": peak,
+            "peak_rss_mb": peak, "simd": simd_json(),
         }))?);
     } else {
         println!("model            {} ({threads} threads, median of {repeats})", a.model.model);
+        println!("kernels          {}", simd_line());
         println!("prompt           {:.1} tokens/s ({} tokens)", median(&prompt_tps), a.prompt_tokens);
         for (b, t) in &batched {
             println!("decode batch {b:<3} {t:.1} tokens/s aggregate ({:.1} per sequence)", t / *b as f64);

@@ -1,7 +1,7 @@
 use clap::Args;
 use serde_json::json;
 
-use super::{ModelArgs};
+use super::{simd_json, simd_line, ModelArgs};
 
 #[derive(Args, Debug)]
 pub struct InfoArgs {
@@ -26,6 +26,7 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         "tensor_types": m.tensor_types.iter().map(|(t, n)| json!({"type": t, "count": n})).collect::<Vec<_>>(),
         "tokenizer": {"vocab_size": tok.vocab_size(), "bos": tok.bos_token(), "eos": tok.eos_token(), "stop_ids": tok.stop_ids(), "special_tokens": specials},
         "chat_template": {"fallback_chatml": m.template_is_fallback, "source": m.template.source()},
+        "simd": simd_json(),
     });
     if a.json {
         println!("{}", serde_json::to_string_pretty(&info)?);
@@ -39,6 +40,7 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     println!("in memory      {:.1} MB of weights", m.transformer.weights.storage_bytes() as f64 / 1e6);
     println!("vocab          {} tokens, bos {:?}, eos {:?}, stop ids {:?}", tok.vocab_size(), tok.bos_token(), tok.eos_token(), tok.stop_ids());
     println!("special tokens {}", tok.special_tokens().join(" "));
+    println!("kernels        {}", simd_line());
     println!("chat template  {}", if m.template_is_fallback { "none in the checkpoint: ChatML fallback".to_string() } else { format!("{} chars, from the checkpoint", m.template.source().len()) });
     println!("{}", m.template.source());
     Ok(())

@@ -125,6 +125,8 @@ pub struct ConvertArgs {
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
+    // A path the user forced but this CPU lacks is refused before any work starts.
+    crate::simd::Simd::from_env()?;
     match cli.command {
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
@@ -145,6 +147,18 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
             Ok(())
         }
     }
+}
+
+/// The kernels' instruction-set path, for `info` and `bench` (e.g. "avx2 (best on this CPU: avx512; cpu: ...)").
+pub fn simd_line() -> String {
+    let (s, best) = (crate::simd::Simd::active(), crate::simd::Simd::best());
+    let forced = if s == best { String::new() } else { format!(", forced by {}; best on this CPU: {best}", crate::simd::ENV) };
+    format!("{s}{forced} (cpu: {})", crate::simd::cpu_features())
+}
+
+pub fn simd_json() -> serde_json::Value {
+    let avail: Vec<&str> = crate::simd::Simd::available().iter().map(|s| s.name()).collect();
+    serde_json::json!({"path": crate::simd::Simd::active().name(), "best": crate::simd::Simd::best().name(), "available": avail, "cpu": crate::simd::cpu_features()})
 }
 
 pub fn load_model(spec: &str) -> anyhow::Result<crate::model::LoadedModel> {

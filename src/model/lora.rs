@@ -19,6 +19,8 @@ use serde::{Deserialize, Serialize};
 use super::config::ModelConfig;
 use super::linear::{Matrix, WeightData};
 use super::weights::{LayerWeights, Weights};
+use crate::simd::kernels::dot;
+use crate::simd::Simd;
 
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
 pub const ADAPTER_CONFIG: &str = "adapter_config.json";
@@ -351,6 +353,12 @@ impl LoraAdapter {
     /// `out` is `t x rows` (the base matmul's output). This is all the inference transformer needs:
     /// call it right after each stacked matmul, before bias and rope.
     pub fn add_deltas(&self, layer: usize, stacked: Stacked, cfg: &ModelConfig, x: &[f32], t: usize, out: &mut [f32]) {
+        self.add_deltas_with(Simd::active(), layer, stacked, cfg, x, t, out)
+    }
+
+    /// [`Self::add_deltas`] on a given instruction-set path.
+    #[allow(clippy::too_many_arguments)]
+    pub fn add_deltas_with(&self, simd: Simd, layer: usize, stacked: Stacked, cfg: &ModelConfig, x: &[f32], t: usize, out: &mut [f32]) {
         let Some(l) = self.layers.get(layer) else { return };
         let width = out.len() / t.max(1);
         for (&p, pair) in l {
@@ -358,7 +366,7 @@ impl LoraAdapter {
             if s != stacked {
                 continue;
             }
-            let d = self.delta_pair(pair, x, t);
+            let d = self.delta_pair(simd, pair, x, t);
             for (orow, drow) in out.chunks_exact_mut(width).zip(d.chunks_exact(pair.d_out)) {
                 orow[row0..row0 + pair.d_out].iter_mut().zip(drow).for_each(|(o, v)| *o += v);
             }
@@ -369,20 +377,20 @@ impl LoraAdapter {
     /// projection is not adapted.
     pub fn delta(&self, layer: usize, proj: Proj, x: &[f32], t: usize) -> Option<Vec<f32>> {
         let pair = self.layers.get(layer)?.get(&proj)?;
-        Some(self.delta_pair(pair, x, t))
+        Some(self.delta_pair(Simd::active(), pair, x, t))
     }
 
-    fn delta_pair(&self, p: &LoraPair, x: &[f32], t: usize) -> Vec<f32> {
+    fn delta_pair(&self, simd: Simd, p: &LoraPair, x: &[f32], t: usize) -> Vec<f32> {
         assert_eq!(x.len(), t * p.d_in, "LoRA input width");
         let scale = self.config.scale();
         let mut ax = vec![0f32; p.r];
         let mut out = vec![0f32; t * p.d_out];
         for (xr, or) in x.chunks_exact(p.d_in).zip(out.chunks_exact_mut(p.d_out)) {
             for (k, v) in ax.iter_mut().enumerate() {
-                *v = dot(&p.a[k * p.d_in..(k + 1) * p.d_in], xr) * scale;
+                *v = dot(simd, &p.a[k * p.d_in..(k + 1) * p.d_in], xr) * scale;
             }
             for (j, o) in or.iter_mut().enumerate() {
-                *o = dot(&p.b[j * p.r..(j + 1) * p.r], &ax);
+                *o = dot(simd, &p.b[j * p.r..(j + 1) * p.r], &ax);
             }
         }
         out
@@ -438,10 +446,6 @@ impl LoraAdapter {
         }
         Ok(Weights { embed: f32m(&w.embed), layers, norm: w.norm.clone(), lm_head: w.lm_head.as_ref().map(f32m) })
     }
-}
-
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    a.iter().zip(b).map(|(x, y)| x * y).sum()
 }
 
 fn decode_floats(dt: Dtype, data: &[u8]) -> Option<Vec<f32>> {

@@ -70,27 +70,33 @@ impl BlockQ8 {
     }
 }
 
-/// f32 dot product with 16 independent accumulators so LLVM emits wide FMAs.
-#[inline]
-pub fn dot_f32(a: &[f32], b: &[f32]) -> f32 {
-    let mut acc = [0f32; 16];
-    let (ca, cb) = (a.chunks_exact(16), b.chunks_exact(16));
-    let (ra, rb) = (ca.remainder(), cb.remainder());
-    for (x, y) in ca.zip(cb) {
-        for i in 0..16 {
-            acc[i] = x[i].mul_add(y[i], acc[i]);
-        }
-    }
-    let mut tail = 0f32;
-    for (x, y) in ra.iter().zip(rb) {
-        tail += x * y;
-    }
-    acc.iter().sum::<f32>() + tail
+/// f16 -> f32 in plain integer and float operations, so that it inlines into vectorized kernels (the `half`
+/// crate checks for F16C at run time on every call when the build does not assume it).
+#[inline(always)]
+pub fn f16_to_f32(h: f16) -> f32 {
+    let h = h.to_bits() as u32;
+    let (sign, mag) = ((h & 0x8000) << 16, h & 0x7FFF);
+    let v = if mag >= 0x7C00 {
+        f32::from_bits(0x7F80_0000 | ((mag & 0x3FF) << 13))
+    } else {
+        // Exponent and mantissa moved into f32 position, then rebiased by 2^112: exact, subnormals included.
+        f32::from_bits(mag << 13) * f32::from_bits(0x7780_0000)
+    };
+    f32::from_bits(v.to_bits() | sign)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn f16_conversion_is_exact_for_every_value() {
+        for bits in 0..=u16::MAX {
+            let h = f16::from_bits(bits);
+            let (a, b) = (f16_to_f32(h), h.to_f32());
+            assert!(a.to_bits() == b.to_bits() || (a.is_nan() && b.is_nan()), "{bits:#06x}: {a} vs {b}");
+        }
+    }
 
     #[test]
     fn q4_0_converts_losslessly() {

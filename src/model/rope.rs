@@ -1,5 +1,6 @@
 //! Rotary position embeddings in HF's half-split layout (GGUF llama rows are un-permuted at load to match).
 use super::config::ModelConfig;
+use crate::simd::Simd;
 
 pub struct Rope {
     half: usize,
@@ -47,7 +48,7 @@ impl Rope {
     }
 
     /// Rotates every head of `x` (`heads * head_dim` values) for position `pos`, in place.
-    pub fn apply(&self, x: &mut [f32], pos: usize) {
+    pub fn apply(&self, simd: Simd, x: &mut [f32], pos: usize) {
         let h = self.half;
         let computed;
         let (c, s) = if (pos + 1) * h <= self.cos.len() {
@@ -56,13 +57,6 @@ impl Rope {
             computed = self.inv_freq.iter().map(|f| ((pos as f32 * f).cos(), (pos as f32 * f).sin())).unzip::<_, _, Vec<_>, Vec<_>>();
             (&computed.0[..], &computed.1[..])
         };
-        for head in x.chunks_exact_mut(2 * h) {
-            let (a, b) = head.split_at_mut(h);
-            for i in 0..h {
-                let (x0, x1) = (a[i], b[i]);
-                a[i] = x0 * c[i] - x1 * s[i];
-                b[i] = x0 * s[i] + x1 * c[i];
-            }
-        }
+        crate::simd::kernels::rope(simd, x, c, s);
     }
 }

@@ -11,12 +11,17 @@ use super::linear::Input;
 use super::lora::{LoraAdapter, Stacked};
 use super::rope::Rope;
 use super::weights::Weights;
+use crate::simd::kernels::{attend, rms_norm, silu_mul, Attend};
+use crate::simd::Simd;
 
 pub struct Transformer {
     pub cfg: ModelConfig,
     pub weights: Weights,
     /// LoRA deltas added after each projection; `None` runs the base model.
     pub adapter: Option<LoraAdapter>,
+    /// Instruction-set path of the kernels (the process's choice unless a caller sets another, e.g. tests
+    /// comparing paths).
+    pub simd: Simd,
     rope: Rope,
 }
 
@@ -45,7 +50,7 @@ unsafe impl Sync for SyncPtr {}
 impl Transformer {
     pub fn new(cfg: ModelConfig, weights: Weights) -> Self {
         let rope = Rope::new(&cfg);
-        Transformer { cfg, weights, adapter: None, rope }
+        Transformer { cfg, weights, adapter: None, simd: Simd::active(), rope }
     }
 
     pub fn new_cache(&self) -> KvCache {
@@ -56,6 +61,7 @@ impl Transformer {
     /// Returns, per sequence, the requested logits rows (`[rows][V]` flattened).
     pub fn forward(&self, batch: &mut [SeqInput]) -> Result<Vec<Vec<f32>>> {
         let cfg = &self.cfg;
+        let simd = self.simd;
         let (h, qd, kvd) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim());
         // Row bookkeeping: which sequence and position each of the T rows belongs to.
         let mut rows: Vec<(usize, usize)> = Vec::new();
@@ -95,8 +101,8 @@ impl Transformer {
         let mut act = vec![0f32; t_rows * inter];
 
         for (l, lw) in self.weights.layers.iter().enumerate() {
-            rms_norm(&x, &lw.attn_norm, cfg.rms_norm_eps, &mut xn);
-            lw.qkv.matmul(&Input::new(&xn, t_rows, h), &mut qkv);
+            rms_norm(simd, &x, &lw.attn_norm, cfg.rms_norm_eps, &mut xn);
+            lw.qkv.matmul(simd, &Input::new(&xn, t_rows, h), &mut qkv);
             self.lora(l, Stacked::Qkv, &xn, t_rows, &mut qkv);
             let w = qd + 2 * kvd;
             for (ri, row) in qkv.chunks_exact_mut(w).enumerate() {
@@ -105,27 +111,22 @@ impl Transformer {
                 }
                 let pos = rows[ri].1;
                 let (q, rest) = row.split_at_mut(qd);
-                self.rope.apply(q, pos);
-                self.rope.apply(&mut rest[..kvd], pos);
+                self.rope.apply(simd, q, pos);
+                self.rope.apply(simd, &mut rest[..kvd], pos);
             }
             for (ri, row) in qkv.chunks_exact(w).enumerate() {
                 batch[rows[ri].0].cache.push(l, &row[qd..qd + kvd], &row[qd + kvd..]);
             }
             self.attention(l, batch, &rows, &qkv, &mut attn);
-            lw.o.matmul(&Input::new(&attn, t_rows, qd), &mut proj);
+            lw.o.matmul(simd, &Input::new(&attn, t_rows, qd), &mut proj);
             self.lora(l, Stacked::O, &attn, t_rows, &mut proj);
             x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
 
-            rms_norm(&x, &lw.mlp_norm, cfg.rms_norm_eps, &mut xn);
-            lw.gate_up.matmul(&Input::new(&xn, t_rows, h), &mut gu);
+            rms_norm(simd, &x, &lw.mlp_norm, cfg.rms_norm_eps, &mut xn);
+            lw.gate_up.matmul(simd, &Input::new(&xn, t_rows, h), &mut gu);
             self.lora(l, Stacked::GateUp, &xn, t_rows, &mut gu);
-            for (a, g) in act.chunks_exact_mut(inter).zip(gu.chunks_exact(2 * inter)) {
-                let (gate, up) = g.split_at(inter);
-                for i in 0..inter {
-                    a[i] = silu(gate[i]) * up[i];
-                }
-            }
-            lw.down.matmul(&Input::new(&act, t_rows, inter), &mut proj);
+            silu_mul(simd, &gu, t_rows, &mut act);
+            lw.down.matmul(simd, &Input::new(&act, t_rows, inter), &mut proj);
             self.lora(l, Stacked::Down, &act, t_rows, &mut proj);
             x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
         }
@@ -153,10 +154,10 @@ impl Transformer {
             sel[i * h..(i + 1) * h].copy_from_slice(&x[wr * h..(wr + 1) * h]);
         }
         let mut seln = vec![0f32; sel.len()];
-        rms_norm(&sel, &self.weights.norm, cfg.rms_norm_eps, &mut seln);
+        rms_norm(simd, &sel, &self.weights.norm, cfg.rms_norm_eps, &mut seln);
         let v = cfg.vocab_size;
         let mut logits = vec![0f32; want.len() * v];
-        self.weights.lm_head().matmul(&Input::new(&seln, want.len(), h), &mut logits);
+        self.weights.lm_head().matmul(simd, &Input::new(&seln, want.len(), h), &mut logits);
         for (i, &wr) in want.iter().enumerate() {
             out[rows[wr].0].extend_from_slice(&logits[i * v..(i + 1) * v]);
         }
@@ -166,7 +167,7 @@ impl Transformer {
     #[inline]
     fn lora(&self, layer: usize, stacked: Stacked, x: &[f32], rows: usize, out: &mut [f32]) {
         if let Some(a) = &self.adapter {
-            a.add_deltas(layer, stacked, &self.cfg, x, rows, out);
+            a.add_deltas_with(self.simd, layer, stacked, &self.cfg, x, rows, out);
         }
     }
 
@@ -178,73 +179,26 @@ impl Transformer {
         let w = qd + 2 * kvd;
         let scale = 1.0 / (hd as f32).sqrt();
         let ptr = SyncPtr(out.as_mut_ptr());
-        let work = |idx: usize| {
+        let simd = self.simd;
+        let work = |scores: &mut Vec<f32>, idx: usize| {
             let p = ptr;
             let (ri, head) = (idx / nh, idx % nh);
             let (b, pos) = rows[ri];
             let q = &qkv[ri * w + head * hd..ri * w + (head + 1) * hd];
-            let kvh = head / group;
-            let parts = batch[b].cache.parts(layer);
-            let n = pos + 1;
-            let mut scores = Vec::with_capacity(n);
-            'outer: for (ks, _) in parts.iter() {
-                for k in ks.chunks_exact(kvd) {
-                    if scores.len() == n {
-                        break 'outer;
-                    }
-                    scores.push(dot(q, &k[kvh * hd..(kvh + 1) * hd]) * scale);
-                }
-            }
-            let max = scores.iter().fold(f32::NEG_INFINITY, |a, &s| a.max(s));
-            let mut sum = 0f32;
-            for s in scores.iter_mut() {
-                *s = (*s - max).exp();
-                sum += *s;
-            }
             // SAFETY: each (row, head) task owns out[ri*qd + head*hd .. +hd].
-            let o = unsafe { std::slice::from_raw_parts_mut(p.0.add(ri * qd + head * hd), hd) };
-            o.fill(0.0);
-            let mut t = 0;
-            'outer2: for (_, vs) in parts.iter() {
-                for v in vs.chunks_exact(kvd) {
-                    if t == n {
-                        break 'outer2;
-                    }
-                    let pw = scores[t] / sum;
-                    for (a, &b) in o.iter_mut().zip(&v[kvh * hd..(kvh + 1) * hd]) {
-                        *a += pw * b;
-                    }
-                    t += 1;
-                }
-            }
+            let out = unsafe { std::slice::from_raw_parts_mut(p.0.add(ri * qd + head * hd), hd) };
+            let parts = batch[b].cache.parts(layer);
+            let off = (head / group) * hd;
+            attend(simd, Attend { q, parts, n: pos + 1, stride: kvd, off, scale, scores, out });
         };
         let tasks = rows.len() * nh;
-        if tasks * (rows.last().map_or(0, |r| r.1) + 1) < 4096 {
-            (0..tasks).for_each(work);
+        // Decode of a single sequence has only `heads` tasks, but each reads the whole cache: worth both threads.
+        if tasks * (rows.last().map_or(0, |r| r.1) + 1) < 512 {
+            let mut scores = Vec::new();
+            (0..tasks).for_each(|i| work(&mut scores, i));
         } else {
-            (0..tasks).into_par_iter().for_each(work);
+            (0..tasks).into_par_iter().for_each_init(Vec::new, work);
         }
     }
 }
 
-#[inline]
-fn dot(a: &[f32], b: &[f32]) -> f32 {
-    super::quant::dot_f32(a, b)
-}
-
-#[inline]
-fn silu(x: f32) -> f32 {
-    x / (1.0 + (-x).exp())
-}
-
-/// Row-wise RMSNorm: `out = x / sqrt(mean(x^2) + eps) * w`.
-pub fn rms_norm(x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
-    let h = w.len();
-    for (xr, or) in x.chunks_exact(h).zip(out.chunks_exact_mut(h)) {
-        let ms = xr.iter().map(|v| v * v).sum::<f32>() / h as f32;
-        let inv = 1.0 / (ms + eps).sqrt();
-        for i in 0..h {
-            or[i] = xr[i] * inv * w[i];
-        }
-    }
-}

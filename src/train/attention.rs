@@ -11,6 +11,8 @@ use rayon::prelude::*;
 
 use super::gemm::{matmul, Mat, MatMut, Par};
 use super::ops::contiguous;
+use crate::simd::kernels::softmax;
+use crate::simd::Simd;
 
 /// Query rows per product: small enough that little masked work is done, large enough for gemm to run well.
 const CHUNK: usize = 64;
@@ -74,14 +76,7 @@ impl Attention {
             matmul(&mut MatMut::rows_of(p, c0 * t, c1 - c0, c1, t)?, q.row_block(c0, c1 - c0)?, k.row_block(0, c1)?.t(), self.scale, false, Par::Serial)?;
             for i in c0..c1 {
                 let (valid, masked) = p[i * t..i * t + c1].split_at_mut(i + 1);
-                let max = valid.iter().fold(f32::NEG_INFINITY, |a, &v| a.max(v));
-                let mut sum = 0f32;
-                for v in valid.iter_mut() {
-                    *v = (*v - max).exp();
-                    sum += *v;
-                }
-                let inv = 1.0 / sum;
-                valid.iter_mut().for_each(|v| *v *= inv);
+                softmax(Simd::active(), valid);
                 masked.fill(0.0);
             }
         }

@@ -14,6 +14,8 @@ use rayon::prelude::*;
 
 use super::gemm::{matmul, Mat, MatMut, Par};
 use super::ops::{contiguous, cpu};
+use crate::simd::kernels::{exp_shift_sum, max_of, scale};
+use crate::simd::Simd;
 
 /// What the forward keeps for the backward: `exp(logit - row max)` (`n x V`) and each row's sum of them.
 struct Saved {
@@ -53,14 +55,11 @@ impl LogProbHead {
             }
             let (mut out, mut sums, mut e) = (vec![0f32; n], vec![0f32; n], vec![0f32; n * v]);
             matmul(&mut MatMut::full(&mut e, n, v)?, Mat::new(h, n, hd, hd, 1)?, w.t(), 1.0, false, Par::Threads)?;
+            let simd = Simd::active();
             e.par_chunks_mut(v).zip(out.par_iter_mut().zip(&mut sums)).zip(&self.targets[..]).for_each(|((row, (lp, sum)), &t)| {
-                let max = row.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
+                let max = max_of(simd, row);
                 let target = row[t as usize] - max;
-                let mut s = 0f32;
-                for x in row.iter_mut() {
-                    *x = (*x - max).exp();
-                    s += *x;
-                }
+                let s = exp_shift_sum(simd, row, max);
                 *lp = target - s.ln();
                 *sum = s;
             });
@@ -94,8 +93,7 @@ impl CustomOp1 for LogProbHead {
         self.weight(|w| {
             let v = w.rows;
             e.par_chunks_mut(v).zip(&g[..]).zip(&sums[..]).zip(&self.targets[..]).for_each(|(((row, &gi), &sum), &t)| {
-                let k = -gi / sum;
-                row.iter_mut().for_each(|x| *x *= k);
+                scale(Simd::active(), row, -gi / sum);
                 row[t as usize] += gi;
             });
             matmul(&mut MatMut::full(&mut dh, n, hd)?, Mat::new(&e, n, v, v, 1)?, w, 1.0, false, Par::Threads)

@@ -132,7 +132,7 @@ impl TrainModel {
         for p in 0..max_len {
             unit[..half].fill(1.0);
             unit[half..].fill(0.0);
-            rope.apply(&mut unit, p);
+            rope.apply(crate::simd::Simd::SCALAR, &mut unit, p);
             cos.extend_from_slice(&unit[..half]);
             sin.extend_from_slice(&unit[half..]);
         }

@@ -10,6 +10,9 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use crate::simd::kernels::{silu_mul, swiglu_bwd};
+use crate::simd::Simd;
+
 /// The f32 elements of a contiguous layout.
 pub(crate) fn contiguous<'a>(s: &'a CpuStorage, l: &Layout, op: &str) -> Result<&'a [f32]> {
     match l.contiguous_offsets() {
@@ -222,12 +225,8 @@ impl CustomOp1 for SwiGlu {
         let (n, w) = l.shape().dims2()?;
         let i = w / 2;
         let mut out = vec![0f32; n * i];
-        for_rows(&mut out, i, |r, o| {
-            let (g, u) = x[r * w..(r + 1) * w].split_at(i);
-            for j in 0..i {
-                o[j] = g[j] / (1.0 + (-g[j]).exp()) * u[j];
-            }
-        });
+        let simd = Simd::active();
+        for_rows(&mut out, i, |r, o| silu_mul(simd, &x[r * w..(r + 1) * w], 1, o));
         Ok((CpuStorage::F32(out), Shape::from((n, i))))
     }
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -247,16 +246,8 @@ impl CustomOp2 for SwiGluBwd {
         let (n, w) = xl.shape().dims2()?;
         let i = w / 2;
         let mut out = vec![0f32; n * w];
-        for_rows(&mut out, w, |r, o| {
-            let (g, u) = x[r * w..(r + 1) * w].split_at(i);
-            let d = &dy[r * i..(r + 1) * i];
-            let (og, ou) = o.split_at_mut(i);
-            for j in 0..i {
-                let sig = 1.0 / (1.0 + (-g[j]).exp());
-                og[j] = d[j] * u[j] * sig * (1.0 + g[j] * (1.0 - sig));
-                ou[j] = d[j] * g[j] * sig;
-            }
-        });
+        let simd = Simd::active();
+        for_rows(&mut out, w, |r, o| swiglu_bwd(simd, &x[r * w..(r + 1) * w], &dy[r * i..(r + 1) * i], o));
         Ok((CpuStorage::F32(out), Shape::from((n, w))))
     }
 }

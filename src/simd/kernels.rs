@@ -1,0 +1,520 @@
+//! Element-wise kernels, dot products and attention, written once over [`Lanes`] and run on the chosen path.
+//!
+//! Every kernel computes an output from its own row only, in an order fixed by the row's length, so a row gives
+//! the same bits whatever else is in the batch.
+use super::exp::exp;
+use super::lanes::{Lanes, Portable};
+use super::Simd;
+
+/// A kernel generic over the lane type; [`dispatch`] runs it compiled for the path's instruction set.
+pub trait Kernel {
+    type Out;
+    /// Implementations must be `#[inline(always)]`, so that their body is compiled inside the target-feature
+    /// wrapper of [`dispatch`].
+    fn run<L: Lanes>(self) -> Self::Out;
+}
+
+/// Runs `k` with the lanes of `simd`, in a function compiled with that path's target features.
+#[inline]
+pub fn dispatch<K: Kernel>(simd: Simd, k: K) -> K::Out {
+    #[cfg(target_arch = "x86_64")]
+    if simd.uses_avx2() {
+        #[target_feature(enable = "avx2,fma,f16c")]
+        unsafe fn avx2<K: Kernel>(k: K) -> K::Out {
+            k.run::<super::lanes::Avx2>()
+        }
+        // SAFETY: a `Simd` that uses AVX2 exists only on CPUs with AVX2, FMA and F16C.
+        return unsafe { avx2(k) };
+    }
+    #[cfg(target_arch = "aarch64")]
+    if simd.uses_neon() {
+        return k.run::<super::lanes::Neon>();
+    }
+    let _ = simd;
+    k.run::<Portable>()
+}
+
+/// Loads `len <= N` values from `s[at..]`, zero-padded.
+#[inline(always)]
+pub(crate) fn load_part<L: Lanes>(s: &[f32], at: usize, len: usize) -> L {
+    if len == L::N {
+        return L::from_slice(&s[at..at + len]);
+    }
+    let mut buf = [0f32; 16];
+    buf[..len].copy_from_slice(&s[at..at + len]);
+    L::from_slice(&buf)
+}
+
+/// Stores the first `len <= N` lanes of `v` to `s[at..]`.
+#[inline(always)]
+pub(crate) fn store_part<L: Lanes>(v: L, s: &mut [f32], at: usize, len: usize) {
+    if len == L::N {
+        return v.to_slice(&mut s[at..at + len]);
+    }
+    let mut buf = [0f32; 16];
+    v.to_slice(&mut buf);
+    s[at..at + len].copy_from_slice(&buf[..len]);
+}
+
+/// Dot product with four accumulators over `N`-lane chunks, then the tail in order.
+#[inline(always)]
+pub(crate) fn dot_l<L: Lanes>(a: &[f32], b: &[f32]) -> f32 {
+    let n = a.len().min(b.len());
+    let mut acc = [L::zero(); 4];
+    let mut c = 0;
+    while c + 4 * L::N <= n {
+        for (u, v) in acc.iter_mut().enumerate() {
+            let o = c + u * L::N;
+            *v = L::from_slice(&a[o..]).mul_add(L::from_slice(&b[o..]), *v);
+        }
+        c += 4 * L::N;
+    }
+    while c + L::N <= n {
+        acc[0] = L::from_slice(&a[c..]).mul_add(L::from_slice(&b[c..]), acc[0]);
+        c += L::N;
+    }
+    let mut s = acc[0].add(acc[1]).add(acc[2].add(acc[3])).sum();
+    for i in c..n {
+        s += a[i] * b[i];
+    }
+    s
+}
+
+struct Dot<'a>(&'a [f32], &'a [f32]);
+impl Kernel for Dot<'_> {
+    type Out = f32;
+    #[inline(always)]
+    fn run<L: Lanes>(self) -> f32 {
+        dot_l::<L>(self.0, self.1)
+    }
+}
+
+/// `sum a[i] * b[i]`.
+pub fn dot(simd: Simd, a: &[f32], b: &[f32]) -> f32 {
+    dispatch(simd, Dot(a, b))
+}
+
+struct RmsNorm<'a> {
+    x: &'a [f32],
+    w: &'a [f32],
+    eps: f32,
+    out: &'a mut [f32],
+}
+impl Kernel for RmsNorm<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self) {
+        let h = self.w.len();
+        for (xr, or) in self.x.chunks_exact(h).zip(self.out.chunks_exact_mut(h)) {
+            let ms = dot_l::<L>(xr, xr) / h as f32;
+            let inv = L::splat(1.0 / (ms + self.eps).sqrt());
+            let mut c = 0;
+            while c < h {
+                let len = L::N.min(h - c);
+                let v = load_part::<L>(xr, c, len).mul(inv).mul(load_part::<L>(self.w, c, len));
+                store_part(v, or, c, len);
+                c += len;
+            }
+        }
+    }
+}
+
+/// Row-wise RMSNorm: `out = x / sqrt(mean(x^2) + eps) * w` for every `w.len()`-wide row of `x`.
+pub fn rms_norm(simd: Simd, x: &[f32], w: &[f32], eps: f32, out: &mut [f32]) {
+    dispatch(simd, RmsNorm { x, w, eps, out })
+}
+
+struct SiluMul<'a> {
+    gate_up: &'a [f32],
+    inter: usize,
+    out: &'a mut [f32],
+}
+impl Kernel for SiluMul<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self) {
+        let inter = self.inter;
+        let one = L::splat(1.0);
+        for (a, g) in self.out.chunks_exact_mut(inter).zip(self.gate_up.chunks_exact(2 * inter)) {
+            let (gate, up) = g.split_at(inter);
+            let mut c = 0;
+            while c < inter {
+                let len = L::N.min(inter - c);
+                let x = load_part::<L>(gate, c, len);
+                let v = x.div(one.add(exp(L::zero().sub(x)))).mul(load_part::<L>(up, c, len));
+                store_part(v, a, c, len);
+                c += len;
+            }
+        }
+    }
+}
+
+/// SwiGLU: `out = silu(gate) * up` per row, where each row of `gate_up` is `[gate | up]` and `out` has as many
+/// rows with half the width.
+pub fn silu_mul(simd: Simd, gate_up: &[f32], rows: usize, out: &mut [f32]) {
+    assert_eq!(gate_up.len(), 2 * out.len(), "silu_mul widths");
+    if rows == 0 {
+        return;
+    }
+    let inter = out.len() / rows;
+    dispatch(simd, SiluMul { gate_up, inter, out })
+}
+
+struct MaxOf<'a>(&'a [f32]);
+impl Kernel for MaxOf<'_> {
+    type Out = f32;
+    #[inline(always)]
+    fn run<L: Lanes>(self) -> f32 {
+        let mut m = L::splat(f32::NEG_INFINITY);
+        let mut chunks = self.0.chunks_exact(L::N);
+        for c in chunks.by_ref() {
+            m = m.max(L::from_slice(c));
+        }
+        chunks.remainder().iter().fold(m.hmax(), |a, &v| if v > a { v } else { a })
+    }
+}
+
+/// The largest value (-inf for none).
+pub fn max_of(simd: Simd, xs: &[f32]) -> f32 {
+    dispatch(simd, MaxOf(xs))
+}
+
+struct ExpShiftSum<'a>(&'a mut [f32], f32);
+impl Kernel for ExpShiftSum<'_> {
+    type Out = f32;
+    #[inline(always)]
+    fn run<L: Lanes>(self) -> f32 {
+        let (xs, shift) = (self.0, L::splat(self.1));
+        let mut sum = L::zero();
+        let mut c = 0;
+        while c < xs.len() {
+            let len = L::N.min(xs.len() - c);
+            let e = exp(load_part::<L>(xs, c, len).sub(shift));
+            store_part(e, xs, c, len);
+            // Padding lanes are exp(0 - shift): keep them out of the sum.
+            sum = sum.add(if len == L::N { e } else { load_part::<L>(xs, c, len) });
+            c += len;
+        }
+        sum.sum()
+    }
+}
+
+/// `x = exp(x - shift)` in place; returns the sum of the new values.
+pub fn exp_shift_sum(simd: Simd, xs: &mut [f32], shift: f32) -> f32 {
+    dispatch(simd, ExpShiftSum(xs, shift))
+}
+
+/// Softmax in place.
+pub fn softmax(simd: Simd, xs: &mut [f32]) {
+    let max = max_of(simd, xs);
+    let inv = 1.0 / exp_shift_sum(simd, xs, max);
+    scale(simd, xs, inv);
+}
+
+struct Scale<'a>(&'a mut [f32], f32);
+impl Kernel for Scale<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self) {
+        let k = L::splat(self.1);
+        let mut c = 0;
+        while c < self.0.len() {
+            let len = L::N.min(self.0.len() - c);
+            let v = load_part::<L>(self.0, c, len).mul(k);
+            store_part(v, self.0, c, len);
+            c += len;
+        }
+    }
+}
+
+/// `x *= k` in place.
+pub fn scale(simd: Simd, xs: &mut [f32], k: f32) {
+    dispatch(simd, Scale(xs, k))
+}
+
+struct SwiGluBwd<'a> {
+    gate_up: &'a [f32],
+    dy: &'a [f32],
+    out: &'a mut [f32],
+}
+impl Kernel for SwiGluBwd<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self) {
+        let i = self.dy.len();
+        let (g, u) = self.gate_up.split_at(i);
+        let (og, ou) = self.out.split_at_mut(i);
+        let one = L::splat(1.0);
+        let mut c = 0;
+        while c < i {
+            let len = L::N.min(i - c);
+            let (gv, uv, d) = (load_part::<L>(g, c, len), load_part::<L>(u, c, len), load_part::<L>(self.dy, c, len));
+            let sig = one.div(one.add(exp(L::zero().sub(gv))));
+            store_part(d.mul(uv).mul(sig).mul(one.add(gv.mul(one.sub(sig)))), og, c, len);
+            store_part(d.mul(gv).mul(sig), ou, c, len);
+            c += len;
+        }
+    }
+}
+
+/// Gradient of SwiGLU for one row: `gate_up` is `[gate | up]` (2I), `dy` the output's gradient (I), `out` the
+/// input's gradient (2I): `d gate = dy * up * sig(g) * (1 + g (1 - sig(g)))`, `d up = dy * silu(g)`.
+pub fn swiglu_bwd(simd: Simd, gate_up: &[f32], dy: &[f32], out: &mut [f32]) {
+    assert!(gate_up.len() == 2 * dy.len() && out.len() == gate_up.len(), "swiglu_bwd widths");
+    dispatch(simd, SwiGluBwd { gate_up, dy, out })
+}
+
+struct Rope<'a> {
+    x: &'a mut [f32],
+    cos: &'a [f32],
+    sin: &'a [f32],
+}
+impl Kernel for Rope<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self) {
+        let h = self.cos.len();
+        for head in self.x.chunks_exact_mut(2 * h) {
+            let (a, b) = head.split_at_mut(h);
+            let mut c = 0;
+            while c < h {
+                let len = L::N.min(h - c);
+                let (x0, x1) = (load_part::<L>(a, c, len), load_part::<L>(b, c, len));
+                let (cs, sn) = (load_part::<L>(self.cos, c, len), load_part::<L>(self.sin, c, len));
+                store_part(x0.mul(cs).sub(x1.mul(sn)), a, c, len);
+                store_part(x0.mul(sn).add(x1.mul(cs)), b, c, len);
+                c += len;
+            }
+        }
+    }
+}
+
+/// Rotary embedding in the half-split layout: every `2 * cos.len()`-wide head of `x` is rotated in place.
+pub fn rope(simd: Simd, x: &mut [f32], cos: &[f32], sin: &[f32]) {
+    dispatch(simd, Rope { x, cos, sin })
+}
+
+/// One query head attending over a sequence's cached keys and values, which are stored in up to two parts
+/// (a shared prefix and the sequence's own positions), `stride` floats per position with this head's slice at
+/// `off..off + q.len()`.
+pub struct Attend<'a> {
+    pub q: &'a [f32],
+    pub parts: [(&'a [f32], &'a [f32]); 2],
+    /// Positions to attend to (`0..n`).
+    pub n: usize,
+    pub stride: usize,
+    pub off: usize,
+    pub scale: f32,
+    /// Scratch for the scores (grown as needed).
+    pub scores: &'a mut Vec<f32>,
+    pub out: &'a mut [f32],
+}
+
+impl Kernel for Attend<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self) {
+        // Head sizes that fit in registers get a kernel with the query and the output held there.
+        if self.q.len() % L::N == 0 {
+            match self.q.len() / L::N {
+                2 => return attend_fixed::<L, 2>(self),
+                4 => return attend_fixed::<L, 4>(self),
+                8 => return attend_fixed::<L, 8>(self),
+                16 => return attend_fixed::<L, 16>(self),
+                _ => {}
+            }
+        }
+        attend_any::<L>(self)
+    }
+}
+
+/// Where one head's keys and values are in the cache.
+#[derive(Clone, Copy)]
+struct Cache<'a> {
+    parts: [(&'a [f32], &'a [f32]); 2],
+    n: usize,
+    hd: usize,
+    off: usize,
+    stride: usize,
+}
+
+impl<'a> Attend<'a> {
+    fn cache(&self) -> Cache<'a> {
+        Cache { parts: self.parts, n: self.n, hd: self.q.len(), off: self.off, stride: self.stride }
+    }
+}
+
+/// Calls `f(t, key, value)` for positions `t < n`, in order across the cache's two parts.
+#[inline(always)]
+fn positions<'a>(a: Cache<'a>, mut f: impl FnMut(usize, &'a [f32], &'a [f32])) {
+    let Cache { parts, n, hd, off, stride } = a;
+    let mut t = 0;
+    for (ks, vs) in parts {
+        for (k, v) in ks.chunks_exact(stride).zip(vs.chunks_exact(stride)) {
+            if t == n {
+                return;
+            }
+            f(t, &k[off..off + hd], &v[off..off + hd]);
+            t += 1;
+        }
+    }
+}
+
+/// Scores `s[..n]` (padded to whole registers with -inf) to `exp(s - max)`; returns `1 / sum`.
+#[inline(always)]
+fn softmax_scores<L: Lanes>(s: &mut [f32]) -> f32 {
+    let mut mx = L::splat(f32::NEG_INFINITY);
+    for c in s.chunks_exact(L::N) {
+        mx = mx.max(L::from_slice(c));
+    }
+    let mx = L::splat(mx.hmax());
+    let mut sum = L::zero();
+    for c in s.chunks_exact_mut(L::N) {
+        let e = exp(L::from_slice(c).sub(mx));
+        e.to_slice(c);
+        sum = sum.add(e);
+    }
+    // Padding lanes hold exp(-inf) ~ 1e-38: invisible next to the largest term, which is 1.
+    1.0 / sum.sum()
+}
+
+#[inline(always)]
+fn attend_fixed<L: Lanes, const V: usize>(a: Attend) {
+    let q: [L; V] = std::array::from_fn(|i| L::from_slice(&a.q[i * L::N..]));
+    let mut s = std::mem::take(a.scores);
+    s.clear();
+    s.resize(a.n.next_multiple_of(L::N), f32::NEG_INFINITY);
+    positions(a.cache(), |t, k, _| {
+        let mut acc = q[0].mul(L::from_slice(k));
+        for (i, qv) in q.iter().enumerate().skip(1) {
+            acc = qv.mul_add(L::from_slice(&k[i * L::N..]), acc);
+        }
+        s[t] = acc.sum() * a.scale;
+    });
+    let inv = softmax_scores::<L>(&mut s);
+    let mut acc = [L::zero(); V];
+    positions(a.cache(), |t, _, v| {
+        let p = L::splat(s[t] * inv);
+        for (i, o) in acc.iter_mut().enumerate() {
+            *o = p.mul_add(L::from_slice(&v[i * L::N..]), *o);
+        }
+    });
+    for (i, o) in acc.iter().enumerate() {
+        o.to_slice(&mut a.out[i * L::N..]);
+    }
+    *a.scores = s;
+}
+
+#[inline(always)]
+fn attend_any<L: Lanes>(a: Attend) {
+    let hd = a.q.len();
+    let mut s = std::mem::take(a.scores);
+    s.clear();
+    s.resize(a.n.next_multiple_of(L::N), f32::NEG_INFINITY);
+    positions(a.cache(), |t, k, _| s[t] = dot_l::<L>(a.q, k) * a.scale);
+    let inv = softmax_scores::<L>(&mut s);
+    a.out.fill(0.0);
+    positions(a.cache(), |t, _, v| {
+        let p = L::splat(s[t] * inv);
+        let mut c = 0;
+        while c < hd {
+            let len = L::N.min(hd - c);
+            let o = p.mul_add(load_part::<L>(v, c, len), load_part::<L>(a.out, c, len));
+            store_part(o, a.out, c, len);
+            c += len;
+        }
+    });
+    *a.scores = s;
+}
+
+/// Softmax-weighted sum of values for one query head (see [`Attend`]).
+pub fn attend(simd: Simd, a: Attend) {
+    dispatch(simd, a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn rand_vec(rng: &mut impl Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(-2.0..2.0)).collect()
+    }
+
+    /// Every path agrees with an f64 reference, for lengths with and without a partial chunk.
+    #[test]
+    fn kernels_match_references_on_every_path() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(1);
+        for simd in Simd::available() {
+            for len in [1, 7, 8, 13, 64, 70, 576] {
+                let (a, b) = (rand_vec(&mut rng, len), rand_vec(&mut rng, len));
+                let e: f64 = a.iter().zip(&b).map(|(x, y)| *x as f64 * *y as f64).sum();
+                assert!((dot(simd, &a, &b) as f64 - e).abs() < 1e-4 * (len as f64).sqrt(), "{simd} dot {len}");
+
+                let rows = 3;
+                let x = rand_vec(&mut rng, rows * len);
+                let mut out = vec![0f32; rows * len];
+                rms_norm(simd, &x, &b, 1e-5, &mut out);
+                for r in 0..rows {
+                    let xr = &x[r * len..(r + 1) * len];
+                    let inv = 1.0 / ((xr.iter().map(|v| (*v as f64).powi(2)).sum::<f64>() / len as f64) + 1e-5).sqrt();
+                    for i in 0..len {
+                        let e = xr[i] as f64 * inv * b[i] as f64;
+                        assert!((out[r * len + i] as f64 - e).abs() < 1e-5 * (1.0 + e.abs()), "{simd} rms_norm {len}");
+                    }
+                }
+
+                let gu = rand_vec(&mut rng, rows * 2 * len).iter().map(|v| v * 10.0).collect::<Vec<_>>();
+                silu_mul(simd, &gu, rows, &mut out);
+                for r in 0..rows {
+                    for i in 0..len {
+                        let (g, u) = (gu[r * 2 * len + i] as f64, gu[r * 2 * len + len + i] as f64);
+                        let e = g / (1.0 + (-g).exp()) * u;
+                        assert!((out[r * len + i] as f64 - e).abs() < 1e-5 * (1.0 + e.abs()), "{simd} silu {len}");
+                    }
+                }
+
+                let (cos, sin) = (rand_vec(&mut rng, len), rand_vec(&mut rng, len));
+                let mut y = rand_vec(&mut rng, 2 * 2 * len);
+                let y0 = y.clone();
+                rope(simd, &mut y, &cos, &sin);
+                for h in 0..2 {
+                    for i in 0..len {
+                        let (x0, x1) = (y0[h * 2 * len + i], y0[h * 2 * len + len + i]);
+                        assert_eq!(y[h * 2 * len + i], x0 * cos[i] - x1 * sin[i]);
+                        assert_eq!(y[h * 2 * len + len + i], x0 * sin[i] + x1 * cos[i]);
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn attention_matches_reference_and_does_not_depend_on_the_split() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        for simd in Simd::available() {
+            for (hd, n) in [(64, 37), (6, 5), (24, 1), (80, 19)] {
+                let stride = 3 * hd;
+                let off = hd;
+                let (keys, vals) = (rand_vec(&mut rng, n * stride), rand_vec(&mut rng, n * stride));
+                let q = rand_vec(&mut rng, hd);
+                let scale = 1.0 / (hd as f32).sqrt();
+                let sc: Vec<f64> = (0..n).map(|t| (0..hd).map(|i| q[i] as f64 * keys[t * stride + off + i] as f64).sum::<f64>() * scale as f64).collect();
+                let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = sc.iter().map(|s| (s - mx).exp()).sum();
+                let mut results = Vec::new();
+                for split in [0, n / 2, n] {
+                    let parts = [(&keys[..split * stride], &vals[..split * stride]), (&keys[split * stride..], &vals[split * stride..])];
+                    let (mut scores, mut out) = (Vec::new(), vec![f32::NAN; hd]);
+                    attend(simd, Attend { q: &q, parts, n, stride, off, scale, scores: &mut scores, out: &mut out });
+                    for i in 0..hd {
+                        let e: f64 = (0..n).map(|t| (sc[t] - mx).exp() / z * vals[t * stride + off + i] as f64).sum();
+                        assert!((out[i] as f64 - e).abs() < 1e-5, "{simd} hd {hd} n {n}: {} vs {e}", out[i]);
+                    }
+                    results.push(out);
+                }
+                assert!(results.windows(2).all(|w| w[0] == w[1]), "{simd}: split changed the bits");
+            }
+        }
+    }
+}

@@ -1,0 +1,385 @@
+//! One SIMD register of f32 lanes, for kernels written once and compiled per instruction set.
+//!
+//! Every method is `#[inline(always)]`: the kernels are instantiated inside functions compiled with the path's
+//! target features, and the intrinsics only become single instructions once inlined there.
+
+use crate::model::quant::{f16_to_f32, BlockQ4, BlockQ8};
+
+/// A register of `N` f32 lanes.
+///
+/// # Safety
+/// Implementations for an instruction set may only be used inside code compiled with (and running on a CPU with)
+/// that instruction set; [`super::Simd`] values guarantee the latter, the kernel wrappers the former.
+pub unsafe trait Lanes: Copy {
+    const N: usize;
+    /// Architectural vector registers; kernels size their register tiles by it.
+    const REGISTERS: usize;
+    fn zero() -> Self;
+    fn splat(v: f32) -> Self;
+    /// # Safety
+    /// `p` must be valid for reading `N` values.
+    unsafe fn load(p: *const f32) -> Self;
+    /// # Safety
+    /// `p` must be valid for writing `N` values.
+    unsafe fn store(self, p: *mut f32);
+    fn add(self, o: Self) -> Self;
+    fn sub(self, o: Self) -> Self;
+    fn mul(self, o: Self) -> Self;
+    fn div(self, o: Self) -> Self;
+    fn max(self, o: Self) -> Self;
+    fn min(self, o: Self) -> Self;
+    /// `self * b + c`, fused where the path has FMA.
+    fn mul_add(self, b: Self, c: Self) -> Self;
+    /// Sum of the lanes, in a fixed order.
+    fn sum(self) -> f32;
+    fn hmax(self) -> f32;
+    /// `2^n` for lanes holding integral values in `-126..=127`.
+    fn pow2i(self) -> Self;
+    /// One quantized block (32 values) as registers.
+    type Block: Copy + AsRef<[Self]>;
+    /// Q4 block: value `i` is `d * q_i + m`, q_i the low nibbles of `qs` for i < 16, the high ones after. `d * q` is
+    /// exact in f32, so fused and separate multiply-adds give the same bits.
+    fn q4(b: &BlockQ4) -> Self::Block;
+    /// Q8 block: value `i` is `d * q_i` (exact).
+    fn q8(b: &BlockQ8) -> Self::Block;
+
+    #[inline(always)]
+    fn store_block(v: Self::Block, out: &mut [f32]) {
+        for (i, r) in v.as_ref().iter().enumerate() {
+            r.to_slice(&mut out[i * Self::N..]);
+        }
+    }
+    #[inline(always)]
+    fn from_slice(s: &[f32]) -> Self {
+        assert!(s.len() >= Self::N);
+        // SAFETY: length checked.
+        unsafe { Self::load(s.as_ptr()) }
+    }
+    #[inline(always)]
+    fn to_slice(self, s: &mut [f32]) {
+        assert!(s.len() >= Self::N);
+        // SAFETY: length checked.
+        unsafe { self.store(s.as_mut_ptr()) }
+    }
+}
+
+/// The portable path: 8 lanes as a plain array. LLVM turns the loops into the target's vectors (SSE2 on
+/// baseline x86-64, NEON on aarch64); the multiply-add is not fused, because without FMA hardware a fused one is a
+/// library call per element.
+#[derive(Clone, Copy)]
+pub struct Portable([f32; 8]);
+
+macro_rules! portable_map {
+    ($a:expr, $b:expr, |$x:ident, $y:ident| $e:expr) => {{
+        let mut out = [0f32; 8];
+        for i in 0..8 {
+            let ($x, $y) = ($a.0[i], $b.0[i]);
+            out[i] = $e;
+        }
+        Portable(out)
+    }};
+}
+
+// SAFETY: plain Rust, valid on every CPU.
+unsafe impl Lanes for Portable {
+    const N: usize = 8;
+    const REGISTERS: usize = 16;
+    type Block = [Portable; 4];
+    #[inline(always)]
+    fn q4(b: &BlockQ4) -> Self::Block {
+        let (d, m) = (f16_to_f32(b.d), f16_to_f32(b.m));
+        let mut v = [0f32; 32];
+        for i in 0..16 {
+            v[i] = d * (b.qs[i] & 0x0F) as f32 + m;
+            v[i + 16] = d * (b.qs[i] >> 4) as f32 + m;
+        }
+        std::array::from_fn(|c| Portable::from_slice(&v[8 * c..]))
+    }
+    #[inline(always)]
+    fn q8(b: &BlockQ8) -> Self::Block {
+        let d = f16_to_f32(b.d);
+        std::array::from_fn(|c| Portable(std::array::from_fn(|i| d * b.qs[8 * c + i] as f32)))
+    }
+    #[inline(always)]
+    fn zero() -> Self {
+        Portable([0.0; 8])
+    }
+    #[inline(always)]
+    fn splat(v: f32) -> Self {
+        Portable([v; 8])
+    }
+    #[inline(always)]
+    unsafe fn load(p: *const f32) -> Self {
+        Portable(std::ptr::read_unaligned(p as *const [f32; 8]))
+    }
+    #[inline(always)]
+    unsafe fn store(self, p: *mut f32) {
+        std::ptr::write_unaligned(p as *mut [f32; 8], self.0)
+    }
+    #[inline(always)]
+    fn add(self, o: Self) -> Self {
+        portable_map!(self, o, |a, b| a + b)
+    }
+    #[inline(always)]
+    fn sub(self, o: Self) -> Self {
+        portable_map!(self, o, |a, b| a - b)
+    }
+    #[inline(always)]
+    fn mul(self, o: Self) -> Self {
+        portable_map!(self, o, |a, b| a * b)
+    }
+    #[inline(always)]
+    fn div(self, o: Self) -> Self {
+        portable_map!(self, o, |a, b| a / b)
+    }
+    #[inline(always)]
+    fn max(self, o: Self) -> Self {
+        portable_map!(self, o, |a, b| if a > b { a } else { b })
+    }
+    #[inline(always)]
+    fn min(self, o: Self) -> Self {
+        portable_map!(self, o, |a, b| if a < b { a } else { b })
+    }
+    #[inline(always)]
+    fn mul_add(self, b: Self, c: Self) -> Self {
+        let mut out = [0f32; 8];
+        for i in 0..8 {
+            out[i] = self.0[i] * b.0[i] + c.0[i];
+        }
+        Portable(out)
+    }
+    #[inline(always)]
+    fn sum(self) -> f32 {
+        let a = self.0;
+        let q = [a[0] + a[4], a[1] + a[5], a[2] + a[6], a[3] + a[7]];
+        (q[0] + q[2]) + (q[1] + q[3])
+    }
+    #[inline(always)]
+    fn hmax(self) -> f32 {
+        self.0.iter().fold(f32::NEG_INFINITY, |m, &v| if v > m { v } else { m })
+    }
+    #[inline(always)]
+    fn pow2i(self) -> Self {
+        let mut out = [0f32; 8];
+        for i in 0..8 {
+            out[i] = f32::from_bits(((self.0[i] as i32 + 127) as u32) << 23);
+        }
+        Portable(out)
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+pub use x86::Avx2;
+
+#[cfg(target_arch = "x86_64")]
+mod x86 {
+    use super::{BlockQ4, BlockQ8, Lanes};
+    use std::arch::x86_64::*;
+
+    /// AVX2 + FMA: 8 lanes, 16 registers.
+    #[derive(Clone, Copy)]
+    pub struct Avx2(__m256);
+
+    // SAFETY: only instantiated inside `#[target_feature(enable = "avx2,fma")]` kernels reached through a `Simd`
+    // that detected both features.
+    unsafe impl Lanes for Avx2 {
+        const N: usize = 8;
+        const REGISTERS: usize = 16;
+        type Block = [Avx2; 4];
+        #[inline(always)]
+        fn zero() -> Self {
+            unsafe { Avx2(_mm256_setzero_ps()) }
+        }
+        #[inline(always)]
+        fn splat(v: f32) -> Self {
+            unsafe { Avx2(_mm256_set1_ps(v)) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            Avx2(_mm256_loadu_ps(p))
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm256_storeu_ps(p, self.0)
+        }
+        #[inline(always)]
+        fn add(self, o: Self) -> Self {
+            unsafe { Avx2(_mm256_add_ps(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn sub(self, o: Self) -> Self {
+            unsafe { Avx2(_mm256_sub_ps(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn mul(self, o: Self) -> Self {
+            unsafe { Avx2(_mm256_mul_ps(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn div(self, o: Self) -> Self {
+            unsafe { Avx2(_mm256_div_ps(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn max(self, o: Self) -> Self {
+            unsafe { Avx2(_mm256_max_ps(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn min(self, o: Self) -> Self {
+            unsafe { Avx2(_mm256_min_ps(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn mul_add(self, b: Self, c: Self) -> Self {
+            unsafe { Avx2(_mm256_fmadd_ps(self.0, b.0, c.0)) }
+        }
+        #[inline(always)]
+        fn sum(self) -> f32 {
+            unsafe {
+                let q = _mm_add_ps(_mm256_castps256_ps128(self.0), _mm256_extractf128_ps(self.0, 1));
+                let d = _mm_add_ps(q, _mm_movehl_ps(q, q));
+                _mm_cvtss_f32(_mm_add_ss(d, _mm_shuffle_ps(d, d, 1)))
+            }
+        }
+        #[inline(always)]
+        fn hmax(self) -> f32 {
+            unsafe {
+                let q = _mm_max_ps(_mm256_castps256_ps128(self.0), _mm256_extractf128_ps(self.0, 1));
+                let d = _mm_max_ps(q, _mm_movehl_ps(q, q));
+                _mm_cvtss_f32(_mm_max_ss(d, _mm_shuffle_ps(d, d, 1)))
+            }
+        }
+        #[inline(always)]
+        fn pow2i(self) -> Self {
+            unsafe {
+                let n = _mm256_cvtps_epi32(self.0);
+                Avx2(_mm256_castsi256_ps(_mm256_slli_epi32(_mm256_add_epi32(n, _mm256_set1_epi32(127)), 23)))
+            }
+        }
+        #[inline(always)]
+        fn q4(b: &BlockQ4) -> [Avx2; 4] {
+            unsafe {
+                // d and m are adjacent f16s: one F16C conversion for both.
+                let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(b as *const BlockQ4 as *const i32)));
+                let (d, m) = (_mm256_broadcastss_ps(dm), _mm256_broadcastss_ps(_mm_movehdup_ps(dm)));
+                let p = b.qs.as_ptr() as *const __m128i;
+                // Bytes zero-extended to 32 bits: the low nibble is `& 15`, the high one `>> 4`.
+                let (a, c) = (_mm256_cvtepu8_epi32(_mm_loadl_epi64(p)), _mm256_cvtepu8_epi32(_mm_loadl_epi64((p as *const u8).add(8) as *const __m128i)));
+                let mask = _mm256_set1_epi32(0x0F);
+                let f = |v: __m256i| Avx2(_mm256_fmadd_ps(_mm256_cvtepi32_ps(v), d, m));
+                [f(_mm256_and_si256(a, mask)), f(_mm256_and_si256(c, mask)), f(_mm256_srli_epi32(a, 4)), f(_mm256_srli_epi32(c, 4))]
+            }
+        }
+        #[inline(always)]
+        fn q8(blk: &BlockQ8) -> [Avx2; 4] {
+            unsafe {
+                let d = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(blk.d.to_bits() as i32)));
+                let p = blk.qs.as_ptr();
+                std::array::from_fn(|c| Avx2(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(8 * c) as *const __m128i))), d)))
+            }
+        }
+    }
+}
+
+#[cfg(target_arch = "aarch64")]
+pub use arm::Neon;
+
+#[cfg(target_arch = "aarch64")]
+mod arm {
+    use super::{f16_to_f32, BlockQ4, BlockQ8, Lanes};
+    use std::arch::aarch64::*;
+
+    /// NEON (baseline on aarch64): 4 lanes, 32 registers.
+    #[derive(Clone, Copy)]
+    pub struct Neon(float32x4_t);
+
+    // SAFETY: NEON is part of the aarch64 baseline.
+    unsafe impl Lanes for Neon {
+        const N: usize = 4;
+        const REGISTERS: usize = 32;
+        type Block = [Neon; 8];
+        #[inline(always)]
+        fn zero() -> Self {
+            unsafe { Neon(vdupq_n_f32(0.0)) }
+        }
+        #[inline(always)]
+        fn splat(v: f32) -> Self {
+            unsafe { Neon(vdupq_n_f32(v)) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            Neon(vld1q_f32(p))
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            vst1q_f32(p, self.0)
+        }
+        #[inline(always)]
+        fn add(self, o: Self) -> Self {
+            unsafe { Neon(vaddq_f32(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn sub(self, o: Self) -> Self {
+            unsafe { Neon(vsubq_f32(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn mul(self, o: Self) -> Self {
+            unsafe { Neon(vmulq_f32(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn div(self, o: Self) -> Self {
+            unsafe { Neon(vdivq_f32(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn max(self, o: Self) -> Self {
+            unsafe { Neon(vmaxq_f32(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn min(self, o: Self) -> Self {
+            unsafe { Neon(vminq_f32(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn mul_add(self, b: Self, c: Self) -> Self {
+            unsafe { Neon(vfmaq_f32(c.0, self.0, b.0)) }
+        }
+        #[inline(always)]
+        fn sum(self) -> f32 {
+            unsafe { vaddvq_f32(self.0) }
+        }
+        #[inline(always)]
+        fn hmax(self) -> f32 {
+            unsafe { vmaxvq_f32(self.0) }
+        }
+        #[inline(always)]
+        fn pow2i(self) -> Self {
+            unsafe {
+                let n = vcvtnq_s32_f32(self.0);
+                Neon(vreinterpretq_f32_s32(vshlq_n_s32::<23>(vaddq_s32(n, vdupq_n_s32(127)))))
+            }
+        }
+        #[inline(always)]
+        fn q4(b: &BlockQ4) -> [Neon; 8] {
+            let (d, m) = (f16_to_f32(b.d), f16_to_f32(b.m));
+            unsafe {
+                let q = vld1q_u8(b.qs.as_ptr());
+                let (lo, hi) = (vandq_u8(q, vdupq_n_u8(0x0F)), vshrq_n_u8::<4>(q));
+                let (d, m) = (vdupq_n_f32(d), vdupq_n_f32(m));
+                let h = [vmovl_u8(vget_low_u8(lo)), vmovl_u8(vget_high_u8(lo)), vmovl_u8(vget_low_u8(hi)), vmovl_u8(vget_high_u8(hi))];
+                std::array::from_fn(|c| {
+                    let w = if c % 2 == 0 { vget_low_u16(h[c / 2]) } else { vget_high_u16(h[c / 2]) };
+                    Neon(vfmaq_f32(m, vcvtq_f32_u32(vmovl_u16(w)), d))
+                })
+            }
+        }
+        #[inline(always)]
+        fn q8(blk: &BlockQ8) -> [Neon; 8] {
+            let d = f16_to_f32(blk.d);
+            unsafe {
+                let (a, b) = (vld1q_s8(blk.qs.as_ptr()), vld1q_s8(blk.qs.as_ptr().add(16)));
+                let d = vdupq_n_f32(d);
+                let h = [vmovl_s8(vget_low_s8(a)), vmovl_s8(vget_high_s8(a)), vmovl_s8(vget_low_s8(b)), vmovl_s8(vget_high_s8(b))];
+                std::array::from_fn(|c| {
+                    let w = if c % 2 == 0 { vget_low_s16(h[c / 2]) } else { vget_high_s16(h[c / 2]) };
+                    Neon(vmulq_f32(vcvtq_f32_s32(vmovl_s16(w)), d))
+                })
+            }
+        }
+    }
+}

@@ -1,0 +1,287 @@
+//! `x W^T` for quantized or f32 weight rows on the AVX2, NEON and portable paths.
+//!
+//! Four weight rows at a time are dequantized into an f32 panel (exactly: `d * q` is exact in f32, so
+//! `d * q + m` rounds once, as a fused multiply-add would) and multiplied with a register tile of input rows: `I`
+//! input rows x 4 weight rows of accumulators, each weight chunk loaded once per `I` rows and each input chunk once
+//! per 4 weight rows. Every output is the same chain of `N`-lane multiply-adds over `k` followed by the same
+//! reduction whatever the tile, the panel or the number of rows, so batching never changes a result.
+use super::kernels::{dispatch, Kernel};
+use super::lanes::Lanes;
+use super::Simd;
+use crate::model::quant::{BlockQ4, BlockQ8, QK};
+
+/// Weight rows per panel.
+pub const PANEL: usize = 4;
+
+/// Weight rows `j0..j0 + rows` of a matrix, in its storage type.
+#[derive(Clone, Copy)]
+pub enum Rows<'a> {
+    Q4(&'a [BlockQ4]),
+    Q8(&'a [BlockQ8]),
+    F32(&'a [f32]),
+}
+
+/// Raw output pointer: tasks of one matmul write disjoint columns of a shared buffer.
+#[derive(Clone, Copy)]
+pub struct OutPtr(pub *mut f32);
+// SAFETY: every task writes a disjoint set of (row, column) elements.
+unsafe impl Send for OutPtr {}
+unsafe impl Sync for OutPtr {}
+
+struct Chunk<'a> {
+    w: Rows<'a>,
+    rows: usize,
+    x: &'a [f32],
+    m: usize,
+    k: usize,
+    out: OutPtr,
+    ldo: usize,
+}
+
+/// `out[i * ldo + j] = w_j . x_i` for the `rows` weight rows in `w` and the `m` rows of `x` (`k` wide).
+///
+/// # Safety
+/// `out` must be valid for writes at `i * ldo + j` for every `i < m`, `j < rows`, and no other thread may access
+/// those elements meanwhile.
+pub unsafe fn rows_times_x(simd: Simd, w: Rows, rows: usize, x: &[f32], m: usize, k: usize, out: OutPtr, ldo: usize) {
+    let need = match w {
+        Rows::Q4(b) => b.len() * QK,
+        Rows::Q8(b) => b.len() * QK,
+        Rows::F32(v) => v.len(),
+    };
+    assert!(need >= rows * k && x.len() >= m * k, "matmul operand sizes");
+    assert!(matches!(w, Rows::F32(_)) || k % QK == 0, "quantized rows must be whole blocks");
+    dispatch(simd, Chunk { w, rows, x, m, k, out, ldo })
+}
+
+/// A quantized block type, dequantized by the lanes of a path.
+trait QBlock {
+    fn regs<L: Lanes>(&self) -> L::Block;
+}
+impl QBlock for BlockQ4 {
+    #[inline(always)]
+    fn regs<L: Lanes>(&self) -> L::Block {
+        L::q4(self)
+    }
+}
+impl QBlock for BlockQ8 {
+    #[inline(always)]
+    fn regs<L: Lanes>(&self) -> L::Block {
+        L::q8(self)
+    }
+}
+
+impl Kernel for Chunk<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self) {
+        match self.w {
+            Rows::Q4(b) => quantized::<L, _>(&self, b),
+            Rows::Q8(b) => quantized::<L, _>(&self, b),
+            Rows::F32(v) => {
+                let k = self.k;
+                let mut buf = Vec::new();
+                for jt in (0..self.rows).step_by(PANEL) {
+                    let jn = PANEL.min(self.rows - jt);
+                    // A last partial panel is copied: the tile never reads past row jn, but stays in bounds anyway.
+                    let panel = if jn == PANEL {
+                        &v[jt * k..(jt + PANEL) * k]
+                    } else {
+                        buf.clear();
+                        buf.extend_from_slice(&v[jt * k..(jt + jn) * k]);
+                        &buf[..]
+                    };
+                    tiles::<L>(panel, jn, self.x, self.m, k, self.out, jt, self.ldo);
+                }
+            }
+        }
+    }
+}
+
+/// Input rows below which quantized blocks are dequantized in registers for every input row, instead of once
+/// into a panel: with few rows the panel's stores and reloads cost more than the repeated dequantization.
+const IN_REGISTERS_BELOW: usize = 4;
+
+#[inline(always)]
+fn quantized<L: Lanes, B: QBlock>(c: &Chunk, w: &[B]) {
+    let (k, nb) = (c.k, c.k / QK);
+    match c.m {
+        0 => {}
+        1 => return in_registers::<L, B, 1>(c, w),
+        2 => return in_registers::<L, B, 2>(c, w),
+        m if m < IN_REGISTERS_BELOW => return in_registers::<L, B, 3>(c, w),
+        _ => {}
+    }
+    let mut buf = vec![0f32; PANEL * k];
+    for jt in (0..c.rows).step_by(PANEL) {
+        let jn = PANEL.min(c.rows - jt);
+        for (blk, o) in w[jt * nb..(jt + jn) * nb].iter().zip(buf.chunks_exact_mut(QK)) {
+            L::store_block(blk.regs::<L>(), o);
+        }
+        tiles::<L>(&buf, jn, c.x, c.m, k, c.out, jt, c.ldo);
+    }
+}
+
+/// The `I` input rows of `c` times its weight rows `w`, 4 weight rows at a time (independent accumulator chains),
+/// each block dequantized into registers. Every output is the same chain of multiply-adds as in [`tile`].
+#[inline(always)]
+fn in_registers<L: Lanes, B: QBlock, const I: usize>(c: &Chunk, w: &[B]) {
+    let mut jt = 0;
+    while jt + PANEL <= c.rows {
+        rows_in_registers::<L, B, I, PANEL>(c, w, jt);
+        jt += PANEL;
+    }
+    while jt < c.rows {
+        rows_in_registers::<L, B, I, 1>(c, w, jt);
+        jt += 1;
+    }
+}
+
+#[inline(always)]
+fn rows_in_registers<L: Lanes, B: QBlock, const I: usize, const J: usize>(c: &Chunk, w: &[B], jt: usize) {
+    let (k, nb) = (c.k, c.k / QK);
+    assert!(c.x.len() >= I * k && k % L::N == 0 && w.len() >= (jt + J) * nb);
+    let xp = c.x.as_ptr();
+    let mut acc = [[L::zero(); J]; I];
+    for b in 0..nb {
+        for j in 0..J {
+            let wr = w[(jt + j) * nb + b].regs::<L>();
+            for (o, wv) in wr.as_ref().iter().enumerate() {
+                for (i, a) in acc.iter_mut().enumerate() {
+                    // SAFETY: row i < I of x holds k values, and b * QK + (o + 1) * N <= k.
+                    a[j] = wv.mul_add(unsafe { L::load(xp.add(i * k + b * QK + o * L::N)) }, a[j]);
+                }
+            }
+        }
+    }
+    for (i, a) in acc.iter().enumerate() {
+        for (j, v) in a.iter().enumerate() {
+            // SAFETY: (i, jt + j) is inside the caller's block of `out`.
+            unsafe { *c.out.0.add(i * c.ldo + jt + j) = v.sum() };
+        }
+    }
+}
+
+/// `I`-row tiles over the `m` input rows, for the panel's `jn` weight rows (output columns `j0..j0 + jn`).
+#[allow(clippy::too_many_arguments)]
+#[inline(always)]
+fn tiles<L: Lanes>(panel: &[f32], jn: usize, x: &[f32], m: usize, k: usize, out: OutPtr, j0: usize, ldo: usize) {
+    // SAFETY: columns j0..j0 + jn of the caller's block.
+    let out = OutPtr(unsafe { out.0.add(j0) });
+    if L::REGISTERS >= 32 {
+        tiles_of::<L, 6>(panel, jn, x, m, k, out, ldo);
+    } else {
+        tiles_of::<L, 3>(panel, jn, x, m, k, out, ldo);
+    }
+}
+
+#[inline(always)]
+fn tiles_of<L: Lanes, const I: usize>(panel: &[f32], jn: usize, x: &[f32], m: usize, k: usize, out: OutPtr, ldo: usize) {
+    let mut i = 0;
+    while i + I <= m {
+        tile::<L, I>(panel, jn, &x[i * k..], k, out, i, ldo);
+        i += I;
+    }
+    let xr = &x[i * k..];
+    match m - i {
+        0 => {}
+        1 => tile::<L, 1>(panel, jn, xr, k, out, i, ldo),
+        2 => tile::<L, 2>(panel, jn, xr, k, out, i, ldo),
+        3 => tile::<L, 3>(panel, jn, xr, k, out, i, ldo),
+        4 => tile::<L, 4>(panel, jn, xr, k, out, i, ldo),
+        _ => tile::<L, 5>(panel, jn, xr, k, out, i, ldo),
+    }
+}
+
+/// `I` input rows (from `x`) x the panel's `jn` weight rows, written at output row `i0`.
+#[inline(always)]
+fn tile<L: Lanes, const I: usize>(panel: &[f32], jn: usize, x: &[f32], k: usize, out: OutPtr, i0: usize, ldo: usize) {
+    assert!(panel.len() >= jn * k && x.len() >= I * k);
+    let body = k - k % L::N;
+    let mut acc = [[L::zero(); PANEL]; I];
+    let (wp, xp) = (panel.as_ptr(), x.as_ptr());
+    let mut c = 0;
+    while c < body {
+        // SAFETY: c + N <= body <= k, and x holds I rows of k values.
+        let xv: [L; I] = std::array::from_fn(|i| unsafe { L::load(xp.add(i * k + c)) });
+        for j in 0..PANEL {
+            // Rows past jn are never stored; reading them would run past an f32 matrix's last row.
+            if j >= jn {
+                break;
+            }
+            // SAFETY: row j < jn of the panel holds k values.
+            let wv = unsafe { L::load(wp.add(j * k + c)) };
+            for i in 0..I {
+                acc[i][j] = wv.mul_add(xv[i], acc[i][j]);
+            }
+        }
+        c += L::N;
+    }
+    for (i, a) in acc.iter().enumerate() {
+        for (j, v) in a.iter().enumerate().take(jn) {
+            let mut s = v.sum();
+            for t in body..k {
+                s += panel[j * k + t] * x[i * k + t];
+            }
+            // SAFETY: (i0 + i, j) is inside the caller's block of `out`.
+            unsafe { *out.0.add((i0 + i) * ldo + j) = s };
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use half::f16;
+    use rand::{Rng, SeedableRng};
+
+    /// On every path, for Q4, Q8 and f32 weights: each output equals the f64 dot product of the dequantized
+    /// weights, and a row gives the same bits alone (dequantized in registers) as inside a batch of any size
+    /// (through the panel).
+    #[test]
+    fn every_path_is_exact_up_to_summation_order_and_independent_of_the_batch() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(7);
+        let (rows, nb) = (11, 5);
+        let k = nb * QK;
+        let q4: Vec<BlockQ4> = (0..rows * nb)
+            .map(|_| {
+                let mut qs = [0u8; 16];
+                rng.fill(&mut qs);
+                BlockQ4 { d: f16::from_f32(rng.random_range(0.001..0.1)), m: f16::from_f32(rng.random_range(-0.5..0.5)), qs }
+            })
+            .collect();
+        let f: Vec<f32> = (0..rows * k).map(|_| rng.random_range(-1.0..1.0)).collect();
+        let q8: Vec<BlockQ8> = f.chunks(QK).map(BlockQ8::quantize).collect();
+        let deq = |w: Rows| -> Vec<f32> {
+            let mut v = vec![0f32; rows * k];
+            match w {
+                Rows::Q4(b) => b.iter().zip(v.chunks_exact_mut(QK)).for_each(|(b, o)| b.dequantize(o)),
+                Rows::Q8(b) => b.iter().zip(v.chunks_exact_mut(QK)).for_each(|(b, o)| b.dequantize(o)),
+                Rows::F32(x) => v.copy_from_slice(x),
+            }
+            v
+        };
+        for simd in Simd::available() {
+            for (name, w) in [("q4", Rows::Q4(&q4)), ("q8", Rows::Q8(&q8)), ("f32", Rows::F32(&f))] {
+                let wf = deq(w);
+                for m in [1, 2, 3, 4, 5, 9, 13] {
+                    let x: Vec<f32> = (0..m * k).map(|_| rng.random_range(-3.0..3.0)).collect();
+                    let mut out = vec![f32::NAN; m * rows];
+                    // SAFETY: out is m x rows.
+                    unsafe { rows_times_x(simd, w, rows, &x, m, k, OutPtr(out.as_mut_ptr()), rows) };
+                    for i in 0..m {
+                        let mut alone = vec![f32::NAN; rows];
+                        // SAFETY: alone is 1 x rows.
+                        unsafe { rows_times_x(simd, w, rows, &x[i * k..(i + 1) * k], 1, k, OutPtr(alone.as_mut_ptr()), rows) };
+                        for j in 0..rows {
+                            let e: f64 = (0..k).map(|t| wf[j * k + t] as f64 * x[i * k + t] as f64).sum();
+                            let got = out[i * rows + j];
+                            assert!((got as f64 - e).abs() < 1e-4, "{simd} {name} m={m} ({i}, {j}): {got} vs {e}");
+                            assert_eq!(got.to_bits(), alone[j].to_bits(), "{simd} {name} m={m} ({i}, {j}): batch vs alone");
+                        }
+                    }
+                }
+            }
+        }
+    }
+}
