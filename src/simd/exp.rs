@@ -10,7 +10,8 @@ const HI: f32 = 88.0;
 /// a Cody-Waite reduction by ln 2).
 #[inline(always)]
 pub fn exp<L: Lanes>(x: L) -> L {
-    let x = x.max(L::splat(LO)).min(L::splat(HI));
+    // Bound first, input second: x86's max/min return the second operand when one is NaN, so NaN stays NaN.
+    let x = L::splat(HI).min(L::splat(LO).max(x));
     // Round x / ln 2 to the nearest integer: adding 1.5 * 2^23 pushes the fraction out of the mantissa.
     let magic = L::splat(12_582_912.0);
     let n = x.mul_add(L::splat(std::f32::consts::LOG2_E), magic).sub(magic);
@@ -50,5 +51,7 @@ mod tests {
         exp(Portable::from_slice(&[-1e4, 1e4, f32::NEG_INFINITY, -100.0, 100.0, 0.0, 0.0, 0.0])).to_slice(&mut out);
         assert!(out[0] < 1e-37 && out[2] < 1e-37 && out[3] < 1e-37 && out[0] >= 0.0);
         assert!(out[1].is_finite() && out[1] > 1e38 && out[4] > 1e38);
+        exp(Portable::splat(f32::NAN)).to_slice(&mut out);
+        assert!(out.iter().all(|v| v.is_nan()), "NaN must stay NaN");
     }
 }

@@ -490,6 +490,35 @@ mod tests {
     }
 
     #[test]
+    fn exp_softmax_and_max_on_every_path_and_nan_stays_nan() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for simd in Simd::available() {
+            for len in [1, 5, 8, 17, 100] {
+                let x: Vec<f32> = (0..len).map(|_| rng.random_range(-90.0..88.0)).collect();
+                let mx = x.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
+                assert_eq!(max_of(simd, &x), mx, "{simd}");
+                let mut e = x.clone();
+                let sum = exp_shift_sum(simd, &mut e, 1.0);
+                let mut esum = 0f64;
+                for (v, o) in x.iter().zip(&e) {
+                    let r = ((*v - 1.0) as f64).exp();
+                    esum += r;
+                    if (*v - 1.0) > -87.0 && (*v - 1.0) < 88.0 {
+                        assert!((*o as f64 - r).abs() <= 3e-7 * r, "{simd} exp({}) = {o} vs {r}", v - 1.0);
+                    }
+                }
+                assert!((sum as f64 - esum).abs() <= 1e-6 * esum, "{simd} sum");
+                let mut p = x.clone();
+                softmax(simd, &mut p);
+                assert!((p.iter().map(|v| *v as f64).sum::<f64>() - 1.0).abs() < 1e-5, "{simd} softmax");
+                let mut n = x.clone();
+                n[len / 2] = f32::NAN;
+                assert!(exp_shift_sum(simd, &mut n, 0.0).is_nan() && n[len / 2].is_nan(), "{simd}: NaN lost");
+            }
+        }
+    }
+
+    #[test]
     fn attention_matches_reference_and_does_not_depend_on_the_split() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
         for simd in Simd::available() {

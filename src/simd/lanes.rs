@@ -26,7 +26,9 @@ pub unsafe trait Lanes: Copy {
     fn sub(self, o: Self) -> Self;
     fn mul(self, o: Self) -> Self;
     fn div(self, o: Self) -> Self;
+    /// Lane-wise maximum; where a lane is NaN the result may be either operand's lane (x86 returns `o`'s).
     fn max(self, o: Self) -> Self;
+    /// Lane-wise minimum, NaN as for [`Lanes::max`].
     fn min(self, o: Self) -> Self;
     /// `self * b + c`, fused where the path has FMA.
     fn mul_add(self, b: Self, c: Self) -> Self;

@@ -1,0 +1,12 @@
+#!/usr/bin/env bash
+# Cross-builds for aarch64 and runs the SIMD kernel tests (NEON and portable paths) and the real-model
+# bit-identity tests under qemu-user, on an x86-64 machine. Not part of scripts/test.sh (emulation is slow).
+# Needs: rustup target add aarch64-unknown-linux-gnu; apt-get install gcc-aarch64-linux-gnu qemu-user
+set -euo pipefail
+cd "$(dirname "$0")/.."
+bash scripts/fetch-model.sh
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
+export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
+export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
+cargo test --release --target aarch64-unknown-linux-gnu --lib -- simd model::quant model::qdot
+cargo test --release --target aarch64-unknown-linux-gnu --test model_gguf -- kv_cached batched quantized_weights
