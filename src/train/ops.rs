@@ -10,7 +10,7 @@ use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use crate::simd::kernels::{silu_mul, swiglu_bwd};
+use crate::simd::kernels::{dot, rms_norm as simd_rms_norm, silu_mul, swiglu_bwd};
 use crate::simd::Simd;
 
 /// The f32 elements of a contiguous layout.
@@ -84,13 +84,9 @@ impl CustomOp1 for RmsNorm {
         let x = contiguous(s, l, "rms-norm")?;
         let h = self.w.len();
         let mut out = vec![0f32; x.len()];
-        for_rows(&mut out, h, |i, o| {
-            let xr = &x[i * h..(i + 1) * h];
-            let inv = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / h as f32 + self.eps).sqrt();
-            for j in 0..h {
-                o[j] = xr[j] * inv * self.w[j];
-            }
-        });
+        // The inference runtime's kernel: training and sampling normalize alike.
+        let simd = Simd::active();
+        for_rows(&mut out, h, |i, o| simd_rms_norm(simd, &x[i * h..(i + 1) * h], &self.w, self.eps, o));
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
@@ -109,10 +105,11 @@ impl CustomOp2 for RmsNormBwd {
         let (g, x) = (contiguous(gs, gl, "rms-norm-bwd")?, contiguous(xs, xl, "rms-norm-bwd")?);
         let (w, eps) = (&self.0.w, self.0.eps);
         let h = w.len();
+        let simd = Simd::active();
         let mut out = vec![0f32; x.len()];
         for_rows(&mut out, h, |i, o| {
             let (xr, gr) = (&x[i * h..(i + 1) * h], &g[i * h..(i + 1) * h]);
-            let inv = 1.0 / (xr.iter().map(|v| v * v).sum::<f32>() / h as f32 + eps).sqrt();
+            let inv = 1.0 / (dot(simd, xr, xr) / h as f32 + eps).sqrt();
             let dot = (0..h).map(|j| gr[j] * w[j] * xr[j]).sum::<f32>() / h as f32;
             let c = inv * inv * inv * dot;
             for j in 0..h {
