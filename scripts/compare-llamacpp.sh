@@ -48,12 +48,12 @@ for _ in range(3):
 print(f"llama.cpp {llm.__class__.__module__.split('.')[0]}: prompt {statistics.median(prompt):.1f} tokens/s (256), decode {statistics.median(decode):.1f} tokens/s (batch 1)")
 PY
 for path in avx512 avx2 neon scalar; do
-  if AUTODIDACT_SIMD=$path "$bin" bench --model "$model" --batch 1,32 --repeats 3 --json > /tmp/autodidact-bench-$$.json 2>/dev/null; then
+  if AUTODIDACT_SIMD=$path "$bin" bench --model "$model" --batch 1,8,32 --repeats 3 --json > /tmp/autodidact-bench-$$.json 2>/dev/null; then
     python3 - "$path" /tmp/autodidact-bench-$$.json <<'PY'
 import json, sys
 b = json.load(open(sys.argv[2]))
 d = {x["batch"]: x["tokens_per_second"] for x in b["decode"]}
-print(f"autodidact {sys.argv[1]:<7}: prompt {b['prompt_tokens_per_second']:.1f} tokens/s (256), decode {d[1]:.1f} tokens/s (batch 1), {d[32]:.1f} aggregate at batch 32 ({d[32] / d[1]:.1f}x)")
+print(f"autodidact {sys.argv[1]:<7}: prompt {b['prompt_tokens_per_second']:.1f} tokens/s (256), decode {d[1]:.1f} tokens/s (batch 1), aggregate {d[8]:.1f} at batch 8, {d[32]:.1f} at batch 32 ({d[32] / d[1]:.1f}x), {b['peak_rss_mb']:.0f} MB")
 PY
   fi
 done

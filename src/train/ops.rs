@@ -3,7 +3,7 @@
 //! Why custom ops: candle's fused `rms_norm`, `rope`, `softmax_last_dim` record no backward (the gradient is
 //! silently cut), the composed versions allocate many temporaries, and `matmul`'s backward always computes the
 //! gradient of the frozen weight as well (a wasted GEMM and a weight-sized buffer per layer). Every op here is
-//! checked against finite differences in `tests/train_ops.rs`. All ops take and return f32 tensors on the CPU.
+//! checked against finite differences in `tests/it/train_ops.rs`. All ops take and return f32 tensors on the CPU.
 use std::sync::Arc;
 
 use candle_core::backend::BackendStorage;

@@ -1,6 +1,6 @@
 //! `autodidact train` end to end on a tiny generated model: loss falls, the adapter loads, resume is exact,
 //! and the throughput bench reports every shape.
-mod common;
+use super::common;
 
 use std::path::Path;
 use std::process::Command;

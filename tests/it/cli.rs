@@ -1,5 +1,5 @@
 //! The binary as users run it: results on stdout, JSON that parses, clear errors and exit codes.
-mod common;
+use super::common;
 
 use std::process::Command;
 

@@ -1,6 +1,6 @@
 //! Rollouts and evaluation on the real default model: the same seed gives the same episodes and report
 //! whatever the batch size, and SmolLM2's template receives tool results as its own `tool` turns.
-mod common;
+use super::common;
 
 use std::collections::BTreeMap;
 use std::process::Command;

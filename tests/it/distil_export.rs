@@ -1,6 +1,6 @@
 //! Export round trips: base + adapter in the runtime == the merged folder loaded back, a fresh adapter changes
 //! nothing, and adapters for another base or other shapes are refused.
-mod common;
+use super::common;
 
 use std::path::Path;
 use std::process::Command;

@@ -1,6 +1,6 @@
 //! The runtime on the real default model: logits against candle-transformers' reference implementation,
 //! and incremental (KV-cached) logits against full-sequence logits, on every instruction-set path this CPU has.
-mod common;
+use super::common;
 
 use autodidact::simd::Simd;
 

@@ -1,7 +1,7 @@
 //! The training forward against the exact f32 inference path: equal logits with a fresh adapter (tiny and real
 //! model), equal logits with a trained adapter against the merged model, and LoRA gradients against finite
 //! differences through the whole model.
-mod common;
+use super::common;
 
 use autodidact::model::linear::{Matrix, WeightData};
 use autodidact::model::lora::{LoraAdapter, LoraConfig, Proj};

@@ -1,6 +1,6 @@
 //! The loop's learning step on a tiny model: the filter keeps only the successful episodes, and LoRA training
 //! on them raises the probability of exactly those episodes' sampled turns.
-mod common;
+use super::common;
 
 use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
 use autodidact::agent::prompts::{PromptOptions, Prompts};

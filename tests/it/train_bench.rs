@@ -1,7 +1,7 @@
 //! Training throughput on the real default model. Ignored by default (minutes of CPU):
-//! `cargo test --release --test train_bench -- --ignored --nocapture`
+//! `cargo test --release --test it train_bench -- --ignored --nocapture`
 //! `TRAIN_BENCH_SHAPES=1x256,4x512` selects shapes, `TRAIN_BENCH_REPEATS` the timed steps per shape.
-mod common;
+use super::common;
 
 use autodidact::model::LoadedModel;
 use autodidact::stats::peak_rss_mb;

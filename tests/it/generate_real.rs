@@ -1,6 +1,6 @@
 //! Generation on the real default model: coherent greedy answers, seeds, batch invariance, stop strings,
 //! and GGUF -> HF conversion that keeps tokenizer ids and logits.
-mod common;
+use super::common;
 
 use std::sync::OnceLock;
 

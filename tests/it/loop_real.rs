@@ -1,7 +1,7 @@
 //! `autodidact loop` end to end on the real default model, CI-sized (one round, a few arithmetic tasks): every
 //! artefact exists and agrees with the others, and a run killed in the middle of its rollouts and rerun ends
 //! with the same data, adapter and evaluation as an uninterrupted one.
-mod common;
+use super::common;
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};

@@ -1,6 +1,6 @@
 //! The runtime on tiny generated models: logits against candle-transformers' Llama and Qwen2 on the same
 //! weights, every supported GGUF tensor type, and clear errors for bad input.
-mod common;
+use super::common;
 
 use std::path::Path;
 

@@ -1,6 +1,6 @@
 //! Context distillation: dropping the few-shot examples from a rollout's context keeps the model's sampled
 //! ids exactly and rebuilds the prompt as the chat template renders it without examples.
-mod common;
+use super::common;
 
 use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
 use autodidact::agent::prompts::{PromptOptions, Prompts};

@@ -1,0 +1,24 @@
+//! The integration tests, as modules of one test binary: one link instead of one per file (minutes of a
+//! fresh build on two cores). Run one file's tests with `cargo test --release --test it <file>::`.
+mod common;
+
+mod agent_episodes;
+mod agent_suites;
+mod agent_taskfiles;
+mod cli;
+mod distil_export;
+mod distil_fewshot;
+mod distil_filter;
+mod distil_train;
+mod generate_real;
+mod loop_learning;
+mod loop_real;
+mod model_gguf;
+mod model_tiny;
+mod rollout_real;
+mod tokenizer_template;
+mod train_bench;
+mod train_lora;
+mod train_model;
+mod train_ops;
+mod train_sft;
