@@ -54,7 +54,7 @@ pub const PANEL_MIN_ROWS: usize = 4;
 
 /// Whether [`panel_matmul`] runs on this CPU for inputs `k` wide.
 pub fn panel_available(k: usize) -> bool {
-    has_avx512() && k % 16 == 0
+    has_avx512() && k.is_multiple_of(16)
 }
 
 /// `out[i * ldo + j] = w_j . x_i` for the `jn <= PANEL` f32 weight rows in `panel` (`PANEL x k`, rows past `jn`

@@ -12,6 +12,9 @@ const MIN_SHARED: usize = 32;
 /// Enough for a run's suites; each entry holds one prefix's keys and values (~45 KB per token for SmolLM2-135M).
 const MAX_ENTRIES: usize = 16;
 
+/// A cached prompt prefix and the number of tokens it covers.
+pub type SharedPrefix = (Arc<KvCache>, usize);
+
 #[derive(Default)]
 pub struct PrefixCache {
     entries: Vec<(Vec<u32>, Arc<KvCache>)>,
@@ -34,7 +37,7 @@ impl PrefixCache {
     /// For each prompt: a cache holding its first `n` tokens, and `n` (`None`: start from an empty cache).
     /// Prompts without a cached prefix are grouped by shared prefixes of at least `MIN_SHARED` tokens; each
     /// group's prefix is computed once and cached.
-    pub fn prefixes(&mut self, model: &Transformer, prompts: &[&[u32]]) -> Result<Vec<Option<(Arc<KvCache>, usize)>>, ModelError> {
+    pub fn prefixes(&mut self, model: &Transformer, prompts: &[&[u32]]) -> Result<Vec<Option<SharedPrefix>>, ModelError> {
         let mut out: Vec<Option<(Arc<KvCache>, usize)>> = prompts.iter().map(|p| self.lookup(p)).collect();
         let mut misses: Vec<usize> = (0..prompts.len()).filter(|&i| out[i].is_none()).collect();
         misses.sort_by(|&a, &b| prompts[a].cmp(prompts[b]));

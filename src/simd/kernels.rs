@@ -315,7 +315,7 @@ impl Kernel for Attend<'_> {
     #[inline(always)]
     fn run<L: Lanes>(self) {
         // Head sizes that fit in registers get a kernel with the query and the output held there.
-        if self.q.len() % L::N == 0 {
+        if self.q.len().is_multiple_of(L::N) {
             match self.q.len() / L::N {
                 2 => return attend_fixed::<L, 2>(self),
                 4 => return attend_fixed::<L, 4>(self),

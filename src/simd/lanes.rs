@@ -144,11 +144,7 @@ unsafe impl Lanes for Portable {
     }
     #[inline(always)]
     fn mul_add(self, b: Self, c: Self) -> Self {
-        let mut out = [0f32; 8];
-        for i in 0..8 {
-            out[i] = self.0[i] * b.0[i] + c.0[i];
-        }
-        Portable(out)
+        Portable(std::array::from_fn(|i| self.0[i] * b.0[i] + c.0[i]))
     }
     #[inline(always)]
     fn sum(self) -> f32 {
@@ -162,11 +158,7 @@ unsafe impl Lanes for Portable {
     }
     #[inline(always)]
     fn pow2i(self) -> Self {
-        let mut out = [0f32; 8];
-        for i in 0..8 {
-            out[i] = f32::from_bits(((self.0[i] as i32 + 127) as u32) << 23);
-        }
-        Portable(out)
+        Portable(self.0.map(|n| f32::from_bits(((n as i32 + 127) as u32) << 23)))
     }
 }
 

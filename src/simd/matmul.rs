@@ -43,6 +43,7 @@ struct Chunk<'a> {
 /// # Safety
 /// `out` must be valid for writes at `i * ldo + j` for every `i < m`, `j < rows`, and no other thread may access
 /// those elements meanwhile.
+#[allow(clippy::too_many_arguments)]
 pub unsafe fn rows_times_x(simd: Simd, w: Rows, rows: usize, x: &[f32], m: usize, k: usize, out: OutPtr, ldo: usize) {
     let need = match w {
         Rows::Q4(b) => b.len() * QK,
@@ -50,7 +51,7 @@ pub unsafe fn rows_times_x(simd: Simd, w: Rows, rows: usize, x: &[f32], m: usize
         Rows::F32(v) => v.len(),
     };
     assert!(need >= rows * k && x.len() >= m * k, "matmul operand sizes");
-    assert!(matches!(w, Rows::F32(_)) || k % QK == 0, "quantized rows must be whole blocks");
+    assert!(matches!(w, Rows::F32(_)) || k.is_multiple_of(QK), "quantized rows must be whole blocks");
     dispatch(simd, Chunk { w, rows, x, m, k, out, ldo })
 }
 
@@ -194,6 +195,7 @@ fn tiles_of<L: Lanes, const I: usize>(panel: &[f32], jn: usize, x: &[f32], m: us
 }
 
 /// `I` input rows (from `x`) x the panel's `jn` weight rows, written at output row `i0`.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
 fn tile<L: Lanes, const I: usize>(panel: &[f32], jn: usize, x: &[f32], k: usize, out: OutPtr, i0: usize, ldo: usize) {
     assert!(panel.len() >= jn * k && x.len() >= I * k);

@@ -80,7 +80,7 @@ fn kv_cached_logits_equal_full_forward() {
 
 fn kv_cached_equal_full(m: &Transformer) {
     let v = m.cfg.vocab_size;
-    let full = full_logits(&m, &PROMPT);
+    let full = full_logits(m, &PROMPT);
     // Feed in uneven chunks: 5 tokens, then 1 at a time, then the rest.
     let mut cache = m.new_cache();
     let mut inc = Vec::new();
@@ -106,8 +106,8 @@ fn batched_equal_single(m: &Transformer) {
     let v = m.cfg.vocab_size;
     let a = &PROMPT[..];
     let b = &PROMPT[..9];
-    let single_a = full_logits(&m, a);
-    let single_b = full_logits(&m, b);
+    let single_a = full_logits(m, a);
+    let single_b = full_logits(m, b);
     let (mut ca, mut cb) = (m.new_cache(), m.new_cache());
     let out = m
         .forward(&mut [
