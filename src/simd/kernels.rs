@@ -34,6 +34,17 @@ pub fn dispatch<K: Kernel>(simd: Simd, k: K) -> K::Out {
     k.run::<Portable>()
 }
 
+/// Calls `f(start, len)` for the `N`-lane chunks of `0..n`, the last one possibly partial.
+#[inline(always)]
+pub(crate) fn for_chunks<L: Lanes>(n: usize, mut f: impl FnMut(usize, usize)) {
+    let mut c = 0;
+    while c < n {
+        let len = L::N.min(n - c);
+        f(c, len);
+        c += len;
+    }
+}
+
 /// Loads `len <= N` values from `s[at..]`, zero-padded.
 #[inline(always)]
 pub(crate) fn load_part<L: Lanes>(s: &[f32], at: usize, len: usize) -> L {
@@ -108,13 +119,10 @@ impl Kernel for RmsNorm<'_> {
         for (xr, or) in self.x.chunks_exact(h).zip(self.out.chunks_exact_mut(h)) {
             let ms = dot_l::<L>(xr, xr) / h as f32;
             let inv = L::splat(1.0 / (ms + self.eps).sqrt());
-            let mut c = 0;
-            while c < h {
-                let len = L::N.min(h - c);
+            for_chunks::<L>(h, |c, len| {
                 let v = load_part::<L>(xr, c, len).mul(inv).mul(load_part::<L>(self.w, c, len));
                 store_part(v, or, c, len);
-                c += len;
-            }
+            });
         }
     }
 }
@@ -137,14 +145,11 @@ impl Kernel for SiluMul<'_> {
         let one = L::splat(1.0);
         for (a, g) in self.out.chunks_exact_mut(inter).zip(self.gate_up.chunks_exact(2 * inter)) {
             let (gate, up) = g.split_at(inter);
-            let mut c = 0;
-            while c < inter {
-                let len = L::N.min(inter - c);
+            for_chunks::<L>(inter, |c, len| {
                 let x = load_part::<L>(gate, c, len);
                 let v = x.div(one.add(exp(L::zero().sub(x)))).mul(load_part::<L>(up, c, len));
                 store_part(v, a, c, len);
-                c += len;
-            }
+            });
         }
     }
 }
@@ -186,15 +191,12 @@ impl Kernel for ExpShiftSum<'_> {
     fn run<L: Lanes>(self) -> f32 {
         let (xs, shift) = (self.0, L::splat(self.1));
         let mut sum = L::zero();
-        let mut c = 0;
-        while c < xs.len() {
-            let len = L::N.min(xs.len() - c);
+        for_chunks::<L>(xs.len(), |c, len| {
             let e = exp(load_part::<L>(xs, c, len).sub(shift));
             store_part(e, xs, c, len);
             // Padding lanes are exp(0 - shift): keep them out of the sum.
             sum = sum.add(if len == L::N { e } else { load_part::<L>(xs, c, len) });
-            c += len;
-        }
+        });
         sum.sum()
     }
 }
@@ -217,13 +219,10 @@ impl Kernel for Scale<'_> {
     #[inline(always)]
     fn run<L: Lanes>(self) {
         let k = L::splat(self.1);
-        let mut c = 0;
-        while c < self.0.len() {
-            let len = L::N.min(self.0.len() - c);
+        for_chunks::<L>(self.0.len(), |c, len| {
             let v = load_part::<L>(self.0, c, len).mul(k);
             store_part(v, self.0, c, len);
-            c += len;
-        }
+        });
     }
 }
 
@@ -245,15 +244,12 @@ impl Kernel for SwiGluBwd<'_> {
         let (g, u) = self.gate_up.split_at(i);
         let (og, ou) = self.out.split_at_mut(i);
         let one = L::splat(1.0);
-        let mut c = 0;
-        while c < i {
-            let len = L::N.min(i - c);
+        for_chunks::<L>(i, |c, len| {
             let (gv, uv, d) = (load_part::<L>(g, c, len), load_part::<L>(u, c, len), load_part::<L>(self.dy, c, len));
             let sig = one.div(one.add(exp(L::zero().sub(gv))));
             store_part(d.mul(uv).mul(sig).mul(one.add(gv.mul(one.sub(sig)))), og, c, len);
             store_part(d.mul(gv).mul(sig), ou, c, len);
-            c += len;
-        }
+        });
     }
 }
 
@@ -276,15 +272,12 @@ impl Kernel for Rope<'_> {
         let h = self.cos.len();
         for head in self.x.chunks_exact_mut(2 * h) {
             let (a, b) = head.split_at_mut(h);
-            let mut c = 0;
-            while c < h {
-                let len = L::N.min(h - c);
+            for_chunks::<L>(h, |c, len| {
                 let (x0, x1) = (load_part::<L>(a, c, len), load_part::<L>(b, c, len));
                 let (cs, sn) = (load_part::<L>(self.cos, c, len), load_part::<L>(self.sin, c, len));
                 store_part(x0.mul(cs).sub(x1.mul(sn)), a, c, len);
                 store_part(x0.mul(sn).add(x1.mul(cs)), b, c, len);
-                c += len;
-            }
+            });
         }
     }
 }
@@ -416,13 +409,10 @@ fn attend_any<L: Lanes>(a: Attend) {
     a.out.fill(0.0);
     positions(a.cache(), |t, _, v| {
         let p = L::splat(s[t] * inv);
-        let mut c = 0;
-        while c < hd {
-            let len = L::N.min(hd - c);
+        for_chunks::<L>(hd, |c, len| {
             let o = p.mul_add(load_part::<L>(v, c, len), load_part::<L>(a.out, c, len));
             store_part(o, a.out, c, len);
-            c += len;
-        }
+        });
     });
     *a.scores = s;
 }
