@@ -174,8 +174,8 @@ mod x86 {
     #[derive(Clone, Copy)]
     pub struct Avx2(__m256);
 
-    // SAFETY: only instantiated inside `#[target_feature(enable = "avx2,fma")]` kernels reached through a `Simd`
-    // that detected both features.
+    // SAFETY: only instantiated inside `#[target_feature(enable = "avx2,fma,f16c")]` kernels reached through a `Simd`
+    // that detected all three features.
     unsafe impl Lanes for Avx2 {
         const N: usize = 8;
         const REGISTERS: usize = 16;
