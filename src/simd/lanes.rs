@@ -44,6 +44,9 @@ pub unsafe trait Lanes: Copy {
     fn q4(b: &BlockQ4) -> Self::Block;
     /// Q8 block: value `i` is `d * q_i` (exact).
     fn q8(b: &BlockQ8) -> Self::Block;
+    /// A hint to bring the cache line holding `p` closer; never faults, whatever `p` is.
+    #[inline(always)]
+    fn prefetch(_p: *const u8) {}
 
     #[inline(always)]
     fn store_block(v: Self::Block, out: &mut [f32]) {
@@ -84,6 +87,12 @@ macro_rules! portable_map {
 
 // SAFETY: plain Rust, valid on every CPU.
 unsafe impl Lanes for Portable {
+    #[cfg(target_arch = "x86_64")]
+    #[inline(always)]
+    fn prefetch(p: *const u8) {
+        // SAFETY: SSE is part of x86-64's baseline, and a prefetch never faults, whatever the address.
+        unsafe { std::arch::x86_64::_mm_prefetch::<{ std::arch::x86_64::_MM_HINT_T0 }>(p as *const i8) }
+    }
     const N: usize = 8;
     const REGISTERS: usize = 16;
     type Block = [Portable; 4];
@@ -177,6 +186,11 @@ mod x86 {
     // SAFETY: only instantiated inside `#[target_feature(enable = "avx2,fma,f16c")]` kernels reached through a `Simd`
     // that detected all three features.
     unsafe impl Lanes for Avx2 {
+        #[inline(always)]
+        fn prefetch(p: *const u8) {
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
+        }
         const N: usize = 8;
         const REGISTERS: usize = 16;
         type Block = [Avx2; 4];
