@@ -46,6 +46,15 @@ pub fn load_tasks(path: &Path) -> Result<Vec<Task>, TaskFileError> {
 /// Like `load_tasks`; with `ReadMode::SkipInvalid` a bad line (JSON, a field, a duplicate id) is skipped and
 /// returned with its reason instead of failing the whole file.
 pub fn load_tasks_with(path: &Path, mode: ReadMode) -> Result<(Vec<Task>, Vec<SkippedLine>), TaskFileError> {
+    load_numbered(path, mode).map(|(tasks, skipped)| (tasks.into_iter().map(|(_, t)| t).collect(), skipped))
+}
+
+/// Every task of a file with its line number (strict: the first bad line is the error).
+pub fn load_tasks_numbered(path: &Path) -> Result<Vec<(usize, Task)>, TaskFileError> {
+    load_numbered(path, ReadMode::Strict).map(|(tasks, _)| tasks)
+}
+
+fn load_numbered(path: &Path, mode: ReadMode) -> Result<(Vec<(usize, Task)>, Vec<SkippedLine>), TaskFileError> {
     let read = read_jsonl::<Task>(path, mode)?;
     let mut skipped = read.skipped;
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();
@@ -58,7 +67,7 @@ pub fn load_tasks_with(path: &Path, mode: ReadMode) -> Result<(Vec<Task>, Vec<Sk
         match checked {
             Ok(()) => {
                 seen.insert(task.id.clone(), line);
-                tasks.push(task);
+                tasks.push((line, task));
             }
             Err(e) if mode == ReadMode::SkipInvalid => skipped.push(SkippedLine { line, message: format!("field `{}`: {}", e.field, e.message) }),
             Err(e) => return Err(TaskFileError::Invalid { path: path.to_path_buf(), line, field: e.field, message: e.message }),

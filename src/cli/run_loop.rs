@@ -29,10 +29,11 @@ pub fn run(a: LoopArgs) -> anyhow::Result<()> {
     for r in &records {
         let nf = r.test_no_fewshot.as_ref().map_or(String::new(), |t| format!(", without few-shot {:.1}%", 100.0 * overall(t).0));
         let gate = r.gate.as_ref().map_or(String::new(), |g| format!(" [{}]", if g.promoted { "kept" } else { "rolled back" }));
-        println!("round {}: test success {:.1}%{nf}{gate}", r.round, 100.0 * r.success());
+        let dev = r.dev.as_ref().map_or(String::new(), |d| format!("dev success {:.1}%, ", 100.0 * overall(d).0));
+        println!("round {}: {dev}test success {:.1}%{nf}{gate}", r.round, 100.0 * r.success());
     }
     if let (Some(base), Some(best)) = (records.first(), report::best(&records)) {
-        println!("best: round {} at {:.1}% ({:+.1} points over the base model)", best.round, 100.0 * best.success(), 100.0 * (best.success() - base.success()));
+        println!("best kept round (chosen on dev): {}, test success {:.1}% ({:+.1} points over the base model)", best.round, 100.0 * best.success(), 100.0 * (best.success() - base.success()));
     }
     println!("report: {} (this run {:.1} min)", dir.join("report.md").display(), t0.elapsed().as_secs_f64() / 60.0);
     Ok(())

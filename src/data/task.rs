@@ -10,6 +10,9 @@ use super::message::ToolCall;
 #[serde(rename_all = "lowercase")]
 pub enum Split {
     Train,
+    /// Held out from training; decides the loop's promotion gate.
+    Dev,
+    /// Held out from training and from every decision; only reported.
     Test,
 }
 
@@ -17,6 +20,7 @@ impl Split {
     pub fn as_str(self) -> &'static str {
         match self {
             Split::Train => "train",
+            Split::Dev => "dev",
             Split::Test => "test",
         }
     }
@@ -33,9 +37,10 @@ impl std::str::FromStr for Split {
     fn from_str(s: &str) -> Result<Self, Self::Err> {
         match s {
             "train" => Ok(Split::Train),
+            "dev" => Ok(Split::Dev),
             "test" => Ok(Split::Test),
             other => Err(format!(
-                "unknown split `{other}` (expected `train` or `test`)"
+                "unknown split `{other}` (expected `train`, `dev` or `test`)"
             )),
         }
     }

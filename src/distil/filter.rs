@@ -1,7 +1,7 @@
 //! Which episodes to distil: successful, valid, short, not duplicated, optionally balanced per difficulty.
 //!
 //! Every episode gets exactly one fate; the first rule that applies names its drop reason, in this order:
-//! 1. `test_split`: the task belongs to the held-out split (training on it would leak the evaluation).
+//! 1. `held_out`: the task belongs to the dev or test split (training on it would leak the evaluation).
 //! 2. `over_cap`: the episode ended by a turn, token or sandbox cap instead of a final answer.
 //! 3. `failed`: the verifier rejected the final answer.
 //! 4. `invalid_steps`: some turn could not be parsed into calls or an answer (the model learns to recover from
@@ -37,7 +37,7 @@ impl Default for FilterParams {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum DropReason {
-    TestSplit,
+    HeldOut,
     OverCap,
     Failed,
     InvalidSteps,
@@ -48,11 +48,11 @@ pub enum DropReason {
 
 impl DropReason {
     pub const ALL: [DropReason; 7] =
-        [DropReason::TestSplit, DropReason::OverCap, DropReason::Failed, DropReason::InvalidSteps, DropReason::Duplicate, DropReason::OverK, DropReason::Balance];
+        [DropReason::HeldOut, DropReason::OverCap, DropReason::Failed, DropReason::InvalidSteps, DropReason::Duplicate, DropReason::OverK, DropReason::Balance];
 
     pub fn name(self) -> &'static str {
         match self {
-            DropReason::TestSplit => "test_split",
+            DropReason::HeldOut => "held_out",
             DropReason::OverCap => "over_cap",
             DropReason::Failed => "failed",
             DropReason::InvalidSteps => "invalid_steps",
@@ -141,8 +141,8 @@ fn canonical(v: &Value) -> String {
 }
 
 fn first_reason(t: &Trajectory) -> Option<DropReason> {
-    if t.split == Split::Test {
-        Some(DropReason::TestSplit)
+    if t.split != Split::Train {
+        Some(DropReason::HeldOut)
     } else if t.termination != Termination::FinalAnswer {
         Some(DropReason::OverCap)
     } else if !t.verdict.success {

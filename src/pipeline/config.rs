@@ -42,25 +42,52 @@ fn default_model() -> String {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TasksConfig {
-    /// Generative suites; empty means all of them.
+    /// Generative suites; empty means all of them, unless task files are given (then: none).
     pub suites: Vec<String>,
     pub difficulties: Vec<u8>,
     /// Train tasks per suite and difficulty: a fixed pool that every round samples from.
     pub train_per: u64,
-    /// Test tasks per suite and difficulty (the held-out split).
+    /// Dev tasks per suite and difficulty: held out from training, the split the promotion gate decides on.
+    pub dev_per: u64,
+    /// Test tasks per suite and difficulty: held out from training and from every decision, only reported.
     pub test_per: u64,
     pub seed: u64,
-    /// Difficulty ramp: round r rolls out only on the first r difficulties (test always covers all).
+    /// Difficulty ramp: round r rolls out only on the first r difficulties of the generated train tasks (dev
+    /// and test always cover all).
     pub ramp: bool,
+    /// Task files (paths or glob patterns, relative to the working directory) for each split. A file's tasks
+    /// must carry the split they are used for.
+    pub train_files: Vec<String>,
+    pub dev_files: Vec<String>,
+    pub test_files: Vec<String>,
+    /// Without `dev_files`: the share of the train files' tasks held back (a slice drawn with `seed`) as dev.
+    pub dev_fraction: f64,
 }
 
 impl Default for TasksConfig {
     fn default() -> Self {
-        TasksConfig { suites: vec![], difficulties: vec![1, 2, 3], train_per: 20, test_per: 10, seed: 0, ramp: false }
+        TasksConfig {
+            suites: vec![],
+            difficulties: vec![1, 2, 3],
+            train_per: 20,
+            dev_per: 10,
+            test_per: 10,
+            seed: 0,
+            ramp: false,
+            train_files: vec![],
+            dev_files: vec![],
+            test_files: vec![],
+            dev_fraction: 0.2,
+        }
     }
 }
 
 impl TasksConfig {
+    /// Whether tasks are generated from the suites: when suites are named, or when no task file is given.
+    pub fn generated(&self) -> bool {
+        !self.suites.is_empty() || (self.train_files.is_empty() && self.dev_files.is_empty() && self.test_files.is_empty())
+    }
+
     /// The difficulties round `round` (1-based) rolls out on: all of them, or with the ramp the first `round`.
     pub fn rollout_difficulties(&self, round: usize) -> Vec<u8> {
         if self.ramp {
@@ -228,8 +255,18 @@ impl LoopConfig {
         if self.tasks.difficulties.is_empty() {
             return bad("tasks.difficulties", "must list at least one difficulty");
         }
-        if self.tasks.train_per == 0 || self.tasks.test_per == 0 {
-            return bad("tasks.train_per / tasks.test_per", "must be positive");
+        let t = &self.tasks;
+        if t.generated() && (t.train_per == 0 || t.dev_per == 0 || t.test_per == 0) {
+            return bad("tasks.train_per / tasks.dev_per / tasks.test_per", "must be positive");
+        }
+        if !t.generated() && t.train_files.is_empty() {
+            return bad("tasks.train_files", "task files for dev or test need train tasks too (train_files, or name generated suites)");
+        }
+        if !t.generated() && t.test_files.is_empty() {
+            return bad("tasks.test_files", "a run needs a test split (test_files, or name generated suites)");
+        }
+        if !(t.dev_fraction > 0.0 && t.dev_fraction < 1.0) {
+            return bad("tasks.dev_fraction", "must be between 0 and 1 (exclusive)");
         }
         if self.rollout.samples == 0 || self.eval.samples == 0 {
             return bad("rollout.samples / eval.samples", "must be positive");

@@ -1,9 +1,11 @@
 //! `autodidact loop`: round 0 evaluates the base model; each later round rolls out on train tasks with the
-//! current model, filters, trains LoRA, evaluates on the test split, and passes (or fails) the promotion gate.
+//! current model, filters, trains LoRA, evaluates on the dev and test splits, and passes (or fails) the promotion
+//! gate, which looks at dev only.
 //!
 //! ```text
 //! runs/<name>/config.toml                 the resolved config, written once
-//! runs/<name>/round-000/eval/             trajectories.jsonl, eval.json (+ eval-nofewshot/)
+//! runs/<name>/round-000/eval-dev/         trajectories.jsonl, eval.json on the dev split (the gate's)
+//! runs/<name>/round-000/eval/             the same on the test split (+ eval-nofewshot/): reported only
 //! runs/<name>/round-NNN/rollout/          trajectories.jsonl
 //! runs/<name>/round-NNN/filter/           dataset.jsonl, filter_report.json, mask_audit.json
 //! runs/<name>/round-NNN/train/            checkpoint/, metrics.jsonl, adapter/
@@ -17,27 +19,33 @@ pub mod plot;
 pub mod records;
 pub mod report;
 pub mod stages;
+pub mod tasks;
 
 use std::path::Path;
 use std::time::Instant;
 
 use anyhow::{bail, Context};
 
+use crate::agent::metrics::EvalReport;
 use crate::agent::prompts::Prompts;
+use crate::data::Split;
 use crate::data::jsonl::write_json_atomic;
 use crate::export::write_file_atomically;
 use config::LoopConfig;
 use records::{overall, read_json, GateRecord, RoundRecord};
 use stages::{filter_record, round_dir, Stages};
+use tasks::TaskSets;
 
 pub const ROUND_FILE: &str = "round.json";
 
 /// Runs (or resumes) the loop described by `cfg`; returns every round's record, round 0 first.
 pub fn run_loop(cfg: &LoopConfig, quiet: bool) -> anyhow::Result<Vec<RoundRecord>> {
     let dir = cfg.run_dir();
+    // Every task file is read and checked before the run folder or the model is touched.
+    let sets = TaskSets::resolve(&cfg.tasks)?;
     pin_config(cfg, &dir)?;
     let model = crate::cli::load_model(&cfg.model)?;
-    let mut st = Stages { cfg, dir: dir.clone(), model, prompts: Prompts::embedded()?, quiet, adapter: None };
+    let mut st = Stages { cfg, dir: dir.clone(), model, prompts: Prompts::embedded()?, quiet, adapter: None, sets };
     let mut records: Vec<RoundRecord> = Vec::new();
     for round in 0..=cfg.rounds {
         let rdir = round_dir(&dir, round);
@@ -53,7 +61,7 @@ pub fn run_loop(cfg: &LoopConfig, quiet: bool) -> anyhow::Result<Vec<RoundRecord
             rec
         };
         records.push(rec);
-        report::write_all(cfg, &dir, &records)?;
+        report::write_all(cfg, &dir, &records, &st.sets.dev_origin)?;
     }
     Ok(records)
 }
@@ -69,16 +77,17 @@ fn run_round(st: &mut Stages<'_>, round: usize, rdir: &Path, earlier: &[RoundRec
     std::fs::create_dir_all(rdir).with_context(|| format!("creating {}", rdir.display()))?;
     if round == 0 {
         st.use_adapter(None)?;
-        let test = st.evaluate(rdir, "eval", true)?;
-        let test_no_fewshot = if cfg.eval.without_fewshot { Some(st.evaluate(rdir, "eval-nofewshot", false)?) } else { None };
+        let e = evaluate_all(st, rdir)?;
         return Ok(RoundRecord {
             round,
             start_adapter: None,
             rollout: None,
             filter: None,
             train: None,
-            test,
-            test_no_fewshot,
+            test: e.test,
+            test_no_fewshot: e.test_no_fewshot,
+            dev: Some(e.dev),
+            sources: e.sources,
             gate: None,
             adapter: None,
             seconds: t0.elapsed().as_secs_f64(),
@@ -108,10 +117,12 @@ fn run_round(st: &mut Stages<'_>, round: usize, rdir: &Path, earlier: &[RoundRec
             train: None,
             test: prev.test.clone(),
             test_no_fewshot: prev.test_no_fewshot.clone(),
+            dev: prev.dev.clone(),
+            sources: prev.sources.clone(),
             gate: Some(GateRecord {
                 reference_round: prev.round,
-                reference_success: prev.success(),
-                success: prev.success(),
+                reference_success: prev.dev_success().0,
+                success: prev.dev_success().0,
                 tolerance: 0.0,
                 promoted: false,
                 reason: format!("no data: {own_len} episodes kept"),
@@ -123,9 +134,8 @@ fn run_round(st: &mut Stages<'_>, round: usize, rdir: &Path, earlier: &[RoundRec
     let train = st.train(round, rdir, &rows, start.as_deref())?;
     let candidate = rdir.strip_prefix(&st.dir).unwrap_or(rdir).join("train").join("adapter");
     st.use_adapter(Some(&candidate))?;
-    let test = st.evaluate(rdir, "eval", true)?;
-    let test_no_fewshot = if cfg.eval.without_fewshot { Some(st.evaluate(rdir, "eval-nofewshot", false)?) } else { None };
-    let gate = gate(cfg, prev, &test);
+    let e = evaluate_all(st, rdir)?;
+    let gate = gate(cfg, prev, &e.dev);
     if !st.quiet {
         eprintln!("  gate: {}", gate.reason);
     }
@@ -136,27 +146,45 @@ fn run_round(st: &mut Stages<'_>, round: usize, rdir: &Path, earlier: &[RoundRec
         rollout: Some(rollout),
         filter: Some(filter),
         train: Some(train),
-        test,
-        test_no_fewshot,
+        test: e.test,
+        test_no_fewshot: e.test_no_fewshot,
+        dev: Some(e.dev),
+        sources: e.sources,
         gate: Some(gate),
         adapter,
         seconds: t0.elapsed().as_secs_f64(),
     })
 }
 
-/// Keeps the candidate unless its test success falls below the reference's by more than z standard errors of
-/// the difference (binomial, both rates measured on the same test tasks).
-fn gate(cfg: &LoopConfig, prev: &RoundRecord, test: &crate::agent::metrics::EvalReport) -> GateRecord {
-    let (p0, n0) = overall(&prev.test);
-    let (p1, n1) = overall(test);
+struct Evaluations {
+    dev: EvalReport,
+    test: EvalReport,
+    test_no_fewshot: Option<EvalReport>,
+    sources: Vec<records::SourceResult>,
+}
+
+/// Dev (for the gate), test and optionally test without few-shot examples (for the report).
+fn evaluate_all(st: &Stages<'_>, rdir: &Path) -> anyhow::Result<Evaluations> {
+    let (dev, mut sources) = st.evaluate(rdir, "eval-dev", Split::Dev, true)?;
+    let (test, test_sources) = st.evaluate(rdir, "eval", Split::Test, true)?;
+    sources.extend(test_sources);
+    let test_no_fewshot = if st.cfg.eval.without_fewshot { Some(st.evaluate(rdir, "eval-nofewshot", Split::Test, false)?.0) } else { None };
+    Ok(Evaluations { dev, test, test_no_fewshot, sources })
+}
+
+/// Keeps the candidate unless its dev success falls below the reference's by more than z standard errors of
+/// the difference (binomial, both rates measured on the same dev tasks). The test split decides nothing.
+fn gate(cfg: &LoopConfig, prev: &RoundRecord, dev: &EvalReport) -> GateRecord {
+    let (p0, n0) = prev.dev_success();
+    let (p1, n1) = overall(dev);
     let se = (p0 * (1.0 - p0) / n0.max(1) as f64 + p1 * (1.0 - p1) / n1.max(1) as f64).sqrt();
     let tolerance = cfg.gate.z * se;
     let promoted = !cfg.gate.enabled || p1 >= p0 - tolerance;
     let verb = if promoted { "kept" } else { "rolled back" };
     let reason = if cfg.gate.enabled {
-        format!("{verb}: test success {:.1}% vs {:.1}% (round {}), tolerance {:.1} points", 100.0 * p1, 100.0 * p0, prev.round, 100.0 * tolerance)
+        format!("{verb}: dev success {:.1}% vs {:.1}% (round {}), tolerance {:.1} points", 100.0 * p1, 100.0 * p0, prev.round, 100.0 * tolerance)
     } else {
-        format!("kept (gate disabled): test success {:.1}% vs {:.1}% (round {})", 100.0 * p1, 100.0 * p0, prev.round)
+        format!("kept (gate disabled): dev success {:.1}% vs {:.1}% (round {})", 100.0 * p1, 100.0 * p0, prev.round)
     };
     GateRecord { reference_round: prev.round, reference_success: p0, success: p1, tolerance, promoted, reason }
 }

@@ -6,6 +6,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use crate::agent::metrics::EvalReport;
+use crate::data::Split;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct RoundRecord {
@@ -17,11 +18,27 @@ pub struct RoundRecord {
     pub train: Option<TrainRecord>,
     pub test: EvalReport,
     pub test_no_fewshot: Option<EvalReport>,
+    /// The dev split's evaluation, which the gate decides on (absent in runs made before there was one).
+    #[serde(default)]
+    pub dev: Option<EvalReport>,
+    /// Success per task source (generated, or a task file) on dev and test.
+    #[serde(default)]
+    pub sources: Vec<SourceResult>,
     pub gate: Option<GateRecord>,
     /// The model after this round (the adapter kept, relative to the run folder); `None` is the base model.
     pub adapter: Option<PathBuf>,
     /// Wall time spent on this round by the process that finished it.
     pub seconds: f64,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SourceResult {
+    pub split: Split,
+    /// `generated`, or a task file's path as the config gives it.
+    pub source: String,
+    pub episodes: usize,
+    pub successes: usize,
+    pub success_rate: f64,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -59,6 +76,7 @@ pub struct TrainRecord {
 pub struct GateRecord {
     /// The round whose model this round was compared with (the one in use before it).
     pub reference_round: usize,
+    /// Dev success of the reference and of this round's candidate (test success in runs without a dev split).
     pub reference_success: f64,
     pub success: f64,
     /// The fall tolerated: z standard errors of the difference of the two success rates.
@@ -68,8 +86,13 @@ pub struct GateRecord {
 }
 
 impl RoundRecord {
+    /// Test success: reported, never used for a decision.
     pub fn success(&self) -> f64 {
         overall(&self.test).0
+    }
+    /// What decisions use: dev success (test success only in runs made before there was a dev split).
+    pub fn dev_success(&self) -> (f64, usize) {
+        overall(self.dev.as_ref().unwrap_or(&self.test))
     }
     pub fn promoted(&self) -> bool {
         self.gate.as_ref().is_some_and(|g| g.promoted)

@@ -9,12 +9,13 @@ use super::plot::{svg, Chart, Series};
 use super::records::{overall, RoundRecord};
 use super::stages::round_dir;
 use crate::agent::metrics::EvalReport;
+use crate::data::Split;
 use crate::data::jsonl::{read_jsonl, write_jsonl_atomic};
 use crate::data::ReadMode;
 use crate::export::write_file_atomically;
 
-pub fn write_all(cfg: &LoopConfig, dir: &Path, records: &[RoundRecord]) -> anyhow::Result<()> {
-    write_file_atomically(&dir.join("report.md"), markdown(cfg, records).as_bytes())?;
+pub fn write_all(cfg: &LoopConfig, dir: &Path, records: &[RoundRecord], dev_origin: &str) -> anyhow::Result<()> {
+    write_file_atomically(&dir.join("report.md"), markdown(cfg, records, dev_origin).as_bytes())?;
     write_file_atomically(&dir.join("curves.svg"), curves(records).as_bytes())?;
     write_jsonl_atomic(&dir.join("metrics.jsonl"), &metrics(dir, records)?)?;
     Ok(())
@@ -33,21 +34,24 @@ fn suite_success(r: &EvalReport, suite: &str, difficulty: Option<u8>) -> Option<
     r.row(suite, difficulty).map(|x| x.success_rate)
 }
 
-/// The best round by test success among those whose model was kept (round 0 included).
+/// The best round by dev success among those whose model was kept (round 0 included): chosen without looking at
+/// the test split, so its test success is an unbiased estimate.
 pub fn best(records: &[RoundRecord]) -> Option<&RoundRecord> {
-    records.iter().filter(|r| r.round == 0 || r.promoted()).max_by(|a, b| a.success().total_cmp(&b.success()).then(b.round.cmp(&a.round)))
+    records.iter().filter(|r| r.round == 0 || r.promoted()).max_by(|a, b| a.dev_success().0.total_cmp(&b.dev_success().0).then(b.round.cmp(&a.round)))
 }
 
-pub fn markdown(cfg: &LoopConfig, records: &[RoundRecord]) -> String {
+pub fn markdown(cfg: &LoopConfig, records: &[RoundRecord], dev_origin: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# autodidact loop `{}`\n", cfg.name);
-    let _ = writeln!(s, "Model `{}`; {} of {} rounds done; config in `config.toml`. Test: {} tasks per suite and difficulty x {} samples at temperature {}.\n",
-        cfg.model, records.len().saturating_sub(1), cfg.rounds, cfg.tasks.test_per, cfg.eval.samples, cfg.eval.temperature);
+    let (dev_n, test_n) = records.first().map_or((0, 0), |r| (r.dev_success().1, overall(&r.test).1));
+    let _ = writeln!(s, "Model `{}`; {} of {} rounds done; config in `config.toml`. Evaluation: {} samples per task at temperature {}; dev {} episodes, test {} episodes.\n",
+        cfg.model, records.len().saturating_sub(1), cfg.rounds, cfg.eval.samples, cfg.eval.temperature, dev_n, test_n);
+    let _ = writeln!(s, "Dev split: {dev_origin}. The gate and the choice of the best round use dev only; the test split is evaluated every round and decides nothing.\n");
     let ks = records.first().map(|r| r.test.ks.clone()).unwrap_or_default();
     let pass_cols: String = ks.iter().map(|k| format!(" pass@{k} |")).collect();
     let _ = writeln!(s, "## Rounds\n");
-    let _ = writeln!(s, "| round | model | train success | kept | trained tokens | loss | test success |{pass_cols} mean turns | no few-shot | gate | minutes |");
-    let _ = writeln!(s, "|---|---|---|---|---|---|---|{}---|---|---|---|", "---|".repeat(ks.len()));
+    let _ = writeln!(s, "| round | model | train success | kept | trained tokens | loss | dev success | test success |{pass_cols} mean turns | no few-shot | gate | minutes |");
+    let _ = writeln!(s, "|---|---|---|---|---|---|---|---|{}---|---|---|---|", "---|".repeat(ks.len()));
     for r in records {
         let all = r.test.row("all", None);
         let pass: String = ks
@@ -65,11 +69,12 @@ pub fn markdown(cfg: &LoopConfig, records: &[RoundRecord]) -> String {
         });
         let _ = writeln!(
             s,
-            "| {} | {model} | {} | {} | {} | {loss} | {} |{pass} {} | {} | {} | {:.1} |",
+            "| {} | {model} | {} | {} | {} | {loss} | {} | {} |{pass} {} | {} | {} | {:.1} |",
             r.round,
             r.rollout.as_ref().map_or("-".into(), |x| format!("{} ({}/{})", pct(x.success_rate), x.successes, x.episodes)),
             r.filter.as_ref().map_or("-".into(), |f| f.kept.to_string()),
             r.filter.as_ref().map_or("-".into(), |f| f.trained_tokens.to_string()),
+            r.dev.as_ref().map_or("-".into(), |d| pct(overall(d).0)),
             pct(r.success()),
             all.map_or("-".into(), |a| format!("{:.2}", a.mean_turns)),
             r.test_no_fewshot.as_ref().map_or("-".into(), |t| pct(overall(t).0)),
@@ -85,8 +90,19 @@ pub fn markdown(cfg: &LoopConfig, records: &[RoundRecord]) -> String {
         let cells: Vec<String> = names.iter().map(|n| suite_success(&r.test, n, None).map_or("-".into(), pct)).collect();
         let _ = writeln!(s, "| {} | {} | {} |", r.round, cells.join(" | "), pct(r.success()));
     }
+    let sources: Vec<String> = records.iter().flat_map(|r| r.sources.iter().map(|x| x.source.clone())).collect::<BTreeSet<_>>().into_iter().collect();
+    if sources.len() > 1 || sources.iter().any(|x| x != super::tasks::GENERATED) {
+        let _ = writeln!(s, "\n## Success per task source (dev / test)\n");
+        let _ = writeln!(s, "| round | {} |", sources.join(" | "));
+        let _ = writeln!(s, "|---|{}", "---|".repeat(sources.len()));
+        for r in records {
+            let cell = |src: &str, split: Split| r.sources.iter().find(|x| x.source == src && x.split == split).map_or("-".into(), |x| pct(x.success_rate));
+            let cells: Vec<String> = sources.iter().map(|src| format!("{} / {}", cell(src, Split::Dev), cell(src, Split::Test))).collect();
+            let _ = writeln!(s, "| {} | {} |", r.round, cells.join(" | "));
+        }
+    }
     if let (Some(base), Some(best)) = (records.first(), best(records)) {
-        let _ = writeln!(s, "\n## Base vs best kept round ({})\n", best.round);
+        let _ = writeln!(s, "\n## Base vs best kept round ({}, chosen on dev), on test\n", best.round);
         let _ = writeln!(s, "| suite | difficulty | base | best | change | base, no few-shot | best, no few-shot |");
         let _ = writeln!(s, "|---|---|---|---|---|---|---|");
         for row in base.test.rows.iter() {
@@ -97,16 +113,19 @@ pub fn markdown(cfg: &LoopConfig, records: &[RoundRecord]) -> String {
         }
     }
     let _ = writeln!(s, "\n![curves](curves.svg)\n");
-    let _ = writeln!(s, "Gate: a round's adapter is kept when its test success is at least the current model's minus {} standard error(s) of the difference{}.", cfg.gate.z, if cfg.gate.enabled { "" } else { " (disabled in this config: every round is kept)" });
+    let _ = writeln!(s, "Gate: a round's adapter is kept when its dev success is at least the current model's minus {} standard error(s) of the difference{}.", cfg.gate.z, if cfg.gate.enabled { "" } else { " (disabled in this config: every round is kept)" });
     s
 }
 
 pub fn curves(records: &[RoundRecord]) -> String {
     let x = |r: &RoundRecord| r.round as f64;
-    let mut success = vec![Series { name: "all".into(), points: records.iter().map(|r| (x(r), 100.0 * r.success())).collect(), dashed: false, bold: true }];
+    let mut success = vec![Series { name: "all (test)".into(), points: records.iter().map(|r| (x(r), 100.0 * r.success())).collect(), dashed: false, bold: true }];
+    if records.iter().all(|r| r.dev.is_some()) {
+        success.push(Series { name: "all (dev)".into(), points: records.iter().map(|r| (x(r), 100.0 * r.dev_success().0)).collect(), dashed: true, bold: false });
+    }
     if records.iter().all(|r| r.test_no_fewshot.is_some()) {
         success.push(Series {
-            name: "all, no few-shot".into(),
+            name: "all (test), no few-shot".into(),
             points: records.iter().filter_map(|r| r.test_no_fewshot.as_ref().map(|t| (x(r), 100.0 * overall(t).0))).collect(),
             dashed: true,
             bold: true,
@@ -117,7 +136,7 @@ pub fn curves(records: &[RoundRecord]) -> String {
     }
     let turns = vec![Series { name: "mean turns".into(), points: records.iter().filter_map(|r| r.test.row("all", None).map(|a| (x(r), a.mean_turns))).collect(), dashed: false, bold: true }];
     svg(&[
-        Chart { title: "Test success per round".into(), y_label: "success (%)".into(), y_max: Some(100.0), series: success },
+        Chart { title: "Success per round (suites: test)".into(), y_label: "success (%)".into(), y_max: Some(100.0), series: success },
         Chart { title: "Mean turns per test episode".into(), y_label: "turns".into(), y_max: None, series: turns },
     ])
 }
@@ -128,7 +147,7 @@ fn metrics(dir: &Path, records: &[RoundRecord]) -> anyhow::Result<Vec<serde_json
     for r in records {
         let all = r.test.row("all", None);
         out.push(serde_json::json!({
-            "event": "round", "round": r.round, "test_success": r.success(),
+            "event": "round", "round": r.round, "test_success": r.success(), "dev_success": r.dev.as_ref().map(|d| overall(d).0),
             "test_success_no_fewshot": r.test_no_fewshot.as_ref().map(|t| overall(t).0),
             "mean_turns": all.map(|a| a.mean_turns), "train_success": r.rollout.as_ref().map(|x| x.success_rate),
             "kept": r.filter.as_ref().map(|f| f.kept), "loss": r.train.as_ref().and_then(|t| t.last_loss),

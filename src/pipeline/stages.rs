@@ -7,17 +7,17 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::config::{LoopConfig, TrainMode};
-use super::records::{read_json, FilterRecord, RolloutRecord, TrainRecord};
+use super::records::{read_json, FilterRecord, RolloutRecord, SourceResult, TrainRecord};
+use super::tasks::TaskSets;
 use crate::agent::episode::Limits;
 use crate::agent::metrics::EvalReport;
 use crate::agent::prompts::{PromptOptions, Prompts};
 use crate::data::dataset::{read_dataset, DatasetRow};
 use crate::data::jsonl::{read_jsonl, write_json_atomic};
-use crate::data::{ReadMode, Task, Trajectory};
+use crate::data::{ReadMode, Split, Task, Trajectory};
 use crate::distil::{filter_to_dir, ChatEncoder, FilterParams, FilterReport, DATASET_FILE, REPORT_FILE};
 use crate::model::lora::{LoraAdapter, LoraConfig};
 use crate::model::LoadedModel;
-use crate::rollout::select::{SplitArg, TaskSelection};
 use crate::rollout::{run_rollout, RolloutParams};
 use crate::sample::SamplingParams;
 use crate::train::optim::AdamWParams;
@@ -34,6 +34,7 @@ pub struct Stages<'a> {
     pub quiet: bool,
     /// The adapter in use (relative to the run folder), recorded in every trajectory.
     pub adapter: Option<PathBuf>,
+    pub sets: TaskSets,
 }
 
 pub fn round_dir(run: &Path, round: usize) -> PathBuf {
@@ -57,15 +58,6 @@ impl Stages<'_> {
         Ok(())
     }
 
-    fn tasks(&self, split: SplitArg, difficulties: &[u8], per: u64) -> anyhow::Result<Vec<Task>> {
-        let t = &self.cfg.tasks;
-        TaskSelection { suites: t.suites.clone(), difficulties: difficulties.to_vec(), tasks_per: per, split, task_seed: t.seed, task_files: vec![], skip_invalid: false }.tasks()
-    }
-
-    pub fn test_tasks(&self) -> anyhow::Result<Vec<Task>> {
-        self.tasks(SplitArg::Test, &self.cfg.tasks.difficulties, self.cfg.tasks.test_per)
-    }
-
     fn params(&self, samples: u32, temperature: f32, top_p: f32, top_k: usize, fewshot: bool, seed: u64) -> RolloutParams {
         let r = &self.cfg.rollout;
         RolloutParams {
@@ -77,24 +69,39 @@ impl Stages<'_> {
         }
     }
 
-    /// Test-split evaluation of the current model into `<round>/<name>/` (the same tasks and sampling streams
-    /// every round, so rounds differ only by the model).
-    pub fn evaluate(&self, round_dir: &Path, name: &str, fewshot: bool) -> anyhow::Result<EvalReport> {
+    /// Evaluation of the current model on the dev or test split into `<round>/<name>/` (the same tasks and
+    /// sampling streams every round, so rounds differ only by the model), with its success per task source.
+    pub fn evaluate(&self, round_dir: &Path, name: &str, split: Split, fewshot: bool) -> anyhow::Result<(EvalReport, Vec<SourceResult>)> {
         let dir = round_dir.join(name);
         let report_path = dir.join(EVAL_FILE);
-        if report_path.is_file() {
-            return read_json(&report_path);
-        }
-        let tasks = self.test_tasks()?;
-        let e = &self.cfg.eval;
-        say(self.quiet, format_args!("  {name}: {} test tasks x {} samples{}", tasks.len(), e.samples, if fewshot { "" } else { ", no few-shot examples" }));
-        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(TRAJECTORIES);
-        run_rollout(&self.model, &self.prompts, &tasks, &self.params(e.samples, e.temperature, e.top_p, 0, fewshot, 0), &path, self.quiet)?;
+        let e = &self.cfg.eval;
+        let report = if report_path.is_file() {
+            read_json(&report_path)?
+        } else {
+            let tasks = if split == Split::Dev { &self.sets.dev } else { &self.sets.test };
+            say(self.quiet, format_args!("  {name}: {} {split} tasks x {} samples{}", tasks.len(), e.samples, if fewshot { "" } else { ", no few-shot examples" }));
+            std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+            run_rollout(&self.model, &self.prompts, tasks, &self.params(e.samples, e.temperature, e.top_p, 0, fewshot, 0), &path, self.quiet)?;
+            let trajs: Vec<Trajectory> = read_jsonl(&path, ReadMode::Strict)?.into_items();
+            let report = EvalReport::from_trajectories(&trajs, &e.pass_k);
+            write_json_atomic(&report_path, &report)?;
+            report
+        };
         let trajs: Vec<Trajectory> = read_jsonl(&path, ReadMode::Strict)?.into_items();
-        let report = EvalReport::from_trajectories(&trajs, &e.pass_k);
-        write_json_atomic(&report_path, &report)?;
-        Ok(report)
+        Ok((report, self.per_source(split, &trajs)))
+    }
+
+    fn per_source(&self, split: Split, trajs: &[Trajectory]) -> Vec<SourceResult> {
+        self.sets
+            .sources()
+            .into_iter()
+            .filter_map(|source| {
+                let mine: Vec<&Trajectory> = trajs.iter().filter(|t| self.sets.source.get(&t.task_id) == Some(&source)).collect();
+                let successes = mine.iter().filter(|t| t.verdict.success).count();
+                (!mine.is_empty()).then(|| SourceResult { split, source, episodes: mine.len(), successes, success_rate: successes as f64 / mine.len() as f64 })
+            })
+            .collect()
     }
 
     /// Rollouts on the train pool (after the ramp); tasks that earlier rounds tried and never solved get the
@@ -103,7 +110,7 @@ impl Stages<'_> {
         let t = &self.cfg.tasks;
         let r = &self.cfg.rollout;
         let difficulties = t.rollout_difficulties(round);
-        let tasks = self.tasks(SplitArg::Train, &difficulties, t.train_per)?;
+        let tasks = self.sets.train_for(t, round);
         let unsolved = if r.extra_samples_unsolved > 0 { self.unsolved_before(round)? } else { HashSet::new() };
         let (hard, rest): (Vec<Task>, Vec<Task>) = tasks.iter().cloned().partition(|task| unsolved.contains(&task.id));
         let dir = round_dir.join("rollout");

@@ -20,7 +20,7 @@ pub struct TaskSelection {
     /// Generated tasks per suite and difficulty (0 with --task-file runs only the files).
     #[arg(long, default_value_t = 10)]
     pub tasks_per: u64,
-    /// Which split to generate from; train and test never share a task.
+    /// Which split to generate from; train, dev and test never share a task.
     #[arg(long, value_enum, default_value = "test")]
     pub split: SplitArg,
     /// Seed of task generation.
@@ -38,6 +38,7 @@ pub struct TaskSelection {
 #[serde(rename_all = "lowercase")]
 pub enum SplitArg {
     Train,
+    Dev,
     Test,
 }
 
@@ -45,6 +46,7 @@ impl From<SplitArg> for Split {
     fn from(s: SplitArg) -> Split {
         match s {
             SplitArg::Train => Split::Train,
+            SplitArg::Dev => Split::Dev,
             SplitArg::Test => Split::Test,
         }
     }

@@ -96,7 +96,7 @@ fn filter_keeps_the_shortest_distinct_successes_and_names_every_drop() {
     assert_eq!(fate(format!("{}#4", a.id)), Some(DropReason::InvalidSteps));
     assert_eq!(fate(format!("{}#5", a.id)), Some(DropReason::OverCap));
     assert_eq!(fate(format!("{}#0", b.id)), None);
-    assert_eq!(fate(format!("{}#0", test.id)), Some(DropReason::TestSplit));
+    assert_eq!(fate(format!("{}#0", test.id)), Some(DropReason::HeldOut));
 
     // k = 2 keeps the longer distinct episode too, never the duplicate.
     let f2 = fates(&trajs, &FilterParams { keep_per_task: 2, balance: false });
@@ -120,7 +120,7 @@ fn filter_keeps_the_shortest_distinct_successes_and_names_every_drop() {
     assert_eq!(report, file_report);
     assert_eq!(report["total"]["episodes"], 8);
     assert_eq!(report["total"]["kept"], 2);
-    for (reason, n) in [("test_split", 1), ("over_cap", 1), ("failed", 1), ("invalid_steps", 1), ("duplicate", 1), ("over_k", 1), ("balance", 0)] {
+    for (reason, n) in [("held_out", 1), ("over_cap", 1), ("failed", 1), ("invalid_steps", 1), ("duplicate", 1), ("over_k", 1), ("balance", 0)] {
         assert_eq!(report["total"]["dropped"][reason], n, "{reason}");
     }
     assert_eq!(report["by_suite_difficulty"]["arithmetic/d1"]["episodes"], 7);

@@ -20,6 +20,7 @@ rounds = 1
 suites = ["arithmetic"]
 difficulties = [1]
 train_per = 8
+dev_per = 3
 test_per = 3
 [rollout]
 samples = {samples}

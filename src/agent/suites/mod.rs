@@ -142,11 +142,12 @@ pub fn get(name: &str) -> Result<&'static dyn Suite, SuiteError> {
         })
 }
 
-/// Share of drafts that belong to the test split.
+/// Share of drafts that belong to the test split (1/4) and to the dev split (1/8).
 const TEST_SHARE_DENOM: u64 = 4;
+const DEV_SHARE_DENOM: u64 = 8;
 const MAX_ATTEMPTS: u32 = 10_000;
 
-/// The task at `key`: deterministic, and never the same content in train and test.
+/// The task at `key`: deterministic, and never the same content in two splits.
 pub fn generate(suite: &dyn Suite, key: TaskKey) -> Result<Task, SuiteError> {
     let range = suite
         .difficulties()
@@ -221,8 +222,12 @@ pub fn generate_many(
 pub fn split_of(instruction: &str, data: &TaskData) -> Split {
     let data = serde_json::to_string(data).unwrap_or_default();
     let h = fnv1a(&[instruction.as_bytes(), b"\0", data.as_bytes()]);
-    if splitmix(h).is_multiple_of(TEST_SHARE_DENOM) {
+    // Dev is carved out of what was train content, so the test split stays what it always was.
+    let v = splitmix(h);
+    if v.is_multiple_of(TEST_SHARE_DENOM) {
         Split::Test
+    } else if v % DEV_SHARE_DENOM == 1 {
+        Split::Dev
     } else {
         Split::Train
     }
