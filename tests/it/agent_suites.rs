@@ -115,6 +115,38 @@ fn train_dev_and_test_never_share_content() {
     }
 }
 
+#[test]
+fn generated_tasks_are_valid_and_round_trip_as_json() {
+    for s in suites::generative() {
+        for d in s.difficulties().unwrap() {
+            for mut t in generate_many(s, 3, Split::Test, d, 25).unwrap() {
+                let json = serde_json::to_string(&t).unwrap();
+                assert_eq!(serde_json::from_str::<Task>(&json).unwrap(), t);
+                let before = t.clone();
+                validate_task(&mut t).unwrap_or_else(|e| panic!("{}: {e:?}", t.id));
+                assert_eq!(t, before, "validation must not change a generated task");
+                assert_eq!(
+                    t.optimal_steps,
+                    Some(t.reference.as_ref().unwrap().calls.len() as u32)
+                );
+                assert!(
+                    t.optimal_steps.unwrap() < t.max_turns,
+                    "{}: no turn left for the answer",
+                    t.id
+                );
+                if d == 1 {
+                    assert_eq!(
+                        t.optimal_steps,
+                        Some(1),
+                        "{}: level 1 must take one call",
+                        t.id
+                    );
+                }
+            }
+        }
+    }
+}
+
 fn all_tasks(per_level: u64) -> Vec<Task> {
     let mut tasks = Vec::new();
     for s in suites::generative() {

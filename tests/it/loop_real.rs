@@ -22,6 +22,7 @@ difficulties = [1]
 train_per = 8
 dev_per = 3
 test_per = 3
+test_files = ["{test_file}"]
 [rollout]
 samples = {samples}
 max_active = 16
@@ -35,10 +36,21 @@ batch_size = 2
 save_every = 1
 "#,
         runs = dir.join("runs").display(),
+        test_file = test_file(dir).display(),
         model = common::default_model().display(),
     );
     let path = dir.join(format!("{name}.toml"));
     std::fs::write(&path, text).unwrap();
+    path
+}
+
+/// Two hand-written test tasks beside the generated ones: the loop runs task files and reports them apart.
+fn test_file(dir: &Path) -> PathBuf {
+    let path = dir.join("mine.test.jsonl");
+    let task = |id: &str, q: &str, a: &str| {
+        format!(r#"{{"id": "{id}", "suite": "qa", "split": "test", "difficulty": 1, "instruction": "{q}", "tools": ["calculator"], "expected": {{"kind": "answer", "answer": "{a}", "matcher": {{"type": "number"}}}}, "max_turns": 4}}"#)
+    };
+    std::fs::write(&path, [task("mine-1", "What is 17 times 23?", "391"), task("mine-2", "What is 1000 minus 387?", "613")].join("\n")).unwrap();
     path
 }
 
@@ -70,7 +82,16 @@ fn check_artefacts(run: &Path) {
     let r1 = json(&run.join("round-001/round.json"));
     assert_eq!(r0["test"], json(&run.join("round-000/eval/eval.json")));
     assert_eq!(r1["test"], json(&run.join("round-001/eval/eval.json")));
-    assert_eq!(lines(&run.join("round-000/eval/trajectories.jsonl")).len(), 3 * 2);
+    assert_eq!(lines(&run.join("round-000/eval/trajectories.jsonl")).len(), (3 + 2) * 2, "generated and file test tasks");
+    assert_eq!(r1["dev"], json(&run.join("round-001/eval-dev/eval.json")));
+    let dev = lines(&run.join("round-000/eval-dev/trajectories.jsonl"));
+    assert_eq!(dev.len(), 3 * 2);
+    assert!(dev.iter().all(|t| t["split"] == "dev"));
+    // The gate compares dev success; the file's test results are reported apart.
+    let dev_rate = r1["dev"]["rows"].as_array().unwrap().iter().find(|r| r["suite"] == "all").unwrap()["success_rate"].clone();
+    assert_eq!(r1["gate"]["success"], dev_rate);
+    let file = r1["sources"].as_array().unwrap().iter().find(|s| s["source"].as_str().unwrap().ends_with("mine.test.jsonl")).unwrap();
+    assert_eq!((file["split"].as_str(), file["episodes"].as_u64()), (Some("test"), Some(4)));
     let trajs = lines(&run.join("round-001/rollout/trajectories.jsonl"));
     assert_eq!(r1["rollout"]["episodes"], trajs.len());
     assert_eq!(r1["rollout"]["successes"], trajs.iter().filter(|t| t["verdict"]["success"] == true).count());
@@ -88,7 +109,7 @@ fn check_artefacts(run: &Path) {
     assert_eq!(metrics.iter().filter(|m| m["event"] == "round").count(), 2);
     assert_eq!(metrics.iter().filter(|m| m["event"] == "train_step").count(), steps.len());
     let md = std::fs::read_to_string(run.join("report.md")).unwrap();
-    assert!(md.contains("| 0 | base |") && md.contains("| 1 | "), "{md}");
+    assert!(md.contains("| 0 | base |") && md.contains("| 1 | ") && md.contains("mine.test.jsonl") && md.contains("Dev split: 3 generated tasks"), "{md}");
     let svg = std::fs::read_to_string(run.join("curves.svg")).unwrap();
     assert!(svg.starts_with("<svg") && svg.matches("<polyline").count() >= 2);
 }
