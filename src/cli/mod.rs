@@ -17,7 +17,7 @@ use clap::{Args, Parser, Subcommand};
 
 use crate::sample::SamplingParams;
 
-pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";
+pub use crate::model::{load_model, DEFAULT_MODEL};
 
 /// Open-weight LLM agents that teach themselves.
 #[derive(Parser, Debug)]
@@ -161,12 +161,3 @@ pub fn simd_json() -> serde_json::Value {
     serde_json::json!({"path": crate::simd::Simd::active().name(), "best": crate::simd::Simd::best().name(), "available": avail, "cpu": crate::simd::cpu_features()})
 }
 
-pub fn load_model(spec: &str) -> anyhow::Result<crate::model::LoadedModel> {
-    let t = std::time::Instant::now();
-    let m = crate::model::LoadedModel::load(spec).map_err(|e| {
-        let hint = if spec == DEFAULT_MODEL && !std::path::Path::new(spec).exists() { " (run scripts/fetch-model.sh to fetch it)" } else { "" };
-        anyhow::anyhow!("cannot load model `{spec}`{hint}: {e}")
-    })?;
-    eprintln!("loaded {} ({}, {:.1}M parameters) in {:.2}s", spec, m.config().arch.name(), m.config().num_parameters() as f64 / 1e6, t.elapsed().as_secs_f64());
-    Ok(m)
-}

@@ -36,7 +36,7 @@ fn default_runs_dir() -> PathBuf {
     PathBuf::from("runs")
 }
 fn default_model() -> String {
-    crate::cli::DEFAULT_MODEL.to_string()
+    crate::model::DEFAULT_MODEL.to_string()
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

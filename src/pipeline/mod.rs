@@ -44,7 +44,7 @@ pub fn run_loop(cfg: &LoopConfig, quiet: bool) -> anyhow::Result<Vec<RoundRecord
     // Every task file is read and checked before the run folder or the model is touched.
     let sets = TaskSets::resolve(&cfg.tasks)?;
     pin_config(cfg, &dir)?;
-    let model = crate::cli::load_model(&cfg.model)?;
+    let model = crate::model::load_model(&cfg.model)?;
     let mut st = Stages { cfg, dir: dir.clone(), model, prompts: Prompts::embedded()?, quiet, adapter: None, sets };
     let mut records: Vec<RoundRecord> = Vec::new();
     for round in 0..=cfg.rounds {
