@@ -26,10 +26,22 @@ fn main() -> ExitCode {
     match rayon::scope(|_| autodidact::cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
-            eprintln!("error: {e:#}");
+            eprintln!("error: {}", chain(&e));
             ExitCode::FAILURE
         }
     }
+}
+
+/// The error and its causes, each once: many error types already print their cause in their own message.
+fn chain(e: &anyhow::Error) -> String {
+    let mut msg = e.to_string();
+    for cause in e.chain().skip(1) {
+        let c = cause.to_string();
+        if !msg.contains(&c) {
+            msg = format!("{msg}: {c}");
+        }
+    }
+    msg
 }
 
 /// candle allocates a fresh buffer for every tensor; glibc hands large ones (mmap'd) back to the kernel on free, so

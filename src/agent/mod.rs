@@ -19,5 +19,6 @@ pub mod schema;
 pub mod scripted;
 pub mod suites;
 pub mod taskfile;
+pub mod taskmake;
 pub mod toolcall;
 pub mod verify;

@@ -26,6 +26,8 @@ pub enum TasksCommand {
         #[arg(long)]
         out: PathBuf,
     },
+    /// Make answer tasks from question/answer data (JSONL objects or CSV with a header row).
+    Make(MakeArgs),
     /// Show the first selected task (or --index N) rendered with the model's chat template.
     Show {
         #[command(flatten)]
@@ -40,8 +42,106 @@ pub enum TasksCommand {
     },
 }
 
+#[derive(Args, Debug)]
+pub struct MakeArgs {
+    /// Question/answer rows: a .csv file (header row) or JSONL (one object per line).
+    #[arg(long)]
+    pub input: PathBuf,
+    /// The task file to write; with `--split auto`, the stem of three files (`OUT.train.jsonl`, `.dev`, `.test`).
+    #[arg(long)]
+    pub out: PathBuf,
+    /// Built-in tools to offer (comma-separated): calculator, convert, search, open.
+    #[arg(long, value_delimiter = ',', default_value = "calculator")]
+    pub tools: Vec<String>,
+    /// How answers are judged: number, number:ABS_TOL, exact, f1 or f1:THRESHOLD.
+    #[arg(long, default_value = "number")]
+    pub matcher: String,
+    /// train, dev or test; or auto: a seeded split into three files by --dev-fraction and --test-fraction.
+    #[arg(long)]
+    pub split: String,
+    #[arg(long, default_value_t = 0.1)]
+    pub dev_fraction: f64,
+    #[arg(long, default_value_t = 0.2)]
+    pub test_fraction: f64,
+    #[arg(long, default_value_t = 0)]
+    pub seed: u64,
+    /// Documents for search/open (JSONL of {"id", "title", "text"}), given to every task.
+    #[arg(long)]
+    pub documents: Option<PathBuf>,
+    #[arg(long, default_value_t = 1)]
+    pub difficulty: u8,
+    #[arg(long, default_value_t = 4)]
+    pub max_turns: u32,
+    /// Task ids are `<prefix>-<row>` where a row has no id column; default: the input file's stem.
+    #[arg(long)]
+    pub id_prefix: Option<String>,
+    #[arg(long, default_value = "question")]
+    pub question_field: String,
+    #[arg(long, default_value = "answer")]
+    pub answer_field: String,
+    #[arg(long, default_value = "aliases")]
+    pub aliases_field: String,
+    #[arg(long, default_value = "id")]
+    pub id_field: String,
+}
+
+fn make(a: MakeArgs) -> anyhow::Result<()> {
+    use crate::agent::taskmake::{make_tasks, parse_matcher, MakeOptions};
+    use crate::data::{Document, Split};
+    let auto = a.split == "auto";
+    let split: Split = if auto { Split::Train } else { a.split.parse().map_err(|e: String| anyhow::anyhow!("--split: {e} or `auto`"))? };
+    anyhow::ensure!(
+        !auto || (a.dev_fraction >= 0.0 && a.test_fraction > 0.0 && a.dev_fraction + a.test_fraction < 1.0),
+        "--dev-fraction and --test-fraction must be non-negative, test above 0, and leave some rows for train"
+    );
+    let documents: Vec<Document> = match &a.documents {
+        Some(p) => crate::data::jsonl::read_jsonl(p, crate::data::ReadMode::Strict)?.into_items(),
+        None => vec![],
+    };
+    let stem = a.input.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "task".into());
+    let o = MakeOptions {
+        question_field: a.question_field,
+        answer_field: a.answer_field,
+        aliases_field: a.aliases_field,
+        id_field: a.id_field,
+        id_prefix: a.id_prefix.unwrap_or(stem),
+        tools: a.tools,
+        matcher: parse_matcher(&a.matcher)?,
+        split,
+        difficulty: a.difficulty,
+        max_turns: a.max_turns,
+        documents,
+    };
+    let mut tasks = make_tasks(&a.input, &o)?;
+    if !auto {
+        write_jsonl_atomic(&a.out, &tasks)?;
+        println!("wrote {} {split} tasks to {}", tasks.len(), a.out.display());
+        return Ok(());
+    }
+    use rand::seq::SliceRandom;
+    use rand::SeedableRng;
+    let mut order: Vec<usize> = (0..tasks.len()).collect();
+    order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(a.seed));
+    let n = tasks.len() as f64;
+    let (n_test, n_dev) = ((n * a.test_fraction).round().max(1.0) as usize, (n * a.dev_fraction).round() as usize);
+    for (rank, &i) in order.iter().enumerate() {
+        tasks[i].split = if rank < n_test { Split::Test } else if rank < n_test + n_dev { Split::Dev } else { Split::Train };
+    }
+    for s in [Split::Train, Split::Dev, Split::Test] {
+        let part: Vec<_> = tasks.iter().filter(|t| t.split == s).collect();
+        if part.is_empty() {
+            continue;
+        }
+        let path = PathBuf::from(format!("{}.{s}.jsonl", a.out.display()));
+        write_jsonl_atomic(&path, &part)?;
+        println!("wrote {} {s} tasks to {}", part.len(), path.display());
+    }
+    Ok(())
+}
+
 pub fn run(a: TasksArgs) -> anyhow::Result<()> {
     match a.command {
+        TasksCommand::Make(m) => make(m)?,
         TasksCommand::List => {
             println!("{:<14} {:<12} {:<10} tools", "suite", "difficulty", "max turns");
             for s in suites::all() {

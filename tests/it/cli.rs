@@ -61,3 +61,28 @@ fn chat_answers_on_stdin_and_exits() {
     assert!(out.status.success());
     assert!(String::from_utf8_lossy(&out.stdout).contains("Paris"));
 }
+
+#[test]
+fn tasks_make_turns_question_answer_rows_into_task_files_that_load() {
+    let dir = tempfile::tempdir().unwrap();
+    let csv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tasks/examples_qa.csv");
+    let stem = dir.path().join("qa");
+    let out = bin().args(["tasks", "make", "--input", csv.to_str().unwrap(), "--out", stem.to_str().unwrap(), "--split", "auto", "--matcher", "number:0.01"]).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let mut total = 0;
+    for (split, n) in [("train", 7), ("dev", 1), ("test", 2)] {
+        let tasks = autodidact::agent::taskfile::load_tasks(&dir.path().join(format!("qa.{split}.jsonl"))).unwrap();
+        assert_eq!(tasks.len(), n, "{split}");
+        assert!(tasks.iter().all(|t| t.split.as_str() == split && t.tool_names() == ["calculator"]));
+        total += tasks.len();
+    }
+    assert_eq!(total, std::fs::read_to_string(&csv).unwrap().lines().count() - 1, "one task per row");
+
+    let bad = dir.path().join("bad.jsonl");
+    std::fs::write(&bad, "{\"question\": \"What is 2+2?\", \"answer\": \"4\"}\n{\"question\": \"And 3+3?\"}\n").unwrap();
+    let target = dir.path().join("never.jsonl");
+    let out = bin().args(["tasks", "make", "--input", bad.to_str().unwrap(), "--out", target.to_str().unwrap(), "--split", "train"]).output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(!out.status.success() && err.contains("bad.jsonl:2") && err.contains("`answer`"), "{err}");
+    assert!(!target.exists(), "nothing written on a bad row");
+}
