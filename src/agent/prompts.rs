@@ -29,6 +29,20 @@ pub enum PromptError {
 pub struct SuitePrompt {
     pub system: String,
     pub examples: Vec<Vec<Message>>,
+    /// Indices of `=== tool example ===` examples: shown only to tasks that offer every tool they call.
+    pub gated: std::collections::BTreeSet<usize>,
+}
+
+impl SuitePrompt {
+    /// The examples a task offering `tools` sees, in file order.
+    pub fn examples_for<'a>(&'a self, tools: &'a [&str]) -> impl Iterator<Item = &'a Vec<Message>> + 'a {
+        self.examples.iter().enumerate().filter(move |(i, ex)| !self.gated.contains(i) || example_tools(ex).iter().all(|t| tools.contains(t))).map(|(_, ex)| ex)
+    }
+}
+
+/// The tools an example's assistant turns call.
+fn example_tools(ex: &[Message]) -> Vec<&str> {
+    ex.iter().flat_map(|m| m.tool_calls.iter().map(|c| c.name.as_str())).collect()
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -99,6 +113,23 @@ impl Prompts {
         Ok(Self { by_suite })
     }
 
+    /// Replaces the prompt of `suite` by the prompt file at `path` (same format).
+    pub fn with_file(mut self, suite: &str, path: &Path) -> Result<Self, PromptError> {
+        let text = std::fs::read_to_string(path).map_err(|source| PromptError::Io { path: path.to_path_buf(), source })?;
+        self.by_suite.insert(suite.to_string(), parse_prompt(&text, &path.display().to_string())?);
+        Ok(self)
+    }
+
+    /// The embedded prompts with some suites' prompts replaced by files (suite -> path).
+    pub fn embedded_with<'a>(files: impl IntoIterator<Item = (&'a str, &'a Path)>) -> anyhow::Result<Self> {
+        let mut p = Self::embedded()?;
+        for (suite, path) in files {
+            super::suites::get(suite).map_err(|e| anyhow::anyhow!("prompt file {}: {e}", path.display()))?;
+            p = p.with_file(suite, path)?;
+        }
+        Ok(p)
+    }
+
     pub fn get(&self, suite: &str) -> Result<&SuitePrompt, PromptError> {
         self.by_suite
             .get(suite)
@@ -121,6 +152,7 @@ pub fn parse_prompt(text: &str, file: &str) -> Result<SuitePrompt, PromptError> 
     let mut section = Section::Preamble;
     let mut system: Option<Vec<&str>> = None;
     let mut examples: Vec<Vec<Message>> = Vec::new();
+    let mut gated = std::collections::BTreeSet::new();
     // The message being read: (role, tool name, lines).
     let mut current: Option<(Role, Option<String>, Vec<&str>)> = None;
     let flush = |current: &mut Option<(Role, Option<String>, Vec<&str>)>,
@@ -147,8 +179,11 @@ pub fn parse_prompt(text: &str, file: &str) -> Result<SuitePrompt, PromptError> 
                 system = Some(Vec::new());
                 section = Section::System;
             }
-            "=== example ===" => {
+            header @ ("=== example ===" | "=== tool example ===") => {
                 flush(&mut current, &mut examples);
+                if header == "=== tool example ===" {
+                    gated.insert(examples.len());
+                }
                 examples.push(Vec::new());
                 section = Section::Example;
             }
@@ -212,6 +247,7 @@ pub fn parse_prompt(text: &str, file: &str) -> Result<SuitePrompt, PromptError> 
     Ok(SuitePrompt {
         system: system.join("\n").trim().to_string(),
         examples,
+        gated,
     })
 }
 
@@ -238,7 +274,7 @@ pub fn initial_messages(
     };
     let mut messages = vec![Message::system(system)];
     if opts.fewshot {
-        messages.extend(p.examples.iter().flatten().cloned());
+        messages.extend(p.examples_for(&task.tool_names()).flatten().cloned());
     }
     let fewshot = messages.len() - 1;
     messages.push(Message::user(task.instruction.clone()));
@@ -277,5 +313,36 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let e = Prompts::from_dir(dir.path()).unwrap_err().to_string();
         assert!(e.contains("arithmetic.md"), "{e}");
+    }
+
+    #[test]
+    fn qa_tasks_see_only_examples_that_call_tools_they_offer() {
+        let prompts = Prompts::embedded().unwrap();
+        let qa = prompts.get("qa").unwrap();
+        let called = |tools: &[&str]| -> Vec<Vec<String>> {
+            qa.examples_for(tools).map(|ex| ex.iter().flat_map(|m| m.tool_calls.iter().map(|c| c.name.clone())).collect()).collect()
+        };
+        assert_eq!(called(&["calculator"]), vec![vec!["calculator".to_string()]]);
+        assert_eq!(called(&["search", "open"]), vec![vec!["search".to_string(), "open".into()]]);
+        assert_eq!(called(&["convert", "calculator"]).len(), 2);
+        assert!(called(&["search"]).is_empty(), "an example that also opens documents needs `open` offered");
+        // Plain examples are shown whatever the task offers.
+        let p = parse_prompt("=== system ===\ns\n=== example ===\n>>> user\nq\n>>> assistant\n<tool_call>\n{\"name\": \"x\", \"arguments\": {}}\n</tool_call>\n=== tool example ===\n>>> user\nq\n>>> assistant\n<tool_call>\n{\"name\": \"x\", \"arguments\": {}}\n</tool_call>\n", "t.md").unwrap();
+        assert_eq!((p.examples_for(&["y"]).count(), p.examples_for(&["x"]).count()), (1, 2));
+    }
+
+    #[test]
+    fn a_suite_prompt_can_come_from_a_file() {
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("mine.md");
+        std::fs::write(&path, "=== system ===\nOnly numbers.\n{tools}\n").unwrap();
+        let p = Prompts::embedded_with([("qa", path.as_path())]).unwrap();
+        assert_eq!((p.get("qa").unwrap().system.as_str(), p.get("qa").unwrap().examples.len()), ("Only numbers.\n{tools}", 0));
+        assert_eq!(p.get("units").unwrap(), Prompts::embedded().unwrap().get("units").unwrap());
+        std::fs::write(&path, "=== system ===\nx\n=== example ===\n>>> robot\n").unwrap();
+        let e = format!("{:#}", Prompts::embedded_with([("qa", path.as_path())]).unwrap_err());
+        assert!(e.contains("mine.md:4"), "{e}");
+        let e = format!("{:#}", Prompts::embedded_with([("nope", path.as_path())]).unwrap_err());
+        assert!(e.contains("nope"), "{e}");
     }
 }

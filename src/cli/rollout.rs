@@ -36,14 +36,27 @@ pub struct EpisodeArgs {
     /// Folder with suite prompt files (default: the prompts built into the binary, same as prompts/).
     #[arg(long)]
     pub prompts: Option<PathBuf>,
+    /// A prompt file for one suite, as SUITE=FILE (repeatable), e.g. `qa=prompts/mine.md`.
+    #[arg(long = "prompt-file", value_parser = parse_prompt_file)]
+    pub prompt_files: Vec<(String, PathBuf)>,
+}
+
+fn parse_prompt_file(s: &str) -> Result<(String, PathBuf), String> {
+    let (suite, path) = s.split_once('=').ok_or_else(|| format!("`{s}`: expected SUITE=FILE"))?;
+    Ok((suite.to_string(), PathBuf::from(path)))
 }
 
 impl EpisodeArgs {
     pub fn prompts(&self) -> anyhow::Result<Prompts> {
-        Ok(match &self.prompts {
+        let mut p = match &self.prompts {
             Some(d) => Prompts::from_dir(d)?,
             None => Prompts::embedded()?,
-        })
+        };
+        for (suite, path) in &self.prompt_files {
+            crate::agent::suites::get(suite)?;
+            p = p.with_file(suite, path)?;
+        }
+        Ok(p)
     }
     pub fn params(&self, sampling: &SamplingArgs, adapter: Option<String>) -> RolloutParams {
         RolloutParams {

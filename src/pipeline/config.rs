@@ -20,6 +20,9 @@ pub struct LoopConfig {
     pub rounds: usize,
     #[serde(default)]
     pub tasks: TasksConfig,
+    /// Suite -> prompt file (format: prompts/README.md) replacing the built-in prompt, e.g. `qa = "my_qa.md"`.
+    #[serde(default, skip_serializing_if = "std::collections::BTreeMap::is_empty")]
+    pub prompt_files: std::collections::BTreeMap<String, PathBuf>,
     #[serde(default)]
     pub rollout: RolloutConfig,
     #[serde(default)]
@@ -340,6 +343,13 @@ mod tests {
         assert!(e.contains("tasks.suites") && e.contains("nope"), "{e}");
         let e = format!("{:#}", load_str("name = \"../x\"\nrounds = 1\n").unwrap_err());
         assert!(e.contains("`name`"), "{e}");
+        let cfg = load_str("name = \"x\"\nrounds = 1\n[prompt_files]\nqa = \"my_qa.md\"\n[tasks]\ntrain_files = [\"a/*.jsonl\"]\ntest_files = [\"t.jsonl\"]\n").unwrap();
+        assert_eq!(cfg.prompt_files["qa"], Path::new("my_qa.md"));
+        assert!(!cfg.tasks.generated(), "task files without suites: no generated tasks");
+        let text = toml::to_string_pretty(&cfg).unwrap();
+        assert_eq!(toml::from_str::<LoopConfig>(&text).unwrap(), cfg, "the pinned config reads back");
+        let e = format!("{:#}", load_str("name = \"x\"\nrounds = 1\n[tasks]\ndev_files = [\"d.jsonl\"]\n").unwrap_err());
+        assert!(e.contains("tasks.train_files"), "{e}");
         let cfg = load_str("name = \"x\"\nrounds = 2\n[train]\nmode = \"restart\"\n").unwrap();
         assert_eq!((cfg.rounds, cfg.train.mode, cfg.rollout.samples), (2, TrainMode::Restart, 4));
     }

@@ -43,9 +43,10 @@ pub fn run_loop(cfg: &LoopConfig, quiet: bool) -> anyhow::Result<Vec<RoundRecord
     let dir = cfg.run_dir();
     // Every task file is read and checked before the run folder or the model is touched.
     let sets = TaskSets::resolve(&cfg.tasks)?;
+    let prompts = Prompts::embedded_with(cfg.prompt_files.iter().map(|(s, p)| (s.as_str(), p.as_path())))?;
     pin_config(cfg, &dir)?;
     let model = crate::model::load_model(&cfg.model)?;
-    let mut st = Stages { cfg, dir: dir.clone(), model, prompts: Prompts::embedded()?, quiet, adapter: None, sets };
+    let mut st = Stages { cfg, dir: dir.clone(), model, prompts, quiet, adapter: None, sets };
     let mut records: Vec<RoundRecord> = Vec::new();
     for round in 0..=cfg.rounds {
         let rdir = round_dir(&dir, round);
