@@ -1,108 +1,64 @@
-//! The subset of JSON Schema that function specs use: `type` (one or a list), `properties`, `required`,
-//! `additionalProperties: false`, `enum`, `items`. Unknown keywords are ignored, as JSON Schema does.
+//! Tool-argument validation against the tools' JSON Schemas, through the `jsonschema` crate: the whole standard
+//! (nested objects, `items`, `enum` at any level, `anyOf` / `oneOf` / `allOf`, formats, `$ref` inside the schema).
+//! Built without network or file resolution, so a schema can never make the process fetch anything.
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock};
+
+use jsonschema::error::ValidationErrorKind;
+use jsonschema::Validator;
 use serde_json::Value;
 
+/// Compiles a schema; the error says why the validator cannot use it.
+pub fn compile(schema: &Value) -> Result<Arc<Validator>, String> {
+    static CACHE: OnceLock<Mutex<HashMap<String, Arc<Validator>>>> = OnceLock::new();
+    let key = schema.to_string();
+    let cache = CACHE.get_or_init(Default::default);
+    if let Some(v) = cache.lock().unwrap_or_else(|e| e.into_inner()).get(&key) {
+        return Ok(v.clone());
+    }
+    let v = Arc::new(jsonschema::validator_for(schema).map_err(|e| format!("not a usable JSON schema: {e}"))?);
+    cache.lock().unwrap_or_else(|e| e.into_inner()).insert(key, v.clone());
+    Ok(v)
+}
+
 /// Checks `value` against `schema`; the error names the path of the first offending value (e.g.
-/// `arguments.to`).
+/// `arguments.to`, `arguments.tags[1]`).
 pub fn validate(value: &Value, schema: &Value, path: &str) -> Result<(), String> {
-    if let Some(ty) = schema.get("type") {
-        let ok = match ty {
-            Value::String(t) => type_matches(value, t),
-            Value::Array(ts) => ts
-                .iter()
-                .filter_map(Value::as_str)
-                .any(|t| type_matches(value, t)),
-            _ => true,
-        };
-        if !ok {
-            return Err(format!(
-                "`{path}` must be of type {}, got {}",
-                type_label(ty),
-                describe(value)
-            ));
+    let validator = compile(schema)?;
+    let Some(e) = validator.iter_errors(value).next() else { return Ok(()) };
+    let at = e.instance_path().to_string().split('/').skip(1).fold(path.to_string(), |acc, seg| {
+        let seg = seg.replace("~1", "/").replace("~0", "~");
+        if seg.parse::<usize>().is_ok() { format!("{acc}[{seg}]") } else { format!("{acc}.{seg}") }
+    });
+    Err(match e.kind() {
+        ValidationErrorKind::Required { property } => format!("missing required argument `{at}.{}`", property.as_str().unwrap_or_default()),
+        ValidationErrorKind::AdditionalProperties { unexpected } => {
+            let known = declared_properties(schema, &e.instance_path().to_string());
+            format!("unknown argument `{at}.{}` (known: {})", unexpected.first().map_or("", String::as_str), known.join(", "))
         }
-    }
-    if let Some(Value::Array(allowed)) = schema.get("enum") {
-        if !allowed.contains(value) {
-            let list: Vec<String> = allowed.iter().map(Value::to_string).collect();
-            return Err(format!(
-                "`{path}` must be one of {}, got {value}",
-                list.join(", ")
-            ));
-        }
-    }
-    if let Value::Object(obj) = value {
-        let props = schema.get("properties").and_then(Value::as_object);
-        if let Some(Value::Array(required)) = schema.get("required") {
-            for name in required.iter().filter_map(Value::as_str) {
-                if !obj.contains_key(name) {
-                    return Err(format!("missing required argument `{path}.{name}`"));
-                }
-            }
-        }
-        for (k, v) in obj {
-            match props.and_then(|p| p.get(k)) {
-                Some(sub) => validate(v, sub, &format!("{path}.{k}"))?,
-                None if schema.get("additionalProperties") == Some(&Value::Bool(false)) => {
-                    let known: Vec<&str> = props
-                        .map(|p| p.keys().map(String::as_str).collect())
-                        .unwrap_or_default();
-                    return Err(format!(
-                        "unknown argument `{path}.{k}` (known: {})",
-                        known.join(", ")
-                    ));
-                }
-                None => {}
-            }
-        }
-    }
-    if let (Value::Array(items), Some(item_schema)) = (value, schema.get("items")) {
-        for (i, v) in items.iter().enumerate() {
-            validate(v, item_schema, &format!("{path}[{i}]"))?;
-        }
-    }
-    Ok(())
+        _ => format!("`{at}`: {}", truncate(&e.to_string())),
+    })
 }
 
-fn type_matches(value: &Value, ty: &str) -> bool {
-    match ty {
-        "object" => value.is_object(),
-        "array" => value.is_array(),
-        "string" => value.is_string(),
-        "number" => value.is_number(),
-        "integer" => {
-            value.as_i64().is_some()
-                || value.as_u64().is_some()
-                || value.as_f64().is_some_and(|f| f.fract() == 0.0)
+/// The property names the schema declares for the object at `pointer` (best effort: nested `properties` and
+/// `items`; empty where composition keywords hide them).
+fn declared_properties(schema: &Value, pointer: &str) -> Vec<String> {
+    let mut s = schema;
+    for seg in pointer.split('/').skip(1) {
+        match s.pointer(&format!("/properties/{seg}")).or_else(|| s.get("items")) {
+            Some(next) => s = next,
+            None => return vec![],
         }
-        "boolean" => value.is_boolean(),
-        "null" => value.is_null(),
-        _ => true,
     }
+    s.get("properties").and_then(Value::as_object).map(|p| p.keys().cloned().collect()).unwrap_or_default()
 }
 
-fn type_label(ty: &Value) -> String {
-    match ty {
-        Value::String(s) => s.clone(),
-        other => other.to_string(),
+/// Keeps messages that quote a long value readable (they are shown to the model).
+fn truncate(s: &str) -> String {
+    if s.chars().count() <= 200 {
+        return s.to_string();
     }
-}
-
-fn describe(v: &Value) -> String {
-    let kind = match v {
-        Value::Null => "null",
-        Value::Bool(_) => "boolean",
-        Value::Number(_) => "number",
-        Value::String(_) => "string",
-        Value::Array(_) => "array",
-        Value::Object(_) => "object",
-    };
-    let mut s = v.to_string();
-    if s.len() > 40 {
-        s.truncate(s.char_indices().nth(37).map_or(s.len(), |(i, _)| i));
-        s.push_str("...");
-    }
-    format!("{kind} {s}")
+    s.chars().take(197).collect::<String>() + "..."
 }
 
 #[cfg(test)]
@@ -160,5 +116,42 @@ mod tests {
         )
         .unwrap_err();
         assert!(e.contains("arguments.tags[1]"), "{e}");
+    }
+
+    #[test]
+    fn full_json_schema_nested_arrays_enums_and_composition() {
+        let s = json!({"type": "object", "properties": {
+            "filter": {"type": "object", "properties": {
+                "field": {"type": "string", "enum": ["name", "date"]},
+                "range": {"type": "array", "items": {"type": "integer"}, "minItems": 2, "maxItems": 2}},
+                "required": ["field"], "additionalProperties": false},
+            "target": {"anyOf": [{"type": "string", "format": "email"}, {"type": "object", "properties": {"id": {"type": "integer"}}, "required": ["id"]}]},
+            "mode": {"oneOf": [{"const": "fast"}, {"const": "slow"}], "default": "fast"}},
+            "required": ["filter"]});
+        let ok = json!({"filter": {"field": "date", "range": [1, 5]}, "target": {"id": 3}, "mode": "slow"});
+        assert!(validate(&ok, &s, "arguments").is_ok());
+        assert!(validate(&json!({"filter": {"field": "name"}}), &s, "arguments").is_ok(), "defaults need not be passed");
+        let bad = |v: Value| validate(&v, &s, "arguments").unwrap_err();
+        let e = bad(json!({"filter": {"field": "size"}}));
+        assert!(e.contains("arguments.filter.field") && e.contains("size"), "{e}");
+        let e = bad(json!({"filter": {"field": "name", "range": [1, "2"]}}));
+        assert!(e.contains("arguments.filter.range[1]"), "{e}");
+        let e = bad(json!({"filter": {"field": "name", "range": [1]}}));
+        assert!(e.contains("arguments.filter.range"), "{e}");
+        let e = bad(json!({"filter": {"field": "name", "x": 1}}));
+        assert!(e.contains("unknown argument `arguments.filter.x`") && e.contains("field"), "{e}");
+        let e = bad(json!({"filter": {}}));
+        assert!(e.contains("missing required argument `arguments.filter.field`"), "{e}");
+        assert!(bad(json!({"filter": {"field": "name"}, "target": {"name": 1}})).contains("arguments.target"));
+        assert!(bad(json!({"filter": {"field": "name"}, "mode": "medium"})).contains("arguments.mode"));
+    }
+
+    #[test]
+    fn unusable_schemas_and_remote_refs_are_errors_not_fetches() {
+        assert!(compile(&json!({"type": "nonsense"})).unwrap_err().contains("not a usable JSON schema"));
+        let e = compile(&json!({"properties": {"a": {"$ref": "http://127.0.0.1:9/x.json"}}})).unwrap_err();
+        assert!(e.contains("not a usable JSON schema"), "{e}");
+        let local = json!({"$defs": {"n": {"type": "integer"}}, "properties": {"a": {"$ref": "#/$defs/n"}}});
+        assert!(validate(&json!({"a": 1}), &local, "arguments").is_ok() && validate(&json!({"a": "x"}), &local, "arguments").is_err());
     }
 }

@@ -121,6 +121,7 @@ pub fn validate_task(task: &mut Task) -> Result<(), FieldError> {
                     "must be a JSON schema object",
                 ));
             }
+            super::schema::compile(p).map_err(|e| bad(format!("{field}.function.parameters"), e))?;
         }
         if let Some(allowed) = suite.tool_names() {
             if !allowed.contains(&name) {

@@ -138,6 +138,11 @@ fn bad_lines_name_file_line_and_field() {
         r#"{{"id": "x", "suite": "function_call", {base}, "tools": [{spec}], "expected": {{"kind": "calls", "calls": [{{"name": "format_disk"}}]}}}}"#
     ));
     assert!(e.contains("field `expected.calls[0].name`"), "{e}");
+    let unusable = r#"{"type": "function", "function": {"name": "f", "parameters": {"type": "object", "properties": {"a": {"type": "decimal"}}}}}"#;
+    let e = error_for(&format!(
+        r#"{{"id": "x", "suite": "function_call", {base}, "tools": [{unusable}], "expected": {{"kind": "calls", "calls": []}}}}"#
+    ));
+    assert!(e.contains("field `tools[0].function.parameters`") && e.contains("not a usable JSON schema"), "{e}");
     let e = error_for(&format!(
         r#"{{"id": "x", "suite": "qa", {base}, "tools": ["calculator"], "expected": {{"kind": "answer", "answer": "many", "matcher": {{"type": "number"}}}}}}"#
     ));
