@@ -13,7 +13,7 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use super::message::Message;
+use super::message::{Message, Role};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct DatasetRow {
@@ -69,6 +69,40 @@ pub fn chat_messages(messages: &[Message]) -> Vec<Value> {
             let mut v = serde_json::json!({"role": m.role, "content": m.content});
             if let Some(n) = &m.name {
                 v["name"] = Value::String(n.clone());
+            }
+            v
+        })
+        .collect()
+}
+
+/// Messages as chat-data tools read them (OpenAI / Hugging Face form): assistant turns with calls carry
+/// `tool_calls` (`{"id", "type": "function", "function": {"name", "arguments"}}`, arguments as an object), tool turns
+/// their `name` and the `tool_call_id` they answer. `content` stays exactly what the model wrote, calls included,
+/// so the model's own template renders the row back to its `token_ids`.
+pub fn dataset_messages(messages: &[Message]) -> Vec<Value> {
+    let mut pending: std::collections::VecDeque<String> = Default::default();
+    let mut next = 0usize;
+    messages
+        .iter()
+        .zip(chat_messages(messages))
+        .map(|(m, mut v)| {
+            if m.role == Role::Assistant && !m.tool_calls.is_empty() {
+                pending.clear();
+                let calls: Vec<Value> = m
+                    .tool_calls
+                    .iter()
+                    .map(|c| {
+                        let id = format!("call_{next}");
+                        next += 1;
+                        pending.push_back(id.clone());
+                        serde_json::json!({"id": id, "type": "function", "function": {"name": c.name, "arguments": c.arguments}})
+                    })
+                    .collect();
+                v["tool_calls"] = Value::Array(calls);
+            } else if m.role == Role::Tool {
+                if let Some(id) = pending.pop_front() {
+                    v["tool_call_id"] = Value::String(id);
+                }
             }
             v
         })

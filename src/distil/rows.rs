@@ -11,7 +11,7 @@
 //! had it been prompted without examples.
 use serde_json::Value;
 
-use crate::data::dataset::{chat_messages, DatasetRow};
+use crate::data::dataset::{chat_messages, dataset_messages, DatasetRow};
 use crate::data::{FinishReason, Message, Role, Trajectory};
 
 #[derive(Debug, thiserror::Error)]
@@ -94,7 +94,7 @@ pub fn build_row(t: &Trajectory, drop_fewshot: Option<&dyn ChatEncoder>) -> Resu
         id,
         suite: t.suite.clone(),
         difficulty: t.difficulty,
-        messages: chat_messages(&messages),
+        messages: dataset_messages(&messages),
         tools,
         token_ids,
         loss_mask: mask.clone(),

@@ -96,3 +96,45 @@ fn dropping_fewshot_keeps_sampled_ids_and_renders_the_short_prompt() {
     assert_eq!(text.lines().count(), 3);
     assert!(!text.contains(&trajs[0].messages[1].content), "few-shot text left in the messages");
 }
+
+/// Rows carry structured calls the way chat-data tools expect them, and the model's own template renders a
+/// row's `messages` (+ `tools`) back to exactly its `token_ids`, with and without the few-shot examples: on a
+/// tiny ChatML model and on the real default model with its own GGUF template.
+#[test]
+fn dataset_rows_have_structured_calls_and_render_back_to_their_ids() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny::write_hf(dir.path(), "llama", 1);
+    for model in [LoadedModel::load(dir.path().to_str().unwrap()).unwrap(), LoadedModel::load(common::default_model().to_str().unwrap()).unwrap()] {
+        rows_render_back(&model);
+    }
+}
+
+fn rows_render_back(model: &LoadedModel) {
+    let tasks = generate_many(suites::get("arithmetic").unwrap(), 5, Split::Train, 2, 2).unwrap();
+    for t in &rollouts(model, &tasks) {
+        for encoder in [None, Some(model as &dyn ChatEncoder)] {
+            let r = build_row(t, encoder).unwrap().row;
+            let rendered = model.encode_chat(&r.messages, Some(&r.tools), false).unwrap();
+            assert!(rendered.starts_with(&r.token_ids), "{}: the template does not give back the row's ids", r.id);
+            let tail = model.tokenizer.decode(&rendered[r.token_ids.len()..], false).unwrap();
+            assert!(tail.trim().is_empty(), "{}: only the newline after the last turn may differ, got {tail:?}", r.id);
+            let mut ids = Vec::new();
+            for m in &r.messages {
+                if let Some(calls) = m["tool_calls"].as_array() {
+                    assert_eq!(m["role"], "assistant");
+                    for c in calls {
+                        assert_eq!(c["type"], "function");
+                        assert!(c["function"]["name"].is_string() && c["function"]["arguments"].is_object(), "{c}");
+                        ids.push(c["id"].as_str().unwrap().to_string());
+                    }
+                }
+                if m["role"] == "tool" {
+                    assert!(m["name"].is_string(), "{m}");
+                    assert_eq!(m["tool_call_id"].as_str(), Some(ids.remove(0).as_str()), "a tool turn answers the oldest open call");
+                }
+            }
+            assert!(ids.is_empty());
+            assert!(r.messages.iter().any(|m| m["tool_calls"].is_array()), "difficulty 2 takes calls");
+        }
+    }
+}
