@@ -166,7 +166,7 @@ pub fn run(a: TasksArgs) -> anyhow::Result<()> {
             let m = model.load()?;
             let policy = crate::rollout::EnginePolicy::new(&m, Default::default(), vec![], Box::new(|_| {}));
             let text = m.render_chat(&policy.template_messages(&messages), None, true)?;
-            let ids = m.tokenizer.encode(&text)?;
+            let ids = m.encode_chat(&policy.template_messages(&messages), None, true)?;
             eprintln!("task {} ({} difficulty {}), {} prompt tokens", task.id, task.suite, task.difficulty, ids.len());
             println!("{text}");
         }

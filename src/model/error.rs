@@ -34,6 +34,8 @@ pub enum ModelError {
         #[source]
         source: super::tokenizer::TokenizerError,
     },
+    #[error("{path}: chat template: {message}")]
+    UntrustedText { path: PathBuf, message: String },
     #[error("{path}: chat template: {source}")]
     Template {
         path: PathBuf,

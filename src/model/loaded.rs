@@ -95,9 +95,64 @@ impl LoadedModel {
     }
 
     /// Renders messages with the model's template and tokenizes the result exactly (special tokens included).
+    /// The chat's token ids: the template's markers become special ids, message content never does (see
+    /// [`LoadedModel::render_chat_segments`]).
     pub fn encode_chat(&self, messages: &[Value], tools: Option<&[Value]>, add_generation_prompt: bool) -> Result<Vec<u32>> {
-        let text = self.render_chat(messages, tools, add_generation_prompt)?;
-        self.tokenizer.encode(&text).map_err(|e| ModelError::Tokenizer { path: self.source.path().into(), source: e })
+        let segments = self.render_chat_segments(messages, tools, add_generation_prompt)?;
+        let parts: Vec<(&str, bool)> = segments.iter().map(|(s, t)| (s.as_str(), *t)).collect();
+        self.tokenizer.encode_segments(&parts).map_err(|e| ModelError::Tokenizer { path: self.source.path().into(), source: e })
+    }
+
+    /// The rendered chat as the template's own text (trusted: its special tokens are real) and the messages'
+    /// content (untrusted: task text, documents, tool output and the model's samples are data, so a `<|im_end|>`
+    /// spelled inside them must not end a turn). Content is located by rendering with placeholders; when no
+    /// content spells a special token the whole text is one trusted segment (the tokens are then the same).
+    pub fn render_chat_segments(&self, messages: &[Value], tools: Option<&[Value]>, add_generation_prompt: bool) -> Result<Vec<(String, bool)>> {
+        let content = |m: &Value| m.get("content").and_then(Value::as_str).map(str::to_string);
+        if !messages.iter().filter_map(content).any(|c| self.tokenizer.mentions_special(&c)) {
+            return Ok(vec![(self.render_chat(messages, tools, add_generation_prompt)?, true)]);
+        }
+        self.render_chat_marked(messages, tools, add_generation_prompt)
+    }
+
+    /// [`LoadedModel::render_chat_segments`] without its shortcut: content is always located and marked.
+    pub fn render_chat_marked(&self, messages: &[Value], tools: Option<&[Value]>, add_generation_prompt: bool) -> Result<Vec<(String, bool)>> {
+        const OPEN: char = '\u{F0000}';
+        const CLOSE: char = '\u{F0001}';
+        let plain = self.render_chat(messages, tools, add_generation_prompt)?;
+        let content = |m: &Value| m.get("content").and_then(Value::as_str).map(str::to_string);
+        let marked: Vec<Value> = messages
+            .iter()
+            .enumerate()
+            .map(|(i, m)| {
+                let mut m = m.clone();
+                if content(&m).is_some() {
+                    m["content"] = Value::String(format!("{OPEN}{i}{CLOSE}"));
+                }
+                m
+            })
+            .collect();
+        let text = self.render_chat(&marked, tools, add_generation_prompt)?;
+        // Templates that trim content (Llama 3's) are followed by trimming it the same way.
+        for trim in [false, true] {
+            let mut segments = Vec::new();
+            let mut rest = text.as_str();
+            while let Some(a) = rest.find(OPEN) {
+                let Some(b) = rest[a..].find(CLOSE).map(|b| a + b) else { break };
+                let Some(c) = rest[a + OPEN.len_utf8()..b].parse::<usize>().ok().and_then(|i| messages.get(i)).and_then(content) else { break };
+                segments.push((rest[..a].to_string(), true));
+                segments.push((if trim { c.trim().to_string() } else { c }, false));
+                rest = &rest[b + CLOSE.len_utf8()..];
+            }
+            segments.push((rest.to_string(), true));
+            if segments.iter().map(|(s, _)| s.as_str()).collect::<String>() == plain {
+                return Ok(segments);
+            }
+        }
+        Err(ModelError::UntrustedText {
+            path: self.source.path().into(),
+            message: "message content spells a special token, and the template changes content in a way that cannot be followed to keep it as text".into(),
+        })
     }
 
     pub fn render_chat(&self, messages: &[Value], tools: Option<&[Value]>, add_generation_prompt: bool) -> Result<String> {

@@ -58,6 +58,20 @@ impl<'m> EnginePolicy<'m> {
     }
 }
 
+/// The segments' text from byte `skip` on (the part of the chat the model has not seen yet).
+fn segments_after(segments: &[(String, bool)], mut skip: usize) -> Vec<(&str, bool)> {
+    let mut out = Vec::new();
+    for (s, trusted) in segments {
+        if skip >= s.len() {
+            skip -= s.len();
+            continue;
+        }
+        out.push((&s[skip..], *trusted));
+        skip = 0;
+    }
+    out
+}
+
 /// Whether the chat template renders a `tool` message with its content. Qwen2.5's template wraps it in
 /// `<tool_response>`; SmolLM2's plain ChatML writes any role as `<|im_start|>tool`. Measured on SmolLM2-135M
 /// (arithmetic test tasks, 30 episodes): with the few-shot tool results as `<tool_response>` user turns the model
@@ -79,7 +93,8 @@ impl Policy for EnginePolicy<'_> {
         let tok = &self.model.tokenizer;
         let mut deltas: Vec<(String, Vec<u32>)> = Vec::with_capacity(requests.len());
         for r in requests {
-            let full = self.model.render_chat(&self.template_messages(r.messages), None, true)?;
+            let segments = self.model.render_chat_segments(&self.template_messages(r.messages), None, true)?;
+            let full: String = segments.iter().map(|(s, _)| s.as_str()).collect();
             let seen = self.episodes.get(&r.episode).map_or("", |e| e.text.as_str());
             let Some(rest) = full.strip_prefix(seen) else {
                 bail!(
@@ -88,7 +103,7 @@ impl Policy for EnginePolicy<'_> {
                     r.episode
                 );
             };
-            let ids = tok.encode(rest).context("tokenizing a turn")?;
+            let ids = tok.encode_segments(&segments_after(&segments, seen.len())).context("tokenizing a turn")?;
             deltas.push((rest.to_string(), ids));
         }
         // New episodes start from the cached prompt prefix they share with others (system prompt, few-shot

@@ -11,6 +11,7 @@ mod distil_fewshot;
 mod distil_filter;
 mod distil_train;
 mod generate_real;
+mod hostile_text;
 mod loop_learning;
 mod loop_real;
 mod model_gguf;

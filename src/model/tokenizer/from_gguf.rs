@@ -147,6 +147,7 @@ impl Tokenizer {
             vocab_size,
             add_bos,
             model_max_length,
+            plain: Default::default(),
         };
         tokenizer
             .set_bos_post_processor()

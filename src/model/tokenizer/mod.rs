@@ -145,6 +145,8 @@ pub struct Tokenizer {
     vocab_size: usize,
     add_bos: bool,
     model_max_length: Option<usize>,
+    /// The same tokenizer with special-token parsing off: text that merely spells a special token stays text.
+    plain: std::sync::OnceLock<tokenizers::Tokenizer>,
 }
 
 impl std::fmt::Debug for Tokenizer {
@@ -267,6 +269,7 @@ impl Tokenizer {
             vocab_size,
             add_bos,
             model_max_length,
+            plain: Default::default(),
         })
     }
 
@@ -277,6 +280,63 @@ impl Tokenizer {
             .encode(text, false)
             .map_err(TokenizerError::Encode)?;
         Ok(encoding.get_ids().to_vec())
+    }
+
+    /// Encodes `text` with no special-token parsing: `<|im_end|>` written in it becomes ordinary tokens.
+    pub fn encode_plain(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
+        let plain = self.plain.get_or_init(|| {
+            let mut t = self.inner.clone();
+            t.set_encode_special_tokens(true);
+            t
+        });
+        Ok(plain.encode(text, false).map_err(TokenizerError::Encode)?.get_ids().to_vec())
+    }
+
+    /// Whether `text` spells one of the special tokens.
+    pub fn mentions_special(&self, text: &str) -> bool {
+        self.special_tokens.iter().any(|s| text.contains(s.as_str()))
+    }
+
+    /// Encodes text made of trusted parts (a chat template's own text: its special tokens become special ids)
+    /// and untrusted parts (message content: tokenized as plain text, whatever it spells). Without special-token
+    /// text in the untrusted parts this is exactly `encode` of the concatenation; with it, the text between two
+    /// trusted special tokens is encoded as one plain piece, as `encode` would split it.
+    pub fn encode_segments(&self, segments: &[(&str, bool)]) -> Result<Vec<u32>, TokenizerError> {
+        if !segments.iter().any(|(s, trusted)| !trusted && self.mentions_special(s)) {
+            return self.encode(&segments.iter().map(|(s, _)| *s).collect::<String>());
+        }
+        self.encode_pieces(segments)
+    }
+
+    /// [`Tokenizer::encode_segments`] without its shortcut: always split at the trusted special tokens.
+    pub fn encode_pieces(&self, segments: &[(&str, bool)]) -> Result<Vec<u32>, TokenizerError> {
+        let mut ids = Vec::new();
+        let mut piece = String::new();
+        for &(text, trusted) in segments {
+            if !trusted {
+                piece.push_str(text);
+                continue;
+            }
+            let mut rest = text;
+            while let Some((at, special)) = self.first_special(rest) {
+                piece.push_str(&rest[..at]);
+                ids.extend(self.encode_plain(&piece)?);
+                piece.clear();
+                ids.push(self.token_to_id(special).ok_or_else(|| TokenizerError::Encode(format!("special token {special} has no id").into()))?);
+                rest = &rest[at + special.len()..];
+            }
+            piece.push_str(rest);
+        }
+        ids.extend(self.encode_plain(&piece)?);
+        Ok(ids)
+    }
+
+    /// The leftmost special token in `text` (the longest one at that position).
+    fn first_special(&self, text: &str) -> Option<(usize, &str)> {
+        self.special_tokens
+            .iter()
+            .filter_map(|s| text.find(s.as_str()).map(|at| (at, s.as_str())))
+            .min_by(|a, b| a.0.cmp(&b.0).then(b.1.len().cmp(&a.1.len())))
     }
 
     /// Unknown ids are an error rather than silently dropped, so a model/tokenizer mismatch shows up.
