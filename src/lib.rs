@@ -16,3 +16,4 @@ pub mod pipeline;
 pub mod progress;
 pub mod rollout;
 pub mod stats;
+pub mod lock;

@@ -138,6 +138,7 @@ fn print_summary(s: &RolloutSummary) {
 }
 
 pub fn run(a: RolloutArgs) -> anyhow::Result<()> {
+    let _lock = crate::lock::OutputLock::for_file(&a.out)?;
     let p = a.run.prepare()?;
     let s = run_rollout(&p.model, &p.prompts, &p.tasks, &p.params, &a.out, a.json)?;
     print_summary(&s);
@@ -153,11 +154,13 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
     if a.pass_k.iter().any(|&k| k == 0 || k > a.run.episodes.samples as usize) && a.trajectories.is_none() {
         anyhow::bail!("--pass-k values must be between 1 and --samples ({})", a.run.episodes.samples);
     }
+    // Held until eval.json is written.
+    let _lock = if a.trajectories.is_none() { Some(crate::lock::OutputLock::acquire(&a.out)?) } else { None };
     let trajs: Vec<Trajectory> = match &a.trajectories {
         Some(path) => read_jsonl(path, ReadMode::Strict)?.into_items(),
         None => {
-            let p = a.run.prepare()?;
             std::fs::create_dir_all(&a.out).with_context(|| format!("creating {}", a.out.display()))?;
+            let p = a.run.prepare()?;
             let path = a.out.join("trajectories.jsonl");
             let s = run_rollout(&p.model, &p.prompts, &p.tasks, &p.params, &path, a.json)?;
             print_summary(&s);

@@ -107,6 +107,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         return bench(&a);
     }
     let (Some(data), Some(out)) = (&a.data, &a.out) else { bail!("give --data FILE and --out DIR") };
+    let _lock = crate::lock::OutputLock::acquire(out)?;
     // Read the data before loading the model: a malformed line should fail in milliseconds.
     let rows: Vec<TrainRow> = read_dataset(data)?
         .into_iter()

@@ -44,6 +44,7 @@ pub fn run_loop(cfg: &LoopConfig, quiet: bool) -> anyhow::Result<Vec<RoundRecord
     // Every task file is read and checked before the run folder or the model is touched.
     let sets = TaskSets::resolve(&cfg.tasks)?;
     let prompts = Prompts::embedded_with(cfg.prompt_files.iter().map(|(s, p)| (s.as_str(), p.as_path())))?;
+    let _lock = crate::lock::OutputLock::acquire(&dir)?;
     pin_config(cfg, &dir)?;
     let model = crate::model::load_model(&cfg.model)?;
     let mut st = Stages { cfg, dir: dir.clone(), model, prompts, quiet, adapter: None, sets };

@@ -86,3 +86,39 @@ fn tasks_make_turns_question_answer_rows_into_task_files_that_load() {
     assert!(!out.status.success() && err.contains("bad.jsonl:2") && err.contains("`answer`"), "{err}");
     assert!(!target.exists(), "nothing written on a bad row");
 }
+
+/// One writer per output: a second process on the same output is refused at once, naming the holder's pid; the
+/// lock of a killed process does not block the rerun that resumes its work.
+#[test]
+fn a_second_writer_is_refused_and_a_killed_one_leaves_no_lock() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("eval");
+    let model = common::default_model();
+    let args = |out: &std::path::Path| -> Vec<String> {
+        ["eval", "--model", model.to_str().unwrap(), "--suites", "arithmetic", "--difficulties", "1", "--tasks-per", "4", "-k", "2", "--out", out.to_str().unwrap(), "--json"]
+            .map(String::from)
+            .to_vec()
+    };
+    let mut first = bin().args(args(&out)).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let lock = out.join(".autodidact.lock");
+    let t0 = std::time::Instant::now();
+    while std::fs::read_to_string(&lock).map_or(true, |s| s.trim() != first.id().to_string()) {
+        assert!(t0.elapsed().as_secs() < 60, "the first process never took the lock");
+        std::thread::sleep(std::time::Duration::from_millis(20));
+    }
+    let t1 = std::time::Instant::now();
+    let second = bin().args(args(&out)).output().unwrap();
+    let err = String::from_utf8_lossy(&second.stderr);
+    assert!(!second.status.success() && err.contains(&format!("pid {}", first.id())), "{err}");
+    assert!(t1.elapsed().as_secs() < 5, "refused before loading anything");
+    first.kill().unwrap();
+    first.wait().unwrap();
+    let rerun = bin().args(args(&out)).output().unwrap();
+    assert!(rerun.status.success(), "{}", String::from_utf8_lossy(&rerun.stderr));
+    assert!(out.join("eval.json").is_file());
+    // Another output in the same parent folder is independent.
+    let file = dir.path().join("a.jsonl");
+    let _held = autodidact::lock::OutputLock::for_file(&dir.path().join("b.jsonl")).unwrap();
+    assert!(autodidact::lock::OutputLock::for_file(&file).is_ok());
+    assert!(autodidact::lock::OutputLock::for_file(&dir.path().join("b.jsonl")).is_err());
+}
