@@ -134,6 +134,13 @@ pub fn curves(records: &[RoundRecord]) -> String {
     for n in suites(records) {
         success.push(Series { name: n.clone(), points: records.iter().filter_map(|r| suite_success(&r.test, &n, None).map(|v| (x(r), 100.0 * v))).collect(), dashed: false, bold: false });
     }
+    // Task files get a line each (test split), beside the suites.
+    let files: BTreeSet<String> = records.iter().flat_map(|r| r.sources.iter().filter(|s| s.source != super::tasks::GENERATED).map(|s| s.source.clone())).collect();
+    for f in files {
+        let points = records.iter().filter_map(|r| r.sources.iter().find(|s| s.source == f && s.split == Split::Test).map(|s| (x(r), 100.0 * s.success_rate))).collect();
+        let name = Path::new(&f).file_name().map_or(f.clone(), |n| n.to_string_lossy().to_string());
+        success.push(Series { name, points, dashed: true, bold: false });
+    }
     let turns = vec![Series { name: "mean turns".into(), points: records.iter().filter_map(|r| r.test.row("all", None).map(|a| (x(r), a.mean_turns))).collect(), dashed: false, bold: true }];
     svg(&[
         Chart { title: "Success per round (suites: test)".into(), y_label: "success (%)".into(), y_max: Some(100.0), series: success },
