@@ -21,7 +21,11 @@ pub struct GgufFile {
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self> {
         let mut file = File::open(path).map_err(|e| ModelError::io(path, e))?;
-        let content = Content::read(&mut file).map_err(|e| ModelError::Gguf { path: path.into(), msg: e.to_string() })?;
+        // candle's reader bounds every length by the file size, but divides by a `general.alignment` of 0: a
+        // panic there is a malformed file, not a crash.
+        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Content::read(&mut file)))
+            .map_err(|_| ModelError::Gguf { path: path.into(), msg: "malformed header (the reader gave up)".into() })?;
+        let content = read.map_err(|e| ModelError::Gguf { path: path.into(), msg: e.to_string() })?;
         // SAFETY: the file is opened read-only and we never hand out references that outlive `self`.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
         Ok(GgufFile { path: path.into(), content, mmap })
@@ -49,19 +53,22 @@ impl GgufFile {
             .get(name)
             .ok_or_else(|| ModelError::MissingTensor { path: self.path.clone(), tensor: name.into() })?;
         let dims = info.shape.dims().to_vec();
-        let elems: usize = dims.iter().product();
-        let nbytes = match info.ggml_dtype {
-            GgmlDType::F32 => elems * 4,
-            GgmlDType::F16 | GgmlDType::BF16 => elems * 2,
-            GgmlDType::Q4_0 => elems / QK * 18,
-            GgmlDType::Q4_1 => elems / QK * 20,
-            GgmlDType::Q8_0 => elems / QK * 34,
+        // Sizes come from the file: checked arithmetic, so absurd ones are errors rather than wrapped values.
+        let too_big = || ModelError::Truncated { path: self.path.clone(), tensor: name.into(), end: u64::MAX, len: self.mmap.len() as u64 };
+        let elems = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).ok_or_else(too_big)?;
+        let (num, den) = match info.ggml_dtype {
+            GgmlDType::F32 => (4, 1),
+            GgmlDType::F16 | GgmlDType::BF16 => (2, 1),
+            GgmlDType::Q4_0 => (18, QK as u64),
+            GgmlDType::Q4_1 => (20, QK as u64),
+            GgmlDType::Q8_0 => (34, QK as u64),
             other => {
                 return Err(ModelError::UnsupportedDType { path: self.path.clone(), tensor: name.into(), dtype: format!("{other:?}") })
             }
         };
-        let start = self.content.tensor_data_offset + info.offset;
-        let end = start + nbytes as u64;
+        let nbytes = (elems / den).checked_mul(num).ok_or_else(too_big)?;
+        let start = (self.content.tensor_data_offset).checked_add(info.offset).ok_or_else(too_big)?;
+        let end = start.checked_add(nbytes).ok_or_else(too_big)?;
         if end > self.mmap.len() as u64 {
             return Err(ModelError::Truncated { path: self.path.clone(), tensor: name.into(), end, len: self.mmap.len() as u64 });
         }

@@ -10,6 +10,7 @@ mod distil_export;
 mod distil_fewshot;
 mod distil_filter;
 mod distil_train;
+mod fuzz;
 mod generate_real;
 mod hostile_text;
 mod loop_learning;
