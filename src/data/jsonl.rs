@@ -139,7 +139,9 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), Jso
     write_bytes_atomic(path, &buf)
 }
 
-fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), JsonlError> {
+/// Writes through a temporary file renamed into place: a failed write (no space, no permission, a file-size
+/// limit) leaves the previous file as it was and no temporary behind, and the error names `path`.
+pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), JsonlError> {
     let file_name = path
         .file_name()
         .map(|n| n.to_string_lossy().into_owned())

@@ -28,8 +28,6 @@ pub fn write_dir_atomically(out: &Path, fill: impl FnOnce(&Path) -> anyhow::Resu
 /// Writes one file atomically (temp file in the same folder, then rename).
 pub fn write_file_atomically(path: &Path, bytes: &[u8]) -> std::io::Result<()> {
     let dir = path.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(dir)?;
-    let tmp = dir.join(format!(".{}.tmp-{}", path.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_default(), std::process::id()));
-    std::fs::write(&tmp, bytes)?;
-    std::fs::rename(&tmp, path)
+    std::fs::create_dir_all(dir).map_err(|e| std::io::Error::new(e.kind(), format!("{}: {e}", dir.display())))?;
+    crate::data::jsonl::write_bytes_atomic(path, bytes).map_err(|e| std::io::Error::other(e.to_string()))
 }

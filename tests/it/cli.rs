@@ -122,3 +122,30 @@ fn a_second_writer_is_refused_and_a_killed_one_leaves_no_lock() {
     assert!(autodidact::lock::OutputLock::for_file(&file).is_ok());
     assert!(autodidact::lock::OutputLock::for_file(&dir.path().join("b.jsonl")).is_err());
 }
+
+/// A write that fails (here a file-size limit, which also stands for a full disk) stops with an error naming the
+/// file; the good file from before is untouched, no temporary file is left, and the rerun succeeds.
+#[test]
+fn a_failed_write_names_the_file_and_keeps_the_previous_one() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("tasks.jsonl");
+    let write = |per: &str, limit: bool| {
+        let cmd = format!(
+            "{} {} tasks write --suites arithmetic --difficulties 1 --split train --tasks-per {per} --out {}",
+            if limit { "trap '' XFSZ; ulimit -f 4;" } else { "" },
+            env!("CARGO_BIN_EXE_autodidact"),
+            out.display()
+        );
+        Command::new("bash").args(["-c", &cmd]).output().unwrap()
+    };
+    assert!(write("2", false).status.success());
+    let good = std::fs::read(&out).unwrap();
+    let o = write("200", true);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success() && err.contains("tasks.jsonl"), "{err}");
+    assert_eq!(std::fs::read(&out).unwrap(), good, "the previous file was replaced by a partial one");
+    let names: Vec<String> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name().to_string_lossy().to_string()).collect();
+    assert_eq!(names, vec!["tasks.jsonl".to_string()], "a temporary file was left behind");
+    assert!(write("200", false).status.success());
+    assert!(std::fs::read(&out).unwrap().len() > 4096);
+}
