@@ -54,7 +54,10 @@ pub fn load_tasks_numbered(path: &Path) -> Result<Vec<(usize, Task)>, TaskFileEr
     load_numbered(path, ReadMode::Strict).map(|(tasks, _)| tasks)
 }
 
-fn load_numbered(path: &Path, mode: ReadMode) -> Result<(Vec<(usize, Task)>, Vec<SkippedLine>), TaskFileError> {
+/// Tasks with their line numbers, and the lines skipped.
+type Numbered = (Vec<(usize, Task)>, Vec<SkippedLine>);
+
+fn load_numbered(path: &Path, mode: ReadMode) -> Result<Numbered, TaskFileError> {
     let read = read_jsonl::<Task>(path, mode)?;
     let mut skipped = read.skipped;
     let mut seen: BTreeMap<String, usize> = BTreeMap::new();

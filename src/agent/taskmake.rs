@@ -51,7 +51,10 @@ pub fn parse_matcher(s: &str) -> Result<Matcher, MakeError> {
 }
 
 /// The rows of `path` as (line, JSON object): `.csv` files by header, anything else as JSONL.
-fn rows(path: &Path) -> Result<Vec<(usize, serde_json::Map<String, Value>)>, MakeError> {
+/// A row's line number and its fields.
+type Row = (usize, serde_json::Map<String, Value>);
+
+fn rows(path: &Path) -> Result<Vec<Row>, MakeError> {
     let io = |source| MakeError::Io { path: path.to_path_buf(), source };
     let row_err = |line: usize, field: &str, message: String| MakeError::Row { path: path.to_path_buf(), line, field: field.into(), message };
     let text = std::fs::read_to_string(path).map_err(io)?;
