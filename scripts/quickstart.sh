@@ -1,6 +1,6 @@
 #!/usr/bin/env bash
 # The main job on the default model, from a fresh clone: fetch the model if missing, build, run the quickstart
-# self-distillation loop (about 20 minutes on 2 cores; rerun to resume after an interruption), show the report.
+# self-distillation loop (about 25 minutes on 2 cores; rerun to resume after an interruption), show the report.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch-model.sh
