@@ -32,7 +32,9 @@ dev_per = 3
 test_per = 3
 [rollout]
 samples = 4
-max_active = 16
+# Small batches: episodes finish one after another, so a run killed every few seconds still makes progress
+# (rollouts resume episode by episode).
+max_active = 4
 [eval]
 samples = 2
 pass_k = [1, 2]
@@ -116,7 +118,8 @@ def norm(rel, data):
         drop = {'seconds', 'episodes_per_minute', 'generated_tokens_per_second', 'train_tokens_per_second', 'tokens_per_s', 'elapsed_s', 'step_s'}
         return json.dumps([{k: v for k, v in json.loads(l).items() if k not in drop} for l in data.decode().splitlines()], sort_keys=True)
     if rel == 'report.md':
-        return '\n'.join(re.sub(r'\| [0-9.]+ \|$', '| - |', l) for l in data.decode().splitlines())
+        lines = data.decode().splitlines()[1:]  # the title names the run
+        return '\n'.join(re.sub(r'\| [0-9.]+ \|$', '| - |', l) for l in lines)
     if rel == 'config.toml':
         return re.sub(r'(?m)^name = .*$', '', data.decode())
     return data
