@@ -15,6 +15,7 @@ pub mod lora_linear;
 pub mod model;
 pub mod ops;
 pub mod optim;
+pub mod rl;
 pub mod sft;
 pub mod tiny;
 

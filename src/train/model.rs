@@ -228,6 +228,19 @@ impl TrainModel {
         let ids = Arc::new(targets.iter().map(|t| t.target).collect::<Vec<_>>());
         Ok(head::target_logprobs(&h, &self.lm_head, ids)?)
     }
+
+    /// Log-probabilities of the targets and entropies of the predicted distributions (`n x 2`), both
+    /// differentiable with respect to the LoRA variables. No dropout: RL compares these with log-probs the
+    /// sampler saw, which had none.
+    pub fn target_logprobs_entropy(&self, batch: &Batch, lora: Option<&LoraVars>, targets: &[Target]) -> Result<Tensor> {
+        if targets.is_empty() {
+            return Err(TrainError::Data("no scored tokens in the batch".into()));
+        }
+        let x = self.hidden(batch, lora, None)?;
+        let h = self.final_rows(batch, &x, targets.iter().map(|t| (t.seq, t.pos)))?;
+        let ids = Arc::new(targets.iter().map(|t| t.target).collect::<Vec<_>>());
+        Ok(head::target_logprobs_entropy(&h, &self.lm_head, ids)?)
+    }
 }
 
 /// Dropout on the adapter input with masks from a seeded stream (candle's own dropout uses an unseeded RNG,

@@ -198,14 +198,7 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
             let nll = lp.sum_all()?.neg()?;
             nll_sum += nll.to_scalar::<f32>()? as f64;
             let loss = (nll / step_tokens as f64)?;
-            let gs = loss.backward()?;
-            for (k, (name, var)) in named.iter().enumerate() {
-                let g = gs.get(var.as_tensor()).ok_or_else(|| TrainError::NoGradient { name: name.clone() })?;
-                grads[k] = Some(match grads[k].take() {
-                    Some(acc) => (acc + g)?,
-                    None => g.clone(),
-                });
-            }
+            accumulate_grads(&mut grads, &loss.backward()?, &named)?;
         }
         let mean_loss = nll_sum / step_tokens as f64;
         let last_good = ckpt_dir.join(checkpoint::STATE_FILE).is_file().then(|| ckpt_dir.clone());
@@ -254,7 +247,7 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
 }
 
 /// A distinct, reproducible dropout stream per (run seed, step, micro-batch).
-fn dropout_seed(seed: u64, step: usize, micro: usize) -> u64 {
+pub(super) fn dropout_seed(seed: u64, step: usize, micro: usize) -> u64 {
     let mut x = seed ^ 0xD1B5_4A32_D192_ED03;
     for v in [step as u64, micro as u64] {
         x = (x ^ v).wrapping_mul(0x9E37_79B9_7F4A_7C15);
@@ -263,14 +256,26 @@ fn dropout_seed(seed: u64, step: usize, micro: usize) -> u64 {
     x
 }
 
-fn append_metrics(path: &Path, m: &StepMetrics) -> Result<()> {
+/// Adds one micro-batch's gradients to the step's; every variable must have one (a cut graph is an error).
+pub(super) fn accumulate_grads(grads: &mut [Option<Tensor>], gs: &candle_core::backprop::GradStore, named: &[(String, &candle_core::Var)]) -> Result<()> {
+    for (k, (name, var)) in named.iter().enumerate() {
+        let g = gs.get(var.as_tensor()).ok_or_else(|| TrainError::NoGradient { name: name.clone() })?;
+        grads[k] = Some(match grads[k].take() {
+            Some(acc) => (acc + g)?,
+            None => g.clone(),
+        });
+    }
+    Ok(())
+}
+
+pub(super) fn append_metrics<M: Serialize>(path: &Path, m: &M) -> Result<()> {
     let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| TrainError::io(path, e))?;
     let line = serde_json::to_string(m).map_err(|e| TrainError::Data(e.to_string()))?;
     writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))
 }
 
 /// After a resume, drops metric lines of steps the checkpoint does not contain (they will be redone).
-fn keep_metrics_up_to(path: &Path, step: usize) -> Result<()> {
+pub(super) fn keep_metrics_up_to(path: &Path, step: usize) -> Result<()> {
     let text = match std::fs::read_to_string(path) {
         Ok(t) => t,
         Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),

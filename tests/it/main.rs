@@ -23,4 +23,5 @@ mod train_bench;
 mod train_lora;
 mod train_model;
 mod train_ops;
+mod train_rl;
 mod train_sft;
