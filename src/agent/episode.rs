@@ -109,6 +109,7 @@ struct Episode<'a> {
     max_turns: u32,
     messages: Vec<Message>,
     fewshot: usize,
+    privileged: Option<String>,
     token_ids: Vec<u32>,
     mask: Vec<u8>,
     logprobs: Vec<f32>,
@@ -218,6 +219,7 @@ pub fn run_episodes<P: Policy + ?Sized>(
 fn start<'a>(job: usize, j: Job<'a>, cfg: &RunConfig<'_>) -> Result<Episode<'a>, EpisodeError> {
     let sandbox = suites::get(&j.task.suite)?.sandbox(j.task)?;
     let (messages, fewshot) = initial_messages(j.task, cfg.prompts, cfg.prompt_options)?;
+    let privileged = cfg.prompt_options.hint.and_then(|src| super::hint::privileged(j.task, src));
     let max_turns = cfg
         .limits
         .max_turns
@@ -231,6 +233,7 @@ fn start<'a>(job: usize, j: Job<'a>, cfg: &RunConfig<'_>) -> Result<Episode<'a>,
         max_turns,
         messages,
         fewshot,
+        privileged,
         token_ids: Vec::new(),
         mask: Vec::new(),
         logprobs: Vec::new(),
@@ -422,6 +425,7 @@ impl Episode<'_> {
             sample_index: self.sample_index,
             messages: self.messages,
             fewshot_messages: self.fewshot,
+            privileged: self.privileged,
             token_ids: self.token_ids,
             produced_mask: self.mask,
             logprobs: self.logprobs,

@@ -51,6 +51,9 @@ pub struct PromptOptions {
     pub fewshot: bool,
     /// Put the tool specs in the system message (for chat templates that do not render tools themselves).
     pub tools_in_system: bool,
+    /// Append privileged context from this source to the system message (hinted rollouts); the trajectory
+    /// records the text so that training rows can take it out again.
+    pub hint: Option<super::hint::HintSource>,
 }
 
 impl Default for PromptOptions {
@@ -58,6 +61,7 @@ impl Default for PromptOptions {
         Self {
             fewshot: true,
             tools_in_system: true,
+            hint: None,
         }
     }
 }
@@ -271,6 +275,10 @@ pub fn initial_messages(
         p.system.replace("{tools}", &tools_block(&task.tools))
     } else {
         format!("{}\n\n{}", p.system, tools_block(&task.tools))
+    };
+    let system = match opts.hint.and_then(|src| super::hint::privileged(task, src)) {
+        Some(h) => super::hint::with_hint(&system, &h),
+        None => system,
     };
     let mut messages = vec![Message::system(system)];
     if opts.fewshot {

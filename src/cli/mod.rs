@@ -10,6 +10,7 @@ pub mod rollout;
 mod run_loop;
 mod tasks;
 mod train;
+mod train_rl;
 
 use std::path::PathBuf;
 

@@ -63,7 +63,7 @@ impl EpisodeArgs {
             samples_per_task: self.samples,
             sampling: sampling.params(),
             limits: Limits::agent(self.turn_tokens, self.episode_tokens, self.max_turns, self.max_active),
-            prompt_options: PromptOptions { fewshot: !self.no_fewshot, tools_in_system: true },
+            prompt_options: PromptOptions { fewshot: !self.no_fewshot, tools_in_system: true, hint: None },
             adapter,
         }
     }

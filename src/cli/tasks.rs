@@ -162,7 +162,7 @@ pub fn run(a: TasksArgs) -> anyhow::Result<()> {
             let t = tasks.tasks()?;
             let task = t.get(index).ok_or_else(|| anyhow::anyhow!("only {} tasks selected", t.len()))?;
             let prompts = Prompts::embedded()?;
-            let (messages, _) = initial_messages(task, &prompts, PromptOptions { fewshot: !no_fewshot, tools_in_system: true })?;
+            let (messages, _) = initial_messages(task, &prompts, PromptOptions { fewshot: !no_fewshot, tools_in_system: true, hint: None })?;
             let m = model.load()?;
             let policy = crate::rollout::EnginePolicy::new(&m, Default::default(), vec![], Box::new(|_| {}));
             let text = m.render_chat(&policy.template_messages(&messages), None, true)?;

@@ -14,13 +14,19 @@ use crate::model::lora::{LoraAdapter, LoraConfig, Proj};
 use crate::train::bench::{bench_train, BenchParams};
 use crate::train::data::epoch_batches;
 use crate::train::optim::AdamWParams;
+use crate::agent::hint::HintSource;
+use crate::train::rl::Objective;
 use crate::train::{train_sft, SftParams, StepMetrics, TrainModel, TrainRow};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
     #[command(flatten)]
     pub model: ModelArgs,
-    /// Dataset written by `filter` (DIR/dataset.jsonl).
+    /// sft: --data is a dataset written by `filter` (DIR/dataset.jsonl). grpo / sdar: --data is a rollout's
+    /// trajectories.jsonl, and every episode is trained on (at least 2 samples per task).
+    #[arg(long, default_value = "sft")]
+    pub objective: Objective,
+    /// Dataset (sft) or trajectories (grpo, sdar).
     #[arg(long, required_unless_present = "bench")]
     pub data: Option<PathBuf>,
     /// Run folder: checkpoint/, metrics.jsonl, and the final adapter in OUT/adapter (PEFT format).
@@ -78,6 +84,33 @@ pub struct TrainArgs {
     /// Stop after this many steps with a checkpoint, keeping the full run's schedule (resume later).
     #[arg(long)]
     pub stop_after: Option<usize>,
+    /// RL: task groups (all samples of a task) per optimizer step.
+    #[arg(long, default_value_t = 4)]
+    pub groups_per_step: usize,
+    /// RL reward: this times the verdict's score, minus --invalid-penalty per invalid step.
+    #[arg(long, default_value_t = 10.0)]
+    pub success_reward: f64,
+    #[arg(long, default_value_t = 0.1)]
+    pub invalid_penalty: f64,
+    /// RL: PPO clip range, KL-to-base and entropy weights.
+    #[arg(long, default_value_t = 0.2)]
+    pub clip_eps: f64,
+    #[arg(long, default_value_t = 0.01)]
+    pub kl_coef: f64,
+    #[arg(long, default_value_t = 0.001)]
+    pub entropy_coef: f64,
+    /// SDAR: weight and gate sharpness (0: a flat gate) of the self-distillation term.
+    #[arg(long, default_value_t = 0.01)]
+    pub sdar_lambda: f64,
+    #[arg(long, default_value_t = 5.0)]
+    pub sdar_beta: f64,
+    /// SDAR's privileged context: skill (prompts/skills/<suite>.md) or plan (the task's reference calls; needs
+    /// --tasks, else the skill text).
+    #[arg(long, default_value = "skill")]
+    pub hint_source: HintSource,
+    /// Task files (JSONL) of the trajectories' tasks, for plan hints.
+    #[arg(long)]
+    pub tasks: Vec<PathBuf>,
     /// Measure training throughput (trained tokens/s, peak RSS) instead of training.
     #[arg(long)]
     pub bench: bool,
@@ -105,6 +138,9 @@ fn parse_shape(s: &str) -> Result<(usize, usize), String> {
 pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     if a.bench {
         return bench(&a);
+    }
+    if a.objective.is_rl() {
+        return super::train_rl::run(&a);
     }
     let (Some(data), Some(out)) = (&a.data, &a.out) else { bail!("give --data FILE and --out DIR") };
     let _lock = crate::lock::OutputLock::acquire(out)?;

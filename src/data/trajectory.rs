@@ -134,6 +134,10 @@ pub struct Trajectory {
     /// distillation can drop them.
     #[serde(default)]
     pub fewshot_messages: usize,
+    /// Privileged context (a hint) appended to the system message of a hinted rollout; training rows take it
+    /// out, so the trained model never sees it.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub privileged: Option<String>,
     pub token_ids: Vec<u32>,
     /// 1 where the model produced the token (trainable), 0 for prompt, template and tool tokens.
     pub produced_mask: Vec<u8>,

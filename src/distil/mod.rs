@@ -2,9 +2,10 @@
 //! the rollout's exact token ids and an assistant-only loss mask (`rows`). The mask audit lives with the row type
 //! in `data::dataset`.
 pub mod filter;
+pub mod rl;
 pub mod rows;
 pub mod write;
 
 pub use filter::{select, DropReason, FilterParams, FilterReport, Selection};
-pub use rows::{build_row, BuiltRow, ChatEncoder, RowError};
+pub use rows::{build_row, strip_hint, teacher_view, BuiltRow, ChatEncoder, RowError};
 pub use write::{filter_to_dir, FilterOutput, AUDIT_FILE, DATASET_FILE, REPORT_FILE};

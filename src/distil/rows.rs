@@ -68,6 +68,9 @@ pub fn episode_tools(t: &Trajectory) -> Vec<Value> {
 pub fn build_row(t: &Trajectory, drop_fewshot: Option<&dyn ChatEncoder>) -> Result<BuiltRow, RowError> {
     let id = row_id(t);
     let bad = |msg: String| RowError::Inconsistent { id: id.clone(), msg };
+    if t.privileged.is_some() {
+        return Err(bad("was sampled with a hint in its prompt; a training row must not contain it (strip_hint first)".into()));
+    }
     if t.token_ids.len() != t.produced_mask.len() {
         return Err(bad(format!("{} token ids but {} produced-mask values", t.token_ids.len(), t.produced_mask.len())));
     }
@@ -86,7 +89,10 @@ pub fn build_row(t: &Trajectory, drop_fewshot: Option<&dyn ChatEncoder>) -> Resu
     }
     let tools = episode_tools(t);
     let (messages, token_ids, mask, shift) = match drop_fewshot {
-        Some(enc) if t.fewshot_messages > 0 => splice(t, &tools, enc).map_err(|msg| RowError::Splice { id: id.clone(), msg })?,
+        Some(enc) if t.fewshot_messages > 0 => {
+            let s = splice(t, &t.messages[..1], &tools, enc).map_err(|msg| RowError::Splice { id: id.clone(), msg })?;
+            (s.messages, s.token_ids, s.mask, s.shift)
+        }
         _ => (t.messages.clone(), t.token_ids.clone(), t.produced_mask.clone(), 0isize),
     };
     let stop_turn_ends = stop_turn_ends.into_iter().map(|p| (p as isize + shift) as usize).collect();
@@ -118,11 +124,49 @@ fn styled(messages: &[Message], with_calls: bool) -> Vec<Value> {
     out
 }
 
-type Spliced = (Vec<Message>, Vec<u32>, Vec<u8>, isize);
+struct Spliced {
+    messages: Vec<Message>,
+    token_ids: Vec<u32>,
+    mask: Vec<u8>,
+    /// New position - old position of every token after the head.
+    shift: isize,
+    /// Tokens of the old head.
+    old_prefix: usize,
+}
 
-/// The rollout's renderer is not recorded, so the plausible ones are tried (tools passed to the template or
-/// not; calls passed as `tool_calls` or only in the text) and the first whose rendering is a verified prefix wins.
-fn splice(t: &Trajectory, tools: &[Value], enc: &dyn ChatEncoder) -> Result<Spliced, String> {
+/// The episode as if it had been sampled without its hint: the system message without the privileged context,
+/// the token ids spliced to match (sampled ids unchanged), `privileged` cleared. A successful hinted episode
+/// then trains the model to do unaided what it did with the hint (context distillation).
+pub fn strip_hint(t: &Trajectory, enc: &dyn ChatEncoder) -> Result<Trajectory, RowError> {
+    let Some(hint) = &t.privileged else { return Ok(t.clone()) };
+    let bad = |msg: String| RowError::Splice { id: row_id(t), msg };
+    let system = t.messages.first().filter(|m| m.role == Role::System).ok_or_else(|| bad("no system message".into()))?;
+    let plain = crate::agent::hint::without_hint(&system.content, hint).ok_or_else(|| bad("the system message does not end with the recorded hint".into()))?;
+    let mut head = t.messages[..1 + t.fewshot_messages].to_vec();
+    head[0].content = plain.to_string();
+    let s = splice(t, &head, &episode_tools(t), enc).map_err(bad)?;
+    let old_len = s.old_prefix;
+    let mut logprobs = vec![0f32; old_len.saturating_add_signed(s.shift)];
+    logprobs.extend_from_slice(t.logprobs.get(old_len..).ok_or_else(|| bad("fewer log-probs than tokens".into()))?);
+    Ok(Trajectory { messages: s.messages, token_ids: s.token_ids, produced_mask: s.mask, logprobs, privileged: None, ..t.clone() })
+}
+
+/// The teacher's copy of an episode for SDAR: the same tokens with `hint` appended to the system message.
+/// Returns the teacher's token ids and the offset of every later token in them.
+pub fn teacher_view(t: &Trajectory, hint: &str, enc: &dyn ChatEncoder) -> Result<(Vec<u32>, isize), RowError> {
+    let bad = |msg: String| RowError::Splice { id: row_id(t), msg };
+    let system = t.messages.first().filter(|m| m.role == Role::System).ok_or_else(|| bad("no system message".into()))?;
+    let mut head = t.messages[..1 + t.fewshot_messages].to_vec();
+    head[0].content = crate::agent::hint::with_hint(&system.content, hint);
+    let s = splice(t, &head, &episode_tools(t), enc).map_err(bad)?;
+    Ok((s.token_ids, s.shift))
+}
+
+/// Replaces the rendering of the episode's head (system and few-shot messages, everything before the first
+/// user message) by the rendering of `head`, keeping every later token. The rollout's renderer is not recorded,
+/// so the plausible ones are tried (tools passed to the template or not; calls passed as `tool_calls` or only
+/// in the text) and the first whose rendering is a verified prefix wins.
+fn splice(t: &Trajectory, head: &[Message], tools: &[Value], enc: &dyn ChatEncoder) -> Result<Spliced, String> {
     let first_user = 1 + t.fewshot_messages;
     match (t.messages.first().map(|m| m.role), t.messages.get(first_user).map(|m| m.role)) {
         (Some(Role::System), Some(Role::User)) => {}
@@ -141,13 +185,15 @@ fn splice(t: &Trajectory, tools: &[Value], enc: &dyn ChatEncoder) -> Result<Spli
             if old.len() > first_sampled {
                 return Err(format!("the few-shot prefix ({} tokens) runs into the model's first sampled token at {first_sampled}", old.len()));
             }
-            let new_prefix = enc.encode_chat(&styled(&t.messages[..1], with_calls), tools_arg, false)?;
-            let expected = enc.encode_chat(&styled(&[t.messages[0].clone(), t.messages[first_user].clone()], with_calls), tools_arg, true)?;
+            let new_prefix = enc.encode_chat(&styled(head, with_calls), tools_arg, false)?;
+            let mut new_context = head.to_vec();
+            new_context.push(t.messages[first_user].clone());
+            let expected = enc.encode_chat(&styled(&new_context, with_calls), tools_arg, true)?;
             let mut got = new_prefix.clone();
             got.extend_from_slice(&t.token_ids[old.len()..first_sampled]);
             if got != expected {
                 tried.push(format!(
-                    "tools {}: [system] + the retained tail is not what the template renders for [system, user] ({} vs {} tokens)",
+                    "tools {}: the new head + the retained tail is not what the template renders for [head, user] ({} vs {} tokens)",
                     tools_arg.is_some(),
                     got.len(),
                     expected.len()
@@ -158,9 +204,9 @@ fn splice(t: &Trajectory, tools: &[Value], enc: &dyn ChatEncoder) -> Result<Spli
             ids.extend_from_slice(&t.token_ids[old.len()..]);
             let mut mask = vec![0u8; new_prefix.len()];
             mask.extend_from_slice(&t.produced_mask[old.len()..]);
-            let mut messages = vec![t.messages[0].clone()];
+            let mut messages = head.to_vec();
             messages.extend_from_slice(&t.messages[first_user..]);
-            return Ok((messages, ids, mask, new_prefix.len() as isize - old.len() as isize));
+            return Ok(Spliced { messages, token_ids: ids, mask, shift: new_prefix.len() as isize - old.len() as isize, old_prefix: old.len() });
         }
     }
     Err(format!("no rendering of the few-shot prefix aligns with the trajectory's token ids (was it rolled out with this model's template?): {}", tried.join("; ")))

@@ -4,7 +4,9 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
+use crate::agent::hint::HintSource;
 use crate::model::lora::Proj;
+use crate::train::rl::{Objective, RlCoefs};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -33,6 +35,12 @@ pub struct LoopConfig {
     pub train: TrainConfig,
     #[serde(default)]
     pub gate: GateConfig,
+    /// The RL objectives' settings (`train.objective = "grpo"` or `"sdar"`).
+    #[serde(default)]
+    pub rl: RlConfig,
+    /// Privileged context for SDAR's teacher and hinted rollouts.
+    #[serde(default)]
+    pub hint: HintConfig,
 }
 
 fn default_runs_dir() -> PathBuf {
@@ -116,6 +124,9 @@ pub struct RolloutConfig {
     pub max_active: usize,
     /// Include the suites' few-shot examples in the prompt.
     pub fewshot: bool,
+    /// Hinted rollouts (STaR's rationalization): train tasks this round did not solve are sampled again with
+    /// privileged context (`hint.source`) in the prompt; their successes are trained on without it.
+    pub hinted: bool,
 }
 
 impl Default for RolloutConfig {
@@ -130,6 +141,7 @@ impl Default for RolloutConfig {
             episode_tokens: 2048,
             max_active: 48,
             fewshot: true,
+            hinted: false,
         }
     }
 }
@@ -179,6 +191,8 @@ pub enum TrainMode {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct TrainConfig {
+    /// `sft` trains on the filtered successes; `grpo` and `sdar` on every sampled episode (see `[rl]`).
+    pub objective: Objective,
     pub mode: TrainMode,
     pub rank: usize,
     pub alpha: f32,
@@ -200,6 +214,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
+            objective: Objective::Sft,
             mode: TrainMode::Continue,
             rank: 8,
             alpha: 16.0,
@@ -225,6 +240,59 @@ impl TrainConfig {
             .map(|t| Proj::from_hf_name(t).ok_or_else(|| anyhow::anyhow!("train.targets: unknown projection `{t}` (use q,k,v,o,gate,up,down)")))
             .collect()
     }
+}
+
+/// GRPO / SDAR settings (method.md §2). The adapter shape, `batch_size` (episodes per micro-batch), seed,
+/// clipping and checkpoints come from `[train]`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct RlConfig {
+    pub lr: f64,
+    /// Update epochs over each round's episodes.
+    pub epochs: usize,
+    /// Task groups (all samples of a task) per optimizer step.
+    pub groups_per_step: usize,
+    /// Reward = success_reward x the verdict's score (1 for a success, the F1 for F1 matchers) - invalid_penalty
+    /// x invalid steps.
+    pub success_reward: f64,
+    pub invalid_penalty: f64,
+    pub clip_eps: f64,
+    pub kl_coef: f64,
+    pub entropy_coef: f64,
+    pub sdar_lambda: f64,
+    pub sdar_beta: f64,
+}
+
+impl Default for RlConfig {
+    fn default() -> Self {
+        let c = RlCoefs::default();
+        RlConfig {
+            lr: 1e-4,
+            epochs: 1,
+            groups_per_step: 4,
+            success_reward: 10.0,
+            invalid_penalty: 0.1,
+            clip_eps: c.clip_eps,
+            kl_coef: c.kl_coef,
+            entropy_coef: c.entropy_coef,
+            sdar_lambda: c.sdar_lambda,
+            sdar_beta: c.sdar_beta,
+        }
+    }
+}
+
+impl RlConfig {
+    pub fn coefs(&self) -> RlCoefs {
+        RlCoefs { clip_eps: self.clip_eps, kl_coef: self.kl_coef, entropy_coef: self.entropy_coef, sdar_lambda: self.sdar_lambda, sdar_beta: self.sdar_beta }
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct HintConfig {
+    /// `skill` (prompts/skills/<suite>.md) or `plan` (a generated task's reference calls; the skill text for
+    /// tasks without one).
+    pub source: HintSource,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -287,6 +355,24 @@ impl LoopConfig {
             return bad("train.lr", "must be positive");
         }
         self.train.projections()?;
+        if self.rollout.hinted && self.train.objective.is_rl() {
+            return bad("rollout.hinted", "hinted rollouts feed the filtered (sft) loop; SDAR uses the hint through its teacher");
+        }
+        if self.train.objective.is_rl() {
+            if self.rollout.samples < 2 {
+                return bad("rollout.samples", "GRPO and SDAR compare a task's samples with each other: at least 2 per task");
+            }
+            if self.train.mode != TrainMode::Continue {
+                return bad("train.mode", "the RL objectives update the current adapter on-policy: use `continue`");
+            }
+            let r = &self.rl;
+            if !(r.lr.is_finite() && r.lr > 0.0) || r.epochs == 0 || r.groups_per_step == 0 {
+                return bad("rl", "lr, epochs and groups_per_step must be positive");
+            }
+            if ![r.success_reward, r.invalid_penalty, r.clip_eps, r.kl_coef, r.entropy_coef, r.sdar_lambda, r.sdar_beta].iter().all(|v| v.is_finite() && *v >= 0.0) {
+                return bad("rl", "rewards and coefficients must be finite and not negative");
+            }
+        }
         for s in &self.tasks.suites {
             crate::agent::suites::get(s).map_err(|e| anyhow::anyhow!("field `tasks.suites`: {e}"))?;
         }

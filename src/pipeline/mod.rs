@@ -21,7 +21,7 @@ pub mod report;
 pub mod stages;
 pub mod tasks;
 
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use anyhow::{bail, Context};
@@ -32,7 +32,7 @@ use crate::data::Split;
 use crate::data::jsonl::write_json_atomic;
 use crate::export::write_file_atomically;
 use config::LoopConfig;
-use records::{overall, read_json, GateRecord, RoundRecord};
+use records::{overall, read_json, FilterRecord, GateRecord, RolloutRecord, RoundRecord, TrainRecord};
 use stages::{filter_record, round_dir, Stages};
 use tasks::TaskSets;
 
@@ -102,6 +102,16 @@ fn run_round(st: &mut Stages<'_>, round: usize, rdir: &Path, earlier: &[RoundRec
     // the very same episodes again.
     let seed = earlier.iter().filter(|r| r.round > 0 && r.start_adapter == start).count() as u64;
     let (trajs, rollout) = st.rollout(round, rdir, seed)?;
+    if cfg.train.objective.is_rl() {
+        let train = st.train_rl(round, rdir, &trajs, start.as_deref())?;
+        if train.steps == 0 {
+            if !st.quiet {
+                eprintln!("  every task's samples got the same reward: no gradient, the model stays as it was");
+            }
+            return Ok(unchanged(prev, round, start, Some(rollout), None, Some(train), "no signal: every group's rewards are equal".into(), t0));
+        }
+        return candidate_round(st, round, rdir, prev, start, rollout, None, train, t0);
+    }
     let (freport, own) = st.filter(rdir, &trajs)?;
     let own_len = own.len();
     let rows = st.train_rows(round, own.clone())?;
@@ -111,29 +121,42 @@ fn run_round(st: &mut Stages<'_>, round: usize, rdir: &Path, earlier: &[RoundRec
         if !st.quiet {
             eprintln!("  no episode kept; nothing to train, the model stays as it was");
         }
-        return Ok(RoundRecord {
-            round,
-            start_adapter: start.clone(),
-            rollout: Some(rollout),
-            filter: Some(filter),
-            train: None,
-            test: prev.test.clone(),
-            test_no_fewshot: prev.test_no_fewshot.clone(),
-            dev: prev.dev.clone(),
-            sources: prev.sources.clone(),
-            gate: Some(GateRecord {
-                reference_round: prev.round,
-                reference_success: prev.dev_success().0,
-                success: prev.dev_success().0,
-                tolerance: 0.0,
-                promoted: false,
-                reason: format!("no data: {own_len} episodes kept"),
-            }),
-            adapter: start,
-            seconds: t0.elapsed().as_secs_f64(),
-        });
+        return Ok(unchanged(prev, round, start, Some(rollout), Some(filter), None, format!("no data: {own_len} episodes kept"), t0));
     }
     let train = st.train(round, rdir, &rows, start.as_deref())?;
+    candidate_round(st, round, rdir, prev, start, rollout, Some(filter), train, t0)
+}
+
+/// A round that trained nothing: the model and its evaluations stay those of `prev`.
+#[allow(clippy::too_many_arguments)]
+fn unchanged(prev: &RoundRecord, round: usize, start: Option<PathBuf>, rollout: Option<RolloutRecord>, filter: Option<FilterRecord>, train: Option<TrainRecord>, reason: String, t0: Instant) -> RoundRecord {
+    RoundRecord {
+        round,
+        start_adapter: start.clone(),
+        rollout,
+        filter,
+        train,
+        test: prev.test.clone(),
+        test_no_fewshot: prev.test_no_fewshot.clone(),
+        dev: prev.dev.clone(),
+        sources: prev.sources.clone(),
+        gate: Some(GateRecord {
+            reference_round: prev.round,
+            reference_success: prev.dev_success().0,
+            success: prev.dev_success().0,
+            tolerance: 0.0,
+            promoted: false,
+            reason,
+        }),
+        adapter: start,
+        seconds: t0.elapsed().as_secs_f64(),
+    }
+}
+
+/// Evaluates the adapter the round trained and passes it through the gate.
+#[allow(clippy::too_many_arguments)]
+fn candidate_round(st: &mut Stages<'_>, round: usize, rdir: &Path, prev: &RoundRecord, start: Option<PathBuf>, rollout: RolloutRecord, filter: Option<FilterRecord>, train: TrainRecord, t0: Instant) -> anyhow::Result<RoundRecord> {
+    let cfg = st.cfg;
     let candidate = rdir.strip_prefix(&st.dir).unwrap_or(rdir).join("train").join("adapter");
     st.use_adapter(Some(&candidate))?;
     let e = evaluate_all(st, rdir)?;
@@ -146,7 +169,7 @@ fn run_round(st: &mut Stages<'_>, round: usize, rdir: &Path, earlier: &[RoundRec
         round,
         start_adapter: start,
         rollout: Some(rollout),
-        filter: Some(filter),
+        filter,
         train: Some(train),
         test: e.test,
         test_no_fewshot: e.test_no_fewshot,

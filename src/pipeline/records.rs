@@ -52,6 +52,21 @@ pub struct RolloutRecord {
     /// Throughput of the episodes this process ran (a resumed stage counts only its own part).
     pub episodes_per_minute: f64,
     pub generated_tokens_per_second: f64,
+    /// Hinted rollouts on the train tasks this round left unsolved.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub hinted: Option<HintedRecord>,
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct HintedRecord {
+    /// Unsolved train tasks sampled again with the hint.
+    pub tasks: usize,
+    pub episodes: usize,
+    pub successes: usize,
+    /// Of those tasks, how many the hint let the model solve at least once (successes the plain rollout lacked).
+    pub tasks_solved: usize,
+    /// ... and of them, tasks of difficulty 2 or more.
+    pub hard_tasks_solved: usize,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -70,6 +85,26 @@ pub struct TrainRecord {
     pub last_loss: Option<f64>,
     pub trained_tokens: u64,
     pub tokens_per_second: f64,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rl: Option<RlRecord>,
+}
+
+/// What an RL round's training saw, from its reference pass and first and last steps.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct RlRecord {
+    pub objective: crate::train::rl::Objective,
+    pub groups: usize,
+    pub zero_variance_groups: usize,
+    pub episodes_used: usize,
+    /// Episodes whose task had no privileged context (their teacher is the student: gap 0).
+    pub without_hint: usize,
+    pub reward_mean: f64,
+    pub sampler_gap: crate::train::rl::SamplerGap,
+    pub kl_last: Option<f64>,
+    pub clip_fraction_mean: Option<f64>,
+    pub gap_first: Option<f64>,
+    pub gap_last: Option<f64>,
+    pub gate_mean: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::config::{LoopConfig, TrainMode};
-use super::records::{read_json, FilterRecord, RolloutRecord, SourceResult, TrainRecord};
+use super::records::{read_json, FilterRecord, HintedRecord, RlRecord, RolloutRecord, SourceResult, TrainRecord};
 use super::tasks::TaskSets;
 use crate::agent::episode::Limits;
 use crate::agent::metrics::EvalReport;
@@ -15,12 +15,15 @@ use crate::agent::prompts::{PromptOptions, Prompts};
 use crate::data::dataset::{read_dataset, DatasetRow};
 use crate::data::jsonl::{read_jsonl, write_json_atomic};
 use crate::data::{ReadMode, Split, Task, Trajectory};
-use crate::distil::{filter_to_dir, ChatEncoder, FilterParams, FilterReport, DATASET_FILE, REPORT_FILE};
+use crate::agent::hint::{self, HintSource};
+use crate::distil::rl::{rl_rows, Rewards, Teacher};
+use crate::distil::{filter_to_dir, strip_hint, ChatEncoder, FilterParams, FilterReport, DATASET_FILE, REPORT_FILE};
 use crate::model::lora::{LoraAdapter, LoraConfig};
 use crate::model::LoadedModel;
 use crate::rollout::{run_rollout, RolloutParams};
 use crate::sample::SamplingParams;
 use crate::train::optim::AdamWParams;
+use crate::train::rl::{train_rl, Objective, RlParams, RlStepMetrics};
 use crate::train::{train_sft, SftParams, StepMetrics, TrainModel, TrainRow};
 
 pub const TRAJECTORIES: &str = "trajectories.jsonl";
@@ -58,13 +61,14 @@ impl Stages<'_> {
         Ok(())
     }
 
-    fn params(&self, samples: u32, temperature: f32, top_p: f32, top_k: usize, fewshot: bool, seed: u64) -> RolloutParams {
+    #[allow(clippy::too_many_arguments)]
+    fn params(&self, samples: u32, temperature: f32, top_p: f32, top_k: usize, fewshot: bool, hint: Option<HintSource>, seed: u64) -> RolloutParams {
         let r = &self.cfg.rollout;
         RolloutParams {
             samples_per_task: samples,
             sampling: SamplingParams { temperature, top_p, top_k, seed, max_new_tokens: r.turn_tokens, stop_tokens: vec![], stop_strings: vec![] },
             limits: Limits::agent(r.turn_tokens, r.episode_tokens, None, r.max_active),
-            prompt_options: PromptOptions { fewshot, tools_in_system: true },
+            prompt_options: PromptOptions { fewshot, tools_in_system: true, hint },
             adapter: self.adapter.as_ref().map(|a| a.display().to_string()),
         }
     }
@@ -82,7 +86,7 @@ impl Stages<'_> {
             let tasks = if split == Split::Dev { &self.sets.dev } else { &self.sets.test };
             say(self.quiet, format_args!("  {name}: {} {split} tasks x {} samples{}", tasks.len(), e.samples, if fewshot { "" } else { ", no few-shot examples" }));
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
-            run_rollout(&self.model, &self.prompts, tasks, &self.params(e.samples, e.temperature, e.top_p, 0, fewshot, 0), &path, self.quiet)?;
+            run_rollout(&self.model, &self.prompts, tasks, &self.params(e.samples, e.temperature, e.top_p, 0, fewshot, None, 0), &path, self.quiet)?;
             let trajs: Vec<Trajectory> = read_jsonl(&path, ReadMode::Strict)?.into_items();
             let report = EvalReport::from_trajectories(&trajs, &e.pass_k);
             write_json_atomic(&report_path, &report)?;
@@ -122,24 +126,61 @@ impl Stages<'_> {
             if group.is_empty() {
                 continue;
             }
-            let params = self.params(samples, r.temperature, r.top_p, r.top_k, r.fewshot, seed);
+            let params = self.params(samples, r.temperature, r.top_p, r.top_k, r.fewshot, None, seed);
             let s = run_rollout(&self.model, &self.prompts, group, &params, &path, self.quiet)?;
             run += s.episodes_run;
             secs += s.seconds;
             tokens += s.generated_tokens;
         }
-        let trajs: Vec<Trajectory> = read_jsonl(&path, ReadMode::Strict)?.into_items();
+        let mut trajs: Vec<Trajectory> = read_jsonl(&path, ReadMode::Strict)?.into_items();
         let successes = trajs.iter().filter(|t| t.verdict.success).count();
+        let hinted = if r.hinted {
+            let (h, rec) = self.hinted_rollout(round_dir, &tasks, &trajs, seed)?;
+            trajs.extend(h);
+            Some(rec)
+        } else {
+            None
+        };
+        let plain = &trajs[..trajs.len() - hinted.as_ref().map_or(0, |h| h.episodes)];
         let rec = RolloutRecord {
             difficulties,
             tasks: tasks.len(),
-            episodes: trajs.len(),
+            episodes: plain.len(),
             successes,
-            success_rate: successes as f64 / trajs.len().max(1) as f64,
-            generated_tokens: trajs.iter().map(|t| t.counts.generated_tokens as usize).sum(),
+            success_rate: successes as f64 / plain.len().max(1) as f64,
+            generated_tokens: plain.iter().map(|t| t.counts.generated_tokens as usize).sum(),
             episodes_per_minute: if secs > 0.0 { run as f64 * 60.0 / secs } else { 0.0 },
             generated_tokens_per_second: if secs > 0.0 { tokens as f64 / secs } else { 0.0 },
+            hinted,
         };
+        Ok((trajs, rec))
+    }
+
+    /// STaR's rationalization: the train tasks that `plain` never solved, sampled again with privileged context
+    /// in the prompt (into `rollout-hinted/`). The filter trains on their successes without the hint.
+    fn hinted_rollout(&self, round_dir: &Path, tasks: &[Task], plain: &[Trajectory], seed: u64) -> anyhow::Result<(Vec<Trajectory>, HintedRecord)> {
+        let r = &self.cfg.rollout;
+        let solved: HashSet<&str> = plain.iter().filter(|t| t.verdict.success).map(|t| t.task_id.as_str()).collect();
+        let source = self.cfg.hint.source;
+        let unsolved: Vec<Task> = tasks.iter().filter(|t| !solved.contains(t.id.as_str()) && hint::privileged(t, source).is_some()).cloned().collect();
+        let dir = round_dir.join("rollout-hinted");
+        std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
+        let path = dir.join(TRAJECTORIES);
+        say(self.quiet, format_args!("  hinted rollout: {} unsolved train tasks x {} samples, hint from {source:?}", unsolved.len(), r.samples));
+        if !unsolved.is_empty() {
+            let params = self.params(r.samples, r.temperature, r.top_p, r.top_k, r.fewshot, Some(source), seed);
+            run_rollout(&self.model, &self.prompts, &unsolved, &params, &path, self.quiet)?;
+        }
+        let trajs: Vec<Trajectory> = if path.is_file() { read_jsonl(&path, ReadMode::Strict)?.into_items() } else { vec![] };
+        let won: BTreeSet<(&str, u8)> = trajs.iter().filter(|t| t.verdict.success).map(|t| (t.task_id.as_str(), t.difficulty)).collect();
+        let rec = HintedRecord {
+            tasks: unsolved.len(),
+            episodes: trajs.len(),
+            successes: trajs.iter().filter(|t| t.verdict.success).count(),
+            tasks_solved: won.len(),
+            hard_tasks_solved: won.iter().filter(|(_, d)| *d >= 2).count(),
+        };
+        say(self.quiet, format_args!("  hinted rollout: {} successes, {} tasks solved ({} of difficulty 2+)", rec.successes, rec.tasks_solved, rec.hard_tasks_solved));
         Ok((trajs, rec))
     }
 
@@ -170,7 +211,9 @@ impl Stages<'_> {
         let f = &self.cfg.filter;
         let params = FilterParams { keep_per_task: f.keep_per_task, balance: f.balance };
         let encoder: Option<&dyn ChatEncoder> = f.drop_fewshot.then_some(&self.model as &dyn ChatEncoder);
-        let out = filter_to_dir(trajs, &params, encoder, Some(self.model.tokenizer.stop_ids()), &dir)?;
+        // Hinted episodes are trained on as if sampled without the hint.
+        let trajs = trajs.iter().map(|t| strip_hint(t, &self.model)).collect::<Result<Vec<_>, _>>()?;
+        let out = filter_to_dir(&trajs, &params, encoder, Some(self.model.tokenizer.stop_ids()), &dir)?;
         say(self.quiet, format_args!("  filter: kept {} of {} episodes ({} tasks), {} trained tokens", out.report.total.kept, out.report.total.episodes, out.report.total.tasks_kept, out.trained_tokens()));
         Ok((out.report, out.rows))
     }
@@ -240,6 +283,92 @@ impl Stages<'_> {
     }
 }
 
+impl Stages<'_> {
+    /// GRPO or SDAR on every episode of the round's rollout, into `<round>/train/` (the adapter in
+    /// `train/adapter`, the record in `train/summary.json`, written last); `start` is the adapter to continue.
+    pub fn train_rl(&self, round: usize, round_dir: &Path, trajs: &[Trajectory], start: Option<&Path>) -> anyhow::Result<TrainRecord> {
+        let dir = round_dir.join("train");
+        let summary = dir.join("summary.json");
+        if summary.is_file() {
+            return read_json(&summary);
+        }
+        let (c, r) = (&self.cfg.train, &self.cfg.rl);
+        let tasks: std::collections::HashMap<&str, &Task> = self.sets.train.iter().map(|t| (t.id.as_str(), t)).collect();
+        let hint_of = |t: &Trajectory| tasks.get(t.task_id.as_str()).and_then(|task| hint::privileged(task, self.cfg.hint.source));
+        let teacher = Teacher { hint_of: &hint_of, encoder: &self.model };
+        let rewards = Rewards { success: r.success_reward, invalid_penalty: r.invalid_penalty };
+        let (rows, without_hint) = rl_rows(trajs, &rewards, (c.objective == Objective::Sdar).then_some(&teacher))?;
+        let mcfg = self.model.config().clone();
+        let adapter = match start {
+            Some(rel) => LoraAdapter::load(&self.dir.join(rel), &mcfg, Some(&self.model.base_name))?,
+            None => LoraAdapter::new(
+                LoraConfig { r: c.rank, alpha: c.alpha, dropout: c.dropout, targets: c.projections()?, base_model: self.model.base_name.clone() },
+                &mcfg,
+                c.seed + round as u64,
+            )?,
+        };
+        let params = RlParams {
+            objective: c.objective,
+            coefs: r.coefs(),
+            lr: r.lr,
+            warmup_steps: 0,
+            min_lr_ratio: 1.0,
+            epochs: r.epochs,
+            groups_per_step: r.groups_per_step,
+            batch_size: c.batch_size,
+            max_grad_norm: c.max_grad_norm,
+            adam: AdamWParams { weight_decay: c.weight_decay, ..AdamWParams::default() },
+            seed: c.seed + round as u64,
+            max_seq_len: mcfg.max_position_embeddings,
+            save_every: c.save_every,
+            out_dir: dir.clone(),
+            resume: true,
+            stop_after: None,
+        };
+        let plan = crate::train::rl::plan(&rows, c.objective)?;
+        let steps = (plan.used.len().div_ceil(r.groups_per_step)) * r.epochs;
+        say(self.quiet, format_args!("  train ({:?}): {} episodes in {} groups ({} with equal rewards), {steps} steps", c.objective, rows.len(), plan.groups.len(), plan.flat.iter().filter(|&&f| f).count()));
+        let tm = TrainModel::new(&mcfg, &self.model.transformer.weights)?;
+        let pb = crate::progress::bar(steps as u64, "training", self.quiet);
+        let outcome = train_rl(&tm, adapter, &rows, &params, &mut |s: &RlStepMetrics| {
+            pb.set_position(s.step as u64);
+            pb.set_message(format!("reward {:.2}, kl {:.4}{}", s.reward_mean, s.kl, s.gap_mean.map(|g| format!(", gap {g:.3}")).unwrap_or_default()));
+        });
+        pb.finish_and_clear();
+        let outcome = outcome?;
+        anyhow::ensure!(outcome.finished, "training stopped before the end of its schedule ({} steps)", outcome.steps);
+        let steps_log: Vec<RlStepMetrics> = read_jsonl(&dir.join("metrics.jsonl"), ReadMode::Strict)?.into_items();
+        let mean = |f: &dyn Fn(&RlStepMetrics) -> Option<f64>| {
+            let v: Vec<f64> = steps_log.iter().filter_map(f).collect();
+            (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
+        };
+        let speeds: Vec<f64> = steps_log.iter().map(|s| s.tokens_per_s).collect();
+        let rec = TrainRecord {
+            steps: steps_log.len(),
+            first_loss: steps_log.first().map(|s| s.loss),
+            last_loss: steps_log.last().map(|s| s.loss),
+            trained_tokens: steps_log.last().map_or(0, |s| s.trained_tokens),
+            tokens_per_second: if speeds.is_empty() { 0.0 } else { crate::stats::median(&speeds) },
+            rl: Some(RlRecord {
+                objective: c.objective,
+                groups: outcome.groups,
+                zero_variance_groups: outcome.zero_variance_groups,
+                episodes_used: outcome.episodes_used,
+                without_hint,
+                reward_mean: rows.iter().map(|r| r.reward).sum::<f64>() / rows.len().max(1) as f64,
+                sampler_gap: outcome.sampler_gap,
+                kl_last: steps_log.last().map(|s| s.kl),
+                clip_fraction_mean: mean(&|s| Some(s.clip_fraction)),
+                gap_first: steps_log.first().and_then(|s| s.gap_mean),
+                gap_last: steps_log.last().and_then(|s| s.gap_mean),
+                gate_mean: mean(&|s| s.gate_mean),
+            }),
+        };
+        write_json_atomic(&summary, &rec)?;
+        Ok(rec)
+    }
+}
+
 /// Summarises `metrics.jsonl` of a finished training run.
 fn train_record(path: &Path) -> anyhow::Result<TrainRecord> {
     let steps: Vec<serde_json::Value> = read_jsonl(path, ReadMode::Strict)?.into_items();
@@ -252,6 +381,7 @@ fn train_record(path: &Path) -> anyhow::Result<TrainRecord> {
         last_loss: f(steps.last(), "loss"),
         trained_tokens,
         tokens_per_second: if speeds.is_empty() { 0.0 } else { crate::stats::median(&speeds) },
+        rl: None,
     })
 }
 

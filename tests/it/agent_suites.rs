@@ -309,6 +309,7 @@ fn initial_messages_switch_fewshot_and_tools() {
         PromptOptions {
             fewshot: false,
             tools_in_system: false,
+            hint: None,
         },
     )
     .unwrap();

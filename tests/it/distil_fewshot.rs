@@ -19,7 +19,7 @@ fn rollouts(model: &LoadedModel, tasks: &[Task]) -> Vec<Trajectory> {
     let cfg = RunConfig {
         limits: Limits { max_episode_tokens: 1 << 20, ..Limits::default() },
         prompts: &prompts,
-        prompt_options: PromptOptions { fewshot: true, tools_in_system: true },
+        prompt_options: PromptOptions { fewshot: true, tools_in_system: true, hint: None },
         identity: Default::default(),
     };
     let refs: Vec<&Task> = tasks.iter().collect();

@@ -65,7 +65,7 @@ fn shipped_prompts_tokenize_exactly_as_the_one_call_encoding() {
     assert!(tasks.len() > 20);
     for t in &tasks {
         for fewshot in [true, false] {
-            let (msgs, _) = initial_messages(t, &prompts, PromptOptions { fewshot, tools_in_system: true }).unwrap();
+            let (msgs, _) = initial_messages(t, &prompts, PromptOptions { fewshot, tools_in_system: true, hint: None }).unwrap();
             let msgs: Vec<Value> = policy.template_messages(&msgs);
             let before = m.tokenizer.encode(&m.render_chat(&msgs, None, true).unwrap()).unwrap();
             assert_eq!(m.encode_chat(&msgs, None, true).unwrap(), before, "{}", t.id);

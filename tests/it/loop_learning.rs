@@ -47,7 +47,7 @@ fn training_on_filtered_successes_raises_their_probability() {
     let cfg = RunConfig {
         limits: Limits { max_episode_tokens: 1 << 20, ..Limits::default() },
         prompts: &prompts,
-        prompt_options: PromptOptions { fewshot: false, tools_in_system: true },
+        prompt_options: PromptOptions { fewshot: false, tools_in_system: true, hint: None },
         identity: Default::default(),
     };
     let mut trajs: Vec<Trajectory> = Vec::new();

@@ -8,6 +8,7 @@ mod agent_taskfiles;
 mod cli;
 mod distil_export;
 mod distil_fewshot;
+mod distil_hint;
 mod distil_filter;
 mod distil_train;
 mod fuzz;

@@ -1,0 +1,69 @@
+//! Privileged context: a hinted episode, stripped of its hint, is token for token the episode the model would
+//! have produced without it; the teacher's view of an unhinted episode is token for token the hinted one.
+use super::common;
+
+use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
+use autodidact::agent::hint::{privileged, HintSource};
+use autodidact::agent::prompts::{PromptOptions, Prompts};
+use autodidact::agent::scripted::reference_script;
+use autodidact::agent::suites::{self, generate_many};
+use autodidact::data::{Split, Task, Trajectory};
+use autodidact::distil::rl::{rl_rows, Rewards, Teacher};
+use autodidact::distil::{build_row, strip_hint, teacher_view};
+use autodidact::model::LoadedModel;
+use common::template_policy::TemplatePolicy;
+use common::tiny;
+
+fn rollouts(model: &LoadedModel, tasks: &[Task], fewshot: bool, hint: Option<HintSource>) -> Vec<Trajectory> {
+    let prompts = Prompts::embedded().unwrap();
+    let cfg = RunConfig {
+        limits: Limits { max_episode_tokens: 1 << 20, ..Limits::default() },
+        prompts: &prompts,
+        prompt_options: PromptOptions { fewshot, tools_in_system: true, hint },
+        identity: Default::default(),
+    };
+    let refs: Vec<&Task> = tasks.iter().collect();
+    let jobs: Vec<Job> = refs.iter().map(|t| Job { task: t, sample_index: 0 }).collect();
+    let mut policy = TemplatePolicy::new(model, reference_script(&refs));
+    let mut out = Vec::new();
+    run_episodes(&mut policy, &jobs, &cfg, |t| out.push(t)).unwrap();
+    out.sort_by(|a, b| a.task_id.cmp(&b.task_id));
+    out
+}
+
+#[test]
+fn hints_splice_out_for_training_and_in_for_the_teacher() {
+    let dir = tempfile::tempdir().unwrap();
+    tiny::write_hf(dir.path(), "llama", 1);
+    let model = LoadedModel::load(dir.path().to_str().unwrap()).unwrap();
+    let mut tasks = generate_many(suites::get("tables").unwrap(), 3, Split::Train, 2, 2).unwrap();
+    tasks.extend(generate_many(suites::get("grid").unwrap(), 3, Split::Train, 1, 1).unwrap());
+    tasks.sort_by(|a, b| a.id.cmp(&b.id));
+    for (fewshot, source) in [(true, HintSource::Plan), (false, HintSource::Skill)] {
+        let plain = rollouts(&model, &tasks, fewshot, None);
+        let hinted = rollouts(&model, &tasks, fewshot, Some(source));
+        for ((p, h), task) in plain.iter().zip(&hinted).zip(&tasks) {
+            let hint = privileged(task, source).unwrap();
+            assert_eq!(h.privileged.as_deref(), Some(hint.as_str()));
+            assert!(h.messages[0].content.ends_with(&hint) && !p.messages[0].content.contains("Hint:"));
+            assert!(h.token_ids.len() > p.token_ids.len() + 10);
+            // Out: the hinted episode without its hint is the plain one.
+            let s = strip_hint(h, &model).unwrap();
+            assert_eq!((&s.token_ids, &s.produced_mask, &s.messages), (&p.token_ids, &p.produced_mask, &p.messages), "{}", task.id);
+            assert_eq!(s.logprobs.len(), s.token_ids.len());
+            assert!(s.privileged.is_none());
+            build_row(&s, None).unwrap();
+            let e = build_row(h, None).err().unwrap().to_string();
+            assert!(e.contains("hint"), "{e}");
+            // In: the teacher's view of the plain episode is the hinted one, every later token shifted alike.
+            let (ids, shift) = teacher_view(p, &hint, &model).unwrap();
+            assert_eq!(ids, h.token_ids);
+            assert_eq!(shift, h.token_ids.len() as isize - p.token_ids.len() as isize);
+        }
+        let hint_of = |t: &Trajectory| privileged(tasks.iter().find(|k| k.id == t.task_id).unwrap(), source);
+        let (rows, without) = rl_rows(&plain, &Rewards::default(), Some(&Teacher { hint_of: &hint_of, encoder: &model })).unwrap();
+        assert_eq!(without, 0);
+        assert!(rows.iter().all(|r| r.reward == 10.0 && r.teacher.as_ref().unwrap().shift > 0));
+        assert!(rl_rows(&hinted, &Rewards::default(), None).is_err(), "RL never trains on hinted samples");
+    }
+}
