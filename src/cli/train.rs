@@ -108,6 +108,10 @@ pub struct TrainArgs {
     /// --tasks, else the skill text).
     #[arg(long, default_value = "skill")]
     pub hint_source: HintSource,
+    /// RL: forward and backward each sample separately instead of computing a task's shared prompt once (for
+    /// comparing the two; the numbers agree up to summation order).
+    #[arg(long)]
+    pub no_shared_prefix: bool,
     /// Task files (JSONL) of the trajectories' tasks, for plan hints.
     #[arg(long)]
     pub tasks: Vec<PathBuf>,

@@ -59,6 +59,7 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
         out_dir: out.clone(),
         resume: a.resume,
         stop_after: a.stop_after,
+        shared_prefix: !a.no_shared_prefix,
     };
     let pl = plan(&rows, a.objective)?;
     let flat = pl.flat.iter().filter(|&&f| f).count();

@@ -261,6 +261,8 @@ pub struct RlConfig {
     pub entropy_coef: f64,
     pub sdar_lambda: f64,
     pub sdar_beta: f64,
+    /// Compute a task's shared prompt once for all its samples in the training forward and backward.
+    pub shared_prefix: bool,
 }
 
 impl Default for RlConfig {
@@ -277,6 +279,7 @@ impl Default for RlConfig {
             entropy_coef: c.entropy_coef,
             sdar_lambda: c.sdar_lambda,
             sdar_beta: c.sdar_beta,
+            shared_prefix: true,
         }
     }
 }

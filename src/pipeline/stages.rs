@@ -324,6 +324,7 @@ impl Stages<'_> {
             out_dir: dir.clone(),
             resume: true,
             stop_after: None,
+            shared_prefix: r.shared_prefix,
         };
         let plan = crate::train::rl::plan(&rows, c.objective)?;
         let steps = (plan.used.len().div_ceil(r.groups_per_step)) * r.epochs;

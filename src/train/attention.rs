@@ -6,6 +6,8 @@
 //! so memory grew with the square of the length. Here each (sequence, head) is one task: the products run on row
 //! chunks so that the keys after a chunk (masked anyway) are never computed, and the backward recomputes the
 //! probabilities instead of keeping them.
+use std::sync::Arc;
+
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
@@ -27,6 +29,9 @@ pub struct Attention {
     pub head_dim: usize,
     /// Applied to the scores before the softmax.
     pub scale: f32,
+    /// Packed sequences (a shared prefix, then several continuations of it): per row, the keys `lo..hi` it
+    /// must not see (the other continuations before its own). None: plain causal attention.
+    pub holes: Option<Arc<Vec<(u32, u32)>>>,
 }
 
 /// Row chunks `(c0, c1)` of a length-`t` sequence.
@@ -70,13 +75,21 @@ impl Attention {
 
     /// Attention probabilities into `p` (`t x t`): row `i` holds softmax over keys `0..=i` and zeros after them up
     /// to the end of its chunk; columns past the chunk's end are not written.
-    fn probs(&self, q: Mat, k: Mat, p: &mut [f32]) -> Result<()> {
+    fn probs(&self, s: usize, q: Mat, k: Mat, p: &mut [f32]) -> Result<()> {
         let t = self.t;
         for (c0, c1) in chunks(t) {
             matmul(&mut MatMut::rows_of(p, c0 * t, c1 - c0, c1, t)?, q.row_block(c0, c1 - c0)?, k.row_block(0, c1)?.t(), self.scale, false, Par::Serial)?;
             for i in c0..c1 {
                 let (valid, masked) = p[i * t..i * t + c1].split_at_mut(i + 1);
+                let hole = self.holes.as_ref().map_or(0..0, |h| {
+                    let (lo, hi) = h[s * t + i];
+                    lo as usize..(hi as usize).min(i + 1)
+                });
+                // A large negative score, then an exact zero: the softmax's exp clamps its input, so a masked
+                // key would otherwise keep a weight of ~1e-38.
+                valid[hole.clone()].fill(-1e30);
                 softmax(Simd::active(), valid);
+                valid[hole].fill(0.0);
                 masked.fill(0.0);
             }
         }
@@ -100,7 +113,7 @@ impl CustomOp1 for Attention {
                 || vec![0f32; t * t],
                 |p, &(s, h)| -> Result<Vec<f32>> {
                     let [q, k, v] = self.qkv(qkv, s, h)?;
-                    self.probs(q, k, p)?;
+                    self.probs(s, q, k, p)?;
                     let mut y = vec![0f32; t * hd];
                     for (c0, c1) in chunks(t) {
                         matmul(&mut MatMut::rows_of(&mut y, c0 * hd, c1 - c0, hd, hd)?, Mat::rows_of(p, c0 * t, c1 - c0, c1, t)?, v.row_block(0, c1)?, 1.0, false, Par::Serial)?;
@@ -144,7 +157,7 @@ impl CustomOp2 for Attention {
                 || (vec![0f32; t * t], vec![0f32; t * t]),
                 |(p, ds), &(s, h)| -> Result<[Vec<f32>; 3]> {
                     let [q, k, v] = self.qkv(qkv, s, h)?;
-                    self.probs(q, k, p)?;
+                    self.probs(s, q, k, p)?;
                     let g = Mat::rows_of(dy, s * t * qd + h * hd, t, hd, qd)?;
                     let (mut dq, mut dk, mut dv) = (vec![0f32; t * hd], vec![0f32; t * hd], vec![0f32; t * hd]);
                     for (c0, c1) in chunks(t) {

@@ -16,7 +16,7 @@ use rand_chacha::ChaCha8Rng;
 use super::attention::{attention, Attention};
 use super::lora_linear::{LoraLinear, LoraPart};
 use super::head;
-use super::ops::{frozen_linear, rms_norm, rope_qk, swiglu, RopeTables};
+use super::ops::{frozen_linear, rms_norm, rope_qk_at, swiglu, RopeTables};
 use super::{Result, TrainError};
 use crate::model::lora::{LoraAdapter, LoraConfig, LoraPair, Proj};
 use crate::model::rope::Rope;
@@ -57,6 +57,9 @@ pub struct Batch {
     pub b: usize,
     pub t: usize,
     pub lens: Vec<usize>,
+    /// Packed sequences only: each row's position and the keys it must not attend to (see `Batch::packed`).
+    pub positions: Option<Arc<Vec<u32>>>,
+    pub holes: Option<Arc<Vec<(u32, u32)>>>,
 }
 
 impl Batch {
@@ -66,7 +69,31 @@ impl Batch {
         for (i, s) in seqs.iter().enumerate() {
             ids[i * t..i * t + s.len()].copy_from_slice(s);
         }
-        Batch { ids, b: seqs.len(), t, lens: seqs.iter().map(|s| s.len()).collect() }
+        Batch { ids, b: seqs.len(), t, lens: seqs.iter().map(|s| s.len()).collect(), positions: None, holes: None }
+    }
+
+    /// Sequences that share their first `prefix` tokens, packed into one row: the prefix once, then each
+    /// sequence's remainder. Every remainder sits at the positions it has in its own sequence and attends to
+    /// the prefix and to itself only, so every position computes exactly what it computes unpacked, while the
+    /// prefix is computed (forward and backward) once instead of once per sequence. Returns the batch and, per
+    /// sequence, where its remainder starts in the packed row.
+    pub fn packed(seqs: &[&[u32]], prefix: usize) -> Result<(Self, Vec<usize>)> {
+        if seqs.iter().any(|s| s.len() < prefix || s[..prefix] != seqs[0][..prefix]) {
+            return Err(TrainError::Data(format!("packed sequences do not share their first {prefix} tokens")));
+        }
+        let mut ids = seqs.first().map_or(vec![], |s| s[..prefix].to_vec());
+        let mut positions: Vec<u32> = (0..prefix as u32).collect();
+        let mut holes = vec![(0u32, 0u32); prefix];
+        let mut starts = Vec::with_capacity(seqs.len());
+        for s in seqs {
+            let start = ids.len();
+            starts.push(start);
+            ids.extend_from_slice(&s[prefix..]);
+            positions.extend(prefix as u32..s.len() as u32);
+            holes.extend(std::iter::repeat_n((prefix as u32, start as u32), s.len() - prefix));
+        }
+        let t = ids.len();
+        Ok((Batch { ids, b: 1, t, lens: vec![t], positions: Some(Arc::new(positions)), holes: Some(Arc::new(holes)) }, starts))
     }
 }
 
@@ -154,8 +181,9 @@ impl TrainModel {
         if n == 0 {
             return Err(TrainError::Data("empty batch".into()));
         }
-        if t > self.rope.max_len() {
-            return Err(TrainError::Data(format!("sequence of {t} tokens exceeds the model's {} positions", self.rope.max_len())));
+        let longest = batch.positions.as_ref().map_or(t, |p| p.iter().map(|&x| x as usize + 1).max().unwrap_or(0));
+        if longest > self.rope.max_len() {
+            return Err(TrainError::Data(format!("sequence of {longest} tokens exceeds the model's {} positions", self.rope.max_len())));
         }
         if let Some(&bad) = batch.ids.iter().find(|&&id| id as usize >= cfg.vocab_size) {
             return Err(TrainError::Data(format!("token id {bad} is outside the vocabulary of {} tokens", cfg.vocab_size)));
@@ -183,8 +211,8 @@ impl TrainModel {
             if let Some(bias) = &lw.qkv_bias {
                 qkv = qkv.broadcast_add(bias)?;
             }
-            let qkv = rope_qk(&qkv, self.rope.clone(), nh + nkv, t)?;
-            let y = attention(&qkv, Attention { b, t, heads: nh, kv_heads: nkv, head_dim: hd, scale })?; // N x Q
+            let qkv = rope_qk_at(&qkv, self.rope.clone(), nh + nkv, t, batch.positions.clone())?;
+            let y = attention(&qkv, Attention { b, t, heads: nh, kv_heads: nkv, head_dim: hd, scale, holes: batch.holes.clone() })?; // N x Q
             x = (x + linear(&y, &lw.o, ad, &[(Proj::O, cfg.hidden_size)], &mut drop)?)?;
             // MLP block.
             let h = rms_norm(&x, lw.mlp_norm.clone(), eps)?;

@@ -159,6 +159,8 @@ struct RopeQk {
     /// Number of heads at the start of each row that rotate (q heads + k heads); the rest (v) pass through.
     rot_heads: usize,
     seq_len: usize,
+    /// Each row's position, for packed sequences (else `row % seq_len`).
+    positions: Option<Arc<Vec<u32>>>,
     /// The backward pass is the inverse rotation.
     inverse: bool,
 }
@@ -169,7 +171,7 @@ impl RopeQk {
         let sign = if self.inverse { -1.0 } else { 1.0 };
         let mut out = x.to_vec();
         for_rows(&mut out, width, |row, o| {
-            let pos = row % self.seq_len;
+            let pos = self.positions.as_ref().map_or(row % self.seq_len, |p| p[row] as usize);
             let (c, s) = (&self.tables.cos[pos * h..(pos + 1) * h], &self.tables.sin[pos * h..(pos + 1) * h]);
             for head in o[..self.rot_heads * 2 * h].chunks_exact_mut(2 * h) {
                 let (a, b) = head.split_at_mut(h);
@@ -202,10 +204,19 @@ impl CustomOp1 for RopeQk {
 /// Rotates the first `rot_heads` heads of every row of `qkv` (`(B*T) x width`, rows in sequence order, row `i` at
 /// position `i % seq_len`); the remaining columns (the v heads) are copied unchanged.
 pub fn rope_qk(qkv: &Tensor, tables: Arc<RopeTables>, rot_heads: usize, seq_len: usize) -> Result<Tensor> {
-    if seq_len > tables.max_len() {
-        candle_core::bail!("rope-qk: sequence of {seq_len} tokens exceeds the rope table of {}", tables.max_len());
+    rope_qk_at(qkv, tables, rot_heads, seq_len, None)
+}
+
+/// `rope_qk` with each row's position given (`positions[row]`), for packed sequences.
+pub fn rope_qk_at(qkv: &Tensor, tables: Arc<RopeTables>, rot_heads: usize, seq_len: usize, positions: Option<Arc<Vec<u32>>>) -> Result<Tensor> {
+    let longest = positions.as_ref().map_or(seq_len, |p| p.iter().map(|&x| x as usize + 1).max().unwrap_or(0));
+    if longest > tables.max_len() {
+        candle_core::bail!("rope-qk: position {longest} exceeds the rope table of {}", tables.max_len());
     }
-    qkv.contiguous()?.apply_op1(RopeQk { tables, rot_heads, seq_len, inverse: false })
+    if positions.as_ref().is_some_and(|p| p.len() != qkv.dims()[0]) {
+        candle_core::bail!("rope-qk: {} positions for {} rows", positions.as_ref().map_or(0, |p| p.len()), qkv.dims()[0]);
+    }
+    qkv.contiguous()?.apply_op1(RopeQk { tables, rot_heads, seq_len, positions, inverse: false })
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -123,7 +123,7 @@ fn reference_attention(qkv: &Tensor, op: &Attention) -> Vec<Vec<f32>> {
 #[test]
 fn attention_matches_composed_ops_across_row_chunks() {
     // 70 positions: two row chunks, the second partial; 4 query heads on 2 kv heads.
-    let op = Attention { b: 2, t: 70, heads: 4, kv_heads: 2, head_dim: 3, scale: 0.6 };
+    let op = Attention { b: 2, t: 70, heads: 4, kv_heads: 2, head_dim: 3, scale: 0.6, holes: None };
     let qkv = Tensor::from_vec(rand_vec(2 * 70 * 8 * 3, 21, 2.0), (140, 24), &Device::Cpu).unwrap();
     let got = attention(&qkv, op.clone()).unwrap().to_vec2::<f32>().unwrap();
     for (g, w) in got.iter().flatten().zip(reference_attention(&qkv, &op).iter().flatten()) {
@@ -134,9 +134,9 @@ fn attention_matches_composed_ops_across_row_chunks() {
 
 #[test]
 fn attention_gradient() {
-    check_grad(&[2 * 3, 6 * 2], 2.0, |x| attention(x, Attention { b: 2, t: 3, heads: 4, kv_heads: 1, head_dim: 2, scale: 0.7 }).unwrap());
+    check_grad(&[2 * 3, 6 * 2], 2.0, |x| attention(x, Attention { b: 2, t: 3, heads: 4, kv_heads: 1, head_dim: 2, scale: 0.7, holes: None }).unwrap());
     // Past the first row chunk.
-    check_grad(&[66, 4 * 2], 1.0, |x| attention(x, Attention { b: 1, t: 66, heads: 2, kv_heads: 1, head_dim: 2, scale: 0.7 }).unwrap());
+    check_grad(&[66, 4 * 2], 1.0, |x| attention(x, Attention { b: 1, t: 66, heads: 2, kv_heads: 1, head_dim: 2, scale: 0.7, holes: None }).unwrap());
 }
 
 #[test]

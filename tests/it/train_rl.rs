@@ -272,3 +272,59 @@ fn a_killed_rl_run_resumes_exactly() {
     let metrics = |d: &Path| std::fs::read_to_string(d.join("metrics.jsonl")).unwrap().lines().count();
     assert_eq!(metrics(d2.path()), 6);
 }
+
+#[test]
+fn packing_a_groups_shared_prompt_computes_the_same_numbers() {
+    let m = model();
+    let mut rng = ChaCha8Rng::seed_from_u64(12);
+    let mut a = adapter(&m);
+    for l in &mut a.layers {
+        for pair in l.values_mut() {
+            pair.b.iter_mut().for_each(|x| *x = rng.random_range(-0.2..0.2));
+        }
+    }
+    let vars = LoraVars::from_adapter(&a, m.device()).unwrap();
+    let prompt: Vec<u32> = (0..40).map(|_| rng.random_range(0..300)).collect();
+    let seqs: Vec<Vec<u32>> = (0..3)
+        .map(|k| {
+            let mut s = prompt.clone();
+            s.extend((0..10 + 7 * k).map(|_| rng.random_range(0..300)));
+            s
+        })
+        .collect();
+    let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
+    let masks: Vec<Vec<u8>> = seqs.iter().map(|s| (0..s.len()).map(|i| u8::from(i >= 38)).collect()).collect();
+    let plain_targets = next_token_targets(&refs.iter().zip(&masks).map(|(s, m)| (*s, m.as_slice())).collect::<Vec<_>>());
+    let (packed, starts) = Batch::packed(&refs, prompt.len()).unwrap();
+    assert_eq!(packed.t, 40 + 10 + 17 + 24);
+    let packed_targets: Vec<Target> = plain_targets
+        .iter()
+        .map(|t| Target { seq: 0, pos: if t.pos < 40 { t.pos } else { starts[t.seq] + t.pos - 40 }, target: t.target })
+        .collect();
+    let run = |batch: &Batch, targets: &[Target]| {
+        let out = m.target_logprobs_entropy(batch, Some(&vars), targets).unwrap();
+        let vals = out.to_vec2::<f32>().unwrap();
+        let grads = out.sum_all().unwrap().backward().unwrap();
+        let (va, _) = &vars.layers[0][&Proj::K];
+        (vals, grads.get(va.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap())
+    };
+    let (v1, g1) = run(&Batch::new(&refs), &plain_targets);
+    let (v2, g2) = run(&packed, &packed_targets);
+    for (a, b) in v1.iter().flatten().zip(v2.iter().flatten()) {
+        assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+    }
+    let scale = g1.iter().fold(0f32, |m, x| m.max(x.abs()));
+    for (a, b) in g1.iter().zip(&g2) {
+        assert!((a - b).abs() < 1e-4 * scale.max(1.0), "gradient {a} vs {b}");
+    }
+    // The trainer gives the same model either way.
+    let rows = random_groups(3, 4, 6);
+    let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
+    let p = params(d1.path(), Objective::Sdar);
+    let x = train_rl(&m, adapter(&m), &rows, &p, &mut |_| {}).unwrap();
+    let y = train_rl(&m, adapter(&m), &rows, &RlParams { shared_prefix: false, out_dir: d2.path().to_path_buf(), ..p }, &mut |_| {}).unwrap();
+    let (lx, ly) = (episode_logprobs(&m, &x.adapter, &rows), episode_logprobs(&m, &y.adapter, &rows));
+    for (a, b) in lx.iter().zip(&ly) {
+        assert!((a - b).abs() < 1e-3 * a.abs().max(1.0), "{a} vs {b}");
+    }
+}

@@ -102,6 +102,9 @@ pub struct RlParams {
     pub out_dir: PathBuf,
     pub resume: bool,
     pub stop_after: Option<usize>,
+    /// Forward and backward a task's samples as one packed row with their shared prompt computed once
+    /// (the same numbers as unpacked, up to summation order; `batch_size` is then unused).
+    pub shared_prefix: bool,
 }
 
 impl Default for RlParams {
@@ -123,6 +126,7 @@ impl Default for RlParams {
             out_dir: PathBuf::from("rl-out"),
             resume: false,
             stop_after: None,
+            shared_prefix: true,
         }
     }
 }
@@ -131,9 +135,9 @@ impl RlParams {
     fn fingerprint(&self, rows: &[RlRow]) -> String {
         let tokens: usize = rows.iter().map(|r| r.token_ids.len()).sum();
         format!(
-            "rows={} tokens={tokens} objective={:?} coefs={:?} lr={} warmup={} min_lr_ratio={} epochs={} groups={} batch={} clip={} adam={:?} seed={}",
+            "rows={} tokens={tokens} objective={:?} coefs={:?} lr={} warmup={} min_lr_ratio={} epochs={} groups={} batch={} clip={} adam={:?} seed={} packed={}",
             rows.len(), self.objective, self.coefs, self.lr, self.warmup_steps, self.min_lr_ratio, self.epochs, self.groups_per_step,
-            self.batch_size, self.max_grad_norm, self.adam, self.seed
+            self.batch_size, self.max_grad_norm, self.adam, self.seed, self.shared_prefix
         )
     }
 }
@@ -209,6 +213,8 @@ pub struct RlOutcome {
 /// spread; SDAR: all, since its term teaches on any episode).
 pub struct Plan {
     pub groups: Vec<Vec<usize>>,
+    /// Each episode's group.
+    pub group_of: Vec<usize>,
     pub advantages: Vec<f64>,
     pub flat: Vec<bool>,
     pub used: Vec<usize>,
@@ -238,7 +244,7 @@ pub fn plan(rows: &[RlRow], objective: Objective) -> Result<Plan> {
     let rewards: Vec<f64> = rows.iter().map(|r| r.reward).collect();
     let (advantages, flat) = advantages(&rewards, &group_of);
     let used = (0..groups.len()).filter(|&g| objective == Objective::Sdar || !flat[g]).collect();
-    Ok(Plan { groups, advantages, flat, used })
+    Ok(Plan { groups, group_of, advantages, flat, used })
 }
 
 fn validate(rows: &[RlRow], p: &RlParams) -> Result<()> {
@@ -276,40 +282,86 @@ fn targets_of(r: &RlRow) -> Vec<Target> {
     next_token_targets(&[(&r.token_ids, &r.mask)])
 }
 
-/// Per-episode log-probs of the generated tokens, by micro-batches, without gradient.
-fn logprobs(model: &TrainModel, vars: Option<&LoraVars>, rows: &[(&[u32], Vec<Target>)], batch_size: usize) -> Result<Vec<Vec<f32>>> {
-    let mut out = Vec::with_capacity(rows.len());
-    for chunk in rows.chunks(batch_size.max(1)) {
-        let batch = Batch::new(&chunk.iter().map(|(ids, _)| *ids).collect::<Vec<_>>());
-        let targets: Vec<Target> = chunk.iter().enumerate().flat_map(|(s, (_, t))| t.iter().map(move |t| Target { seq: s, ..*t })).collect();
-        if targets.is_empty() {
-            out.extend(chunk.iter().map(|_| Vec::new()));
+/// One forward pass's input: sequences side by side (right-padded), or packed on their shared prefix (computed
+/// once for all of them: a task's samples share their whole prompt). `targets` lists every sequence's targets
+/// in order, mapped to the batch.
+struct Unit {
+    batch: Batch,
+    targets: Vec<Target>,
+}
+
+/// `seqs`: token ids and their targets (positions within the sequence).
+fn unit(seqs: &[(&[u32], &[Target])], pack: bool) -> Result<Unit> {
+    let ids: Vec<&[u32]> = seqs.iter().map(|s| s.0).collect();
+    if pack && seqs.len() > 1 {
+        let first = ids[0];
+        let prefix = ids[1..].iter().fold(first.len(), |n, s| n.min(s.iter().zip(first).take_while(|(a, b)| a == b).count()));
+        let (batch, starts) = Batch::packed(&ids, prefix)?;
+        let targets = seqs
+            .iter()
+            .zip(&starts)
+            .flat_map(|((_, t), &start)| t.iter().map(move |t| Target { seq: 0, pos: if t.pos < prefix { t.pos } else { start + t.pos - prefix }, target: t.target }))
+            .collect();
+        return Ok(Unit { batch, targets });
+    }
+    let targets = seqs.iter().enumerate().flat_map(|(s, (_, t))| t.iter().map(move |t| Target { seq: s, ..*t })).collect();
+    Ok(Unit { batch: Batch::new(&ids), targets })
+}
+
+/// The forward units of a list of episodes: one per task group when packing, else chunks of `batch_size`
+/// sorted by length (little padding).
+fn units_of(members: &[usize], rows: &[RlRow], plan_group: &[usize], pack: bool, batch_size: usize) -> Vec<Vec<usize>> {
+    if pack {
+        let mut by_group: Vec<Vec<usize>> = Vec::new();
+        for &i in members {
+            match by_group.iter_mut().find(|u| plan_group[u[0]] == plan_group[i]) {
+                Some(u) => u.push(i),
+                None => by_group.push(vec![i]),
+            }
+        }
+        return by_group;
+    }
+    let mut sorted = members.to_vec();
+    sorted.sort_by_key(|&i| (rows[i].token_ids.len(), i));
+    sorted.chunks(batch_size.max(1)).map(|c| c.to_vec()).collect()
+}
+
+/// Per-episode log-probs of the generated tokens, without gradient. `seqs[i]`: episode `i`'s ids (the student's
+/// or the teacher's) and targets; episodes outside `units` get none.
+fn logprobs(model: &TrainModel, vars: Option<&LoraVars>, seqs: &[(&[u32], Vec<Target>)], units: &[Vec<usize>], pack: bool) -> Result<Vec<Vec<f32>>> {
+    let mut out = vec![Vec::new(); seqs.len()];
+    for u in units {
+        let part: Vec<(&[u32], &[Target])> = u.iter().map(|&i| (seqs[i].0, seqs[i].1.as_slice())).collect();
+        let un = unit(&part, pack)?;
+        if un.targets.is_empty() {
             continue;
         }
-        let lp = model.target_logprobs(&batch, vars, None, &targets)?.detach().to_vec1::<f32>()?;
+        let lp = model.target_logprobs(&un.batch, vars, None, &un.targets)?.detach().to_vec1::<f32>()?;
         let mut at = 0;
-        for (_, t) in chunk {
-            out.push(lp[at..at + t.len()].to_vec());
-            at += t.len();
+        for &i in u {
+            let n = seqs[i].1.len();
+            out[i] = lp[at..at + n].to_vec();
+            at += n;
         }
     }
     Ok(out)
 }
 
-fn reference_pass(model: &TrainModel, vars: &LoraVars, rows: &[RlRow], p: &RlParams, fingerprint: String) -> Result<Reference> {
+/// The constants of the episodes that train (`members`), computed with the starting adapter.
+fn reference_pass(model: &TrainModel, vars: &LoraVars, rows: &[RlRow], members: &[usize], group_of: &[usize], p: &RlParams, fingerprint: String) -> Result<Reference> {
+    let units = units_of(members, rows, group_of, p.shared_prefix, p.batch_size);
     let student: Vec<(&[u32], Vec<Target>)> = rows.iter().map(|r| (r.token_ids.as_slice(), targets_of(r))).collect();
-    let old = logprobs(model, Some(vars), &student, p.batch_size)?;
-    let reference = logprobs(model, None, &student, p.batch_size)?;
+    let old = logprobs(model, Some(vars), &student, &units, p.shared_prefix)?;
+    let reference = logprobs(model, None, &student, &units, p.shared_prefix)?;
     let teacher = if p.objective == Objective::Sdar {
         let views: Vec<(&[u32], Vec<Target>)> = rows
             .iter()
-            .filter_map(|r| {
-                let t = r.teacher.as_ref()?;
-                let tg = targets_of(r).into_iter().map(|x| Target { pos: (x.pos as isize + t.shift) as usize, ..x }).collect();
-                Some((t.token_ids.as_slice(), tg))
+            .map(|r| match r.teacher.as_ref() {
+                Some(t) => (t.token_ids.as_slice(), targets_of(r).into_iter().map(|x| Target { pos: (x.pos as isize + t.shift) as usize, ..x }).collect()),
+                None => (r.token_ids.as_slice(), Vec::new()),
             })
             .collect();
-        Some(logprobs(model, Some(vars), &views, p.batch_size)?)
+        Some(logprobs(model, Some(vars), &views, &units, p.shared_prefix)?)
     } else {
         None
     };
@@ -409,7 +461,8 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
         let reference = match read_reference(&ref_path)? {
             Some(r) if r.fingerprint == fingerprint && p.resume => r,
             _ => {
-                let r = reference_pass(model, &vars, rows, p, fingerprint.clone())?;
+                let members: Vec<usize> = plan.used.iter().flat_map(|&g| plan.groups[g].iter().copied()).collect();
+                let r = reference_pass(model, &vars, rows, &members, &plan.group_of, p, fingerprint.clone())?;
                 let text = serde_json::to_vec(&r).map_err(|e| TrainError::Data(e.to_string()))?;
                 crate::data::jsonl::write_bytes_atomic(&ref_path, &text).map_err(|e| TrainError::Data(format!("{e:#}")))?;
                 r
@@ -429,15 +482,14 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
         let t0 = Instant::now();
         let step = state.step;
         let order = epoch_batches(&group_len, p.groups_per_step, p.seed, state.epoch);
-        let mut members: Vec<usize> = order[state.next_batch].iter().flat_map(|&k| plan.groups[plan.used[k]].iter().copied()).collect();
-        members.sort_by_key(|&i| (rows[i].token_ids.len(), i));
+        let members: Vec<usize> = order[state.next_batch].iter().flat_map(|&k| plan.groups[plan.used[k]].iter().copied()).collect();
         let step_tokens: usize = members.iter().map(|&i| targets_of(&rows[i]).len()).sum();
         let mut acc = StepAcc::default();
         let mut grads: Vec<Option<Tensor>> = vec![None; named.len()];
-        for micro in members.chunks(p.batch_size) {
-            let batch = Batch::new(&micro.iter().map(|&i| rows[i].token_ids.as_slice()).collect::<Vec<_>>());
+        for micro in units_of(&members, rows, &plan.group_of, p.shared_prefix, p.batch_size) {
             let per_row: Vec<Vec<Target>> = micro.iter().map(|&i| targets_of(&rows[i])).collect();
-            let targets: Vec<Target> = per_row.iter().enumerate().flat_map(|(s, t)| t.iter().map(move |t| Target { seq: s, ..*t })).collect();
+            let seqs: Vec<(&[u32], &[Target])> = micro.iter().zip(&per_row).map(|(&i, t)| (rows[i].token_ids.as_slice(), t.as_slice())).collect();
+            let Unit { batch, targets } = unit(&seqs, p.shared_prefix)?;
             if targets.is_empty() {
                 continue;
             }
