@@ -1,6 +1,7 @@
 //! Command-line interface: clap types and the glue from flags to library calls.
 mod bench;
 mod chat;
+mod compare;
 mod export;
 mod filter;
 mod generate;
@@ -54,6 +55,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// The self-distillation loop: evaluate, then per round rollout, filter, train, evaluate, gate (resumable).
     Loop(run_loop::LoopArgs),
+    /// Loop runs side by side: arms (runs named ARM-sSEED) with 95% intervals over seeds, per suite and difficulty.
+    Compare(compare::CompareArgs),
 }
 
 #[derive(Args, Debug, Clone)]
@@ -140,6 +143,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Train(a) => train::run(a),
         Command::Export(a) => export::run(a),
         Command::Loop(a) => run_loop::run(a),
+        Command::Compare(a) => compare::run(a),
         Command::Convert(a) => {
             let m = a.model.load()?;
             let merged = m.transformer.adapter.as_ref().map(|ad| ad.merge(&m.transformer.weights, m.config())).transpose()?;

@@ -124,6 +124,8 @@ pub struct RolloutConfig {
     pub max_active: usize,
     /// Include the suites' few-shot examples in the prompt.
     pub fewshot: bool,
+    /// Seeds the rollouts' sampling (with `train.seed`, what differs between repeated runs of one config).
+    pub seed: u64,
     /// Hinted rollouts (STaR's rationalization): train tasks this round did not solve are sampled again with
     /// privileged context (`hint.source`) in the prompt; their successes are trained on without it.
     pub hinted: bool,
@@ -141,6 +143,7 @@ impl Default for RolloutConfig {
             episode_tokens: 2048,
             max_active: 48,
             fewshot: true,
+            seed: 0,
             hinted: false,
         }
     }

@@ -14,6 +14,7 @@
 //! ```
 //! Every stage skips itself when its output exists, so rerunning the same command after a kill continues
 //! where it stopped and rewrites nothing that was finished.
+pub mod compare;
 pub mod config;
 pub mod plot;
 pub mod records;
@@ -100,7 +101,8 @@ fn run_round(st: &mut Stages<'_>, round: usize, rdir: &Path, earlier: &[RoundRec
     st.use_adapter(start.as_deref())?;
     // A round that starts from the same model as an earlier (rolled-back) round draws new samples rather than
     // the very same episodes again.
-    let seed = earlier.iter().filter(|r| r.round > 0 && r.start_adapter == start).count() as u64;
+    let retry = earlier.iter().filter(|r| r.round > 0 && r.start_adapter == start).count() as u64;
+    let seed = cfg.rollout.seed.wrapping_mul(0x9E37_79B9_7F4A_7C15) ^ retry;
     let (trajs, rollout) = st.rollout(round, rdir, seed)?;
     if cfg.train.objective.is_rl() {
         let train = st.train_rl(round, rdir, &trajs, start.as_deref())?;

@@ -1,4 +1,4 @@
-//! Minimal SVG line charts (no plotting dependency): a few series over integer rounds.
+//! Minimal SVG line charts (no plotting dependency): a few series over rounds or training steps.
 use std::fmt::Write as _;
 
 pub struct Series {
@@ -10,8 +10,9 @@ pub struct Series {
 
 pub struct Chart {
     pub title: String,
+    pub x_label: String,
     pub y_label: String,
-    /// Fixed y range, or `None` to fit the data (from 0).
+    /// Fixed top of the y range, or `None` to fit the data. The range starts at 0, or lower for negative data.
     pub y_max: Option<f64>,
     pub series: Vec<Series>,
 }
@@ -33,22 +34,26 @@ impl Chart {
         let xs = self.series.iter().flat_map(|s| s.points.iter().map(|p| p.0));
         let x_max = xs.fold(1.0f64, f64::max);
         let data_max = self.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0f64, f64::max);
-        let y_max = self.y_max.unwrap_or_else(|| (data_max * 1.15).max(1.0));
+        let data_min = self.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0f64, f64::min);
+        let y_min = data_min * 1.15;
+        let y_max = self.y_max.unwrap_or_else(|| if data_max > 0.0 { data_max * 1.15 } else if y_min < 0.0 { 0.0 } else { 1.0 });
+        let span = (y_max - y_min).max(1e-12);
         let pw = W - PAD_L - PAD_R;
         let ph = H - PAD_T - PAD_B;
         let px = |x: f64| x0 + PAD_L + pw * x / x_max;
-        let py = |y: f64| PAD_T + ph * (1.0 - y / y_max);
+        let py = |y: f64| PAD_T + ph * (1.0 - (y - y_min) / span);
         let _ = writeln!(out, r#"<text x="{}" y="18" font-size="14" font-weight="bold">{}</text>"#, x0 + PAD_L, esc(&self.title));
         let _ = writeln!(out, r##"<rect x="{}" y="{PAD_T}" width="{pw}" height="{ph}" fill="none" stroke="#999"/>"##, x0 + PAD_L);
         for i in 0..=4 {
-            let y = y_max * i as f64 / 4.0;
+            let y = y_min + span * i as f64 / 4.0;
             let (l, r, yy) = (x0 + PAD_L, x0 + PAD_L + pw, py(y));
-            let _ = writeln!(out, r##"<line x1="{l}" x2="{r}" y1="{yy}" y2="{yy}" stroke="#eee"/><text x="{}" y="{}" font-size="10" text-anchor="end">{}</text>"##, l - 4.0, yy + 3.0, fmt_num(y));
+            let _ = writeln!(out, r##"<line x1="{l}" x2="{r}" y1="{yy}" y2="{yy}" stroke="#eee"/><text x="{}" y="{}" font-size="10" text-anchor="end">{}</text>"##, l - 4.0, yy + 3.0, fmt_num(y, span));
         }
-        for r in 0..=(x_max as usize) {
+        let every = (x_max as usize).div_ceil(12).max(1);
+        for r in (0..=(x_max as usize)).step_by(every) {
             let _ = writeln!(out, r#"<text x="{}" y="{}" font-size="10" text-anchor="middle">{r}</text>"#, px(r as f64), PAD_T + ph + 14.0);
         }
-        let _ = writeln!(out, r#"<text x="{}" y="{}" font-size="11" text-anchor="middle">round</text>"#, x0 + PAD_L + pw / 2.0, H - 8.0);
+        let _ = writeln!(out, r#"<text x="{}" y="{}" font-size="11" text-anchor="middle">{}</text>"#, x0 + PAD_L + pw / 2.0, H - 8.0, esc(&self.x_label));
         let _ = writeln!(out, r#"<text x="{}" y="{}" font-size="11" text-anchor="middle" transform="rotate(-90 {0} {1})">{}</text>"#, x0 + 12.0, PAD_T + ph / 2.0, esc(&self.y_label));
         for (i, s) in self.series.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
@@ -66,8 +71,10 @@ impl Chart {
     }
 }
 
-fn fmt_num(v: f64) -> String {
-    if v.fract().abs() < 1e-9 { format!("{v:.0}") } else { format!("{v:.1}") }
+/// A tick label with as many decimals as the axis span needs.
+fn fmt_num(v: f64, span: f64) -> String {
+    let decimals = if span >= 10.0 { 0 } else { (1.0 - span.log10().floor()).clamp(1.0, 6.0) as usize };
+    if decimals == 0 || v.fract().abs() < 1e-12 { format!("{v:.0}") } else { format!("{v:.decimals$}") }
 }
 
 /// Charts side by side in one SVG document.
@@ -91,6 +98,7 @@ mod tests {
     fn svg_has_one_polyline_per_series_with_every_point() {
         let c = Chart {
             title: "a<b".into(),
+            x_label: "round".into(),
             y_label: "%".into(),
             y_max: Some(100.0),
             series: vec![

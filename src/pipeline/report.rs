@@ -13,12 +13,50 @@ use crate::data::Split;
 use crate::data::jsonl::{read_jsonl, write_jsonl_atomic};
 use crate::data::ReadMode;
 use crate::export::write_file_atomically;
+use crate::train::rl::RlStepMetrics;
 
 pub fn write_all(cfg: &LoopConfig, dir: &Path, records: &[RoundRecord], dev_origin: &str) -> anyhow::Result<()> {
     write_file_atomically(&dir.join("report.md"), markdown(cfg, records, dev_origin).as_bytes())?;
     write_file_atomically(&dir.join("curves.svg"), curves(records).as_bytes())?;
     write_jsonl_atomic(&dir.join("metrics.jsonl"), &metrics(dir, records)?)?;
+    if let Some(rl) = rl_curves(dir, records)? {
+        write_file_atomically(&dir.join("rl.svg"), rl.as_bytes())?;
+    }
     Ok(())
+}
+
+/// Every RL training step of every round, in order, with its round.
+fn rl_steps(dir: &Path, records: &[RoundRecord]) -> anyhow::Result<Vec<(usize, RlStepMetrics)>> {
+    let mut out = Vec::new();
+    for r in records.iter().filter(|r| r.train.as_ref().is_some_and(|t| t.rl.is_some())) {
+        let path = round_dir(dir, r.round).join("train").join("metrics.jsonl");
+        if path.is_file() {
+            out.extend(read_jsonl::<RlStepMetrics>(&path, ReadMode::Strict)?.into_items().into_iter().map(|m| (r.round, m)));
+        }
+    }
+    Ok(out)
+}
+
+/// rl.svg: the per-step logs of the RL objectives across rounds (reward, KL, entropy, clipping, and SDAR's
+/// teacher gap and gate).
+fn rl_curves(dir: &Path, records: &[RoundRecord]) -> anyhow::Result<Option<String>> {
+    let steps = rl_steps(dir, records)?;
+    if steps.is_empty() {
+        return Ok(None);
+    }
+    let line = |name: &str, f: &dyn Fn(&RlStepMetrics) -> Option<f64>, dashed: bool| Series {
+        name: name.into(),
+        points: steps.iter().enumerate().filter_map(|(i, (_, m))| f(m).map(|v| ((i + 1) as f64, v))).collect(),
+        dashed,
+        bold: !dashed,
+    };
+    let chart = |title: &str, y: &str, series: Vec<Series>| Chart { title: title.into(), x_label: "training step (all rounds)".into(), y_label: y.into(), y_max: None, series: series.into_iter().filter(|s| !s.points.is_empty()).collect() };
+    Ok(Some(svg(&[
+        chart("Reward per step", "reward", vec![line("mean", &|m| Some(m.reward_mean), false), line("std", &|m| Some(m.reward_std), true)]),
+        chart("KL to the base, entropy / 100", "nats", vec![line("KL (k3)", &|m| Some(m.kl), false), line("entropy / 100", &|m| Some(m.entropy / 100.0), true)]),
+        chart("Clipping and flat groups", "share", vec![line("clip fraction", &|m| Some(m.clip_fraction), false), line("zero-variance groups", &|m| Some(m.zero_variance_groups), true)]),
+        chart("SDAR: teacher - student gap, gate", "", vec![line("mean gap T - S", &|m| m.gap_mean, false), line("gate mean", &|m| m.gate_mean, true), line("share g > 0.5", &|m| m.gate_above_half, true)]),
+    ])))
 }
 
 fn pct(v: f64) -> String {
@@ -112,9 +150,34 @@ pub fn markdown(cfg: &LoopConfig, records: &[RoundRecord], dev_origin: &str) -> 
             let _ = writeln!(s, "| {} | {} | {} | {} | {:+.1} | {} | {} |", row.suite, row.difficulty.map_or("all".into(), |d| d.to_string()), pct(b), pct(x), 100.0 * (x - b), nf(base), nf(best));
         }
     }
+    rl_section(&mut s, records);
     let _ = writeln!(s, "\n![curves](curves.svg)\n");
     let _ = writeln!(s, "Gate: a round's adapter is kept when its dev success is at least the current model's minus {} standard error(s) of the difference{}.", cfg.gate.z, if cfg.gate.enabled { "" } else { " (disabled in this config: every round is kept)" });
     s
+}
+
+/// The RL rounds' training summaries and the hinted rollouts' yield, when the run has them.
+fn rl_section(s: &mut String, records: &[RoundRecord]) {
+    let f = |v: Option<f64>, d: usize| v.map_or("-".into(), |v| format!("{v:.d$}"));
+    let rl: Vec<(usize, &super::records::RlRecord)> = records.iter().filter_map(|r| r.train.as_ref().and_then(|t| t.rl.as_ref()).map(|x| (r.round, x))).collect();
+    if !rl.is_empty() {
+        let _ = writeln!(s, "\n## RL training (per-step curves: rl.svg)\n");
+        let _ = writeln!(s, "| round | objective | groups | equal-reward groups | episodes trained | mean reward | sampler vs trainer log-prob, mean abs | last KL | clip fraction | gap T - S first → last | gate mean |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
+        for (round, x) in rl {
+            let _ = writeln!(s, "| {round} | {:?} | {} | {} | {} | {:.2} | {:.4} | {} | {} | {} → {} | {} |", x.objective, x.groups, x.zero_variance_groups, x.episodes_used, x.reward_mean,
+                x.sampler_gap.mean_abs, f(x.kl_last, 5), f(x.clip_fraction_mean, 3), f(x.gap_first, 3), f(x.gap_last, 3), f(x.gate_mean, 3));
+        }
+    }
+    let hinted: Vec<(usize, &super::records::HintedRecord)> = records.iter().filter_map(|r| r.rollout.as_ref().and_then(|x| x.hinted.as_ref()).map(|h| (r.round, h))).collect();
+    if !hinted.is_empty() {
+        let _ = writeln!(s, "\n## Hinted rollouts (unsolved train tasks, sampled again with the hint; trained on without it)\n");
+        let _ = writeln!(s, "| round | tasks | episodes | successes | tasks solved | of difficulty 2+ |");
+        let _ = writeln!(s, "|---|---|---|---|---|---|");
+        for (round, h) in hinted {
+            let _ = writeln!(s, "| {round} | {} | {} | {} | {} | {} |", h.tasks, h.episodes, h.successes, h.tasks_solved, h.hard_tasks_solved);
+        }
+    }
 }
 
 pub fn curves(records: &[RoundRecord]) -> String {
@@ -143,8 +206,8 @@ pub fn curves(records: &[RoundRecord]) -> String {
     }
     let turns = vec![Series { name: "mean turns".into(), points: records.iter().filter_map(|r| r.test.row("all", None).map(|a| (x(r), a.mean_turns))).collect(), dashed: false, bold: true }];
     svg(&[
-        Chart { title: "Success per round (suites: test)".into(), y_label: "success (%)".into(), y_max: Some(100.0), series: success },
-        Chart { title: "Mean turns per test episode".into(), y_label: "turns".into(), y_max: None, series: turns },
+        Chart { title: "Success per round (suites: test)".into(), x_label: "round".into(), y_label: "success (%)".into(), y_max: Some(100.0), series: success },
+        Chart { title: "Mean turns per test episode".into(), x_label: "round".into(), y_label: "turns".into(), y_max: None, series: turns },
     ])
 }
 

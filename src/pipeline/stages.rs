@@ -328,7 +328,7 @@ impl Stages<'_> {
         };
         let plan = crate::train::rl::plan(&rows, c.objective)?;
         let steps = (plan.used.len().div_ceil(r.groups_per_step)) * r.epochs;
-        say(self.quiet, format_args!("  train ({:?}): {} episodes in {} groups ({} with equal rewards), {steps} steps", c.objective, rows.len(), plan.groups.len(), plan.flat.iter().filter(|&&f| f).count()));
+        say(self.quiet, format_args!("  train ({:?}): {} episodes in {} groups ({} with equal rewards), {steps} steps after a reference pass (the log-probs of the starting adapter, the base{})", c.objective, rows.len(), plan.groups.len(), plan.flat.iter().filter(|&&f| f).count(), if c.objective == Objective::Sdar { " and the teacher" } else { "" }));
         let tm = TrainModel::new(&mcfg, &self.model.transformer.weights)?;
         let pb = crate::progress::bar(steps as u64, "training", self.quiet);
         let outcome = train_rl(&tm, adapter, &rows, &params, &mut |s: &RlStepMetrics| {

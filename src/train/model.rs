@@ -329,6 +329,18 @@ impl LoraVars {
         Ok(LoraVars { config: a.config.clone(), layers })
     }
 
+    /// Whether every B matrix is zero, i.e. the adapter leaves the model unchanged.
+    pub fn is_identity(&self) -> Result<bool> {
+        for l in &self.layers {
+            for (_, b) in l.values() {
+                if b.as_tensor().abs()?.max_all()?.to_scalar::<f32>()? != 0.0 {
+                    return Ok(false);
+                }
+            }
+        }
+        Ok(true)
+    }
+
     pub fn to_adapter(&self) -> Result<LoraAdapter> {
         let mut layers = Vec::with_capacity(self.layers.len());
         for l in &self.layers {

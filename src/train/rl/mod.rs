@@ -352,7 +352,8 @@ fn reference_pass(model: &TrainModel, vars: &LoraVars, rows: &[RlRow], members: 
     let units = units_of(members, rows, group_of, p.shared_prefix, p.batch_size);
     let student: Vec<(&[u32], Vec<Target>)> = rows.iter().map(|r| (r.token_ids.as_slice(), targets_of(r))).collect();
     let old = logprobs(model, Some(vars), &student, &units, p.shared_prefix)?;
-    let reference = logprobs(model, None, &student, &units, p.shared_prefix)?;
+    // A fresh adapter (B = 0) adds exactly nothing: the base model's log-probs are the same numbers.
+    let reference = if vars.is_identity()? { old.clone() } else { logprobs(model, None, &student, &units, p.shared_prefix)? };
     let teacher = if p.objective == Objective::Sdar {
         let views: Vec<(&[u32], Vec<Target>)> = rows
             .iter()

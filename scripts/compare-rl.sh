@@ -1,0 +1,64 @@
+#!/usr/bin/env bash
+# The RL comparison: five arms x seeds of configs/compare-rl.toml, then `autodidact compare`.
+#
+#   scripts/compare-rl.sh                 # every arm, seeds 0 1 2 (about three hours on 2 cores)
+#   SEEDS="0" ARMS="filtered sdar-b5" scripts/compare-rl.sh
+#
+# Arms: filtered (the filtered loop), hinted (+ hinted rollouts), grpo, sdar-b5 (SDAR, beta 5), sdar-b0 (flat
+# gate). Each arm and seed is its own run folder runs/compare-rl/<arm>-s<seed> (resumable: rerun the same
+# command after an interruption). Every arm gets the same rollouts per round (tasks x samples) and rounds; the
+# report gives each arm's wall time. Round 0 (the base model's evaluation) is the same for every run, so it is
+# computed once and copied.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+SEEDS=${SEEDS:-"0 1 2"}
+ARMS=${ARMS:-"filtered hinted grpo sdar-b5 sdar-b0"}
+OUT=${OUT:-runs/compare-rl}
+BASE=configs/compare-rl.toml
+BIN=target/release/autodidact
+[ -x "$BIN" ] || cargo build --release
+mkdir -p "$OUT/configs"
+
+# set_key FILE SECTION KEY VALUE: replaces KEY's value inside [SECTION] (top level: SECTION "").
+set_key() {
+  awk -v sec="$2" -v key="$3" -v val="$4" '
+    /^\[/ { cur = substr($0, 2, length($0) - 2) }
+    cur == sec && $1 == key && $2 == "=" { print key " = " val; found = 1; next }
+    { print }
+    END { if (!found) { print "set_key: no " key " in [" sec "]" > "/dev/stderr"; exit 1 } }' "$1" > "$1.tmp" && mv "$1.tmp" "$1"
+}
+
+config_for() { # arm seed -> path
+  local arm=$1 seed=$2 f="$OUT/configs/$1-s$2.toml"
+  cp "$BASE" "$f"
+  set_key "$f" "" name "\"$arm-s$seed\""
+  echo "runs_dir = \"$OUT\"" | cat - "$f" > "$f.tmp" && mv "$f.tmp" "$f"
+  set_key "$f" rollout seed "$seed"
+  set_key "$f" train seed "$seed"
+  case $arm in
+    filtered) ;;
+    hinted) set_key "$f" rollout hinted true ;;
+    grpo) set_key "$f" train objective '"grpo"' ;;
+    sdar-b5) set_key "$f" train objective '"sdar"' ;;
+    sdar-b0) set_key "$f" train objective '"sdar"'; set_key "$f" rl sdar_beta 0.0 ;;
+    *) echo "unknown arm $arm" >&2; exit 2 ;;
+  esac
+  echo "$f"
+}
+
+round0=""
+for seed in $SEEDS; do
+  for arm in $ARMS; do
+    cfg=$(config_for "$arm" "$seed")
+    run="$OUT/$arm-s$seed"
+    if [ -n "$round0" ] && [ ! -e "$run/round-000" ]; then
+      mkdir -p "$run" && cp -r "$round0" "$run/round-000"
+    fi
+    echo "=== $arm, seed $seed ($(date +%H:%M:%S))"
+    "$BIN" loop --config "$cfg"
+    round0="$run/round-000"
+  done
+done
+runs=()
+for arm in $ARMS; do for seed in $SEEDS; do runs+=("$OUT/$arm-s$seed"); done; done
+"$BIN" compare "${runs[@]}" --out "$OUT"
