@@ -7,7 +7,9 @@
 #   scripts/soak.sh                 # seed 1, 20 kills
 #   SOAK_SEED=7 KILLS=30 scripts/soak.sh
 #
-# Not part of the default test run (about 10-20 minutes on 2 cores). Exits non-zero on any difference.
+# Five kills land on fault points (src/fault.rs: while a filter writes its files, before a round record, while the
+# report is written), the rest at random moments. Not part of the default test run (about 10-20 minutes on 2
+# cores). Exits non-zero on any difference.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch-model.sh
@@ -63,6 +65,19 @@ stage_of() {
 }
 killed=0
 declare -A hits=()
+# First, one kill at each fault point (src/fault.rs): the steps that last milliseconds (a filter's files, the
+# round record, the report) are hit deterministically, each at its first occurrence in the run.
+for point in filter:audit filter:dataset round:record report:md report:curves; do
+  log="$work/point-$point.log"
+  if AUTODIDACT_KILL_AT="$point" "$bin" loop --config "$work/soaked.toml" > /dev/null 2> "$log"; then
+    echo "fault point $point: not reached"; continue
+  fi
+  grep -q "AUTODIDACT_KILL_AT=$point" "$log" || { echo "the run failed before fault point $point:"; cat "$log"; exit 1; }
+  killed=$((killed + 1))
+  round=$(grep -Eo '^round [0-9]+' "$log" | tail -1 || true)
+  echo "kill $killed at fault point $point ($round)"
+  hits["$round, $point"]=$(( ${hits["$round, $point"]:-0} + 1 ))
+done
 for gap in "${gaps[@]}"; do
   log="$work/attempt-$killed.log"
   "$bin" loop --config "$work/soaked.toml" > /dev/null 2> "$log" &

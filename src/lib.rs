@@ -16,4 +16,5 @@ pub mod pipeline;
 pub mod progress;
 pub mod rollout;
 pub mod stats;
+pub mod fault;
 pub mod lock;

@@ -54,6 +54,7 @@ pub fn filter_to_dir(
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
     write_json_atomic(&out.join(AUDIT_FILE), &audit)?;
+    crate::fault::point("filter:audit");
     if !audit.ok() {
         let first: Vec<String> = audit.problems.iter().take(3).map(|p| format!("  {}: {}", p.row, p.message)).collect();
         bail!(
@@ -64,6 +65,7 @@ pub fn filter_to_dir(
         );
     }
     write_jsonl_atomic(&out.join(DATASET_FILE), &rows)?;
+    crate::fault::point("filter:dataset");
     write_json_atomic(&out.join(REPORT_FILE), &sel.report)?;
     Ok(FilterOutput { report: sel.report, rows, audit })
 }

@@ -60,6 +60,7 @@ pub fn run_loop(cfg: &LoopConfig, quiet: bool) -> anyhow::Result<Vec<RoundRecord
                 eprintln!("round {round}/{}", cfg.rounds);
             }
             let rec = run_round(&mut st, round, &rdir, &records)?;
+            crate::fault::point("round:record");
             write_json_atomic(&path, &rec)?;
             rec
         };

@@ -17,7 +17,9 @@ use crate::train::rl::RlStepMetrics;
 
 pub fn write_all(cfg: &LoopConfig, dir: &Path, records: &[RoundRecord], dev_origin: &str) -> anyhow::Result<()> {
     write_file_atomically(&dir.join("report.md"), markdown(cfg, records, dev_origin).as_bytes())?;
+    crate::fault::point("report:md");
     write_file_atomically(&dir.join("curves.svg"), curves(records).as_bytes())?;
+    crate::fault::point("report:curves");
     write_jsonl_atomic(&dir.join("metrics.jsonl"), &metrics(dir, records)?)?;
     if let Some(rl) = rl_curves(dir, records)? {
         write_file_atomically(&dir.join("rl.svg"), rl.as_bytes())?;
