@@ -10,7 +10,7 @@ use crate::agent::hint;
 use crate::agent::taskfile::load_tasks;
 use crate::data::jsonl::read_jsonl;
 use crate::data::{ReadMode, Task, Trajectory};
-use crate::distil::rl::{rl_rows, Rewards, Teacher};
+use crate::distil::rl::{rl_rows, sampling_temperature, Rewards, Teacher};
 use crate::model::lora::{LoraAdapter, LoraConfig};
 use crate::progress;
 use crate::train::optim::AdamWParams;
@@ -66,7 +66,9 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
     let total = pl.used.len().div_ceil(a.groups_per_step.max(1)) * a.epochs;
     eprintln!("{:?} on {} episodes of {} tasks ({flat} with equal rewards), {total} steps{}", a.objective, rows.len(), pl.groups.len(),
         if a.objective == Objective::Sdar { format!(", {without_hint} episodes without a hint") } else { String::new() });
-    let tm = TrainModel::new(&cfg, &m.transformer.weights)?;
+    let mut tm = TrainModel::new(&cfg, &m.transformer.weights)?;
+    let temperature = sampling_temperature(&trajs)?;
+    tm.set_temperature(temperature)?;
     drop(m);
     let pb = progress::bar(total as u64, "training", a.json);
     let t0 = Instant::now();
@@ -94,7 +96,11 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
     let g = outcome.sampler_gap;
     println!("steps          {}{}", outcome.steps, if outcome.finished { "" } else { " (stopped early; --resume continues)" });
     println!("groups         {} ({} with equal rewards: no GRPO signal), {} episodes used", outcome.groups, outcome.zero_variance_groups, outcome.episodes_used);
-    println!("sampler gap    mean |sampler - trainer| log-prob {:.4}, max {:.4} over {} tokens", g.mean_abs, g.max_abs, g.tokens);
+    if g.tokens > 0 {
+        println!("sampler gap    mean |sampler - trainer| log-prob {:.5}, max {:.5} over {} tokens", g.mean_abs, g.max_abs, g.tokens);
+    } else {
+        println!("sampler gap    not measured (sampled at temperature {temperature}; the sampler records untempered log-probs)");
+    }
     if let (Some(f), Some(l)) = (steps.first(), steps.last()) {
         println!("reward         {:.3} -> {:.3} (step means)", f.reward_mean, l.reward_mean);
         println!("kl / entropy   {:.5} -> {:.5} / {:.3} -> {:.3}", f.kl, l.kl, f.entropy, l.entropy);

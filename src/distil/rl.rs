@@ -24,6 +24,27 @@ impl Rewards {
     }
 }
 
+/// The temperature every episode was sampled at, which the trainer must score under. Truncated sampling (top-p,
+/// top-k) draws from a distribution the trainer does not model, so it is refused, as are mixed temperatures.
+pub fn sampling_temperature(trajs: &[Trajectory]) -> Result<f64, RowError> {
+    let mut temp: Option<f64> = None;
+    for t in trajs {
+        let s = &t.identity.sampling;
+        let bad = |msg: String| RowError::Inconsistent { id: row_id(t), msg };
+        if s.top_p.is_some_and(|p| p < 1.0) || s.top_k.is_some_and(|k| k > 0) {
+            return Err(bad("sampled with top-p or top-k truncation: RL needs the untruncated (tempered) distribution its samples came from; set top_p = 1 and top_k = 0".into()));
+        }
+        if !(s.temperature > 0.0) {
+            return Err(bad(format!("sampled at temperature {}: RL needs sampled episodes (temperature > 0)", s.temperature)));
+        }
+        match temp {
+            Some(x) if x != s.temperature => return Err(bad(format!("sampled at temperature {} while others were at {x}", s.temperature))),
+            _ => temp = Some(s.temperature),
+        }
+    }
+    Ok(temp.unwrap_or(1.0))
+}
+
 /// The teacher for SDAR: the privileged context of an episode's task, and the chat template to splice it in.
 pub struct Teacher<'a> {
     pub hint_of: &'a dyn Fn(&Trajectory) -> Option<String>,

@@ -371,6 +371,9 @@ impl LoopConfig {
             if self.train.mode != TrainMode::Continue {
                 return bad("train.mode", "the RL objectives update the current adapter on-policy: use `continue`");
             }
+            if self.rollout.top_p < 1.0 || self.rollout.top_k > 0 || !(self.rollout.temperature > 0.0) {
+                return bad("rollout.top_p / rollout.top_k / rollout.temperature", "RL scores samples under the distribution they came from: sample at a temperature > 0 with top_p = 1 and top_k = 0");
+            }
             let r = &self.rl;
             if !(r.lr.is_finite() && r.lr > 0.0) || r.epochs == 0 || r.groups_per_step == 0 {
                 return bad("rl", "lr, epochs and groups_per_step must be positive");

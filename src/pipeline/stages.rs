@@ -16,7 +16,7 @@ use crate::data::dataset::{read_dataset, DatasetRow};
 use crate::data::jsonl::{read_jsonl, write_json_atomic};
 use crate::data::{ReadMode, Split, Task, Trajectory};
 use crate::agent::hint::{self, HintSource};
-use crate::distil::rl::{rl_rows, Rewards, Teacher};
+use crate::distil::rl::{rl_rows, sampling_temperature, Rewards, Teacher};
 use crate::distil::{filter_to_dir, strip_hint, ChatEncoder, FilterParams, FilterReport, DATASET_FILE, REPORT_FILE};
 use crate::model::lora::{LoraAdapter, LoraConfig};
 use crate::model::LoadedModel;
@@ -329,7 +329,8 @@ impl Stages<'_> {
         let plan = crate::train::rl::plan(&rows, c.objective)?;
         let steps = (plan.used.len().div_ceil(r.groups_per_step)) * r.epochs;
         say(self.quiet, format_args!("  train ({:?}): {} episodes in {} groups ({} with equal rewards), {steps} steps after a reference pass (the log-probs of the starting adapter, the base{})", c.objective, rows.len(), plan.groups.len(), plan.flat.iter().filter(|&&f| f).count(), if c.objective == Objective::Sdar { " and the teacher" } else { "" }));
-        let tm = TrainModel::new(&mcfg, &self.model.transformer.weights)?;
+        let mut tm = TrainModel::new(&mcfg, &self.model.transformer.weights)?;
+        tm.set_temperature(sampling_temperature(trajs)?)?;
         let pb = crate::progress::bar(steps as u64, "training", self.quiet);
         let outcome = train_rl(&tm, adapter, &rows, &params, &mut |s: &RlStepMetrics| {
             pb.set_position(s.step as u64);

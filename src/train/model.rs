@@ -42,6 +42,9 @@ pub struct TrainModel {
     layers: Vec<TrainLayer>,
     rope: Arc<RopeTables>,
     device: Device,
+    /// Log-probs are of `softmax(logits / temperature)`: RL scores samples under the distribution they were drawn
+    /// from (1 for SFT).
+    temperature: f64,
 }
 
 /// Trainable LoRA variables, one (A, B) pair per adapted projection per layer.
@@ -164,11 +167,24 @@ impl TrainModel {
             sin.extend_from_slice(&unit[half..]);
         }
         let rope = Arc::new(RopeTables { half, cos, sin });
-        Ok(TrainModel { cfg: cfg.clone(), embed, lm_head, norm: Arc::new(w.norm.clone()), layers, rope, device })
+        Ok(TrainModel { cfg: cfg.clone(), embed, lm_head, norm: Arc::new(w.norm.clone()), layers, rope, device, temperature: 1.0 })
     }
 
     pub fn device(&self) -> &Device {
         &self.device
+    }
+
+    pub fn temperature(&self) -> f64 {
+        self.temperature
+    }
+
+    /// Scores tokens under `softmax(logits / temperature)` from now on (the sampler's distribution).
+    pub fn set_temperature(&mut self, temperature: f64) -> Result<()> {
+        if !(temperature.is_finite() && temperature > 0.0) {
+            return Err(TrainError::Params(format!("temperature {temperature} must be positive")));
+        }
+        self.temperature = temperature;
+        Ok(())
     }
 
     /// Final hidden states before the last norm, `N x H`. `lora` None gives the base model (reference log-probs);
@@ -243,7 +259,9 @@ impl TrainModel {
         let n = idx.len();
         let idx = Tensor::from_vec(idx, n, &self.device)?;
         let sel = hidden.index_select(&idx, 0)?;
-        Ok(rms_norm(&sel, self.norm.clone(), self.cfg.rms_norm_eps)?)
+        let normed = rms_norm(&sel, self.norm.clone(), self.cfg.rms_norm_eps)?;
+        // logits / T = (h / T) W^T: the output layer's input is scaled instead of its (vocabulary-wide) output.
+        Ok(if self.temperature == 1.0 { normed } else { (normed / self.temperature)? })
     }
 
     /// Log-probabilities (`n`) of each target token, differentiable with respect to the LoRA variables.

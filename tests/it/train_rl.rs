@@ -328,3 +328,21 @@ fn packing_a_groups_shared_prompt_computes_the_same_numbers() {
         assert!((a - b).abs() < 1e-3 * a.abs().max(1.0), "{a} vs {b}");
     }
 }
+
+#[test]
+fn the_trainer_scores_at_the_sampling_temperature() {
+    let mut m = model();
+    let ids: Vec<u32> = (0..12).map(|i| (i * 37 % 300) as u32).collect();
+    let targets = next_token_targets(&[(&ids, &[1u8; 12][..])]);
+    let batch = Batch::new(&[&ids]);
+    let logits = m.logits_at(&batch, None, &targets.iter().map(|t| (t.seq, t.pos)).collect::<Vec<_>>()).unwrap().to_vec2::<f32>().unwrap();
+    m.set_temperature(0.5).unwrap();
+    let got = m.target_logprobs(&batch, None, None, &targets).unwrap().to_vec1::<f32>().unwrap();
+    for ((row, t), g) in logits.iter().zip(&targets).zip(&got) {
+        let z: Vec<f64> = row.iter().map(|&x| x as f64 / 0.5).collect();
+        let max = z.iter().cloned().fold(f64::MIN, f64::max);
+        let lse = max + z.iter().map(|v| (v - max).exp()).sum::<f64>().ln();
+        assert!((z[t.target as usize] - lse - *g as f64).abs() < 1e-3, "{g} vs {}", z[t.target as usize] - lse);
+    }
+    assert!(m.set_temperature(0.0).is_err());
+}

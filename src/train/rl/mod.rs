@@ -368,7 +368,9 @@ fn reference_pass(model: &TrainModel, vars: &LoraVars, rows: &[RlRow], members: 
     };
     let mut gap = SamplerGap::default();
     let mut sum = 0f64;
-    for (r, o) in rows.iter().zip(&old) {
+    // The sampler records untempered log-probs: comparable only when the trainer scores at temperature 1.
+    let comparable = model.temperature() == 1.0;
+    for (r, o) in rows.iter().zip(&old).filter(|_| comparable) {
         let sampled = targets_of(r).iter().map(|t| r.sampler_logprobs[t.pos + 1]).collect::<Vec<_>>();
         for (&s, &t) in sampled.iter().zip(o) {
             let d = (s - t) as f64;
