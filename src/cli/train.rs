@@ -1,5 +1,5 @@
-//! `autodidact train`: LoRA SFT on a filtered dataset (wraps `train::train_sft`), and `--bench` for training
-//! throughput (wraps `train::bench::bench_train`).
+//! `autodidact train`: LoRA SFT on a filtered dataset (wraps `train::train_sft`), GRPO / SDAR on a rollout file
+//! (`--objective`, in `train_rl`), and `--bench` for training throughput (wraps `train::bench::bench_train`).
 use std::path::PathBuf;
 use std::time::Instant;
 
@@ -129,6 +129,19 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
+/// `--adapter` to continue, or a fresh adapter of the flags' shape seeded by `--seed`.
+pub(super) fn start_adapter(a: &TrainArgs, m: &crate::model::LoadedModel) -> anyhow::Result<LoraAdapter> {
+    let cfg = m.config();
+    Ok(match &a.model.adapter {
+        Some(dir) => {
+            let ad = LoraAdapter::load(dir, cfg, Some(&m.base_name)).with_context(|| format!("loading the starting adapter {}", dir.display()))?;
+            eprintln!("starting from adapter {} (rank {}, its own targets and alpha)", dir.display(), ad.config.r);
+            ad
+        }
+        None => LoraAdapter::new(LoraConfig { r: a.rank, alpha: a.alpha, dropout: a.dropout, targets: a.targets.clone(), base_model: m.base_name.clone() }, cfg, a.seed)?,
+    })
+}
+
 fn parse_proj(s: &str) -> Result<Proj, String> {
     Proj::from_hf_name(s.trim()).ok_or_else(|| format!("unknown target `{s}` (use q,k,v,o,gate,up,down)"))
 }
@@ -155,18 +168,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         .collect();
     let m = super::load_model(&a.model.model)?;
     let cfg = m.config().clone();
-    let adapter = match &a.model.adapter {
-        Some(dir) => {
-            let ad = LoraAdapter::load(dir, &cfg, Some(&m.base_name)).with_context(|| format!("loading the starting adapter {}", dir.display()))?;
-            eprintln!("starting from adapter {} (rank {}, its own targets and alpha)", dir.display(), ad.config.r);
-            ad
-        }
-        None => LoraAdapter::new(
-            LoraConfig { r: a.rank, alpha: a.alpha, dropout: a.dropout, targets: a.targets.clone(), base_model: m.base_name.clone() },
-            &cfg,
-            a.seed,
-        )?,
-    };
+    let adapter = start_adapter(&a, &m)?;
     let params = SftParams {
         lr: a.lr,
         warmup_steps: a.warmup,

@@ -11,7 +11,6 @@ use crate::agent::taskfile::load_tasks;
 use crate::data::jsonl::read_jsonl;
 use crate::data::{ReadMode, Task, Trajectory};
 use crate::distil::rl::{rl_rows, sampling_temperature, Rewards, Teacher};
-use crate::model::lora::{LoraAdapter, LoraConfig};
 use crate::progress;
 use crate::train::optim::AdamWParams;
 use crate::train::rl::{plan, train_rl, Objective, RlCoefs, RlParams, RlStepMetrics};
@@ -38,10 +37,7 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
     let teacher = Teacher { hint_of: &hint_of, encoder: &m };
     let rewards = Rewards { success: a.success_reward, invalid_penalty: a.invalid_penalty };
     let (rows, without_hint) = rl_rows(&trajs, &rewards, (a.objective == Objective::Sdar).then_some(&teacher))?;
-    let adapter = match &a.model.adapter {
-        Some(dir) => LoraAdapter::load(dir, &cfg, Some(&m.base_name)).with_context(|| format!("loading the starting adapter {}", dir.display()))?,
-        None => LoraAdapter::new(LoraConfig { r: a.rank, alpha: a.alpha, dropout: a.dropout, targets: a.targets.clone(), base_model: m.base_name.clone() }, &cfg, a.seed)?,
-    };
+    let adapter = super::train::start_adapter(a, &m)?;
     let params = RlParams {
         objective: a.objective,
         coefs: RlCoefs { clip_eps: a.clip_eps, kl_coef: a.kl_coef, entropy_coef: a.entropy_coef, sdar_lambda: a.sdar_lambda, sdar_beta: a.sdar_beta },

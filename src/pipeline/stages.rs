@@ -234,6 +234,20 @@ impl Stages<'_> {
         Ok(all)
     }
 
+    /// The adapter a round's training starts from: `start` (relative to the run folder), or a fresh one seeded
+    /// by the round.
+    fn start_adapter(&self, round: usize, start: Option<&Path>) -> anyhow::Result<LoraAdapter> {
+        let (c, mcfg) = (&self.cfg.train, self.model.config());
+        Ok(match start {
+            Some(rel) => LoraAdapter::load(&self.dir.join(rel), mcfg, Some(&self.model.base_name))?,
+            None => LoraAdapter::new(
+                LoraConfig { r: c.rank, alpha: c.alpha, dropout: c.dropout, targets: c.projections()?, base_model: self.model.base_name.clone() },
+                mcfg,
+                c.seed + round as u64,
+            )?,
+        })
+    }
+
     /// LoRA SFT into `<round>/train/` (the adapter in `train/adapter`); `start` is the adapter to continue.
     pub fn train(&self, round: usize, round_dir: &Path, rows: &[DatasetRow], start: Option<&Path>) -> anyhow::Result<TrainRecord> {
         let dir = round_dir.join("train");
@@ -241,14 +255,7 @@ impl Stages<'_> {
         let c = &self.cfg.train;
         if !done {
             let mcfg = self.model.config().clone();
-            let adapter = match (c.mode, start) {
-                (TrainMode::Continue, Some(rel)) => LoraAdapter::load(&self.dir.join(rel), &mcfg, Some(&self.model.base_name))?,
-                _ => LoraAdapter::new(
-                    LoraConfig { r: c.rank, alpha: c.alpha, dropout: c.dropout, targets: c.projections()?, base_model: self.model.base_name.clone() },
-                    &mcfg,
-                    c.seed + round as u64,
-                )?,
-            };
+            let adapter = self.start_adapter(round, start.filter(|_| c.mode == TrainMode::Continue))?;
             let params = SftParams {
                 lr: c.lr,
                 warmup_steps: c.warmup,
@@ -299,14 +306,7 @@ impl Stages<'_> {
         let rewards = Rewards { success: r.success_reward, invalid_penalty: r.invalid_penalty };
         let (rows, without_hint) = rl_rows(trajs, &rewards, (c.objective == Objective::Sdar).then_some(&teacher))?;
         let mcfg = self.model.config().clone();
-        let adapter = match start {
-            Some(rel) => LoraAdapter::load(&self.dir.join(rel), &mcfg, Some(&self.model.base_name))?,
-            None => LoraAdapter::new(
-                LoraConfig { r: c.rank, alpha: c.alpha, dropout: c.dropout, targets: c.projections()?, base_model: self.model.base_name.clone() },
-                &mcfg,
-                c.seed + round as u64,
-            )?,
-        };
+        let adapter = self.start_adapter(round, start)?;
         let params = RlParams {
             objective: c.objective,
             coefs: r.coefs(),

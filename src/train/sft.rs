@@ -140,21 +140,9 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
     let metrics_path = p.out_dir.join("metrics.jsonl");
     std::fs::create_dir_all(&p.out_dir).map_err(|e| TrainError::io(&p.out_dir, e))?;
     let fingerprint = p.fingerprint(rows.len());
-    let names_of = |a: &LoraAdapter| LoraVars::from_adapter(a, model.device()).map(|v| v.named_vars().into_iter().map(|(n, _)| n).collect::<Vec<_>>());
-
-    let (vars, mut opt, mut state) = if p.resume && ckpt_dir.join(checkpoint::STATE_FILE).is_file() {
-        let base = adapter.config.base_model.clone();
-        let ck = checkpoint::load(&ckpt_dir, &model.cfg, Some(&base), |a| names_of(a).unwrap_or_default())?;
-        if ck.state.fingerprint != fingerprint {
-            return Err(TrainError::Checkpoint {
-                path: ckpt_dir,
-                msg: format!("written with different parameters; checkpoint: `{}`, now: `{fingerprint}`", ck.state.fingerprint),
-            });
-        }
-        let vars = LoraVars::from_adapter(&ck.adapter, model.device())?;
-        let opt = AdamW { params: p.adam, t: ck.adam_t, m: ck.m, v: ck.v };
-        keep_metrics_up_to(&metrics_path, ck.state.step)?;
-        (vars, opt, ck.state)
+    let resumed = if p.resume { resume(model, &adapter, &ckpt_dir, &fingerprint, &metrics_path, p.adam)? } else { None };
+    let (vars, mut opt, mut state) = if let Some(r) = resumed {
+        r
     } else {
         let vars = LoraVars::from_adapter(&adapter, model.device())?;
         let opt = AdamW::new(p.adam, &vars.named_vars())?;
@@ -201,17 +189,8 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
             accumulate_grads(&mut grads, &loss.backward()?, &named)?;
         }
         let mean_loss = nll_sum / step_tokens as f64;
-        let last_good = ckpt_dir.join(checkpoint::STATE_FILE).is_file().then(|| ckpt_dir.clone());
-        if !mean_loss.is_finite() {
-            return Err(TrainError::NonFinite { step, what: "loss", value: mean_loss, checkpoint: last_good });
-        }
-        let mut grads: Vec<Tensor> = grads.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| TrainError::Data("no micro-batch in step".into()))?;
-        let grad_norm = clip_grad_norm(&mut grads, p.max_grad_norm)?;
-        if !grad_norm.is_finite() {
-            return Err(TrainError::NonFinite { step, what: "gradient norm", value: grad_norm, checkpoint: last_good });
-        }
-        let lr = lr_at(step, total_steps, p.warmup_steps, p.lr, p.min_lr_ratio);
-        opt.step(&named, &grads, lr)?;
+        let schedule = Schedule { lr: p.lr, warmup_steps: p.warmup_steps, min_lr_ratio: p.min_lr_ratio, total_steps, max_grad_norm: p.max_grad_norm };
+        let (grad_norm, lr) = apply_step(&mut opt, &named, grads, mean_loss, step, &schedule, &ckpt_dir)?;
 
         state.step += 1;
         state.epoch = cursor.epoch;
@@ -254,6 +233,52 @@ pub(super) fn dropout_seed(seed: u64, step: usize, micro: usize) -> u64 {
         x ^= x >> 29;
     }
     x
+}
+
+/// A checkpoint in `ckpt_dir` to continue from: the adapter's variables, the optimizer and the loop state. None
+/// when there is none; an error when it was written with other parameters (`fingerprint`). Metric lines of steps
+/// after the checkpoint are dropped (they will be redone).
+pub(super) fn resume(model: &TrainModel, adapter: &LoraAdapter, ckpt_dir: &Path, fingerprint: &str, metrics_path: &Path, adam: AdamWParams) -> Result<Option<(LoraVars, AdamW, TrainState)>> {
+    if !ckpt_dir.join(checkpoint::STATE_FILE).is_file() {
+        return Ok(None);
+    }
+    let names_of = |a: &LoraAdapter| LoraVars::from_adapter(a, model.device()).map(|v| v.named_vars().into_iter().map(|(n, _)| n).collect::<Vec<_>>());
+    let ck = checkpoint::load(ckpt_dir, &model.cfg, Some(&adapter.config.base_model), |a| names_of(a).unwrap_or_default())?;
+    if ck.state.fingerprint != fingerprint {
+        return Err(TrainError::Checkpoint {
+            path: ckpt_dir.to_path_buf(),
+            msg: format!("written with different parameters; checkpoint: `{}`, now: `{fingerprint}`", ck.state.fingerprint),
+        });
+    }
+    let vars = LoraVars::from_adapter(&ck.adapter, model.device())?;
+    keep_metrics_up_to(metrics_path, ck.state.step)?;
+    Ok(Some((vars, AdamW { params: adam, t: ck.adam_t, m: ck.m, v: ck.v }, ck.state)))
+}
+
+/// The learning-rate schedule and gradient clipping of a run.
+pub(super) struct Schedule {
+    pub lr: f64,
+    pub warmup_steps: usize,
+    pub min_lr_ratio: f64,
+    pub total_steps: usize,
+    pub max_grad_norm: f64,
+}
+
+/// The end of a step: the loss must be finite, the accumulated gradients are clipped (their norm must be finite)
+/// and AdamW updates. Returns the norm before clipping and the learning rate used.
+pub(super) fn apply_step(opt: &mut AdamW, named: &[(String, &candle_core::Var)], grads: Vec<Option<Tensor>>, mean_loss: f64, step: usize, s: &Schedule, ckpt_dir: &Path) -> Result<(f64, f64)> {
+    let last_good = ckpt_dir.join(checkpoint::STATE_FILE).is_file().then(|| ckpt_dir.to_path_buf());
+    if !mean_loss.is_finite() {
+        return Err(TrainError::NonFinite { step, what: "loss", value: mean_loss, checkpoint: last_good });
+    }
+    let mut grads: Vec<Tensor> = grads.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| TrainError::Data("a step without trained tokens".into()))?;
+    let grad_norm = clip_grad_norm(&mut grads, s.max_grad_norm)?;
+    if !grad_norm.is_finite() {
+        return Err(TrainError::NonFinite { step, what: "gradient norm", value: grad_norm, checkpoint: last_good });
+    }
+    let lr = lr_at(step, s.total_steps, s.warmup_steps, s.lr, s.min_lr_ratio);
+    opt.step(named, &grads, lr)?;
+    Ok((grad_norm, lr))
 }
 
 /// Adds one micro-batch's gradients to the step's; every variable must have one (a cut graph is an error).

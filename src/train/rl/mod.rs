@@ -18,8 +18,8 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{self, TrainState};
 use super::data::epoch_batches;
 use super::model::{next_token_targets, Batch, LoraVars, Target, TrainModel};
-use super::optim::{clip_grad_norm, lr_at, AdamW, AdamWParams};
-use super::sft::{accumulate_grads, append_metrics, keep_metrics_up_to};
+use super::optim::{AdamW, AdamWParams};
+use super::sft::{accumulate_grads, append_metrics, apply_step, resume, Schedule};
 use super::{Result, TrainError};
 use crate::model::lora::LoraAdapter;
 pub use loss::{advantages, token_terms, RlCoefs, TokenInputs, TokenTerms};
@@ -439,25 +439,13 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
         return Ok(outcome(0, adapter, true, SamplerGap::default()));
     }
 
-    let names_of = |a: &LoraAdapter| LoraVars::from_adapter(a, model.device()).map(|v| v.named_vars().into_iter().map(|(n, _)| n).collect::<Vec<_>>());
-    let resuming = p.resume && ckpt_dir.join(checkpoint::STATE_FILE).is_file();
-    let (vars, mut opt, mut state, reference) = if resuming {
-        let base = adapter.config.base_model.clone();
-        let ck = checkpoint::load(&ckpt_dir, &model.cfg, Some(&base), |a| names_of(a).unwrap_or_default())?;
-        if ck.state.fingerprint != fingerprint {
-            return Err(TrainError::Checkpoint {
-                path: ckpt_dir,
-                msg: format!("written with different parameters; checkpoint: `{}`, now: `{fingerprint}`", ck.state.fingerprint),
-            });
-        }
+    let resumed = if p.resume { resume(model, &adapter, &ckpt_dir, &fingerprint, &metrics_path, p.adam)? } else { None };
+    let (vars, mut opt, mut state, reference) = if let Some((vars, opt, state)) = resumed {
         let reference = read_reference(&ref_path)?.ok_or_else(|| TrainError::Checkpoint { path: ref_path.clone(), msg: "missing beside the checkpoint".into() })?;
         if reference.fingerprint != fingerprint {
             return Err(TrainError::Checkpoint { path: ref_path, msg: "computed for other data or parameters".into() });
         }
-        let vars = LoraVars::from_adapter(&ck.adapter, model.device())?;
-        let opt = AdamW { params: p.adam, t: ck.adam_t, m: ck.m, v: ck.v };
-        keep_metrics_up_to(&metrics_path, ck.state.step)?;
-        (vars, opt, ck.state, reference)
+        (vars, opt, state, reference)
     } else {
         let vars = LoraVars::from_adapter(&adapter, model.device())?;
         // A run killed after its reference pass keeps it (the pass costs up to three forwards of the data).
@@ -521,18 +509,9 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
             let loss = (out * coef)?.sum_all()?;
             accumulate_grads(&mut grads, &loss.backward()?, &named)?;
         }
-        let last_good = ckpt_dir.join(checkpoint::STATE_FILE).is_file().then(|| ckpt_dir.clone());
         let mean_loss = acc.loss / step_tokens.max(1) as f64;
-        if !mean_loss.is_finite() {
-            return Err(TrainError::NonFinite { step, what: "loss", value: mean_loss, checkpoint: last_good });
-        }
-        let mut grads: Vec<Tensor> = grads.into_iter().collect::<Option<Vec<_>>>().ok_or_else(|| TrainError::Data("a step without generated tokens".into()))?;
-        let grad_norm = clip_grad_norm(&mut grads, p.max_grad_norm)?;
-        if !grad_norm.is_finite() {
-            return Err(TrainError::NonFinite { step, what: "gradient norm", value: grad_norm, checkpoint: last_good });
-        }
-        let lr = lr_at(step, total_steps, p.warmup_steps, p.lr, p.min_lr_ratio);
-        opt.step(&named, &grads, lr)?;
+        let schedule = Schedule { lr: p.lr, warmup_steps: p.warmup_steps, min_lr_ratio: p.min_lr_ratio, total_steps, max_grad_norm: p.max_grad_norm };
+        let (grad_norm, lr) = apply_step(&mut opt, &named, grads, mean_loss, step, &schedule, &ckpt_dir)?;
 
         state.step += 1;
         state.next_batch += 1;
