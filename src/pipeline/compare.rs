@@ -139,7 +139,7 @@ pub fn summarize(runs: &[Run], reference: Option<&str>) -> Vec<ArmSummary> {
             let mut groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
             for r in &mine {
                 for row in last(r).map(|t| t.rows).unwrap_or_default() {
-                    let key = format!("{} d{}", row.suite, row.difficulty.map_or("all".into(), |d| d.to_string()));
+                    let key = format!("{}, {}", row.suite, row.difficulty.map_or("all difficulties".into(), |d| format!("difficulty {d}")));
                     groups.entry(key).or_default().push(row.success_rate);
                 }
             }
