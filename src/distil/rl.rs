@@ -34,7 +34,7 @@ pub fn sampling_temperature(trajs: &[Trajectory]) -> Result<f64, RowError> {
         if s.top_p.is_some_and(|p| p < 1.0) || s.top_k.is_some_and(|k| k > 0) {
             return Err(bad("sampled with top-p or top-k truncation: RL needs the untruncated (tempered) distribution its samples came from; set top_p = 1 and top_k = 0".into()));
         }
-        if !(s.temperature > 0.0) {
+        if s.temperature.is_nan() || s.temperature <= 0.0 {
             return Err(bad(format!("sampled at temperature {}: RL needs sampled episodes (temperature > 0)", s.temperature)));
         }
         match temp {

@@ -371,7 +371,7 @@ impl LoopConfig {
             if self.train.mode != TrainMode::Continue {
                 return bad("train.mode", "the RL objectives update the current adapter on-policy: use `continue`");
             }
-            if self.rollout.top_p < 1.0 || self.rollout.top_k > 0 || !(self.rollout.temperature > 0.0) {
+            if self.rollout.top_p < 1.0 || self.rollout.top_k > 0 || self.rollout.temperature.is_nan() || self.rollout.temperature <= 0.0 {
                 return bad("rollout.top_p / rollout.top_k / rollout.temperature", "RL scores samples under the distribution they came from: sample at a temperature > 0 with top_p = 1 and top_k = 0");
             }
             let r = &self.rl;

@@ -36,7 +36,8 @@ impl Chart {
         let data_max = self.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0f64, f64::max);
         let data_min = self.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0f64, f64::min);
         let y_min = data_min * 1.15;
-        let y_max = self.y_max.unwrap_or_else(|| if data_max > 0.0 { data_max * 1.15 } else if y_min < 0.0 { 0.0 } else { 1.0 });
+        let fitted = if data_max > 0.0 { data_max * 1.15 } else if y_min < 0.0 { 0.0 } else { 1.0 };
+        let y_max = self.y_max.unwrap_or(fitted);
         let span = (y_max - y_min).max(1e-12);
         let pw = W - PAD_L - PAD_R;
         let ph = H - PAD_T - PAD_B;
