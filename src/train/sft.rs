@@ -209,10 +209,7 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
         };
         append_metrics(&metrics_path, &m)?;
         on_step(&m);
-        let at_end = state.step == stop_at;
-        if at_end || (p.save_every > 0 && state.step.is_multiple_of(p.save_every)) {
-            checkpoint::save(&ckpt_dir, &vars.to_adapter()?, &opt, &names, &state)?;
-        }
+        save_if_due(&ckpt_dir, &vars, &opt, &names, &state, stop_at, p.save_every)?;
     }
 
     // ---- finish
@@ -279,6 +276,14 @@ pub(super) fn apply_step(opt: &mut AdamW, named: &[(String, &candle_core::Var)],
     let lr = lr_at(step, s.total_steps, s.warmup_steps, s.lr, s.min_lr_ratio);
     opt.step(named, &grads, lr)?;
     Ok((grad_norm, lr))
+}
+
+/// Writes a checkpoint at the last step of the run (or of `stop_after`) and every `save_every` steps.
+pub(super) fn save_if_due(ckpt_dir: &Path, vars: &LoraVars, opt: &AdamW, names: &[String], state: &TrainState, stop_at: usize, save_every: usize) -> Result<()> {
+    if state.step == stop_at || (save_every > 0 && state.step.is_multiple_of(save_every)) {
+        checkpoint::save(ckpt_dir, &vars.to_adapter()?, opt, names, state)?;
+    }
+    Ok(())
 }
 
 /// Adds one micro-batch's gradients to the step's; every variable must have one (a cut graph is an error).

@@ -15,11 +15,11 @@ use std::time::Instant;
 use candle_core::Tensor;
 use serde::{Deserialize, Serialize};
 
-use super::checkpoint::{self, TrainState};
+use super::checkpoint::TrainState;
 use super::data::epoch_batches;
 use super::model::{next_token_targets, Batch, LoraVars, Target, TrainModel};
 use super::optim::{AdamW, AdamWParams};
-use super::sft::{accumulate_grads, append_metrics, apply_step, resume, Schedule};
+use super::sft::{accumulate_grads, append_metrics, apply_step, resume, save_if_due, Schedule};
 use super::{Result, TrainError};
 use crate::model::lora::LoraAdapter;
 pub use loss::{advantages, token_terms, RlCoefs, TokenInputs, TokenTerms};
@@ -525,10 +525,7 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
         let m = acc.metrics(&state, step_tokens, lr, grad_norm, t0.elapsed().as_secs_f64(), &rewards, zero_share);
         append_metrics(&metrics_path, &m)?;
         on_step(&m);
-        let at_end = state.step == stop_at;
-        if at_end || (p.save_every > 0 && state.step.is_multiple_of(p.save_every)) {
-            checkpoint::save(&ckpt_dir, &vars.to_adapter()?, &opt, &names, &state)?;
-        }
+        save_if_due(&ckpt_dir, &vars, &opt, &names, &state, stop_at, p.save_every)?;
     }
 
     // ---- finish
