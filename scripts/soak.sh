@@ -7,8 +7,9 @@
 #   scripts/soak.sh                 # seed 1, 20 kills
 #   SOAK_SEED=7 KILLS=30 scripts/soak.sh
 #
-# Five kills land on fault points (src/fault.rs: while a filter writes its files, before a round record, while the
-# report is written), the rest at random moments. Not part of the default test run (about 10-20 minutes on 2
+# The random kills hit one copy of the run; a second copy is killed once at each of five fault points
+# (src/fault.rs: while a filter writes its files, before a round record, while the report is written). Both are
+# compared with the uninterrupted run. Not part of the default test run (about 10-20 minutes on 2
 # cores). Exits non-zero on any difference.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -49,6 +50,7 @@ EOF
 }
 config straight
 config soaked
+config pointed
 
 t0=$(date +%s.%N)
 "$bin" loop --config "$work/straight.toml" > /dev/null 2> "$work/straight.log"
@@ -65,19 +67,6 @@ stage_of() {
 }
 killed=0
 declare -A hits=()
-# First, one kill at each fault point (src/fault.rs): the steps that last milliseconds (a filter's files, the
-# round record, the report) are hit deterministically, each at its first occurrence in the run.
-for point in filter:audit filter:dataset round:record report:md report:curves; do
-  log="$work/point-$point.log"
-  if AUTODIDACT_KILL_AT="$point" "$bin" loop --config "$work/soaked.toml" > /dev/null 2> "$log"; then
-    echo "fault point $point: not reached"; continue
-  fi
-  grep -q "AUTODIDACT_KILL_AT=$point" "$log" || { echo "the run failed before fault point $point:"; cat "$log"; exit 1; }
-  killed=$((killed + 1))
-  round=$(grep -Eo '^round [0-9]+' "$log" | tail -1 || true)
-  echo "kill $killed at fault point $point ($round)"
-  hits["$round, $point"]=$(( ${hits["$round, $point"]:-0} + 1 ))
-done
 for gap in "${gaps[@]}"; do
   log="$work/attempt-$killed.log"
   "$bin" loop --config "$work/soaked.toml" > /dev/null 2> "$log" &
@@ -100,10 +89,26 @@ for gap in "${gaps[@]}"; do
   fi
 done
 "$bin" loop --config "$work/soaked.toml" > /dev/null 2> "$work/final.log"
+# Then a second copy of the run is killed once at each fault point (src/fault.rs): the steps that last
+# milliseconds (a filter's files, the round record, the report) are hit deterministically, each at its first
+# occurrence in what is left of the run. (A separate copy, so the random kills above spread over the whole run.)
+for point in filter:audit filter:dataset round:record report:md report:curves; do
+  log="$work/point-$point.log"
+  if AUTODIDACT_KILL_AT="$point" "$bin" loop --config "$work/pointed.toml" > /dev/null 2> "$log"; then
+    echo "fault point $point: not reached"; continue
+  fi
+  grep -q "AUTODIDACT_KILL_AT=$point" "$log" || { echo "the run failed before fault point $point:"; cat "$log"; exit 1; }
+  killed=$((killed + 1))
+  round=$(grep -Eo '^round [0-9]+' "$log" | tail -1 || true)
+  [ -n "$round" ] || round="after the last round"
+  echo "kill $killed at fault point $point ($round)"
+  hits["$round, $point"]=$(( ${hits["$round, $point"]:-0} + 1 ))
+done
+"$bin" loop --config "$work/pointed.toml" > /dev/null 2> "$work/final-pointed.log"
 echo "kills per stage:"
 for s in "${!hits[@]}"; do echo "  ${hits[$s]}  $s"; done | sort -k2
 
-python3 - "$work/runs/straight" "$work/runs/soaked" <<'PY'
+cat > "$work/compare.py" <<'PY'
 import json, os, re, sys
 a, b = sys.argv[1], sys.argv[2]
 def files(root):
@@ -148,4 +153,10 @@ for rel in bad:
     print("  DIFFERS:", rel)
 sys.exit(1 if bad else 0)
 PY
+status=0
+for run in soaked pointed; do
+  echo "$run vs straight:"
+  python3 "$work/compare.py" "$work/runs/straight" "$work/runs/$run" || status=1
+done
+[ "$status" = 0 ] || { echo "soak FAILED: artefacts differ (work folder $work)"; exit 1; }
 echo "soak passed: $killed kills, identical artefacts (work folder $work)"

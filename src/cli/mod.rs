@@ -9,6 +9,7 @@ mod info;
 
 pub mod rollout;
 mod run_loop;
+mod serve;
 mod tasks;
 mod train;
 mod train_rl;
@@ -55,6 +56,8 @@ pub enum Command {
     Export(export::ExportArgs),
     /// The self-distillation loop: evaluate, then per round rollout, filter, train, evaluate, gate (resumable).
     Loop(run_loop::LoopArgs),
+    /// Serve the model (and adapters) behind an OpenAI-compatible HTTP endpoint on 127.0.0.1.
+    Serve(serve::ServeArgs),
     /// Loop runs side by side: arms (runs named ARM-sSEED) with 95% intervals over seeds, per suite and difficulty.
     Compare(compare::CompareArgs),
 }
@@ -144,6 +147,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Export(a) => export::run(a),
         Command::Loop(a) => run_loop::run(a),
         Command::Compare(a) => compare::run(a),
+        Command::Serve(a) => serve::run(a),
         Command::Convert(a) => {
             let m = a.model.load()?;
             let merged = m.transformer.adapter.as_ref().map(|ad| ad.merge(&m.transformer.weights, m.config())).transpose()?;

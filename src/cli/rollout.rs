@@ -65,7 +65,47 @@ impl EpisodeArgs {
             limits: Limits::agent(self.turn_tokens, self.episode_tokens, self.max_turns, self.max_active),
             prompt_options: PromptOptions { fewshot: !self.no_fewshot, tools_in_system: true, hint: None },
             adapter,
+            remote: None,
         }
+    }
+}
+
+/// Sampling on OpenAI-compatible servers instead of in this process.
+#[derive(Args, Debug, Clone)]
+pub struct BackendArgs {
+    /// Server base URL (repeatable or comma-separated: episodes are spread over the servers), e.g.
+    /// http://127.0.0.1:8000 for `autodidact serve` or vLLM. The model is still loaded here for its tokenizer
+    /// and chat template.
+    #[arg(long = "backend-url", value_delimiter = ',')]
+    pub urls: Vec<String>,
+    /// The served model name (default: the server's only model).
+    #[arg(long = "backend-model")]
+    pub model: Option<String>,
+    /// Environment variable holding the server's API key.
+    #[arg(long = "api-key-env")]
+    pub api_key_env: Option<String>,
+    /// Requests in flight per server.
+    #[arg(long = "backend-concurrency", default_value_t = 64)]
+    pub concurrency: usize,
+}
+
+impl BackendArgs {
+    /// The servers, connected and checked, serving `adapter` (loaded into them) when one is given.
+    pub fn remote(&self, adapter: Option<&std::path::Path>) -> anyhow::Result<Option<crate::rollout::Remote>> {
+        if self.urls.is_empty() {
+            return Ok(None);
+        }
+        let cfg = crate::backend::BackendConfig {
+            model: self.model.clone(),
+            api_key_env: self.api_key_env.clone(),
+            concurrency: self.concurrency,
+            ..crate::backend::BackendConfig::new(self.urls.clone())
+        };
+        let remote = crate::rollout::Remote { clients: cfg.connect()?, concurrency: cfg.concurrency };
+        Ok(Some(match adapter {
+            Some(dir) => remote.with_adapter(&dir.display().to_string(), dir)?,
+            None => remote,
+        }))
     }
 }
 
@@ -74,6 +114,8 @@ impl EpisodeArgs {
 pub struct RunArgs {
     #[command(flatten)]
     pub model: ModelArgs,
+    #[command(flatten)]
+    pub backend: BackendArgs,
     #[command(flatten)]
     pub tasks: TaskSelection,
     #[command(flatten)]
@@ -94,8 +136,11 @@ impl RunArgs {
     fn prepare(&self) -> anyhow::Result<Prepared> {
         let tasks = self.tasks.tasks()?;
         let prompts = self.episodes.prompts()?;
-        let model = self.model.load()?;
-        let params = self.episodes.params(&self.sampling, self.model.adapter.as_ref().map(|p| p.display().to_string()));
+        let remote = self.backend.remote(self.model.adapter.as_deref())?;
+        // With a server, the adapter is applied there; here only the tokenizer and template are used.
+        let model = if remote.is_some() { crate::model::load_model(&self.model.model)? } else { self.model.load()? };
+        let mut params = self.episodes.params(&self.sampling, self.model.adapter.as_ref().map(|p| p.display().to_string()));
+        params.remote = remote;
         Ok(Prepared { tasks, prompts, model, params })
     }
 }

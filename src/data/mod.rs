@@ -15,6 +15,6 @@ pub use task::{
     Task, TaskData,
 };
 pub use trajectory::{
-    Counts, FinishReason, RunIdentity, SamplingInfo, StepError, StepErrorKind, Termination,
+    BackendInfo,    Counts, FinishReason, RunIdentity, SamplingInfo, StepError, StepErrorKind, Termination,
     Trajectory, TurnRecord, Verdict,
 };

@@ -108,6 +108,21 @@ pub struct RunIdentity {
     pub adapter: Option<String>,
     #[serde(default)]
     pub sampling: SamplingInfo,
+    /// The server that sampled the episode, when it was not sampled in-process.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<BackendInfo>,
+}
+
+/// How a trajectory's turns were sampled on a server; recorded in every trajectory it produced.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct BackendInfo {
+    pub url: String,
+    pub model: String,
+    /// False when the server returned text only and the ids were re-tokenized from it (they may then differ
+    /// from what the server sampled).
+    pub token_ids: bool,
+    /// False when the server returned no log-probs (the trainer recomputes them; the sampler gap is not measured).
+    pub logprobs: bool,
 }
 
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]

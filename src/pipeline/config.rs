@@ -41,6 +41,10 @@ pub struct LoopConfig {
     /// Privileged context for SDAR's teacher and hinted rollouts.
     #[serde(default)]
     pub hint: HintConfig,
+    /// Sample rollouts and evaluations on OpenAI-compatible servers instead of in this process (training stays
+    /// here). A resumed run may point at other servers: this section is not part of the run's identity.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub backend: Option<crate::backend::BackendConfig>,
 }
 
 fn default_runs_dir() -> PathBuf {

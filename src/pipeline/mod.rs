@@ -48,7 +48,12 @@ pub fn run_loop(cfg: &LoopConfig, quiet: bool) -> anyhow::Result<Vec<RoundRecord
     let _lock = crate::lock::OutputLock::acquire(&dir)?;
     pin_config(cfg, &dir)?;
     let model = crate::model::load_model(&cfg.model)?;
-    let mut st = Stages { cfg, dir: dir.clone(), model, prompts, quiet, adapter: None, sets };
+    let backend = match &cfg.backend {
+        Some(b) => Some(stages::Backend { base: crate::rollout::Remote { clients: b.connect()?, concurrency: b.concurrency }, load_adapters: b.load_adapters }),
+        None => None,
+    };
+    let remote = backend.as_ref().map(|b| b.base.clone());
+    let mut st = Stages { cfg, dir: dir.clone(), model, prompts, quiet, adapter: None, sets, backend, remote };
     let mut records: Vec<RoundRecord> = Vec::new();
     for round in 0..=cfg.rounds {
         let rdir = round_dir(&dir, round);
@@ -225,7 +230,8 @@ fn pin_config(cfg: &LoopConfig, dir: &Path) -> anyhow::Result<()> {
     if path.is_file() {
         let old_text = std::fs::read_to_string(&path).with_context(|| format!("reading {}", path.display()))?;
         let old: LoopConfig = toml::from_str(&old_text).map_err(|e| anyhow::anyhow!("{}: {e}", path.display()))?;
-        if old != *cfg {
+        let same = |c: &LoopConfig| LoopConfig { backend: None, ..c.clone() };
+        if same(&old) != same(cfg) {
             let differs = config_differences(&old, cfg);
             bail!(
                 "{} was started with another config (differs in: {}); use a new `name` or delete the folder to start over",

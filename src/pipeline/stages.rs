@@ -20,7 +20,7 @@ use crate::distil::rl::{rl_rows, sampling_temperature, Rewards, Teacher};
 use crate::distil::{filter_to_dir, strip_hint, ChatEncoder, FilterParams, FilterReport, DATASET_FILE, REPORT_FILE};
 use crate::model::lora::{LoraAdapter, LoraConfig};
 use crate::model::LoadedModel;
-use crate::rollout::{run_rollout, RolloutParams};
+use crate::rollout::{run_rollout, Remote, RolloutParams};
 use crate::sample::SamplingParams;
 use crate::train::optim::AdamWParams;
 use crate::train::rl::{train_rl, Objective, RlParams, RlStepMetrics};
@@ -38,6 +38,15 @@ pub struct Stages<'a> {
     /// The adapter in use (relative to the run folder), recorded in every trajectory.
     pub adapter: Option<PathBuf>,
     pub sets: TaskSets,
+    pub backend: Option<Backend>,
+    /// The servers rollouts go to, serving the adapter in use.
+    pub remote: Option<Remote>,
+}
+
+/// The loop's servers as connected (serving the base model).
+pub struct Backend {
+    pub base: Remote,
+    pub load_adapters: bool,
 }
 
 pub fn round_dir(run: &Path, round: usize) -> PathBuf {
@@ -58,6 +67,15 @@ impl Stages<'_> {
             self.model.attach_adapter(&self.dir.join(rel))?;
         }
         self.adapter = adapter.map(Path::to_path_buf);
+        if let Some(b) = &self.backend {
+            self.remote = Some(match adapter {
+                Some(rel) if b.load_adapters => {
+                    let name = format!("{}/{}", self.cfg.name, rel.display());
+                    b.base.with_adapter(&name, &self.dir.join(rel))?
+                }
+                _ => b.base.clone(),
+            });
+        }
         Ok(())
     }
 
@@ -70,6 +88,7 @@ impl Stages<'_> {
             limits: Limits::agent(r.turn_tokens, r.episode_tokens, None, r.max_active),
             prompt_options: PromptOptions { fewshot, tools_in_system: true, hint },
             adapter: self.adapter.as_ref().map(|a| a.display().to_string()),
+            remote: self.remote.clone(),
         }
     }
 

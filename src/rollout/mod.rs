@@ -1,6 +1,7 @@
 //! Rollouts: K sampled episodes per task, many tasks at once, through the batched sampler; resumable.
 pub mod policy;
-mod prefix;
+pub(crate) mod prefix;
+pub mod remote;
 pub mod select;
 
 use std::path::Path;
@@ -25,6 +26,25 @@ pub struct RolloutParams {
     pub prompt_options: PromptOptions,
     /// Recorded in every trajectory.
     pub adapter: Option<String>,
+    /// Sample on these servers instead of in this process.
+    pub remote: Option<Remote>,
+}
+
+/// OpenAI-compatible servers to sample on; episodes are spread over them.
+#[derive(Debug, Clone)]
+pub struct Remote {
+    pub clients: Vec<crate::backend::Client>,
+    /// Requests in flight per server.
+    pub concurrency: usize,
+}
+
+impl Remote {
+    /// Loads the adapter folder `dir` into every server under `name`; the returned servers sample with it.
+    pub fn with_adapter(&self, name: &str, dir: &Path) -> anyhow::Result<Remote> {
+        let dir = dir.canonicalize().with_context(|| format!("adapter {}", dir.display()))?;
+        let clients = self.clients.iter().map(|c| c.load_adapter(name, &dir).map(|()| c.with_model(name))).collect::<anyhow::Result<_>>()?;
+        Ok(Remote { clients, concurrency: self.concurrency })
+    }
 }
 
 #[derive(Debug, Clone, Default, serde::Serialize)]
@@ -77,7 +97,10 @@ pub fn rollout(
         eprintln!("{}: dropped a truncated last line ({dropped} bytes) left by an interrupted run", out.display());
     }
     let streams: Vec<u64> = jobs.iter().map(|j| stream_of(&j.task.id, j.sample_index)).collect();
-    let mut policy = EnginePolicy::new(model, p.sampling.clone(), streams, on_tokens);
+    let mut policy: Box<dyn crate::agent::policy::Policy + '_> = match &p.remote {
+        Some(r) => Box::new(remote::RemotePolicy::new(model, r.clients.clone(), r.concurrency, p.sampling.clone(), streams, on_tokens)),
+        None => Box::new(EnginePolicy::new(model, p.sampling.clone(), streams, on_tokens)),
+    };
     let cfg = RunConfig {
         limits: p.limits.clone(),
         prompts,
@@ -91,11 +114,12 @@ pub fn rollout(
                 top_k: (p.sampling.top_k > 0).then_some(p.sampling.top_k as u32),
                 seed: p.sampling.seed,
             },
+            backend: p.remote.as_ref().map(|r| crate::backend::info(&r.clients)),
         },
     };
     let t0 = Instant::now();
     let mut write_err = None;
-    let stats = run_episodes(&mut policy, &jobs, &cfg, |traj| {
+    let stats = run_episodes(policy.as_mut(), &jobs, &cfg, |traj| {
         summary.episodes_run += 1;
         summary.successes_run += traj.verdict.success as usize;
         summary.generated_tokens += traj.counts.generated_tokens as usize;

@@ -28,16 +28,38 @@ pub struct EnginePolicy<'m> {
     /// scheduling, batch size or which jobs a resumed run skips.
     streams: Vec<u64>,
     episodes: HashMap<usize, EpisodeState>,
-    /// Whether the template renders a `tool` message itself (see `renders_tool_role`).
-    template_knows_tools: bool,
+    view: ChatView<'m>,
     prefixes: PrefixCache,
     on_tokens: Box<dyn FnMut(usize) + 'm>,
 }
 
 impl<'m> EnginePolicy<'m> {
     pub fn new(model: &'m LoadedModel, params: SamplingParams, streams: Vec<u64>, on_tokens: Box<dyn FnMut(usize) + 'm>) -> Self {
-        let template_knows_tools = renders_tool_role(model);
-        EnginePolicy { model, params, streams, episodes: HashMap::new(), template_knows_tools, prefixes: PrefixCache::default(), on_tokens }
+        EnginePolicy { model, params, streams, episodes: HashMap::new(), view: ChatView::new(model), prefixes: PrefixCache::default(), on_tokens }
+    }
+
+    pub fn template_messages(&self, messages: &[Message]) -> Vec<Value> {
+        self.view.template_messages(messages)
+    }
+}
+
+/// An episode's conversation as the model sees it: rendered with the model's chat template, and the text and ids
+/// each new turn adds to what the model already saw (earlier ids are never re-tokenised).
+pub struct ChatView<'m> {
+    model: &'m LoadedModel,
+    /// Whether the template renders a `tool` message itself (see `renders_tool_role`).
+    template_knows_tools: bool,
+    turn_end: u32,
+}
+
+impl<'m> ChatView<'m> {
+    pub fn new(model: &'m LoadedModel) -> Self {
+        ChatView { model, template_knows_tools: renders_tool_role(model), turn_end: turn_end_id(model) }
+    }
+
+    /// The stop token the template writes after an assistant message (`<|im_end|>` in ChatML).
+    pub fn turn_end(&self) -> u32 {
+        self.turn_end
     }
 
     /// Messages in the form the chat template takes. Tool results become Hermes-style `<tool_response>` user turns
@@ -56,6 +78,30 @@ impl<'m> EnginePolicy<'m> {
             })
             .collect()
     }
+
+    /// The text and token ids the conversation adds after `seen` (the exact text of everything the episode has
+    /// fed or sampled so far), ending with the generation prompt.
+    pub fn delta(&self, episode: usize, messages: &[Message], seen: &str) -> anyhow::Result<(String, Vec<u32>)> {
+        let segments = self.model.render_chat_segments(&self.template_messages(messages), None, true)?;
+        let full: String = segments.iter().map(|(s, _)| s.as_str()).collect();
+        let Some(rest) = full.strip_prefix(seen) else {
+            bail!(
+                "episode {episode}: the chat template renders earlier turns differently from what the model saw; \
+                 cannot continue without re-tokenising"
+            );
+        };
+        let ids = self.model.tokenizer.encode_segments(&segments_after(&segments, seen.len())).context("tokenizing a turn")?;
+        Ok((rest.to_string(), ids))
+    }
+
+    /// The text of a turn's sampled tokens as they enter the conversation: the decoded text plus the stop token.
+    pub fn sampled_text(&self, text: &str, stop: Option<u32>) -> String {
+        let mut s = text.to_string();
+        if let Some(t) = stop {
+            s.push_str(&self.model.tokenizer.decode(&[t], false).unwrap_or_default());
+        }
+        s
+    }
 }
 
 /// The segments' text from byte `skip` on (the part of the chat the model has not seen yet).
@@ -70,6 +116,18 @@ fn segments_after(segments: &[(String, bool)], mut skip: usize) -> Vec<(&str, bo
         skip = 0;
     }
     out
+}
+
+/// The stop token that follows an assistant message in the rendered chat; the tokenizer's end of sequence if
+/// the template writes none.
+fn turn_end_id(model: &LoadedModel) -> u32 {
+    const PROBE: &str = "turn-end-probe-5e1f";
+    let tok = &model.tokenizer;
+    let messages = [json!({"role": "user", "content": "u"}), json!({"role": "assistant", "content": PROBE})];
+    let after = model.render_chat(&messages, None, false).ok().and_then(|s| s.find(PROBE).map(|i| s[i + PROBE.len()..].to_string()));
+    after
+        .and_then(|rest| tok.stop_ids().iter().copied().find(|&id| tok.id_to_token(id).is_some_and(|t| rest.starts_with(&t))))
+        .unwrap_or(tok.eos_id())
 }
 
 /// Whether the chat template renders a `tool` message with its content. Qwen2.5's template wraps it in
@@ -93,18 +151,8 @@ impl Policy for EnginePolicy<'_> {
         let tok = &self.model.tokenizer;
         let mut deltas: Vec<(String, Vec<u32>)> = Vec::with_capacity(requests.len());
         for r in requests {
-            let segments = self.model.render_chat_segments(&self.template_messages(r.messages), None, true)?;
-            let full: String = segments.iter().map(|(s, _)| s.as_str()).collect();
             let seen = self.episodes.get(&r.episode).map_or("", |e| e.text.as_str());
-            let Some(rest) = full.strip_prefix(seen) else {
-                bail!(
-                    "episode {}: the chat template renders earlier turns differently from what the model saw; \
-                     cannot continue without re-tokenising",
-                    r.episode
-                );
-            };
-            let ids = tok.encode_segments(&segments_after(&segments, seen.len())).context("tokenizing a turn")?;
-            deltas.push((rest.to_string(), ids));
+            deltas.push(self.view.delta(r.episode, r.messages, seen)?);
         }
         // New episodes start from the cached prompt prefix they share with others (system prompt, few-shot
         // examples): computed once per distinct prefix, forked into each episode's cache.
@@ -139,12 +187,8 @@ impl Policy for EnginePolicy<'_> {
         let mut results = Vec::with_capacity(outs.len());
         for (((ep, mut st), (delta_text, ids)), out) in eps.into_iter().zip(deltas).zip(outs) {
             st.text.push_str(&delta_text);
-            st.text.push_str(&out.text);
-            if out.finish == FinishReason::Stop {
-                if let Some(&stop) = out.tokens.last() {
-                    st.text.push_str(&tok.decode(&[stop], false).unwrap_or_default());
-                }
-            }
+            let stop = if out.finish == FinishReason::Stop { out.tokens.last().copied() } else { None };
+            st.text.push_str(&self.view.sampled_text(&out.text, stop));
             let finish = if out.finish == FinishReason::Length { TurnFinish::Length } else { TurnFinish::Stop };
             self.episodes.insert(ep, st);
             results.push(TurnOutput {

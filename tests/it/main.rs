@@ -19,6 +19,7 @@ mod loop_real;
 mod model_gguf;
 mod model_tiny;
 mod rollout_real;
+mod serve_real;
 mod tokenizer_template;
 mod train_bench;
 mod train_lora;
