@@ -129,10 +129,12 @@ impl Client {
             "logprobs": 1,
             "return_token_ids": true,
             "skip_special_tokens": false,
+            // Plain sampling as requested: llama.cpp's servers otherwise apply top_k 40, min_p 0.05 and a repeat
+            // penalty of 1.1 by default (0 = no top-k limit everywhere).
+            "top_k": r.top_k,
+            "min_p": 0.0,
+            "repeat_penalty": 1.0,
         });
-        if r.top_k > 0 {
-            body["top_k"] = json!(r.top_k);
-        }
         if !r.stop.is_empty() {
             body["stop"] = json!(r.stop);
         }

@@ -79,7 +79,8 @@ pub fn rl_rows(trajs: &[Trajectory], rewards: &Rewards, teacher: Option<&Teacher
             token_ids: t.token_ids.clone(),
             mask: t.produced_mask.clone(),
             reward: rewards.of(t),
-            sampler_logprobs: t.logprobs.clone(),
+            // A server that returned no log-probs: nothing to compare the trainer's with (NaN is skipped).
+            sampler_logprobs: if t.identity.backend.as_ref().is_some_and(|b| !b.logprobs) { vec![f32::NAN; t.logprobs.len()] } else { t.logprobs.clone() },
             teacher: view,
         });
     }

@@ -33,7 +33,8 @@ pub struct RemotePolicy<'m> {
 }
 
 /// The seed of one request: a function of the run's seed, the episode's stream and the turn only, so a turn
-/// samples the same on any server, in any batch, in any shard.
+/// samples the same on any server, in any batch, in any shard. (In-process episodes draw every turn from one
+/// stream, so at temperature > 0 they differ from served ones; greedy episodes are identical.)
 pub fn turn_seed(seed: u64, stream: u64, turn: u64) -> u64 {
     let mut h = seed ^ 0x9e37_79b9_7f4a_7c15;
     for x in [stream, turn] {

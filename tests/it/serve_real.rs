@@ -26,7 +26,7 @@ fn post(url: &str, body: &Value) -> (u16, Value) {
     }
 }
 
-/// Trajectories of a rollout keyed by (task, sample), without wall times.
+/// The episodes of a rollout (see `episodes`).
 fn rollout(extra: &[&str], out: &std::path::Path) -> BTreeMap<(String, u64), Value> {
     let o = Command::new(env!("CARGO_BIN_EXE_autodidact"))
         .args(["rollout", "--model", common::default_model().to_str().unwrap(), "--suites", "arithmetic,units", "--difficulties", "1"])
@@ -35,7 +35,12 @@ fn rollout(extra: &[&str], out: &std::path::Path) -> BTreeMap<(String, u64), Val
         .output()
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
-    std::fs::read_to_string(out)
+    episodes(out)
+}
+
+/// A trajectories file keyed by (task, sample), without wall times and the backend record.
+fn episodes(path: &std::path::Path) -> BTreeMap<(String, u64), Value> {
+    std::fs::read_to_string(path)
         .unwrap()
         .lines()
         .map(|l| {
@@ -62,8 +67,9 @@ fn rollouts_through_servers_equal_in_process_ones_and_shard_exactly() {
     assert_eq!(first["backend"]["token_ids"], json!(true));
     assert_eq!(first["backend"]["logprobs"], json!(true));
     // Sampled: a turn's seed depends on (seed, episode, turn) only, so two servers give what one gives.
-    let one = rollout(&["--temperature", "0.8", "--top-p", "1", "--backend-url", &a.url()], &p("one.jsonl"));
-    let two = rollout(&["--temperature", "0.8", "--top-p", "1", "--backend-url", &format!("{},{}", a.url(), b.url())], &p("two.jsonl"));
+    let sampled = ["--temperature", "0.8", "--top-p", "1"];
+    let one = rollout(&[&sampled[..], &["--backend-url", &a.url()]].concat(), &p("one.jsonl"));
+    let two = rollout(&[&sampled[..], &["--backend-url", &format!("{},{}", a.url(), b.url())]].concat(), &p("two.jsonl"));
     assert_eq!(one, two, "a rollout sharded over two servers differs from one server's");
     assert_ne!(one, remote, "sampling at 0.8 should not reproduce greedy decoding");
     a.stop();
@@ -202,4 +208,59 @@ fn backend_errors_name_what_was_tried() {
     });
     let err = format!("{:#}", BackendConfig::new(vec![format!("http://{addr}")]).connect().unwrap_err());
     assert!(err.contains("not JSON") && err.contains(&addr.to_string()), "{err}");
+}
+
+/// `autodidact serve` as its own process on a free port.
+fn serve_process() -> (std::process::Child, String) {
+    let port = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let child = Command::new(env!("CARGO_BIN_EXE_autodidact"))
+        .args(["serve", "--model", common::default_model().to_str().unwrap(), "--port", &port.to_string()])
+        .stderr(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let url = format!("http://127.0.0.1:{port}");
+    for _ in 0..300 {
+        if ureq::get(&format!("{url}/health")).call().is_ok() {
+            return (child, url);
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    panic!("autodidact serve did not come up at {url}");
+}
+
+#[test]
+fn a_rollout_whose_server_dies_resumes_on_another() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("t.jsonl");
+    let args = |url: &str| {
+        let mut c = Command::new(env!("CARGO_BIN_EXE_autodidact"));
+        c.args(["rollout", "--model", common::default_model().to_str().unwrap(), "--suites", "arithmetic,units", "--difficulties", "1"])
+            .args(["--tasks-per", "3", "-k", "2", "--seed", "3", "--temperature", "0.8", "--top-p", "1", "--max-active", "2"])
+            .args(["--out", out.to_str().unwrap(), "--backend-url", url]);
+        c
+    };
+    let (mut server, url) = serve_process();
+    let run = args(&url).stderr(std::process::Stdio::piped()).spawn().unwrap();
+    // Kill the server once a few episodes are written.
+    while std::fs::read_to_string(&out).map(|s| s.lines().count()).unwrap_or(0) < 3 {
+        std::thread::sleep(std::time::Duration::from_millis(50));
+    }
+    server.kill().unwrap();
+    server.wait().unwrap();
+    let o = run.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(!o.status.success());
+    assert!(err.contains(&url.replace("http://", "")) && err.contains("cannot reach"), "{err}");
+    let written = std::fs::read_to_string(&out).unwrap().lines().count();
+    assert!((3..12).contains(&written), "{written} episodes written before the server died");
+
+    let (mut server, url) = serve_process();
+    let o = args(&url).output().unwrap();
+    server.kill().unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let resumed = episodes(&out);
+    let (mut server, url) = serve_process();
+    let straight = rollout(&["--temperature", "0.8", "--top-p", "1", "--backend-url", &url], &dir.path().join("straight.jsonl"));
+    server.kill().unwrap();
+    assert_eq!(resumed, straight, "the resumed rollout differs from an uninterrupted one");
 }

@@ -372,7 +372,7 @@ fn reference_pass(model: &TrainModel, vars: &LoraVars, rows: &[RlRow], members: 
     let comparable = model.temperature() == 1.0;
     for (r, o) in rows.iter().zip(&old).filter(|_| comparable) {
         let sampled = targets_of(r).iter().map(|t| r.sampler_logprobs[t.pos + 1]).collect::<Vec<_>>();
-        for (&s, &t) in sampled.iter().zip(o) {
+        for (&s, &t) in sampled.iter().zip(o).filter(|(s, _)| !s.is_nan()) {
             let d = (s - t) as f64;
             gap.tokens += 1;
             sum += d.abs();
