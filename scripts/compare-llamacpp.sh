@@ -19,12 +19,8 @@ if [ "${LLAMA_AVX2:-0}" = 1 ]; then
   flavour=avx2
   cmake_args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF"
 fi
-venv=".cache/llamacpp-$flavour"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import llama_cpp" 2>/dev/null; then
-  echo "building llama-cpp-python ($flavour: $cmake_args) into $venv ..." >&2
-  python3 -m venv "$venv"
-  CMAKE_ARGS="$cmake_args" "$venv/bin/pip" install --quiet --disable-pip-version-check "llama-cpp-python==${LLAMA_CPP_VERSION:-0.3.16}"
-fi
+source scripts/llamacpp-venv.sh
+llamacpp_venv "$flavour" "$cmake_args"
 cargo build --release --quiet
 bin="${CARGO_TARGET_DIR:-target}/release/autodidact"
 

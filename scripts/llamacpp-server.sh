@@ -14,12 +14,8 @@ cd "$(dirname "$0")/.."
 bash scripts/fetch-model.sh
 model="models/SmolLM2-135M-Instruct.Q4_1.gguf"
 threads="${THREADS:-2}"
-venv=".cache/llamacpp-native"
-if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import llama_cpp.server.app" 2>/dev/null; then
-  echo "building llama-cpp-python[server] into $venv ..." >&2
-  python3 -m venv "$venv"
-  CMAKE_ARGS="-DGGML_NATIVE=ON" "$venv/bin/pip" install --quiet --disable-pip-version-check "llama-cpp-python[server]==${LLAMA_CPP_VERSION:-0.3.16}"
-fi
+source scripts/llamacpp-venv.sh
+llamacpp_venv native "-DGGML_NATIVE=ON" server
 cargo build --release --quiet
 bin="${CARGO_TARGET_DIR:-target}/release/autodidact"
 work="$(mktemp -d /tmp/autodidact-llamacpp.XXXXXX)"
@@ -60,8 +56,9 @@ run llamacpp --backend-url "http://127.0.0.1:$lport" --max-active 8
 run serve --backend-url "http://127.0.0.1:$aport"
 run in-process
 
-cat > "$work/loop.toml" <<EOF
-name = "through-llamacpp"
+loop_config() {  # name, [backend] lines
+  cat > "$work/$1.toml" <<EOF
+name = "$1"
 runs_dir = "$work/runs"
 model = "$model"
 rounds = 1
@@ -70,19 +67,34 @@ suites = ["arithmetic"]
 difficulties = [1]
 train_per = 8
 dev_per = 4
-test_per = 4
+test_per = 8
 [rollout]
 samples = 2
 [eval]
 samples = 2
 without_fewshot = false
 [train]
-epochs = 1
-[backend]
-urls = ["http://127.0.0.1:$lport"]
-load_adapters = false
-concurrency = 8
+epochs = 2
+$2
 EOF
-"$bin" loop --config "$work/loop.toml" 2> "$work/loop.err" > /dev/null || { cat "$work/loop.err"; exit 1; }
-echo "loop through llama.cpp's server: $(grep -m1 -i 'test' "$work/runs/through-llamacpp/report.md" || true)"
-sed -n '1,30p' "$work/runs/through-llamacpp/report.md"
+  "$bin" loop --config "$work/$1.toml" 2> "$work/$1.err" > /dev/null || { cat "$work/$1.err"; exit 1; }
+  python3 - "$1" "$work/runs/$1" <<'PY'
+import json, sys
+name, run = sys.argv[1], sys.argv[2]
+recs = [json.load(open(f"{run}/round-{r:03d}/round.json")) for r in (0, 1)]
+def success(report):
+    row = next(r for r in report["rows"] if r["suite"] == "all")
+    return f"{row['success_rate'] * 100:.1f}% of {row['episodes']}"
+print(f"loop {name:>16}: " + ", ".join(f"round {i}: dev {success(r['dev'])}, test {success(r['test'])}" for i, r in enumerate(recs))
+      + f"; {sum(r.get('seconds', 0) for r in recs) / 60:.1f} min")
+PY
+}
+# A small loop three ways: in-process, through `autodidact serve` (each round's adapter loaded into it), and through
+# llama.cpp's server (which cannot load our adapters: its round 1 samples the base model; training happens here).
+loop_config in-process ""
+loop_config through-serve "[backend]
+urls = [\"http://127.0.0.1:$aport\"]"
+loop_config through-llamacpp "[backend]
+urls = [\"http://127.0.0.1:$lport\"]
+load_adapters = false
+concurrency = 8"

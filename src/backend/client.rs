@@ -110,7 +110,7 @@ impl Client {
         let body = json!({"lora_name": name, "lora_path": path.display().to_string()});
         match self.call("POST", "load_lora_adapter", Some(&body)) {
             // vLLM refuses a name it already holds: a resumed run reloads its round's adapter.
-            Err(e) if is_client_error(&e) && format!("{e:#}").contains("already") => return Ok(()),
+            Err(e) if http_status(&e).is_some_and(|c| c < 500) && format!("{e:#}").contains("already") => return Ok(()),
             r => r,
         }
         .with_context(|| {
@@ -144,13 +144,15 @@ impl Client {
             self.call("POST", "completions", Some(&body))?
         } else {
             body["prompt"] = json!(r.ids);
-            match self.call("POST", "completions", Some(&body)) {
+            // Until a server has taken a token-id prompt, a refusal of one is tried once more as text (llama-cpp-
+            // python validates `prompt` as text and answers 500).
+            let retries = if form == FORM_UNKNOWN { 1 } else { self.retries };
+            match self.call_with(retries, "POST", "completions", Some(&body)) {
                 Ok(v) => {
                     self.form.store(FORM_IDS, Ordering::Relaxed);
                     v
                 }
-                // A server that rejects token-id prompts outright (llama-cpp-python validates `prompt` as text).
-                Err(e) if form == FORM_UNKNOWN && is_client_error(&e) => {
+                Err(e) if form == FORM_UNKNOWN && http_status(&e).is_some() => {
                     body["prompt"] = json!(r.text);
                     let v = self.call("POST", "completions", Some(&body)).with_context(|| format!("after the token-id prompt was refused: {e:#}"))?;
                     self.form.store(FORM_TEXT, Ordering::Relaxed);
@@ -196,13 +198,18 @@ impl Client {
 
     /// One request with retries and exponential backoff on transient failures.
     fn call(&self, method: &str, endpoint: &str, body: Option<&Value>) -> anyhow::Result<Value> {
+        self.call_with(self.retries, method, endpoint, body)
+    }
+
+    fn call_with(&self, retries: u32, method: &str, endpoint: &str, body: Option<&Value>) -> anyhow::Result<Value> {
         let url = format!("{}/{endpoint}", self.base);
         let mut wait = Duration::from_secs(1);
-        for attempt in 1..=self.retries {
+        let retries = retries.max(1);
+        for attempt in 1..=retries {
             match self.once(method, &url, body) {
                 Ok(v) => return Ok(v),
                 Err(Failure::Fatal(e)) => return Err(e),
-                Err(Failure::Transient(e)) if attempt == self.retries => {
+                Err(Failure::Transient(e)) if attempt == retries => {
                     return Err(e.context(format!("{method} {url}: failed {attempt} times")));
                 }
                 Err(Failure::Transient(_)) => {
@@ -230,7 +237,7 @@ impl Client {
                 let detail = &detail[..detail.len().min(300)];
                 let e = match code {
                     401 | 403 => anyhow!("{url}: the server refused the API key (HTTP {code}): {detail}"),
-                    _ => anyhow!(ClientError(code)).context(format!("{url}: HTTP {code}: {detail}")),
+                    _ => anyhow!(HttpStatus(code)).context(format!("{url}: HTTP {code}: {detail}")),
                 };
                 return Err(if code >= 500 || code == 429 { Failure::Transient(e) } else { Failure::Fatal(e) });
             }
@@ -252,18 +259,18 @@ fn endpoint_of(url: &str) -> &str {
     url.rsplit('/').next().unwrap_or("")
 }
 
-/// An HTTP status in 400..500 (not an authentication failure).
+/// The HTTP status of a reply that was not a success (authentication failures aside).
 #[derive(Debug)]
-struct ClientError(u16);
+struct HttpStatus(u16);
 
-impl std::fmt::Display for ClientError {
+impl std::fmt::Display for HttpStatus {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
         write!(f, "HTTP {}", self.0)
     }
 }
 
-impl std::error::Error for ClientError {}
+impl std::error::Error for HttpStatus {}
 
-fn is_client_error(e: &anyhow::Error) -> bool {
-    e.downcast_ref::<ClientError>().is_some_and(|c| c.0 == 400 || c.0 == 422)
+fn http_status(e: &anyhow::Error) -> Option<u16> {
+    e.downcast_ref::<HttpStatus>().map(|c| c.0)
 }

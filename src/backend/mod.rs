@@ -81,7 +81,8 @@ pub fn info(clients: &[Client]) -> BackendInfo {
         url: clients.iter().map(|c| c.base.as_str()).collect::<Vec<_>>().join(" "),
         model: clients.first().map(|c| c.model.clone()).unwrap_or_default(),
         token_ids: clients.iter().all(|c| c.returns_ids),
-        logprobs: clients.iter().all(|c| c.returns_logprobs),
+        // Log-probs of re-tokenized ids would not belong to them.
+        logprobs: clients.iter().all(|c| c.returns_logprobs && c.returns_ids),
     }
 }
 

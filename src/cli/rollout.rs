@@ -101,7 +101,7 @@ impl BackendArgs {
             concurrency: self.concurrency,
             ..crate::backend::BackendConfig::new(self.urls.clone())
         };
-        let remote = crate::rollout::Remote { clients: cfg.connect()?, concurrency: cfg.concurrency };
+        let remote = crate::rollout::Remote::connect(&cfg)?;
         Ok(Some(match adapter {
             Some(dir) => remote.with_adapter(&dir.display().to_string(), dir)?,
             None => remote,

@@ -49,7 +49,7 @@ pub fn run_loop(cfg: &LoopConfig, quiet: bool) -> anyhow::Result<Vec<RoundRecord
     pin_config(cfg, &dir)?;
     let model = crate::model::load_model(&cfg.model)?;
     let backend = match &cfg.backend {
-        Some(b) => Some(stages::Backend { base: crate::rollout::Remote { clients: b.connect()?, concurrency: b.concurrency }, load_adapters: b.load_adapters }),
+        Some(b) => Some(stages::Backend { base: crate::rollout::Remote::connect(b)?, load_adapters: b.load_adapters }),
         None => None,
     };
     let remote = backend.as_ref().map(|b| b.base.clone());

@@ -39,6 +39,11 @@ pub struct Remote {
 }
 
 impl Remote {
+    /// The servers of `cfg`, connected and checked (see `BackendConfig::connect`).
+    pub fn connect(cfg: &crate::backend::BackendConfig) -> anyhow::Result<Remote> {
+        Ok(Remote { clients: cfg.connect()?, concurrency: cfg.concurrency })
+    }
+
     /// Loads the adapter folder `dir` into every server under `name`; the returned servers sample with it.
     pub fn with_adapter(&self, name: &str, dir: &Path) -> anyhow::Result<Remote> {
         let dir = dir.canonicalize().with_context(|| format!("adapter {}", dir.display()))?;

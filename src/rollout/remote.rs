@@ -62,6 +62,7 @@ impl<'m> RemotePolicy<'m> {
     /// re-tokenized (plus the end-of-turn token when it stopped).
     fn turn_output(&self, c: Completion, prompt_delta_ids: Vec<u32>) -> anyhow::Result<TurnOutput> {
         let tok = &self.model.tokenizer;
+        let from_server = c.ids.is_some();
         let sampled_ids = match c.ids {
             Some(ids) => ids,
             None => {
@@ -73,7 +74,7 @@ impl<'m> RemotePolicy<'m> {
             }
         };
         let logprobs = match c.logprobs {
-            Some(lp) if lp.len() == sampled_ids.len() => lp,
+            Some(lp) if from_server && lp.len() == sampled_ids.len() => lp,
             _ => vec![0.0; sampled_ids.len()],
         };
         let ends_on_stop = sampled_ids.last().is_some_and(|&t| tok.is_stop(t));
