@@ -98,6 +98,7 @@ fn rollouts_through_servers_equal_in_process_ones_shard_exactly_and_survive_a_de
     let (mut server, url) = serve_process();
     let o = args(&url).output().unwrap();
     server.kill().unwrap();
+    server.wait().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert_eq!(episodes(&out), one, "the resumed rollout differs from an uninterrupted one");
     a.stop();
@@ -253,5 +254,8 @@ fn serve_process() -> (std::process::Child, String) {
         }
         std::thread::sleep(std::time::Duration::from_millis(100));
     }
+    let mut child = child;
+    let _ = child.kill();
+    let _ = child.wait();
     panic!("autodidact serve did not come up at {url}");
 }
