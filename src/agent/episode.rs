@@ -219,7 +219,7 @@ pub fn run_episodes<P: Policy + ?Sized>(
 fn start<'a>(job: usize, j: Job<'a>, cfg: &RunConfig<'_>) -> Result<Episode<'a>, EpisodeError> {
     let sandbox = suites::get(&j.task.suite)?.sandbox(j.task)?;
     let (messages, fewshot) = initial_messages(j.task, cfg.prompts, cfg.prompt_options)?;
-    let privileged = cfg.prompt_options.hint.and_then(|src| super::hint::privileged(j.task, src));
+    let privileged = cfg.prompt_options.hint.and_then(|spec| super::hint::privileged(j.task, spec.source));
     let max_turns = cfg
         .limits
         .max_turns

@@ -3,7 +3,7 @@
 //! suite (`prompts/skills/<suite>.md`) and, for generated tasks, the calls of the task's reference plan.
 use serde::{Deserialize, Serialize};
 
-use crate::agent::toolcall::to_py_json;
+use crate::agent::toolcall::render_call;
 use crate::data::Task;
 
 /// Where c+ comes from.
@@ -28,7 +28,45 @@ impl std::str::FromStr for HintSource {
     }
 }
 
-/// Put between the system text and the hint.
+/// Where c+ goes in the prompt: the end of the system message, or the end of the task's user message (right
+/// before the model's turn, where a small model attends most).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum HintPlacement {
+    #[default]
+    System,
+    User,
+}
+
+impl std::str::FromStr for HintPlacement {
+    type Err = String;
+    fn from_str(s: &str) -> Result<Self, String> {
+        match s {
+            "system" => Ok(HintPlacement::System),
+            "user" => Ok(HintPlacement::User),
+            o => Err(format!("unknown hint placement `{o}` (expected system or user)")),
+        }
+    }
+}
+
+/// Which privileged context, and where it goes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct HintSpec {
+    pub source: HintSource,
+    pub placement: HintPlacement,
+}
+
+impl HintPlacement {
+    /// The index of the message that carries c+ in a conversation with `fewshot` few-shot messages.
+    pub fn index(self, fewshot: usize) -> usize {
+        match self {
+            HintPlacement::System => 0,
+            HintPlacement::User => 1 + fewshot,
+        }
+    }
+}
+
+/// Put between the message text and the hint.
 pub const HINT_HEADER: &str = "\n\nHint:\n";
 
 const SKILLS: &[(&str, &str)] = &[
@@ -50,8 +88,8 @@ pub fn skill(suite: &str) -> Option<&'static str> {
 /// The reference plan as instructions: each call with its arguments, in order, and no answer.
 pub fn plan_hint(task: &Task) -> Option<String> {
     let r = task.reference.as_ref().filter(|r| !r.calls.is_empty())?;
-    let steps: Vec<String> = r.calls.iter().enumerate().map(|(i, c)| format!("{}. call {} with {}", i + 1, c.name, to_py_json(&c.arguments))).collect();
-    Some(format!("A plan that works:\n{}\nThen read the last result and give the answer.", steps.join("\n")))
+    let steps: Vec<String> = r.calls.iter().enumerate().map(|(i, c)| format!("Step {}:\n{}", i + 1, render_call(c))).collect();
+    Some(format!("A plan that works, one call per turn:\n{}\nThen read the last result and give the answer as Answer: ...", steps.join("\n")))
 }
 
 /// c+ for `task` from `source`, or None when the task has none.
@@ -62,14 +100,14 @@ pub fn privileged(task: &Task, source: HintSource) -> Option<String> {
     }
 }
 
-/// The system text with c+ at its end.
-pub fn with_hint(system: &str, hint: &str) -> String {
-    format!("{system}{HINT_HEADER}{hint}")
+/// The message text with c+ at its end.
+pub fn with_hint(text: &str, hint: &str) -> String {
+    format!("{text}{HINT_HEADER}{hint}")
 }
 
-/// The system text without the c+ that `with_hint` added, or None when it does not end with it.
-pub fn without_hint<'a>(system: &'a str, hint: &str) -> Option<&'a str> {
-    system.strip_suffix(hint)?.strip_suffix(HINT_HEADER)
+/// The message text without the c+ that `with_hint` added, or None when it does not end with it.
+pub fn without_hint<'a>(text: &'a str, hint: &str) -> Option<&'a str> {
+    text.strip_suffix(hint)?.strip_suffix(HINT_HEADER)
 }
 
 #[cfg(test)]
@@ -85,7 +123,7 @@ mod tests {
         for task in crate::agent::suites::generate_many(suite, 0, crate::data::Split::Train, 2, 5).unwrap() {
             let h = privileged(&task, HintSource::Plan).unwrap();
             let answer = &task.reference.as_ref().unwrap().answer;
-            assert!(h.starts_with("A plan that works:\n1. call "), "{h}");
+            assert!(h.starts_with("A plan that works, one call per turn:\nStep 1:\n<tool_call>\n{\"name\": "), "{h}");
             assert!(!h.contains(&format!("Answer: {answer}")), "{h}");
             let sys = with_hint("You solve tasks.", &h);
             assert_eq!(without_hint(&sys, &h), Some("You solve tasks."));

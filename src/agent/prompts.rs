@@ -51,9 +51,9 @@ pub struct PromptOptions {
     pub fewshot: bool,
     /// Put the tool specs in the system message (for chat templates that do not render tools themselves).
     pub tools_in_system: bool,
-    /// Append privileged context from this source to the system message (hinted rollouts); the trajectory
-    /// records the text so that training rows can take it out again.
-    pub hint: Option<super::hint::HintSource>,
+    /// Append privileged context from this source to the system or user message (hinted rollouts); the
+    /// trajectory records the text so that training rows can take it out again.
+    pub hint: Option<super::hint::HintSpec>,
 }
 
 impl Default for PromptOptions {
@@ -276,16 +276,18 @@ pub fn initial_messages(
     } else {
         format!("{}\n\n{}", p.system, tools_block(&task.tools))
     };
-    let system = match opts.hint.and_then(|src| super::hint::privileged(task, src)) {
-        Some(h) => super::hint::with_hint(&system, &h),
-        None => system,
-    };
     let mut messages = vec![Message::system(system)];
     if opts.fewshot {
         messages.extend(p.examples_for(&task.tool_names()).flatten().cloned());
     }
     let fewshot = messages.len() - 1;
     messages.push(Message::user(task.instruction.clone()));
+    if let Some(spec) = opts.hint {
+        if let Some(h) = super::hint::privileged(task, spec.source) {
+            let m = &mut messages[spec.placement.index(fewshot)];
+            m.content = super::hint::with_hint(&m.content, &h);
+        }
+    }
     Ok((messages, fewshot))
 }
 

@@ -6,6 +6,7 @@ use clap::Args;
 
 use super::{ModelArgs, SamplingArgs};
 use crate::agent::episode::Limits;
+use crate::agent::hint::{HintPlacement, HintSource, HintSpec};
 use crate::agent::metrics::EvalReport;
 use crate::agent::prompts::{PromptOptions, Prompts};
 use crate::data::jsonl::{read_jsonl, write_json_atomic};
@@ -39,6 +40,13 @@ pub struct EpisodeArgs {
     /// A prompt file for one suite, as SUITE=FILE (repeatable), e.g. `qa=prompts/mine.md`.
     #[arg(long = "prompt-file", value_parser = parse_prompt_file)]
     pub prompt_files: Vec<(String, PathBuf)>,
+    /// Sample with privileged context in the prompt (hinted rollouts): skill or plan. Recorded in each
+    /// trajectory; training rows take it out again.
+    #[arg(long)]
+    pub hint: Option<HintSource>,
+    /// Where --hint goes: system (end of the system message) or user (end of the task's message).
+    #[arg(long, default_value = "system", requires = "hint")]
+    pub hint_placement: HintPlacement,
 }
 
 fn parse_prompt_file(s: &str) -> Result<(String, PathBuf), String> {
@@ -63,7 +71,11 @@ impl EpisodeArgs {
             samples_per_task: self.samples,
             sampling: sampling.params(),
             limits: Limits::agent(self.turn_tokens, self.episode_tokens, self.max_turns, self.max_active),
-            prompt_options: PromptOptions { fewshot: !self.no_fewshot, tools_in_system: true, hint: None },
+            prompt_options: PromptOptions {
+                fewshot: !self.no_fewshot,
+                tools_in_system: true,
+                hint: self.hint.map(|source| HintSpec { source, placement: self.hint_placement }),
+            },
             adapter,
             remote: None,
         }

@@ -14,7 +14,7 @@ use crate::model::lora::{LoraAdapter, LoraConfig, Proj};
 use crate::train::bench::{bench_train, BenchParams};
 use crate::train::data::epoch_batches;
 use crate::train::optim::AdamWParams;
-use crate::agent::hint::HintSource;
+use crate::agent::hint::{HintPlacement, HintSource};
 use crate::train::rl::Objective;
 use crate::train::{train_sft, SftParams, StepMetrics, TrainModel, TrainRow};
 
@@ -108,6 +108,10 @@ pub struct TrainArgs {
     /// --tasks, else the skill text).
     #[arg(long, default_value = "skill")]
     pub hint_source: HintSource,
+    /// Where the teacher sees the privileged context: system (end of the system message) or user (end of the
+    /// task's message).
+    #[arg(long, default_value = "system")]
+    pub hint_placement: HintPlacement,
     /// RL: forward and backward each sample separately instead of computing a task's shared prompt once (for
     /// comparing the two; the numbers agree up to summation order).
     #[arg(long)]

@@ -34,7 +34,7 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
         Some(task) => hint::privileged(task, a.hint_source),
         None => hint::skill(&t.suite).map(str::to_string),
     };
-    let teacher = Teacher { hint_of: &hint_of, encoder: &m };
+    let teacher = Teacher { hint_of: &hint_of, placement: a.hint_placement, encoder: &m };
     let rewards = Rewards { success: a.success_reward, invalid_penalty: a.invalid_penalty };
     let (rows, without_hint) = rl_rows(&trajs, &rewards, (a.objective == Objective::Sdar).then_some(&teacher))?;
     let adapter = super::train::start_adapter(a, &m)?;

@@ -1,6 +1,7 @@
 //! Trajectories -> RL episodes: every sampled episode (no filter), its reward, and for SDAR the teacher's view
 //! with the privileged context spliced into the prompt.
 use super::rows::{row_id, teacher_view, ChatEncoder, RowError};
+use crate::agent::hint::HintPlacement;
 use crate::data::Trajectory;
 use crate::train::rl::{RlRow, TeacherView};
 
@@ -48,6 +49,7 @@ pub fn sampling_temperature(trajs: &[Trajectory]) -> Result<f64, RowError> {
 /// The teacher for SDAR: the privileged context of an episode's task, and the chat template to splice it in.
 pub struct Teacher<'a> {
     pub hint_of: &'a dyn Fn(&Trajectory) -> Option<String>,
+    pub placement: HintPlacement,
     pub encoder: &'a dyn ChatEncoder,
 }
 
@@ -63,7 +65,7 @@ pub fn rl_rows(trajs: &[Trajectory], rewards: &Rewards, teacher: Option<&Teacher
         let view = match teacher {
             Some(tc) => Some(match (tc.hint_of)(t) {
                 Some(h) => {
-                    let (token_ids, shift) = teacher_view(t, &h, tc.encoder)?;
+                    let (token_ids, shift) = teacher_view(t, &h, tc.placement, tc.encoder)?;
                     TeacherView { token_ids, shift }
                 }
                 None => {

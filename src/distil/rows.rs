@@ -12,6 +12,7 @@
 use serde_json::Value;
 
 use crate::data::dataset::{chat_messages, dataset_messages, DatasetRow};
+use crate::agent::hint::HintPlacement;
 use crate::data::{FinishReason, Message, Role, Trajectory};
 
 #[derive(Debug, thiserror::Error)]
@@ -90,7 +91,7 @@ pub fn build_row(t: &Trajectory, drop_fewshot: Option<&dyn ChatEncoder>) -> Resu
     let tools = episode_tools(t);
     let (messages, token_ids, mask, shift) = match drop_fewshot {
         Some(enc) if t.fewshot_messages > 0 => {
-            let s = splice(t, &t.messages[..1], &tools, enc).map_err(|msg| RowError::Splice { id: id.clone(), msg })?;
+            let s = splice(t, 1 + t.fewshot_messages, &t.messages[..1], &tools, enc).map_err(|msg| RowError::Splice { id: id.clone(), msg })?;
             (s.messages, s.token_ids, s.mask, s.shift)
         }
         _ => (t.messages.clone(), t.token_ids.clone(), t.produced_mask.clone(), 0isize),
@@ -134,60 +135,72 @@ struct Spliced {
     old_prefix: usize,
 }
 
-/// The episode as if it had been sampled without its hint: the system message without the privileged context,
-/// the token ids spliced to match (sampled ids unchanged), `privileged` cleared. A successful hinted episode
-/// then trains the model to do unaided what it did with the hint (context distillation).
+/// The episode as if it had been sampled without its hint: the system or user message without the privileged
+/// context, the token ids spliced to match (sampled ids unchanged), `privileged` cleared. A successful hinted
+/// episode then trains the model to do unaided what it did with the hint (context distillation).
 pub fn strip_hint(t: &Trajectory, enc: &dyn ChatEncoder) -> Result<Trajectory, RowError> {
     let Some(hint) = &t.privileged else { return Ok(t.clone()) };
     let bad = |msg: String| RowError::Splice { id: row_id(t), msg };
-    let system = t.messages.first().filter(|m| m.role == Role::System).ok_or_else(|| bad("no system message".into()))?;
-    let plain = crate::agent::hint::without_hint(&system.content, hint).ok_or_else(|| bad("the system message does not end with the recorded hint".into()))?;
-    let mut head = t.messages[..1 + t.fewshot_messages].to_vec();
-    head[0].content = plain.to_string();
-    let s = splice(t, &head, &episode_tools(t), enc).map_err(bad)?;
+    let found = [HintPlacement::System, HintPlacement::User].into_iter().find_map(|p| {
+        let i = p.index(t.fewshot_messages);
+        Some((i, crate::agent::hint::without_hint(&t.messages.get(i)?.content, hint)?))
+    });
+    let (i, plain) = found.ok_or_else(|| bad("neither the system nor the task's message ends with the recorded hint".into()))?;
+    let mut head = t.messages[..hint_head_len(t, i)].to_vec();
+    head[i].content = plain.to_string();
+    let s = splice(t, head.len(), &head, &episode_tools(t), enc).map_err(bad)?;
     let old_len = s.old_prefix;
     let mut logprobs = vec![0f32; old_len.saturating_add_signed(s.shift)];
     logprobs.extend_from_slice(t.logprobs.get(old_len..).ok_or_else(|| bad("fewer log-probs than tokens".into()))?);
     Ok(Trajectory { messages: s.messages, token_ids: s.token_ids, produced_mask: s.mask, logprobs, privileged: None, ..t.clone() })
 }
 
-/// The teacher's copy of an episode for SDAR: the same tokens with `hint` appended to the system message.
-/// Returns the teacher's token ids and the offset of every later token in them.
-pub fn teacher_view(t: &Trajectory, hint: &str, enc: &dyn ChatEncoder) -> Result<(Vec<u32>, isize), RowError> {
+/// The teacher's copy of an episode for SDAR: the same tokens with `hint` appended to the system or the task's
+/// message. Returns the teacher's token ids and the offset of every later token in them.
+pub fn teacher_view(t: &Trajectory, hint: &str, placement: HintPlacement, enc: &dyn ChatEncoder) -> Result<(Vec<u32>, isize), RowError> {
     let bad = |msg: String| RowError::Splice { id: row_id(t), msg };
-    let system = t.messages.first().filter(|m| m.role == Role::System).ok_or_else(|| bad("no system message".into()))?;
-    let mut head = t.messages[..1 + t.fewshot_messages].to_vec();
-    head[0].content = crate::agent::hint::with_hint(&system.content, hint);
-    let s = splice(t, &head, &episode_tools(t), enc).map_err(bad)?;
+    let i = placement.index(t.fewshot_messages);
+    let mut head = t.messages.get(..hint_head_len(t, i)).ok_or_else(|| bad(format!("no message {i} for the hint")))?.to_vec();
+    head[i].content = crate::agent::hint::with_hint(&head[i].content, hint);
+    let s = splice(t, head.len(), &head, &episode_tools(t), enc).map_err(bad)?;
     Ok((s.token_ids, s.shift))
 }
 
-/// Replaces the rendering of the episode's head (system and few-shot messages, everything before the first
-/// user message) by the rendering of `head`, keeping every later token. The rollout's renderer is not recorded,
-/// so the plausible ones are tried (tools passed to the template or not; calls passed as `tool_calls` or only
-/// in the text) and the first whose rendering is a verified prefix wins.
-fn splice(t: &Trajectory, head: &[Message], tools: &[Value], enc: &dyn ChatEncoder) -> Result<Spliced, String> {
+/// How many leading messages a splice replaces to change message `i`: the system and few-shot messages at
+/// least (the template renders them as one head), up to the task's message when `i` is it.
+fn hint_head_len(t: &Trajectory, i: usize) -> usize {
+    (i + 1).max(1 + t.fewshot_messages)
+}
+
+/// Replaces the rendering of the episode's first `n` messages (system and few-shot messages, and possibly the
+/// task's user message) by the rendering of `head`, keeping every later token. The rollout's
+/// renderer is not recorded, so the plausible ones are tried (tools passed to the template or not; calls passed
+/// as `tool_calls` or only in the text) and the first whose rendering is a verified prefix wins.
+fn splice(t: &Trajectory, n: usize, head: &[Message], tools: &[Value], enc: &dyn ChatEncoder) -> Result<Spliced, String> {
     let first_user = 1 + t.fewshot_messages;
     match (t.messages.first().map(|m| m.role), t.messages.get(first_user).map(|m| m.role)) {
         (Some(Role::System), Some(Role::User)) => {}
         _ => return Err(format!("expected a system message, {} few-shot messages, then the user message", t.fewshot_messages)),
+    }
+    if n != first_user && n != first_user + 1 {
+        return Err(format!("a spliced head ends before or with the task's message, not at message {n}"));
     }
     let first_sampled = t.produced_mask.iter().position(|&m| m == 1).unwrap_or(t.token_ids.len());
     let tool_args: Vec<Option<&[Value]>> = if tools.is_empty() { vec![None] } else { vec![None, Some(tools)] };
     let mut tried = Vec::new();
     for &tools_arg in &tool_args {
         for with_calls in [false, true] {
-            let old = enc.encode_chat(&styled(&t.messages[..first_user], with_calls), tools_arg, false)?;
+            let old = enc.encode_chat(&styled(&t.messages[..n], with_calls), tools_arg, false)?;
             if !t.token_ids.starts_with(&old) {
-                tried.push(format!("tools {} / calls {}: the rendered few-shot prefix ({} tokens) is not a prefix of the trajectory", tools_arg.is_some(), if with_calls { "structured" } else { "in text" }, old.len()));
+                tried.push(format!("tools {} / calls {}: the rendered head ({} tokens) is not a prefix of the trajectory", tools_arg.is_some(), if with_calls { "structured" } else { "in text" }, old.len()));
                 continue;
             }
             if old.len() > first_sampled {
-                return Err(format!("the few-shot prefix ({} tokens) runs into the model's first sampled token at {first_sampled}", old.len()));
+                return Err(format!("the rendered head ({} tokens) runs into the model's first sampled token at {first_sampled}", old.len()));
             }
             let new_prefix = enc.encode_chat(&styled(head, with_calls), tools_arg, false)?;
             let mut new_context = head.to_vec();
-            new_context.push(t.messages[first_user].clone());
+            new_context.extend_from_slice(&t.messages[n..=first_user]);
             let expected = enc.encode_chat(&styled(&new_context, with_calls), tools_arg, true)?;
             let mut got = new_prefix.clone();
             got.extend_from_slice(&t.token_ids[old.len()..first_sampled]);
@@ -205,9 +218,9 @@ fn splice(t: &Trajectory, head: &[Message], tools: &[Value], enc: &dyn ChatEncod
             let mut mask = vec![0u8; new_prefix.len()];
             mask.extend_from_slice(&t.produced_mask[old.len()..]);
             let mut messages = head.to_vec();
-            messages.extend_from_slice(&t.messages[first_user..]);
+            messages.extend_from_slice(&t.messages[n..]);
             return Ok(Spliced { messages, token_ids: ids, mask, shift: new_prefix.len() as isize - old.len() as isize, old_prefix: old.len() });
         }
     }
-    Err(format!("no rendering of the few-shot prefix aligns with the trajectory's token ids (was it rolled out with this model's template?): {}", tried.join("; ")))
+    Err(format!("no rendering of the head aligns with the trajectory's token ids (was it rolled out with this model's template?): {}", tried.join("; ")))
 }

@@ -4,7 +4,7 @@ use std::path::{Path, PathBuf};
 
 use serde::{Deserialize, Serialize};
 
-use crate::agent::hint::HintSource;
+use crate::agent::hint::{HintPlacement, HintSource, HintSpec};
 use crate::model::lora::Proj;
 use crate::train::rl::{Objective, RlCoefs};
 
@@ -303,6 +303,14 @@ pub struct HintConfig {
     /// `skill` (prompts/skills/<suite>.md) or `plan` (a generated task's reference calls; the skill text for
     /// tasks without one).
     pub source: HintSource,
+    /// `system` (the end of the system message) or `user` (the end of the task's message).
+    pub placement: HintPlacement,
+}
+
+impl HintConfig {
+    pub fn spec(&self) -> HintSpec {
+        HintSpec { source: self.source, placement: self.placement }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

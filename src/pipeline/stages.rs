@@ -15,7 +15,7 @@ use crate::agent::prompts::{PromptOptions, Prompts};
 use crate::data::dataset::{read_dataset, DatasetRow};
 use crate::data::jsonl::{read_jsonl, write_json_atomic};
 use crate::data::{ReadMode, Split, Task, Trajectory};
-use crate::agent::hint::{self, HintSource};
+use crate::agent::hint::{self, HintSpec};
 use crate::distil::rl::{rl_rows, sampling_temperature, Rewards, Teacher};
 use crate::distil::{filter_to_dir, strip_hint, ChatEncoder, FilterParams, FilterReport, DATASET_FILE, REPORT_FILE};
 use crate::model::lora::{LoraAdapter, LoraConfig};
@@ -80,7 +80,7 @@ impl Stages<'_> {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn params(&self, samples: u32, temperature: f32, top_p: f32, top_k: usize, fewshot: bool, hint: Option<HintSource>, seed: u64) -> RolloutParams {
+    fn params(&self, samples: u32, temperature: f32, top_p: f32, top_k: usize, fewshot: bool, hint: Option<HintSpec>, seed: u64) -> RolloutParams {
         let r = &self.cfg.rollout;
         RolloutParams {
             samples_per_task: samples,
@@ -180,14 +180,15 @@ impl Stages<'_> {
     fn hinted_rollout(&self, round_dir: &Path, tasks: &[Task], plain: &[Trajectory], seed: u64) -> anyhow::Result<(Vec<Trajectory>, HintedRecord)> {
         let r = &self.cfg.rollout;
         let solved: HashSet<&str> = plain.iter().filter(|t| t.verdict.success).map(|t| t.task_id.as_str()).collect();
-        let source = self.cfg.hint.source;
+        let spec = self.cfg.hint.spec();
+        let source = spec.source;
         let unsolved: Vec<Task> = tasks.iter().filter(|t| !solved.contains(t.id.as_str()) && hint::privileged(t, source).is_some()).cloned().collect();
         let dir = round_dir.join("rollout-hinted");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(TRAJECTORIES);
         say(self.quiet, format_args!("  hinted rollout: {} unsolved train tasks x {} samples, hint from {source:?}", unsolved.len(), r.samples));
         if !unsolved.is_empty() {
-            let params = self.params(r.samples, r.temperature, r.top_p, r.top_k, r.fewshot, Some(source), seed);
+            let params = self.params(r.samples, r.temperature, r.top_p, r.top_k, r.fewshot, Some(spec), seed);
             run_rollout(&self.model, &self.prompts, &unsolved, &params, &path, self.quiet)?;
         }
         let trajs: Vec<Trajectory> = if path.is_file() { read_jsonl(&path, ReadMode::Strict)?.into_items() } else { vec![] };
@@ -321,7 +322,7 @@ impl Stages<'_> {
         let (c, r) = (&self.cfg.train, &self.cfg.rl);
         let tasks: std::collections::HashMap<&str, &Task> = self.sets.train.iter().map(|t| (t.id.as_str(), t)).collect();
         let hint_of = |t: &Trajectory| tasks.get(t.task_id.as_str()).and_then(|task| hint::privileged(task, self.cfg.hint.source));
-        let teacher = Teacher { hint_of: &hint_of, encoder: &self.model };
+        let teacher = Teacher { hint_of: &hint_of, placement: self.cfg.hint.placement, encoder: &self.model };
         let rewards = Rewards { success: r.success_reward, invalid_penalty: r.invalid_penalty };
         let (rows, without_hint) = rl_rows(trajs, &rewards, (c.objective == Objective::Sdar).then_some(&teacher))?;
         let mcfg = self.model.config().clone();

@@ -95,7 +95,7 @@ fn a_second_writer_is_refused_and_a_killed_one_leaves_no_lock() {
     let out = dir.path().join("eval");
     let model = common::default_model();
     let args = |out: &std::path::Path| -> Vec<String> {
-        ["eval", "--model", model.to_str().unwrap(), "--suites", "arithmetic", "--difficulties", "1", "--tasks-per", "4", "-k", "2", "--out", out.to_str().unwrap(), "--json"]
+        ["eval", "--model", model.to_str().unwrap(), "--suites", "arithmetic", "--difficulties", "1", "--tasks-per", "1", "-k", "2", "--out", out.to_str().unwrap(), "--json"]
             .map(String::from)
             .to_vec()
     };

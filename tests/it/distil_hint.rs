@@ -3,7 +3,7 @@
 use super::common;
 
 use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
-use autodidact::agent::hint::{privileged, HintSource};
+use autodidact::agent::hint::{privileged, HintPlacement, HintSource, HintSpec};
 use autodidact::agent::prompts::{PromptOptions, Prompts};
 use autodidact::agent::scripted::reference_script;
 use autodidact::agent::suites::{self, generate_many};
@@ -14,7 +14,7 @@ use autodidact::model::LoadedModel;
 use common::template_policy::TemplatePolicy;
 use common::tiny;
 
-fn rollouts(model: &LoadedModel, tasks: &[Task], fewshot: bool, hint: Option<HintSource>) -> Vec<Trajectory> {
+fn rollouts(model: &LoadedModel, tasks: &[Task], fewshot: bool, hint: Option<HintSpec>) -> Vec<Trajectory> {
     let prompts = Prompts::embedded().unwrap();
     let cfg = RunConfig {
         limits: Limits { max_episode_tokens: 1 << 20, ..Limits::default() },
@@ -39,13 +39,21 @@ fn hints_splice_out_for_training_and_in_for_the_teacher() {
     let mut tasks = generate_many(suites::get("tables").unwrap(), 3, Split::Train, 2, 2).unwrap();
     tasks.extend(generate_many(suites::get("grid").unwrap(), 3, Split::Train, 1, 1).unwrap());
     tasks.sort_by(|a, b| a.id.cmp(&b.id));
-    for (fewshot, source) in [(true, HintSource::Plan), (false, HintSource::Skill)] {
+    let cases = [
+        (true, HintSource::Plan, HintPlacement::System),
+        (false, HintSource::Skill, HintPlacement::System),
+        (true, HintSource::Plan, HintPlacement::User),
+        (false, HintSource::Plan, HintPlacement::User),
+    ];
+    for (fewshot, source, placement) in cases {
         let plain = rollouts(&model, &tasks, fewshot, None);
-        let hinted = rollouts(&model, &tasks, fewshot, Some(source));
+        let hinted = rollouts(&model, &tasks, fewshot, Some(HintSpec { source, placement }));
         for ((p, h), task) in plain.iter().zip(&hinted).zip(&tasks) {
             let hint = privileged(task, source).unwrap();
             assert_eq!(h.privileged.as_deref(), Some(hint.as_str()));
-            assert!(h.messages[0].content.ends_with(&hint) && !p.messages[0].content.contains("Hint:"));
+            let at = placement.index(h.fewshot_messages);
+            assert!(h.messages[at].content.ends_with(&hint), "{placement:?}");
+            assert!(h.messages.iter().chain(&p.messages).filter(|m| m.content.contains("Hint:")).count() == 1, "the hint is in one message of the hinted episode only");
             assert!(h.token_ids.len() > p.token_ids.len() + 10);
             // Out: the hinted episode without its hint is the plain one.
             let s = strip_hint(h, &model).unwrap();
@@ -56,12 +64,12 @@ fn hints_splice_out_for_training_and_in_for_the_teacher() {
             let e = build_row(h, None).err().unwrap().to_string();
             assert!(e.contains("hint"), "{e}");
             // In: the teacher's view of the plain episode is the hinted one, every later token shifted alike.
-            let (ids, shift) = teacher_view(p, &hint, &model).unwrap();
+            let (ids, shift) = teacher_view(p, &hint, placement, &model).unwrap();
             assert_eq!(ids, h.token_ids);
             assert_eq!(shift, h.token_ids.len() as isize - p.token_ids.len() as isize);
         }
         let hint_of = |t: &Trajectory| privileged(tasks.iter().find(|k| k.id == t.task_id).unwrap(), source);
-        let (rows, without) = rl_rows(&plain, &Rewards::default(), Some(&Teacher { hint_of: &hint_of, encoder: &model })).unwrap();
+        let (rows, without) = rl_rows(&plain, &Rewards::default(), Some(&Teacher { hint_of: &hint_of, placement, encoder: &model })).unwrap();
         assert_eq!(without, 0);
         assert!(rows.iter().all(|r| r.reward == 10.0 && r.teacher.as_ref().unwrap().shift > 0));
         assert!(rl_rows(&hinted, &Rewards::default(), None).is_err(), "RL never trains on hinted samples");

@@ -54,6 +54,18 @@ fn test_file(dir: &Path) -> PathBuf {
     path
 }
 
+fn copy_dir(from: &Path, to: &Path) {
+    std::fs::create_dir_all(to).unwrap();
+    for e in std::fs::read_dir(from).unwrap() {
+        let e = e.unwrap();
+        if e.file_type().unwrap().is_dir() {
+            copy_dir(&e.path(), &to.join(e.file_name()));
+        } else {
+            std::fs::copy(e.path(), to.join(e.file_name())).unwrap();
+        }
+    }
+}
+
 fn run(cfg: &Path) -> Output {
     Command::new(env!("CARGO_BIN_EXE_autodidact")).args(["loop", "--config", cfg.to_str().unwrap(), "--json"]).output().unwrap()
 }
@@ -125,9 +137,11 @@ fn loop_runs_end_to_end_and_resumes_after_a_kill() {
     let a = dir.path().join("runs/straight");
     check_artefacts(&a);
 
-    // The same experiment under another name, killed once its rollouts have started, then rerun.
+    // The same experiment under another name, killed once its round-1 rollouts have started, then rerun. Its
+    // round 0 (the base model's evaluation, the same for both) is copied, as scripts/compare-rl.sh does.
     let resumed = config(dir.path(), "resumed", 4);
     let b = dir.path().join("runs/resumed");
+    copy_dir(&a.join("round-000"), &b.join("round-000"));
     let mut child = Command::new(env!("CARGO_BIN_EXE_autodidact")).args(["loop", "--config", resumed.to_str().unwrap(), "--json"]).spawn().unwrap();
     let partial = b.join("round-001/rollout/trajectories.jsonl");
     let t0 = Instant::now();

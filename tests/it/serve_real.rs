@@ -29,7 +29,7 @@ fn post(url: &str, body: &Value) -> (u16, Value) {
 fn rollout_cmd(extra: &[&str], out: &std::path::Path) -> Command {
     let mut c = Command::new(env!("CARGO_BIN_EXE_autodidact"));
     c.args(["rollout", "--model", common::default_model().to_str().unwrap(), "--suites", "arithmetic,units", "--difficulties", "1"])
-        .args(["--tasks-per", "2", "-k", "2", "--seed", "3", "--out", out.to_str().unwrap()])
+        .args(["--tasks-per", "1", "-k", "2", "--seed", "3", "--out", out.to_str().unwrap()])
         .args(extra);
     c
 }
@@ -64,7 +64,7 @@ fn rollouts_through_servers_equal_in_process_ones_shard_exactly_and_survive_a_de
     // Greedy: the server computes exactly what the in-process sampler does (same ids, same log-probs).
     let local = rollout(&["--temperature", "0"], &p("local.jsonl"));
     let remote = rollout(&["--temperature", "0", "--backend-url", &a.url()], &p("remote.jsonl"));
-    assert_eq!(local.len(), 8);
+    assert_eq!(local.len(), 4);
     assert_eq!(local, remote, "greedy episodes through the server differ from in-process ones");
     let first: Value = serde_json::from_str(std::fs::read_to_string(p("remote.jsonl")).unwrap().lines().next().unwrap()).unwrap();
     assert_eq!(first["backend"]["token_ids"], json!(true));
@@ -82,8 +82,8 @@ fn rollouts_through_servers_equal_in_process_ones_shard_exactly_and_survive_a_de
     let args = |url: &str| rollout_cmd(&[&sampled[..], &["--max-active", "2", "--backend-url", url]].concat(), &out);
     let (mut server, url) = serve_process();
     let run = args(&url).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::piped()).spawn().unwrap();
-    // Kill the server once a few episodes are written.
-    while std::fs::read_to_string(&out).map(|s| s.lines().count()).unwrap_or(0) < 3 {
+    // Kill the server once an episode is written (two more have not started).
+    while std::fs::read_to_string(&out).map(|s| s.lines().count()).unwrap_or(0) < 1 {
         std::thread::sleep(std::time::Duration::from_millis(50));
     }
     server.kill().unwrap();
@@ -93,7 +93,7 @@ fn rollouts_through_servers_equal_in_process_ones_shard_exactly_and_survive_a_de
     assert!(!o.status.success());
     assert!(err.contains(&url.replace("http://", "")) && err.contains("cannot reach"), "{err}");
     let written = std::fs::read_to_string(&out).unwrap().lines().count();
-    assert!((3..8).contains(&written), "{written} episodes written before the server died");
+    assert!((1..4).contains(&written), "{written} episodes written before the server died");
 
     let (mut server, url) = serve_process();
     let o = args(&url).output().unwrap();
