@@ -75,7 +75,7 @@ fn dropping_fewshot_keeps_sampled_ids_and_renders_the_short_prompt() {
     match build_row(&tampered, Some(&model as &dyn ChatEncoder)) {
         Err(RowError::Splice { id, msg }) => {
             assert!(id.starts_with(&trajs[0].task_id));
-            assert!(msg.contains("no rendering of the few-shot prefix aligns"), "{msg}");
+            assert!(msg.contains("no rendering of the head aligns"), "{msg}");
         }
         other => panic!("expected a splice error, got {:?}", other.map(|b| b.row.id)),
     }
