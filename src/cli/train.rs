@@ -161,6 +161,12 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         return bench(&a);
     }
     if a.objective.is_rl() {
+        // RL steps are set by the episodes (task groups per step x epochs); a flag it would ignore is refused.
+        for (set, flag) in [(a.max_steps.is_some(), "--max-steps"), (a.grad_accum != 1, "--grad-accum")] {
+            if set {
+                bail!("{flag} applies to --objective sft; RL takes --groups-per-step and --epochs (--stop-after N stops after N steps)");
+            }
+        }
         return super::train_rl::run(&a);
     }
     let (Some(data), Some(out)) = (&a.data, &a.out) else { bail!("give --data FILE and --out DIR") };

@@ -149,3 +149,13 @@ fn a_failed_write_names_the_file_and_keeps_the_previous_one() {
     assert!(write("200", false).status.success());
     assert!(std::fs::read(&out).unwrap().len() > 4096);
 }
+
+/// RL steps come from the episodes: an SFT-only step flag is refused, not silently ignored.
+#[test]
+fn rl_training_refuses_sft_step_flags() {
+    for flag in [["--max-steps", "1"], ["--grad-accum", "2"]] {
+        let o = bin().args(["train", "--objective", "grpo", "--data", "none.jsonl", "--out", "none"]).args(flag).output().unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert!(!o.status.success() && err.contains(flag[0]) && err.contains("--groups-per-step"), "{err}");
+    }
+}
