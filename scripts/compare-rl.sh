@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The RL comparison: five arms x seeds of configs/compare-rl.toml, then `autodidact compare`.
 #
-#   scripts/compare-rl.sh                 # every arm, seeds 0 1 2 (about three hours on 2 cores)
+#   scripts/compare-rl.sh                 # every arm, seeds 0 1 2 (each arm and seed 25-45 minutes on 2 cores)
 #   SEEDS="0" ARMS="filtered sdar-b5" scripts/compare-rl.sh
 #
 # Arms: filtered (the filtered loop), hinted (+ hinted rollouts), grpo, sdar-b5 (SDAR, beta 5), sdar-b0 (flat
