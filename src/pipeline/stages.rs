@@ -348,7 +348,7 @@ impl Stages<'_> {
         };
         let plan = crate::train::rl::plan(&rows, c.objective)?;
         let steps = (plan.used.len().div_ceil(r.groups_per_step)) * r.epochs;
-        say(self.quiet, format_args!("  train ({:?}): {} episodes in {} groups ({} with equal rewards), {steps} steps after a reference pass (the log-probs of the starting adapter, the base{})", c.objective, rows.len(), plan.groups.len(), plan.flat.iter().filter(|&&f| f).count(), if c.objective == Objective::Sdar { " and the teacher" } else { "" }));
+        say(self.quiet, format_args!("  train ({:?}): {} episodes in {} groups ({} with equal rewards), {steps} steps after a reference pass (log-probs under the starting adapter, the base model{})", c.objective, rows.len(), plan.groups.len(), plan.flat.iter().filter(|&&f| f).count(), if c.objective == Objective::Sdar { " and the teacher" } else { "" }));
         let mut tm = TrainModel::new(&mcfg, &self.model.transformer.weights)?;
         tm.set_temperature(sampling_temperature(trajs)?)?;
         let pb = crate::progress::bar(steps as u64, "training", self.quiet);
