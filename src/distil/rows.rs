@@ -146,7 +146,7 @@ pub fn strip_hint(t: &Trajectory, enc: &dyn ChatEncoder) -> Result<Trajectory, R
         Some((i, crate::agent::hint::without_hint(&t.messages.get(i)?.content, hint)?))
     });
     let (i, plain) = found.ok_or_else(|| bad("neither the system nor the task's message ends with the recorded hint".into()))?;
-    let mut head = t.messages[..hint_head_len(t, i)].to_vec();
+    let mut head = t.messages.get(..hint_head_len(t, i)).ok_or_else(|| bad(format!("fewer messages than {} few-shot ones and the task's", t.fewshot_messages)))?.to_vec();
     head[i].content = plain.to_string();
     let s = splice(t, head.len(), &head, &episode_tools(t), enc).map_err(bad)?;
     let old_len = s.old_prefix;
