@@ -15,7 +15,8 @@ SEEDS=${SEEDS:-"0 1 2"}
 ARMS=${ARMS:-"filtered hinted grpo sdar-b5 sdar-b0"}
 OUT=${OUT:-runs/compare-rl}
 BASE=configs/compare-rl.toml
-BIN=target/release/autodidact
+# BIN may name a frozen copy of the binary, so that rebuilding during a long comparison cannot mix versions.
+BIN=${BIN:-target/release/autodidact}
 [ -x "$BIN" ] || cargo build --release
 mkdir -p "$OUT/configs"
 
