@@ -7,6 +7,6 @@ bash scripts/fetch-model.sh
 cargo build --release
 # Through cargo, so that a CARGO_TARGET_DIR set by the user is honoured.
 bin() { cargo run --release --quiet -- "$@"; }
-bin info | head -8
+bin info | head -9
 bin loop --config configs/quickstart.toml
 cat runs/quickstart/report.md

@@ -1,3 +1,5 @@
+use std::fmt::Write as _;
+
 use clap::Args;
 use serde_json::json;
 
@@ -29,19 +31,28 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         "simd": simd_json(),
     });
     if a.json {
-        println!("{}", serde_json::to_string_pretty(&info)?);
-        return Ok(());
+        return print_all(&format!("{}\n", serde_json::to_string_pretty(&info)?));
     }
-    println!("model          {}", a.model.model);
-    println!("architecture   {} ({} layers, hidden {}, ffn {}, {} heads / {} kv heads, head dim {})", cfg.arch.name(), cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
-    println!("parameters     {:.1}M ({} embeddings)", cfg.num_parameters() as f64 / 1e6, if cfg.tie_word_embeddings { "tied" } else { "untied" });
-    println!("context        {} tokens, rope theta {}{}", cfg.max_position_embeddings, cfg.rope_theta, if cfg.rope_scaling.is_some() { ", llama3 rope scaling" } else { "" });
-    println!("tensor types   {}", m.tensor_types.iter().map(|(t, n)| format!("{t} x{n}")).collect::<Vec<_>>().join(", "));
-    println!("in memory      {:.1} MB of weights", m.transformer.weights.storage_bytes() as f64 / 1e6);
-    println!("vocab          {} tokens, bos {:?}, eos {:?}, stop ids {:?}", tok.vocab_size(), tok.bos_token(), tok.eos_token(), tok.stop_ids());
-    println!("special tokens {}", tok.special_tokens().join(" "));
-    println!("kernels        {}", simd_line());
-    println!("chat template  {}", if m.template_is_fallback { "none in the checkpoint: ChatML fallback".to_string() } else { format!("{} chars, from the checkpoint", m.template.source().len()) });
-    println!("{}", m.template.source());
-    Ok(())
+    let mut out = String::new();
+    writeln!(out, "model          {}", a.model.model)?;
+    writeln!(out, "architecture   {} ({} layers, hidden {}, ffn {}, {} heads / {} kv heads, head dim {})", cfg.arch.name(), cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim)?;
+    writeln!(out, "parameters     {:.1}M ({} embeddings)", cfg.num_parameters() as f64 / 1e6, if cfg.tie_word_embeddings { "tied" } else { "untied" })?;
+    writeln!(out, "context        {} tokens, rope theta {}{}", cfg.max_position_embeddings, cfg.rope_theta, if cfg.rope_scaling.is_some() { ", llama3 rope scaling" } else { "" })?;
+    writeln!(out, "tensor types   {}", m.tensor_types.iter().map(|(t, n)| format!("{t} x{n}")).collect::<Vec<_>>().join(", "))?;
+    writeln!(out, "in memory      {:.1} MB of weights", m.transformer.weights.storage_bytes() as f64 / 1e6)?;
+    writeln!(out, "vocab          {} tokens, bos {:?}, eos {:?}, stop ids {:?}", tok.vocab_size(), tok.bos_token(), tok.eos_token(), tok.stop_ids())?;
+    writeln!(out, "special tokens {}", tok.special_tokens().join(" "))?;
+    writeln!(out, "kernels        {}", simd_line())?;
+    writeln!(out, "chat template  {}", if m.template_is_fallback { "none in the checkpoint: ChatML fallback".to_string() } else { format!("{} chars, from the checkpoint", m.template.source().len()) })?;
+    writeln!(out, "{}", m.template.source())?;
+    print_all(&out)
+}
+
+/// Writes `text` to stdout at once. A reader that stops early (`autodidact info | head`) is not an error.
+fn print_all(text: &str) -> anyhow::Result<()> {
+    use std::io::Write;
+    match std::io::stdout().lock().write_all(text.as_bytes()) {
+        Err(e) if e.kind() != std::io::ErrorKind::BrokenPipe => Err(e.into()),
+        _ => Ok(()),
+    }
 }

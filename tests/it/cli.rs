@@ -38,6 +38,22 @@ fn info_reports_the_architecture() {
 }
 
 #[test]
+fn info_into_a_closed_pipe_exits_quietly() {
+    // `autodidact info | head -8` in scripts: a reader that has gone is not a crash.
+    let model = common::default_model();
+    let mut child = bin()
+        .args(["info", "--model", model.to_str().unwrap()])
+        .stdout(std::process::Stdio::piped())
+        .stderr(std::process::Stdio::piped())
+        .spawn()
+        .unwrap();
+    drop(child.stdout.take());
+    let out = child.wait_with_output().unwrap();
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(out.status.success() && !err.contains("panicked"), "{:?}: {err}", out.status);
+}
+
+#[test]
 fn bad_model_path_fails_with_a_message() {
     let out = bin().args(["generate", "--model", "no/such/model.gguf", "--prompt", "hi"]).output().unwrap();
     assert!(!out.status.success());
