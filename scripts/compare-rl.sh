@@ -5,8 +5,9 @@
 #   SEEDS="0" ARMS="filtered sdar-b5" scripts/compare-rl.sh
 #
 # Arms: filtered (the filtered loop), hinted (+ hinted rollouts), grpo, sdar-b5 (SDAR, beta 5), sdar-b0 (flat
-# gate); also grpo-p0 (GRPO without the invalid-step penalty, a diagnostic outside the default set). Each arm and seed is its own run folder runs/compare-rl/<arm>-s<seed> (resumable: rerun the same
-# command after an interruption). Every arm gets the same rollouts per round (tasks x samples) and rounds; the
+# gate); also grpo-p0 (GRPO without the invalid-step penalty, a diagnostic outside the default set). Each arm
+# and seed is its own run folder runs/compare-rl/<arm>-s<seed> (resumable: rerun the same command after an
+# interruption). Every arm gets the same rollouts per round (tasks x samples) and rounds; the
 # report gives each arm's wall time. Round 0 (the base model's evaluation) is the same for every run, so it is
 # computed once and copied.
 set -euo pipefail
@@ -49,7 +50,7 @@ config_for() { # arm seed -> path
 }
 
 # Round 0 evaluates the base model, the same for every arm and seed: reuse one that a previous invocation finished.
-round0=$(ls -d "$OUT"/*/round-000/round.json 2>/dev/null | head -1 | xargs -r dirname)
+round0=$(ls -d "$OUT"/*/round-000/round.json 2>/dev/null | head -1 | xargs -r dirname || true)
 for seed in $SEEDS; do
   for arm in $ARMS; do
     cfg=$(config_for "$arm" "$seed")
