@@ -51,7 +51,7 @@ impl Simd {
         #[cfg(target_arch = "x86_64")]
         {
             let avx2 = is_x86_feature_detected!("avx2") && is_x86_feature_detected!("fma") && is_x86_feature_detected!("f16c");
-            if avx2 && is_x86_feature_detected!("avx512f") {
+            if avx2 && is_x86_feature_detected!("avx512f") && is_x86_feature_detected!("avx512vl") {
                 v.push(Simd(Level::Avx512));
             }
             if avx2 {
@@ -135,13 +135,14 @@ impl fmt::Display for Simd {
     }
 }
 
-/// CPU features relevant to the kernels, for `info` and `bench` (e.g. "avx512f avx2 fma f16c").
+/// CPU features relevant to the kernels, for `info` and `bench` (e.g. "avx512f avx512vl avx2 fma f16c").
 pub fn cpu_features() -> String {
     let mut v: Vec<&str> = Vec::new();
     #[cfg(target_arch = "x86_64")]
     {
         for (name, on) in [
             ("avx512f", is_x86_feature_detected!("avx512f")),
+            ("avx512vl", is_x86_feature_detected!("avx512vl")),
             ("avx2", is_x86_feature_detected!("avx2")),
             ("fma", is_x86_feature_detected!("fma")),
             ("f16c", is_x86_feature_detected!("f16c")),
