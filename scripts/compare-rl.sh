@@ -5,7 +5,8 @@
 #   SEEDS="0" ARMS="filtered sdar-b5" scripts/compare-rl.sh
 #
 # Arms: filtered (the filtered loop), hinted (+ hinted rollouts), grpo, sdar-b5 (SDAR, beta 5), sdar-b0 (flat
-# gate); also grpo-p0 (GRPO without the invalid-step penalty, a diagnostic outside the default set). Each arm
+# gate); also, as diagnostics outside the default set, grpo-p0 (GRPO without the invalid-step penalty) and grpo-f1
+# (GRPO with rl.std_floor = 1: a group whose rewards differ only by penalties gets small advantages). Each arm
 # and seed is its own run folder runs/compare-rl/<arm>-s<seed> (resumable: rerun the same command after an
 # interruption). Every arm gets the same rollouts per round (tasks x samples) and rounds; the
 # report gives each arm's wall time. Round 0 (the base model's evaluation) is the same for every run, so it is
@@ -42,6 +43,7 @@ config_for() { # arm seed -> path
     hinted) set_key "$f" rollout hinted true ;;
     grpo) set_key "$f" train objective '"grpo"' ;;
     grpo-p0) set_key "$f" train objective '"grpo"'; set_key "$f" rl invalid_penalty 0.0 ;;
+    grpo-f1) set_key "$f" train objective '"grpo"'; sed -i 's/^\[rl\]$/[rl]\nstd_floor = 1.0/' "$f" ;;
     sdar-b5) set_key "$f" train objective '"sdar"' ;;
     sdar-b0) set_key "$f" train objective '"sdar"'; set_key "$f" rl sdar_beta 0.0 ;;
     *) echo "unknown arm $arm" >&2; exit 2 ;;

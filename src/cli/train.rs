@@ -92,6 +92,10 @@ pub struct TrainArgs {
     pub success_reward: f64,
     #[arg(long, default_value_t = 0.1)]
     pub invalid_penalty: f64,
+    /// RL: floor under a task group's reward std when normalising advantages (0: plain GRPO). A floor near the
+    /// success reward's scale keeps groups whose rewards differ only by --invalid-penalty from full-size updates.
+    #[arg(long, default_value_t = 0.0)]
+    pub std_floor: f64,
     /// RL: PPO clip range, KL-to-base and entropy weights.
     #[arg(long, default_value_t = 0.2)]
     pub clip_eps: f64,

@@ -56,8 +56,9 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
         resume: a.resume,
         stop_after: a.stop_after,
         shared_prefix: !a.no_shared_prefix,
+        std_floor: a.std_floor,
     };
-    let pl = plan(&rows, a.objective)?;
+    let pl = plan(&rows, a.objective, a.std_floor)?;
     let flat = pl.flat.iter().filter(|&&f| f).count();
     let total = pl.used.len().div_ceil(a.groups_per_step.max(1)) * a.epochs;
     eprintln!("{:?} on {} episodes of {} tasks ({flat} with equal rewards), {total} steps{}", a.objective, rows.len(), pl.groups.len(),

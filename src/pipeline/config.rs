@@ -263,6 +263,8 @@ pub struct RlConfig {
     /// x invalid steps.
     pub success_reward: f64,
     pub invalid_penalty: f64,
+    /// Floor under a task group's reward std in the advantages (0: plain GRPO).
+    pub std_floor: f64,
     pub clip_eps: f64,
     pub kl_coef: f64,
     pub entropy_coef: f64,
@@ -281,6 +283,7 @@ impl Default for RlConfig {
             groups_per_step: 4,
             success_reward: 10.0,
             invalid_penalty: 0.1,
+            std_floor: 0.0,
             clip_eps: c.clip_eps,
             kl_coef: c.kl_coef,
             entropy_coef: c.entropy_coef,
@@ -390,7 +393,7 @@ impl LoopConfig {
             if !(r.lr.is_finite() && r.lr > 0.0) || r.epochs == 0 || r.groups_per_step == 0 {
                 return bad("rl", "lr, epochs and groups_per_step must be positive");
             }
-            if ![r.success_reward, r.invalid_penalty, r.clip_eps, r.kl_coef, r.entropy_coef, r.sdar_lambda, r.sdar_beta].iter().all(|v| v.is_finite() && *v >= 0.0) {
+            if ![r.success_reward, r.invalid_penalty, r.std_floor, r.clip_eps, r.kl_coef, r.entropy_coef, r.sdar_lambda, r.sdar_beta].iter().all(|v| v.is_finite() && *v >= 0.0) {
                 return bad("rl", "rewards and coefficients must be finite and not negative");
             }
         }

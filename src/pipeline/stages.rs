@@ -345,8 +345,9 @@ impl Stages<'_> {
             resume: true,
             stop_after: None,
             shared_prefix: r.shared_prefix,
+            std_floor: r.std_floor,
         };
-        let plan = crate::train::rl::plan(&rows, c.objective)?;
+        let plan = crate::train::rl::plan(&rows, c.objective, r.std_floor)?;
         let steps = (plan.used.len().div_ceil(r.groups_per_step)) * r.epochs;
         say(self.quiet, format_args!("  train ({:?}): {} episodes in {} groups ({} with equal rewards), {steps} steps after a reference pass (log-probs under the starting adapter, the base model{})", c.objective, rows.len(), plan.groups.len(), plan.flat.iter().filter(|&&f| f).count(), if c.objective == Objective::Sdar { " and the teacher" } else { "" }));
         let mut tm = TrainModel::new(&mcfg, &self.model.transformer.weights)?;

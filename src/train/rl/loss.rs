@@ -94,9 +94,11 @@ pub fn token_terms(c: &RlCoefs, x: &TokenInputs) -> TokenTerms {
     t
 }
 
-/// Group-normalised advantages: `(R - mean) / (std + 1e-6)` within each group (population std). Returns them
-/// and, per group, whether all its rewards are equal (such a group gives GRPO no signal).
-pub fn advantages(rewards: &[f64], groups: &[usize]) -> (Vec<f64>, Vec<bool>) {
+/// Group-normalised advantages: `(R - mean) / (max(std, std_floor) + 1e-6)` within each group (population std).
+/// Returns them and, per group, whether all its rewards are equal (such a group gives GRPO no signal). The floor
+/// keeps a group whose rewards differ only by small penalties (no success, a few invalid steps) from getting
+/// advantages as large as a group where one sample solved the task; 0 is plain GRPO.
+pub fn advantages(rewards: &[f64], groups: &[usize], std_floor: f64) -> (Vec<f64>, Vec<bool>) {
     let n_groups = groups.iter().map(|&g| g + 1).max().unwrap_or(0);
     let (mut sum, mut count) = (vec![0f64; n_groups], vec![0usize; n_groups]);
     for (&r, &g) in rewards.iter().zip(groups) {
@@ -110,7 +112,7 @@ pub fn advantages(rewards: &[f64], groups: &[usize]) -> (Vec<f64>, Vec<bool>) {
     }
     let std: Vec<f64> = var.iter().zip(&count).map(|(v, &c)| (v / c.max(1) as f64).sqrt()).collect();
     let flat: Vec<bool> = (0..n_groups).map(|g| rewards.iter().zip(groups).filter(|(_, &gg)| gg == g).all(|(&r, _)| r == mean[g])).collect();
-    let adv = rewards.iter().zip(groups).map(|(&r, &g)| if flat[g] { 0.0 } else { (r - mean[g]) / (std[g] + 1e-6) }).collect();
+    let adv = rewards.iter().zip(groups).map(|(&r, &g)| if flat[g] { 0.0 } else { (r - mean[g]) / (std[g].max(std_floor) + 1e-6) }).collect();
     (adv, flat)
 }
 
@@ -176,10 +178,21 @@ mod tests {
 
     #[test]
     fn advantages_are_normalised_per_group_and_flat_groups_flagged() {
-        let (a, flat) = advantages(&[10.0, 0.0, 0.0, 0.0, 5.0, 5.0], &[0, 0, 0, 0, 1, 1]);
+        let (a, flat) = advantages(&[10.0, 0.0, 0.0, 0.0, 5.0, 5.0], &[0, 0, 0, 0, 1, 1], 0.0);
         assert_eq!(flat, vec![false, true]);
         assert!((a[0] - 3f64.sqrt()).abs() < 1e-5 && (a[1] + 1.0 / 3f64.sqrt()).abs() < 1e-5);
         assert!(a[..4].iter().sum::<f64>().abs() < 1e-9);
         assert_eq!(&a[4..], &[0.0, 0.0]);
+    }
+
+    #[test]
+    fn the_std_floor_shrinks_penalty_only_groups_and_leaves_success_groups() {
+        // Group 0: one success in four (std 4.33 > floor); group 1: no success, one sample lost 0.2 to penalties.
+        let (rewards, groups) = ([10.0, 0.0, 0.0, 0.0, 0.0, -0.2, 0.0, 0.0], [0, 0, 0, 0, 1, 1, 1, 1]);
+        let (plain, _) = advantages(&rewards, &groups, 0.0);
+        let (floored, _) = advantages(&rewards, &groups, 1.0);
+        assert_eq!(&plain[..4], &floored[..4]);
+        assert!((plain[5] + 3f64.sqrt()).abs() < 1e-4, "without a floor the penalty gets a full-size advantage: {}", plain[5]);
+        assert!((floored[5] + 0.15).abs() < 1e-5 && (floored[4] - 0.05).abs() < 1e-5, "{:?}", &floored[4..]);
     }
 }

@@ -105,6 +105,8 @@ pub struct RlParams {
     /// Forward and backward a task's samples as one packed row with their shared prompt computed once
     /// (the same numbers as unpacked, up to summation order; `batch_size` is then unused).
     pub shared_prefix: bool,
+    /// Floor under a group's reward std in the advantages (0: plain GRPO); see [`loss::advantages`].
+    pub std_floor: f64,
 }
 
 impl Default for RlParams {
@@ -127,6 +129,7 @@ impl Default for RlParams {
             resume: false,
             stop_after: None,
             shared_prefix: true,
+            std_floor: 0.0,
         }
     }
 }
@@ -135,9 +138,11 @@ impl RlParams {
     fn fingerprint(&self, rows: &[RlRow]) -> String {
         let tokens: usize = rows.iter().map(|r| r.token_ids.len()).sum();
         format!(
-            "rows={} tokens={tokens} objective={:?} coefs={:?} lr={} warmup={} min_lr_ratio={} epochs={} groups={} batch={} clip={} adam={:?} seed={} packed={}",
+            "rows={} tokens={tokens} objective={:?} coefs={:?} lr={} warmup={} min_lr_ratio={} epochs={} groups={} batch={} clip={} adam={:?} seed={} packed={}{}",
             rows.len(), self.objective, self.coefs, self.lr, self.warmup_steps, self.min_lr_ratio, self.epochs, self.groups_per_step,
-            self.batch_size, self.max_grad_norm, self.adam, self.seed, self.shared_prefix
+            self.batch_size, self.max_grad_norm, self.adam, self.seed, self.shared_prefix,
+            // Only when set, so runs checkpointed before the floor existed still resume.
+            if self.std_floor > 0.0 { format!(" std_floor={}", self.std_floor) } else { String::new() }
         )
     }
 }
@@ -220,7 +225,7 @@ pub struct Plan {
     pub used: Vec<usize>,
 }
 
-pub fn plan(rows: &[RlRow], objective: Objective) -> Result<Plan> {
+pub fn plan(rows: &[RlRow], objective: Objective, std_floor: f64) -> Result<Plan> {
     let mut names: Vec<&str> = Vec::new();
     let mut index = std::collections::HashMap::new();
     let mut group_of = Vec::with_capacity(rows.len());
@@ -242,7 +247,7 @@ pub fn plan(rows: &[RlRow], objective: Objective) -> Result<Plan> {
         )));
     }
     let rewards: Vec<f64> = rows.iter().map(|r| r.reward).collect();
-    let (advantages, flat) = advantages(&rewards, &group_of);
+    let (advantages, flat) = advantages(&rewards, &group_of, std_floor);
     let used = (0..groups.len()).filter(|&g| objective == Objective::Sdar || !flat[g]).collect();
     Ok(Plan { groups, group_of, advantages, flat, used })
 }
@@ -409,7 +414,7 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
         return Err(TrainError::Params(format!("learning rate {} must be positive", p.lr)));
     }
     validate(rows, p)?;
-    let plan = plan(rows, p.objective)?;
+    let plan = plan(rows, p.objective, p.std_floor)?;
     let zero_var = plan.flat.iter().filter(|&&f| f).count();
     let zero_share = zero_var as f64 / plan.groups.len().max(1) as f64;
     let group_len: Vec<usize> = plan.used.iter().map(|&g| plan.groups[g].iter().map(|&i| rows[i].token_ids.len()).sum()).collect();
