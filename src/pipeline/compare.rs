@@ -73,6 +73,37 @@ pub fn estimate(values: &[f64]) -> Estimate {
     Estimate { mean, half_width, n }
 }
 
+/// A success rate measured on `episodes` episodes, with the binomial variance of that measurement (from the
+/// add-one rate, so that 0 of 36 is not taken as certain).
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Rate {
+    pub value: f64,
+    pub variance: f64,
+}
+
+impl Rate {
+    pub fn new(rate: f64, episodes: usize) -> Rate {
+        let n = episodes.max(1) as f64;
+        let p = (rate * n + 1.0) / (n + 2.0);
+        Rate { value: rate, variance: p * (1.0 - p) / n }
+    }
+    /// `self - other` of two independent measurements.
+    pub fn minus(self, other: Rate) -> Rate {
+        Rate { value: self.value - other.value, variance: self.variance + other.variance }
+    }
+}
+
+/// [`estimate`] over seeds, with the interval widened to at least the episodes' own sampling noise (normal 95%
+/// of the mean's binomial variance): a few seeds that happen to agree give a t-interval of width 0, which would
+/// call any difference real.
+pub fn estimate_rates(rates: &[Rate]) -> Estimate {
+    let mut e = estimate(&rates.iter().map(|r| r.value).collect::<Vec<_>>());
+    let s = rates.len().max(1) as f64;
+    let noise = 1.96 * (rates.iter().map(|r| r.variance).sum::<f64>() / (s * s)).sqrt();
+    e.half_width = e.half_width.map(|h| h.max(noise));
+    e
+}
+
 impl Estimate {
     fn pct(&self) -> String {
         match self.half_width {
@@ -87,13 +118,13 @@ impl Estimate {
 }
 
 /// Success over the rows of one difficulty (all suites), or overall.
-pub fn success_at(r: &EvalReport, difficulty: Option<u8>) -> Option<f64> {
+pub fn success_at(r: &EvalReport, difficulty: Option<u8>) -> Option<Rate> {
     match difficulty {
-        None => r.row("all", None).map(|x| x.success_rate),
+        None => r.row("all", None).map(|x| Rate::new(x.success_rate, x.episodes)),
         Some(d) => {
             let rows: Vec<_> = r.rows.iter().filter(|x| x.suite != "all" && x.difficulty == Some(d)).collect();
             let n: usize = rows.iter().map(|x| x.episodes).sum();
-            (n > 0).then(|| rows.iter().map(|x| x.success_rate * x.episodes as f64).sum::<f64>() / n as f64)
+            (n > 0).then(|| Rate::new(rows.iter().map(|x| x.success_rate * x.episodes as f64).sum::<f64>() / n as f64, n))
         }
     }
 }
@@ -135,25 +166,25 @@ pub fn summarize(runs: &[Run], reference: Option<&str>) -> Vec<ArmSummary> {
         .map(|&arm| {
             let mine = of(arm);
             let rounds = mine.iter().map(|r| r.rounds.len()).min().unwrap_or(0);
-            let per_round = |d: Option<u8>| (0..rounds).map(|k| estimate(&mine.iter().filter_map(|r| success_at(&r.rounds[k].test, d)).collect::<Vec<_>>())).collect();
-            let mut groups: BTreeMap<String, Vec<f64>> = BTreeMap::new();
+            let per_round = |d: Option<u8>| (0..rounds).map(|k| estimate_rates(&mine.iter().filter_map(|r| success_at(&r.rounds[k].test, d)).collect::<Vec<_>>())).collect();
+            let mut groups: BTreeMap<String, Vec<Rate>> = BTreeMap::new();
             for r in &mine {
                 for row in last(r).map(|t| t.rows).unwrap_or_default() {
                     let key = format!("{}, {}", row.suite, row.difficulty.map_or("all difficulties".into(), |d| format!("difficulty {d}")));
-                    groups.entry(key).or_default().push(row.success_rate);
+                    groups.entry(key).or_default().push(Rate::new(row.success_rate, row.episodes));
                 }
             }
             let vs_reference = (arm != reference).then(|| {
                 let refs = of(reference);
                 let diffs = |d: Option<u8>| {
-                    let v: Vec<f64> = mine
+                    let v: Vec<Rate> = mine
                         .iter()
                         .filter_map(|r| {
                             let other = refs.iter().find(|x| seed_of(&x.name) == seed_of(&r.name))?;
-                            Some(success_at(&last(r)?, d)? - success_at(&last(other)?, d)?)
+                            Some(success_at(&last(r)?, d)?.minus(success_at(&last(other)?, d)?))
                         })
                         .collect();
-                    estimate(&v)
+                    estimate_rates(&v)
                 };
                 (diffs(None), diffs(Some(2)))
             });
@@ -170,7 +201,7 @@ pub fn summarize(runs: &[Run], reference: Option<&str>) -> Vec<ArmSummary> {
                 seeds: mine.len(),
                 test: per_round(None),
                 test_d2: per_round(Some(2)),
-                last_by_group: groups.into_iter().map(|(k, v)| (k, estimate(&v))).collect(),
+                last_by_group: groups.into_iter().map(|(k, v)| (k, estimate_rates(&v))).collect(),
                 vs_reference,
                 minutes: estimate(&mine.iter().map(|r| r.rounds.iter().map(|x| x.seconds).sum::<f64>() / 60.0).collect::<Vec<_>>()),
                 hinted_hard_solved: (!hinted.is_empty()).then(|| estimate(&hinted)),
@@ -183,7 +214,7 @@ pub fn summarize(runs: &[Run], reference: Option<&str>) -> Vec<ArmSummary> {
 pub fn markdown(arms: &[ArmSummary], reference: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# Comparison\n");
-    let _ = writeln!(s, "Test success (%), mean over seeds ± the 95% interval (Student's t; none from one seed). Runs `NAME-sSEED` form arm `NAME`.\n");
+    let _ = writeln!(s, "Test success (%), mean over seeds ± the 95% interval (Student's t over seeds, widened to at least the test episodes' binomial noise; none from one seed). Runs `NAME-sSEED` form arm `NAME`.\n");
     let rounds = arms.iter().map(|a| a.test.len()).max().unwrap_or(0);
     let head: String = (0..rounds).map(|r| format!(" round {r} |")).collect();
     for (title, pick) in [("All test tasks", 0), ("Difficulty-2 test tasks", 1)] {
@@ -279,5 +310,20 @@ mod tests {
         assert!((e.half_width.unwrap() - 4.303 * 0.05 / 3f64.sqrt()).abs() < 1e-9);
         assert!(e.excludes(0.0) && !e.excludes(0.3));
         assert_eq!(estimate(&[0.4]).half_width, None);
+    }
+
+    #[test]
+    fn seeds_that_agree_still_carry_the_episodes_noise() {
+        // Two seeds, each 3 of 36 episodes below the reference: the t-interval alone is 0 wide.
+        let d = Rate::new(1.0 / 36.0, 36).minus(Rate::new(4.0 / 36.0, 36));
+        let e = estimate_rates(&[d, d]);
+        assert!((e.mean + 3.0 / 36.0).abs() < 1e-12);
+        let h = e.half_width.unwrap();
+        assert!(h > 0.08 && h < 0.12, "{h}");
+        assert!(!e.excludes(0.0), "3 of 36 in two seeds is within the noise");
+        // Seeds that disagree keep their (wider) t-interval; one seed still has none.
+        let wide = estimate_rates(&[Rate::new(0.1, 72), Rate::new(0.5, 72)]);
+        assert!((wide.half_width.unwrap() - 12.706 * 0.2).abs() < 1e-9);
+        assert_eq!(estimate_rates(&[Rate::new(0.0, 36)]).half_width, None);
     }
 }
