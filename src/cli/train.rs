@@ -93,7 +93,8 @@ pub struct TrainArgs {
     #[arg(long, default_value_t = 0.1)]
     pub invalid_penalty: f64,
     /// RL: floor under a task group's reward std when normalising advantages (0: plain GRPO). A floor near the
-    /// success reward's scale keeps groups whose rewards differ only by --invalid-penalty from full-size updates.
+    /// success reward's scale makes groups whose rewards differ only by --invalid-penalty weigh less than groups
+    /// with a success in the same step.
     #[arg(long, default_value_t = 0.0)]
     pub std_floor: f64,
     /// RL: PPO clip range, KL-to-base and entropy weights.

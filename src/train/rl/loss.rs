@@ -97,7 +97,8 @@ pub fn token_terms(c: &RlCoefs, x: &TokenInputs) -> TokenTerms {
 /// Group-normalised advantages: `(R - mean) / (max(std, std_floor) + 1e-6)` within each group (population std).
 /// Returns them and, per group, whether all its rewards are equal (such a group gives GRPO no signal). The floor
 /// keeps a group whose rewards differ only by small penalties (no success, a few invalid steps) from getting
-/// advantages as large as a group where one sample solved the task; 0 is plain GRPO.
+/// advantages as large as a group where one sample solved the task; 0 is plain GRPO. (Relative weight only: Adam
+/// gives a step made only of such groups the same size either way.)
 pub fn advantages(rewards: &[f64], groups: &[usize], std_floor: f64) -> (Vec<f64>, Vec<bool>) {
     let n_groups = groups.iter().map(|&g| g + 1).max().unwrap_or(0);
     let (mut sum, mut count) = (vec![0f64; n_groups], vec![0usize; n_groups]);
