@@ -58,7 +58,7 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
         shared_prefix: !a.no_shared_prefix,
         std_floor: a.std_floor,
     };
-    let pl = plan(&rows, a.objective, a.std_floor)?;
+    let pl = plan(&rows, &params)?;
     let flat = pl.flat.iter().filter(|&&f| f).count();
     let total = pl.used.len().div_ceil(a.groups_per_step.max(1)) * a.epochs;
     eprintln!("{:?} on {} episodes of {} tasks ({flat} with equal rewards), {total} steps{}", a.objective, rows.len(), pl.groups.len(),

@@ -347,7 +347,7 @@ impl Stages<'_> {
             shared_prefix: r.shared_prefix,
             std_floor: r.std_floor,
         };
-        let plan = crate::train::rl::plan(&rows, c.objective, r.std_floor)?;
+        let plan = crate::train::rl::plan(&rows, &params)?;
         let steps = (plan.used.len().div_ceil(r.groups_per_step)) * r.epochs;
         say(self.quiet, format_args!("  train ({:?}): {} episodes in {} groups ({} with equal rewards), {steps} steps after a reference pass (log-probs under the starting adapter, the base model{})", c.objective, rows.len(), plan.groups.len(), plan.flat.iter().filter(|&&f| f).count(), if c.objective == Objective::Sdar { " and the teacher" } else { "" }));
         let mut tm = TrainModel::new(&mcfg, &self.model.transformer.weights)?;

@@ -225,7 +225,8 @@ pub struct Plan {
     pub used: Vec<usize>,
 }
 
-pub fn plan(rows: &[RlRow], objective: Objective, std_floor: f64) -> Result<Plan> {
+pub fn plan(rows: &[RlRow], p: &RlParams) -> Result<Plan> {
+    let (objective, std_floor) = (p.objective, p.std_floor);
     let mut names: Vec<&str> = Vec::new();
     let mut index = std::collections::HashMap::new();
     let mut group_of = Vec::with_capacity(rows.len());
@@ -414,7 +415,7 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
         return Err(TrainError::Params(format!("learning rate {} must be positive", p.lr)));
     }
     validate(rows, p)?;
-    let plan = plan(rows, p.objective, p.std_floor)?;
+    let plan = plan(rows, p)?;
     let zero_var = plan.flat.iter().filter(|&&f| f).count();
     let zero_share = zero_var as f64 / plan.groups.len().max(1) as f64;
     let group_len: Vec<usize> = plan.used.iter().map(|&g| plan.groups[g].iter().map(|&i| rows[i].token_ids.len()).sum()).collect();
