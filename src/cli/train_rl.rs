@@ -72,7 +72,7 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
     let mut steps: Vec<RlStepMetrics> = Vec::new();
     let outcome = train_rl(&tm, adapter, &rows, &params, &mut |s: &RlStepMetrics| {
         pb.set_position(s.step as u64);
-        pb.set_message(format!("reward {:.2}, kl {:.4}", s.reward_mean, s.kl));
+        pb.set_message(format!("reward {:.2}, kl {:.4} (max {:.2})", s.reward_mean, s.kl, s.kl_max));
         steps.push(s.clone());
     });
     pb.finish_and_clear();
@@ -101,6 +101,8 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
     if let (Some(f), Some(l)) = (steps.first(), steps.last()) {
         println!("reward         {:.3} -> {:.3} (step means)", f.reward_mean, l.reward_mean);
         println!("kl / entropy   {:.5} -> {:.5} / {:.3} -> {:.3}", f.kl, l.kl, f.entropy, l.entropy);
+        let peak = steps.iter().fold((0.0f64, 0.0f64), |(m, t), s| (m.max(s.kl), t.max(s.kl_max)));
+        println!("kl peak        step mean {:.4}, one token {:.3}", peak.0, peak.1);
         if let (Some(gf), Some(gl)) = (f.gap_mean, l.gap_mean) {
             println!("teacher gap    {gf:.4} -> {gl:.4}, gate mean {:.3} -> {:.3}", f.gate_mean.unwrap_or(0.0), l.gate_mean.unwrap_or(0.0));
         }

@@ -101,6 +101,9 @@ pub struct RlRecord {
     pub reward_mean: f64,
     pub sampler_gap: crate::train::rl::SamplerGap,
     pub kl_last: Option<f64>,
+    /// The largest step's KL (a step reads the KL of its batch before its update).
+    #[serde(default)]
+    pub kl_peak: Option<f64>,
     pub clip_fraction_mean: Option<f64>,
     pub gap_first: Option<f64>,
     pub gap_last: Option<f64>,

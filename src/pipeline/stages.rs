@@ -381,6 +381,7 @@ impl Stages<'_> {
                 reward_mean: rows.iter().map(|r| r.reward).sum::<f64>() / rows.len().max(1) as f64,
                 sampler_gap: outcome.sampler_gap,
                 kl_last: steps_log.last().map(|s| s.kl),
+                kl_peak: steps_log.iter().map(|s| s.kl).reduce(f64::max),
                 clip_fraction_mean: mean(&|s| Some(s.clip_fraction)),
                 gap_first: steps_log.first().and_then(|s| s.gap_mean),
                 gap_last: steps_log.last().and_then(|s| s.gap_mean),

@@ -168,6 +168,10 @@ pub struct RlStepMetrics {
     pub clip_fraction: f64,
     /// k3 estimate of KL(policy || base).
     pub kl: f64,
+    /// The step's largest per-token k3: k3 grows as exp(base - policy log-prob), so a mean far above the typical
+    /// token comes from a few tokens the policy has made much less likely than the base did.
+    #[serde(default)]
+    pub kl_max: f64,
     pub entropy: f64,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub gate_mean: Option<f64>,
@@ -550,6 +554,7 @@ struct StepAcc {
     loss: f64,
     pg: f64,
     kl: f64,
+    kl_max: f64,
     entropy: f64,
     clipped: usize,
     gates: usize,
@@ -564,6 +569,7 @@ impl StepAcc {
         self.loss += t.loss;
         self.pg += t.pg;
         self.kl += t.kl;
+        self.kl_max = self.kl_max.max(t.kl);
         self.entropy += x.h;
         self.clipped += t.clipped as usize;
         if let (Some(g), Some(gap)) = (t.gate, t.gap) {
@@ -596,6 +602,7 @@ impl StepAcc {
             zero_variance_groups: zero_share,
             clip_fraction: self.clipped as f64 / n,
             kl: self.kl / n,
+            kl_max: self.kl_max,
             entropy: self.entropy / n,
             gate_mean: sdar(self.gate / g),
             gate_above_half: sdar(self.gate_above as f64 / g),
