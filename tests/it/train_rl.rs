@@ -260,7 +260,9 @@ fn a_killed_rl_run_resumes_exactly() {
     let rows = random_groups(6, 3, 4);
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
     let p1 = RlParams { epochs: 2, save_every: 1, ..params(d1.path(), Objective::Sdar) };
-    let straight = train_rl(&m, adapter(&m), &rows, &p1, &mut |_| {}).unwrap();
+    let mut epochs = Vec::new();
+    let straight = train_rl(&m, adapter(&m), &rows, &p1, &mut |s| epochs.push(s.epoch)).unwrap();
+    assert_eq!(epochs, [0, 0, 0, 1, 1, 1], "each step is logged with the epoch its batch came from");
     let p2 = RlParams { out_dir: d2.path().to_path_buf(), resume: true, ..p1.clone() };
     let part = train_rl(&m, adapter(&m), &rows, &RlParams { stop_after: Some(3), ..p2.clone() }, &mut |_| {}).unwrap();
     assert!(!part.finished && part.steps == 3);

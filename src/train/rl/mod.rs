@@ -481,7 +481,7 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
     // ---- loop
     while state.step < stop_at {
         let t0 = Instant::now();
-        let step = state.step;
+        let (step, epoch) = (state.step, state.epoch);
         let order = epoch_batches(&group_len, p.groups_per_step, p.seed, state.epoch);
         let members: Vec<usize> = order[state.next_batch].iter().flat_map(|&k| plan.groups[plan.used[k]].iter().copied()).collect();
         let step_tokens: usize = members.iter().map(|&i| targets_of(&rows[i]).len()).sum();
@@ -532,7 +532,7 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
         state.trained_tokens += step_tokens as u64;
         state.last_loss = Some(mean_loss);
         let rewards: Vec<f64> = members.iter().map(|&i| rows[i].reward).collect();
-        let m = acc.metrics(&state, step_tokens, lr, grad_norm, t0.elapsed().as_secs_f64(), &rewards, zero_share);
+        let m = acc.metrics(&state, epoch, step_tokens, lr, grad_norm, t0.elapsed().as_secs_f64(), &rewards, zero_share);
         append_metrics(&metrics_path, &m)?;
         on_step(&m);
         save_if_due(&ckpt_dir, &vars, &opt, &names, &state, stop_at, p.save_every)?;
@@ -581,7 +581,7 @@ impl StepAcc {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn metrics(&self, state: &TrainState, step_tokens: usize, lr: f64, grad_norm: f64, secs: f64, rewards: &[f64], zero_share: f64) -> RlStepMetrics {
+    fn metrics(&self, state: &TrainState, epoch: usize, step_tokens: usize, lr: f64, grad_norm: f64, secs: f64, rewards: &[f64], zero_share: f64) -> RlStepMetrics {
         let n = self.tokens.max(1) as f64;
         let reward_mean = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
         let reward_std = (rewards.iter().map(|r| (r - reward_mean).powi(2)).sum::<f64>() / rewards.len().max(1) as f64).sqrt();
@@ -589,7 +589,7 @@ impl StepAcc {
         let sdar = |v: f64| (self.gates > 0).then_some(v);
         RlStepMetrics {
             step: state.step,
-            epoch: state.epoch,
+            epoch,
             loss: self.loss / n,
             pg_loss: self.pg / n,
             lr,
