@@ -167,8 +167,8 @@ fn rl_section(s: &mut String, records: &[RoundRecord]) {
         let _ = writeln!(s, "| round | objective | groups | equal-reward groups | episodes trained | mean reward | sampler vs trainer log-prob, mean abs | KL last (peak step) | clip fraction | gap T - S first → last | gate mean |");
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
         for (round, x) in rl {
-            let _ = writeln!(s, "| {round} | {:?} | {} | {} | {} | {:.2} | {} | {} | {} | {} → {} | {} |", x.objective, x.groups, x.zero_variance_groups, x.episodes_used, x.reward_mean,
-                if x.sampler_gap.tokens > 0 { format!("{:.5}", x.sampler_gap.mean_abs) } else { "- (T ≠ 1)".into() }, format!("{} ({})", f(x.kl_last, 5), f(x.kl_peak, 3)), f(x.clip_fraction_mean, 3), f(x.gap_first, 3), f(x.gap_last, 3), f(x.gate_mean, 3));
+            let _ = writeln!(s, "| {round} | {:?} | {} | {} | {} | {:.2} | {} | {} ({}) | {} | {} → {} | {} |", x.objective, x.groups, x.zero_variance_groups, x.episodes_used, x.reward_mean,
+                if x.sampler_gap.tokens > 0 { format!("{:.5}", x.sampler_gap.mean_abs) } else { "- (T ≠ 1)".into() }, f(x.kl_last, 5), f(x.kl_peak, 3), f(x.clip_fraction_mean, 3), f(x.gap_first, 3), f(x.gap_last, 3), f(x.gate_mean, 3));
         }
     }
     let hinted: Vec<(usize, &super::records::HintedRecord)> = records.iter().filter_map(|r| r.rollout.as_ref().and_then(|x| x.hinted.as_ref()).map(|h| (r.round, h))).collect();
