@@ -234,13 +234,7 @@ pub fn markdown(arms: &[ArmSummary], reference: &str) -> String {
     let _ = writeln!(s, "|---|---|---|---|");
     for a in arms {
         if let Some((all, d2)) = &a.vs_reference {
-            let verdict = match (all.excludes(0.0), d2.excludes(0.0)) {
-                (_, true) => format!("difficulty 2: yes ({})", if d2.mean > 0.0 { "better" } else { "worse" }),
-                (true, false) => format!("overall only ({})", if all.mean > 0.0 { "better" } else { "worse" }),
-                _ if all.half_width.is_none() => "one seed: no interval".into(),
-                _ => "no: the interval contains 0".into(),
-            };
-            let _ = writeln!(s, "| {} | {} | {} | {verdict} |", a.arm, signed(all), signed(d2));
+            let _ = writeln!(s, "| {} | {} | {} | {} |", a.arm, signed(all), signed(d2), verdict(all, d2));
         }
     }
     let groups: Vec<&String> = arms.first().map(|a| a.last_by_group.keys().collect()).unwrap_or_default();
@@ -265,6 +259,18 @@ pub fn markdown(arms: &[ArmSummary], reference: &str) -> String {
     }
     let _ = writeln!(s, "\n![comparison](compare.svg)");
     s
+}
+
+/// Which of the two paired differences (all tasks, difficulty 2) lie beyond the noise, and in which direction.
+fn verdict(all: &Estimate, d2: &Estimate) -> String {
+    let dir = |e: &Estimate| if e.mean > 0.0 { "better" } else { "worse" };
+    match (all.excludes(0.0), d2.excludes(0.0)) {
+        (true, true) => format!("yes: overall ({}) and on difficulty 2 ({})", dir(all), dir(d2)),
+        (false, true) => format!("difficulty 2 only ({})", dir(d2)),
+        (true, false) => format!("overall only ({})", dir(all)),
+        _ if all.half_width.is_none() => "one seed: no interval".into(),
+        _ => "no: the intervals contain 0".into(),
+    }
 }
 
 fn signed(e: &Estimate) -> String {
@@ -325,5 +331,15 @@ mod tests {
         let wide = estimate_rates(&[Rate::new(0.1, 72), Rate::new(0.5, 72)]);
         assert!((wide.half_width.unwrap() - 12.706 * 0.2).abs() < 1e-9);
         assert_eq!(estimate_rates(&[Rate::new(0.0, 36)]).half_width, None);
+    }
+
+    #[test]
+    fn the_verdict_names_every_difference_beyond_the_noise() {
+        let e = |mean: f64, h: f64| Estimate { mean, half_width: Some(h), n: 3 };
+        assert_eq!(verdict(&e(-0.10, 0.087), &e(-0.10, 0.073)), "yes: overall (worse) and on difficulty 2 (worse)");
+        assert_eq!(verdict(&e(-0.17, 0.23), &e(-0.09, 0.08)), "difficulty 2 only (worse)");
+        assert_eq!(verdict(&e(0.12, 0.10), &e(0.02, 0.08)), "overall only (better)");
+        assert_eq!(verdict(&e(0.04, 0.10), &e(-0.02, 0.08)), "no: the intervals contain 0");
+        assert_eq!(verdict(&Estimate { mean: 0.1, half_width: None, n: 1 }, &Estimate { mean: 0.0, half_width: None, n: 1 }), "one seed: no interval");
     }
 }
