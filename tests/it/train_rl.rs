@@ -242,6 +242,8 @@ fn the_kl_to_the_base_is_zero_before_the_first_update_and_grows_after() {
     assert_eq!(steps[0].kl, 0.0, "a fresh adapter is the base model");
     assert_eq!(steps[0].clip_fraction, 0.0, "ratio 1 before any update");
     assert!(steps[1].kl > 0.0 && steps[1].kl.is_finite());
+    assert_eq!(steps[0].kl_max, 0.0);
+    assert!(steps[1].kl_max > steps[1].kl, "the largest token's KL is above the step's mean unless all are equal");
     assert!(steps[0].entropy > 0.0 && steps[0].gate_mean.is_some());
 }
 
