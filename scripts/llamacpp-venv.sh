@@ -8,6 +8,8 @@ llamacpp_venv() {
   if [ ! -x "$venv/bin/python" ] || ! "$venv/bin/python" -c "import $module" 2>/dev/null; then
     echo "building $spec ($1: $2) into $venv ..." >&2
     python3 -m venv "$venv"
-    CMAKE_ARGS="$2" "$venv/bin/pip" install --quiet --disable-pip-version-check "$spec==${LLAMA_CPP_VERSION:-0.3.16}"
+    # --no-cache-dir: pip would otherwise reuse a wheel it built earlier with other CMAKE_ARGS (pip's wheel cache
+    # is keyed by the source archive, not by the build flags), and the AVX2 build would be the native one.
+    CMAKE_ARGS="$2" "$venv/bin/pip" install --quiet --disable-pip-version-check --no-cache-dir "$spec==${LLAMA_CPP_VERSION:-0.3.16}"
   fi
 }

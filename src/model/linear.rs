@@ -1,7 +1,6 @@
 //! Frozen weight matrices (quantized or f32) and their batched mat-mul.
 use rayon::prelude::*;
 
-use super::qdot::{dequantize_q4, dequantize_q8, panel_available, panel_matmul, q4_rows, q8_rows, PANEL as QPANEL, PANEL_MIN_ROWS};
 use super::quant::{BlockQ4, BlockQ8, QK};
 use crate::simd::matmul::{rows_times_x, OutPtr, Rows, PANEL};
 use crate::simd::Simd;
@@ -114,57 +113,22 @@ impl Matrix {
         let ptr = OutPtr(out.as_mut_ptr());
         // Enough chunks to balance two threads, few enough that scheduling stays cheap.
         let chunk = (n / 16).clamp(8, 256).next_multiple_of(PANEL);
-        let avx512 = simd.is_avx512() && !matches!(self.data, WeightData::F32(_));
         let work = |j0: usize| {
+            // The whole `OutPtr` (Sync), not its raw pointer field, is what the closure must capture.
+            let out = ptr;
             let j1 = (j0 + chunk).min(n);
-            if avx512 {
-                self.avx512_columns(x, j0, j1, ptr);
-                return;
-            }
             let rows = match &self.data {
                 WeightData::Q4(b) => Rows::Q4(&b[j0 * nb..j1 * nb]),
                 WeightData::Q8(b) => Rows::Q8(&b[j0 * nb..j1 * nb]),
                 WeightData::F32(w) => Rows::F32(&w[j0 * k..j1 * k]),
             };
             // SAFETY: rows 0..m, columns j0..j1 are inside `out`, and only this task writes these columns.
-            unsafe { rows_times_x(simd, rows, j1 - j0, x.x, m, k, OutPtr(ptr.0.add(j0)), n) };
+            unsafe { rows_times_x(simd, rows, j1 - j0, x.x, m, k, OutPtr(out.0.add(j0)), n) };
         };
         if (m * n * k) < 1 << 16 {
             (0..n).step_by(chunk).for_each(work);
         } else {
             (0..n).into_par_iter().step_by(chunk).for_each(work);
-        }
-    }
-
-    /// Columns `j0..j1` of a quantized matmul with the hand-written AVX-512 kernels: in registers per block for
-    /// fewer than 4 input rows, through a dequantized f32 panel for more.
-    fn avx512_columns(&self, x: &Input, j0: usize, j1: usize, p: OutPtr) {
-        let (m, n, nb) = (x.rows, self.rows, self.cols / QK);
-        if m >= PANEL_MIN_ROWS && panel_available(self.cols) {
-            let mut buf = vec![0f32; QPANEL * self.cols];
-            for jt in (j0..j1).step_by(QPANEL) {
-                let jn = QPANEL.min(j1 - jt);
-                match &self.data {
-                    WeightData::Q4(b) => dequantize_q4(&b[jt * nb..(jt + jn) * nb], &mut buf),
-                    WeightData::Q8(b) => dequantize_q8(&b[jt * nb..(jt + jn) * nb], &mut buf),
-                    WeightData::F32(_) => unreachable!("f32 weights take the generic path"),
-                }
-                // SAFETY: rows 0..m, columns jt..jt+jn are inside `out`, and only this task writes these columns.
-                unsafe { panel_matmul(&buf, jn, x.x, m, self.cols, p.0.add(jt), n) };
-            }
-            return;
-        }
-        let mut col = vec![0f32; m];
-        for j in j0..j1 {
-            match &self.data {
-                WeightData::Q4(b) => q4_rows(&b[j * nb..(j + 1) * nb], x.x, self.cols, &mut col),
-                WeightData::Q8(b) => q8_rows(&b[j * nb..(j + 1) * nb], x.x, self.cols, &mut col),
-                WeightData::F32(_) => unreachable!("f32 weights take the generic path"),
-            }
-            for (i, &v) in col.iter().enumerate() {
-                // SAFETY: (i, j) is inside `out` and no other task writes column j.
-                unsafe { *p.0.add(i * n + j) = v };
-            }
         }
     }
 }

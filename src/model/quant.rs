@@ -1,4 +1,4 @@
-//! Quantized weight blocks as stored in GGUF files (the kernels that use them are in `qdot`).
+//! Quantized weight blocks as stored in GGUF files (the kernels that use them are in `crate::simd::matmul`).
 use half::f16;
 
 pub const QK: usize = 32;

@@ -18,6 +18,15 @@ pub trait Kernel {
 #[inline]
 pub fn dispatch<K: Kernel>(simd: Simd, k: K) -> K::Out {
     #[cfg(target_arch = "x86_64")]
+    if simd.is_avx512() {
+        #[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]
+        unsafe fn avx512<K: Kernel>(k: K) -> K::Out {
+            k.run::<super::lanes::Avx512>()
+        }
+        // SAFETY: an AVX-512 `Simd` exists only on CPUs with all five features.
+        return unsafe { avx512(k) };
+    }
+    #[cfg(target_arch = "x86_64")]
     if simd.uses_avx2() {
         #[target_feature(enable = "avx2,fma,f16c")]
         unsafe fn avx2<K: Kernel>(k: K) -> K::Out {

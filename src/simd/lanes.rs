@@ -172,7 +172,7 @@ unsafe impl Lanes for Portable {
 }
 
 #[cfg(target_arch = "x86_64")]
-pub use x86::Avx2;
+pub use x86::{Avx2, Avx512};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
@@ -281,6 +281,110 @@ mod x86 {
                 let d = _mm256_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(blk.d.to_bits() as i32)));
                 let p = blk.qs.as_ptr();
                 std::array::from_fn(|c| Avx2(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(8 * c) as *const __m128i))), d)))
+            }
+        }
+    }
+
+    /// AVX-512F + VL: 16 lanes, 32 registers. The element-wise work, attention and the quantized mat-muls all run
+    /// through the generic kernels with these lanes.
+    #[derive(Clone, Copy)]
+    pub struct Avx512(__m512);
+
+    impl Avx512 {
+        /// The two 256-bit halves added (or combined by `f`) lane-wise: AVX-512F alone has no 256-bit extract of
+        /// f32 lanes, so the upper half goes through the f64 view.
+        #[inline(always)]
+        fn halves(self, f: impl Fn(__m256, __m256) -> __m256) -> Avx2 {
+            unsafe { Avx2(f(_mm512_castps512_ps256(self.0), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self.0))))) }
+        }
+    }
+
+    // SAFETY: only instantiated inside `#[target_feature(enable = "avx512f,avx512vl,avx2,fma,f16c")]` kernels reached
+    // through a `Simd` that detected all five features.
+    unsafe impl Lanes for Avx512 {
+        #[inline(always)]
+        fn prefetch(p: *const u8) {
+            // SAFETY: a prefetch never faults, whatever the address.
+            unsafe { _mm_prefetch::<_MM_HINT_T0>(p as *const i8) }
+        }
+        const N: usize = 16;
+        const REGISTERS: usize = 32;
+        type Block = [Avx512; 2];
+        #[inline(always)]
+        fn zero() -> Self {
+            unsafe { Avx512(_mm512_setzero_ps()) }
+        }
+        #[inline(always)]
+        fn splat(v: f32) -> Self {
+            unsafe { Avx512(_mm512_set1_ps(v)) }
+        }
+        #[inline(always)]
+        unsafe fn load(p: *const f32) -> Self {
+            Avx512(_mm512_loadu_ps(p))
+        }
+        #[inline(always)]
+        unsafe fn store(self, p: *mut f32) {
+            _mm512_storeu_ps(p, self.0)
+        }
+        #[inline(always)]
+        fn add(self, o: Self) -> Self {
+            unsafe { Avx512(_mm512_add_ps(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn sub(self, o: Self) -> Self {
+            unsafe { Avx512(_mm512_sub_ps(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn mul(self, o: Self) -> Self {
+            unsafe { Avx512(_mm512_mul_ps(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn div(self, o: Self) -> Self {
+            unsafe { Avx512(_mm512_div_ps(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn max(self, o: Self) -> Self {
+            unsafe { Avx512(_mm512_max_ps(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn min(self, o: Self) -> Self {
+            unsafe { Avx512(_mm512_min_ps(self.0, o.0)) }
+        }
+        #[inline(always)]
+        fn mul_add(self, b: Self, c: Self) -> Self {
+            unsafe { Avx512(_mm512_fmadd_ps(self.0, b.0, c.0)) }
+        }
+        #[inline(always)]
+        fn sum(self) -> f32 {
+            self.halves(|a, b| unsafe { _mm256_add_ps(a, b) }).sum()
+        }
+        #[inline(always)]
+        fn hmax(self) -> f32 {
+            self.halves(|a, b| unsafe { _mm256_max_ps(a, b) }).hmax()
+        }
+        #[inline(always)]
+        fn pow2i(self) -> Self {
+            unsafe {
+                let n = _mm512_cvtps_epi32(self.0);
+                Avx512(_mm512_castsi512_ps(_mm512_slli_epi32::<23>(_mm512_add_epi32(n, _mm512_set1_epi32(127)))))
+            }
+        }
+        #[inline(always)]
+        fn q4(b: &BlockQ4) -> [Avx512; 2] {
+            unsafe {
+                let dm = _mm_cvtph_ps(_mm_cvtsi32_si128(std::ptr::read_unaligned(b as *const BlockQ4 as *const i32)));
+                let (d, m) = (_mm512_broadcastss_ps(dm), _mm512_broadcastss_ps(_mm_movehdup_ps(dm)));
+                let q = _mm512_cvtepu8_epi32(_mm_loadu_si128(b.qs.as_ptr() as *const __m128i));
+                let f = |v: __m512i| Avx512(_mm512_fmadd_ps(_mm512_cvtepi32_ps(v), d, m));
+                [f(_mm512_and_si512(q, _mm512_set1_epi32(0x0F))), f(_mm512_srli_epi32::<4>(q))]
+            }
+        }
+        #[inline(always)]
+        fn q8(blk: &BlockQ8) -> [Avx512; 2] {
+            unsafe {
+                let d = _mm512_broadcastss_ps(_mm_cvtph_ps(_mm_cvtsi32_si128(blk.d.to_bits() as i32)));
+                let p = blk.qs.as_ptr() as *const __m128i;
+                std::array::from_fn(|c| Avx512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(c)))), d)))
             }
         }
     }

@@ -1,7 +1,7 @@
 //! Run-time choice of the CPU kernels' instruction set.
 //!
 //! The binary is built for the baseline of its architecture (x86-64 or aarch64) and picks the best path this CPU
-//! can execute at start-up: AVX-512 (hand-written quantized kernels, AVX2 for the rest), AVX2 + FMA, NEON, or
+//! can execute at start-up: AVX-512 (F + VL), AVX2 + FMA, NEON, or
 //! the portable path (plain Rust over 8-lane arrays that the compiler vectorizes for whatever the target has).
 //! `AUTODIDACT_SIMD=avx512|avx2|neon|scalar` forces a lower path, so every path can be exercised on one machine.
 //!
@@ -114,8 +114,7 @@ impl Simd {
         }
     }
 
-    /// Whether the hand-written AVX-512 quantized kernels run on this path.
-    pub fn is_avx512(self) -> bool {
+    pub(crate) fn is_avx512(self) -> bool {
         self.0 == Level::Avx512
     }
 
