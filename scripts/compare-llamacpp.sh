@@ -24,7 +24,7 @@ llamacpp_venv "$flavour" "$cmake_args"
 cargo build --release --quiet
 bin="${CARGO_TARGET_DIR:-target}/release/autodidact"
 
-echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(grep -o -m1 'avx512f\|avx2' /proc/cpuinfo || echo baseline), $threads threads"
+echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(grep -qw avx512f /proc/cpuinfo && echo avx512f || { grep -qw avx2 /proc/cpuinfo && echo avx2; } || echo baseline), $threads threads"
 "$venv/bin/python" - "$model" "$threads" <<'PY'
 import statistics, sys, time
 from llama_cpp import Llama

@@ -21,13 +21,15 @@ bin="${CARGO_TARGET_DIR:-target}/release/autodidact"
 hf=.cache/smollm2-135m-f32
 [ -f "$hf/model.safetensors" ] || "$bin" convert --model "$model" --out "$hf" --dtype f32 >/dev/null
 
-echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(grep -o -m1 'avx512f\|avx2' /proc/cpuinfo || echo baseline), $threads threads, shapes $shapes"
+echo "cpu: $(grep -m1 'model name' /proc/cpuinfo | cut -d: -f2 | xargs), $(grep -qw avx512f /proc/cpuinfo && echo avx512f || { grep -qw avx2 /proc/cpuinfo && echo avx2; } || echo baseline), $threads threads, shapes $shapes"
 for path in avx512 avx2 neon scalar; do
-  AUTODIDACT_SIMD=$path RAYON_NUM_THREADS=$threads "$bin" train --bench --model "$model" --bench-shapes "$shapes" \
-    --bench-repeats 3 --json 2>/dev/null | "$py" -c "
+  # A path this CPU cannot execute is refused at start-up (no output): skip it.
+  json=$(AUTODIDACT_SIMD=$path RAYON_NUM_THREADS=$threads "$bin" train --bench --model "$model" --bench-shapes "$shapes" \
+    --bench-repeats 3 --json 2>/dev/null) || continue
+  echo "$json" | "$py" -c "
 import json, sys
 for r in json.load(sys.stdin)['results']:
-    print(f\"autodidact $path: {r['batch']}x{r['seq_len']} {r['tokens_per_second']:.1f} trained tokens/s, {r['peak_rss_mb']:.0f} MB\")" || true
+    print(f\"autodidact $path: {r['batch']}x{r['seq_len']} {r['tokens_per_second']:.1f} trained tokens/s, {r['peak_rss_mb']:.0f} MB\")"
 done
 "$py" scripts/peft_bench.py "$hf" --threads "$threads" --shapes "$shapes" --repeats 3 | "$py" -c "
 import json, sys

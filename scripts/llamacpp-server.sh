@@ -37,7 +37,7 @@ aport=$(free_port)
 pids+=($!)
 wait_up "http://127.0.0.1:$lport"
 wait_up "http://127.0.0.1:$aport"
-echo "cpu: $(grep -o -m1 'avx512f\|avx2' /proc/cpuinfo || echo baseline), $threads threads; work folder $work"
+echo "cpu: $(grep -qw avx512f /proc/cpuinfo && echo avx512f || { grep -qw avx2 /proc/cpuinfo && echo avx2; } || echo baseline), $threads threads; work folder $work"
 
 tasks=(--suites arithmetic,units --difficulties 1 --tasks-per 8 -k 2 --seed 0 --temperature 0.7 --top-p 1)
 run() {  # name, extra args; the servers idle meanwhile
