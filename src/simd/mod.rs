@@ -114,10 +114,12 @@ impl Simd {
         }
     }
 
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn is_avx512(self) -> bool {
         self.0 == Level::Avx512
     }
 
+    #[cfg_attr(not(target_arch = "x86_64"), allow(dead_code))]
     pub(crate) fn uses_avx2(self) -> bool {
         matches!(self.0, Level::Avx2 | Level::Avx512)
     }
