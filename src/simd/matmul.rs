@@ -1,4 +1,4 @@
-//! `x W^T` for quantized or f32 weight rows on the AVX2, NEON and portable paths.
+//! `x W^T` for quantized or f32 weight rows, on every path.
 //!
 //! Four weight rows at a time are dequantized into an f32 panel (exactly: `d * q` is exact in f32, so
 //! `d * q + m` rounds once, as a fused multiply-add would) and multiplied with a register tile of input rows: `I`
