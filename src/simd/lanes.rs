@@ -291,11 +291,11 @@ mod x86 {
     pub struct Avx512(__m512);
 
     impl Avx512 {
-        /// The two 256-bit halves added (or combined by `f`) lane-wise: AVX-512F alone has no 256-bit extract of
-        /// f32 lanes, so the upper half goes through the f64 view.
+        /// The two 256-bit halves: AVX-512F alone has no 256-bit extract of f32 lanes, so the upper half goes
+        /// through the f64 view.
         #[inline(always)]
-        fn halves(self, f: impl Fn(__m256, __m256) -> __m256) -> Avx2 {
-            unsafe { Avx2(f(_mm512_castps512_ps256(self.0), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self.0))))) }
+        fn halves(self) -> (__m256, __m256) {
+            unsafe { (_mm512_castps512_ps256(self.0), _mm256_castpd_ps(_mm512_extractf64x4_pd::<1>(_mm512_castps_pd(self.0)))) }
         }
     }
 
@@ -356,11 +356,13 @@ mod x86 {
         }
         #[inline(always)]
         fn sum(self) -> f32 {
-            self.halves(|a, b| unsafe { _mm256_add_ps(a, b) }).sum()
+            let (a, b) = self.halves();
+            unsafe { Avx2(_mm256_add_ps(a, b)) }.sum()
         }
         #[inline(always)]
         fn hmax(self) -> f32 {
-            self.halves(|a, b| unsafe { _mm256_max_ps(a, b) }).hmax()
+            let (a, b) = self.halves();
+            unsafe { Avx2(_mm256_max_ps(a, b)) }.hmax()
         }
         #[inline(always)]
         fn pow2i(self) -> Self {
