@@ -8,6 +8,7 @@ use serde_json::json;
 use super::{simd_json, simd_line, ModelArgs};
 use crate::model::{KvCache, Logits, SeqInput, Transformer};
 use crate::sample::params::argmax;
+use crate::simd::peak::fma_peak_gflops;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {
@@ -29,6 +30,10 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
+
+/// Decode runs start from prompts of this many tokens (staggered text, as in rollouts), whatever --prompt-tokens
+/// says.
+const DECODE_PROMPT: usize = 64;
 
 fn prefill(m: &Transformer, toks: &[u32]) -> anyhow::Result<(KvCache, Vec<f32>)> {
     let mut c = m.new_cache();
@@ -54,8 +59,7 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     let model = a.model.load()?;
     let m = &model.transformer;
     let text = "The quick brown fox jumps over the lazy dog while 12 engineers measure tokens per second. ";
-    // Decode runs start from 64-token prompts of staggered lengths, whatever --prompt-tokens says.
-    let need = a.prompt_tokens.max(80);
+    let need = a.prompt_tokens.max(DECODE_PROMPT + 16);
     let base = model.tokenizer.encode(&text.repeat(1 + need / 8))?;
     if base.len() < need || a.prompt_tokens == 0 {
         anyhow::bail!("could not build a {}-token prompt", a.prompt_tokens);
@@ -73,27 +77,40 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
         let mut runs = Vec::new();
         for _ in 0..repeats {
             // Different prompt lengths per sequence, as in rollouts.
-            let mut seqs = (0..b).map(|i| prefill(m, &base[i % 16..64 + i % 16])).collect::<anyhow::Result<Vec<_>>>()?;
+            let mut seqs = (0..b).map(|i| prefill(m, &base[i % 16..DECODE_PROMPT + i % 16])).collect::<anyhow::Result<Vec<_>>>()?;
             runs.push(decode(m, &mut seqs, a.decode_tokens)?);
         }
         batched.push((b, median(&runs)));
     }
     let peak = peak_rss_mb();
     let threads = rayon::current_num_threads();
+    // Throughput as arithmetic: the multiply-adds each measurement performs, against the path's measured peak.
+    let cfg = &m.cfg;
+    let p = a.prompt_tokens;
+    let prompt_flops = ((1..=p).map(|ctx| cfg.flops_per_token(ctx, false)).sum::<f64>() + cfg.flops_per_token(0, true)
+        - cfg.flops_per_token(0, false))
+        / p as f64;
+    let decode_flops = (0..a.decode_tokens).map(|s| cfg.flops_per_token(DECODE_PROMPT + s + 1, true)).sum::<f64>() / a.decode_tokens.max(1) as f64;
+    let fma_peak = fma_peak_gflops(m.simd, repeats);
+    let gflops = |tps: f64, per_token: f64| tps * per_token / 1e9;
+    let prompt_gflops = gflops(median(&prompt_tps), prompt_flops);
     if a.json {
         println!("{}", serde_json::to_string(&json!({
             "model": a.model.model, "threads": threads, "repeats": repeats,
-            "prompt_tokens": a.prompt_tokens, "prompt_tokens_per_second": median(&prompt_tps),
-            "decode": batched.iter().map(|(b, t)| json!({"batch": b, "tokens_per_second": t})).collect::<Vec<_>>(),
+            "prompt_tokens": a.prompt_tokens, "prompt_tokens_per_second": median(&prompt_tps), "prompt_gflops": prompt_gflops,
+            "decode": batched.iter().map(|(b, t)| json!({"batch": b, "tokens_per_second": t, "gflops": gflops(*t, decode_flops)})).collect::<Vec<_>>(),
+            "fma_peak_gflops": fma_peak,
             "peak_rss_mb": peak, "simd": simd_json(),
         }))?);
     } else {
         println!("model            {} ({threads} threads, median of {repeats})", a.model.model);
         println!("kernels          {}", simd_line());
-        println!("prompt           {:.1} tokens/s ({} tokens)", median(&prompt_tps), a.prompt_tokens);
+        let share = |g: f64| format!("{g:.1} GFLOP/s, {:.0}% of peak", 100.0 * g / fma_peak);
+        println!("prompt           {:.1} tokens/s ({} tokens; {})", median(&prompt_tps), a.prompt_tokens, share(prompt_gflops));
         for (b, t) in &batched {
-            println!("decode batch {b:<3} {t:.1} tokens/s aggregate ({:.1} per sequence)", t / *b as f64);
+            println!("decode batch {b:<3} {t:.1} tokens/s aggregate ({:.1} per sequence; {})", t / *b as f64, share(gflops(*t, decode_flops)));
         }
+        println!("peak             {fma_peak:.1} GFLOP/s: this path's multiply-adds in registers, on {threads} threads at once");
         if let Some(p) = peak {
             println!("peak memory      {p:.0} MB RSS");
         }

@@ -209,6 +209,17 @@ impl ModelConfig {
         let emb = self.vocab_size * h;
         emb * if self.tie_word_embeddings { 1 } else { 2 } + self.num_layers * layer + h
     }
+
+    /// Floating-point operations (2 per multiply-add) of one token's forward pass: every projection, attention
+    /// over `ctx` cached positions (scores and weighted values), and the output layer when its logits are wanted.
+    /// Element-wise work (norms, rope, activations, softmax) is left out: it is a small share and not multiply-adds.
+    pub fn flops_per_token(&self, ctx: usize, logits: bool) -> f64 {
+        let (h, i, q, kv) = (self.hidden_size, self.intermediate_size, self.q_dim(), self.kv_dim());
+        let projections = h * (q + 2 * kv) + q * h + 3 * h * i;
+        let attention = 2 * q * ctx;
+        let head = if logits { self.vocab_size * h } else { 0 };
+        2.0 * (self.num_layers * (projections + attention) + head) as f64
+    }
 }
 
 #[derive(Deserialize)]
@@ -267,5 +278,41 @@ fn gguf_f32_or(md: &HashMap<String, Value>, key: &str, default: f32) -> f32 {
         Some(Value::F32(x)) => *x,
         Some(Value::F64(x)) => *x as f32,
         _ => default,
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// Without attention or biases, a token multiplies with every matrix once: the weights that are not norms,
+    /// the embedding standing in for the output layer when tied. Attention adds scores and weighted values.
+    #[test]
+    fn flops_per_token_counts_every_matrix_once_and_attention_per_position() {
+        for tie in [true, false] {
+            let c = ModelConfig {
+                arch: Arch::Llama,
+                vocab_size: 100,
+                hidden_size: 24,
+                intermediate_size: 40,
+                num_layers: 3,
+                num_heads: 4,
+                num_kv_heads: 2,
+                head_dim: 8,
+                rope_theta: 1e4,
+                rope_scaling: None,
+                rms_norm_eps: 1e-5,
+                max_position_embeddings: 64,
+                tie_word_embeddings: tie,
+                attention_bias: false,
+            };
+            let norms = c.num_layers * 2 * c.hidden_size + c.hidden_size;
+            let input_embedding = if tie { 0 } else { c.vocab_size * c.hidden_size };
+            let matrices = c.num_parameters() - norms - input_embedding;
+            assert_eq!(c.flops_per_token(0, true), 2.0 * matrices as f64);
+            let head = c.vocab_size * c.hidden_size;
+            assert_eq!(c.flops_per_token(0, false), 2.0 * (matrices - head) as f64);
+            assert_eq!(c.flops_per_token(10, false) - c.flops_per_token(0, false), (2 * 3 * 2 * 32 * 10) as f64);
+        }
     }
 }

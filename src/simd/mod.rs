@@ -16,6 +16,7 @@ pub mod exp;
 pub mod kernels;
 pub mod lanes;
 pub mod matmul;
+pub mod peak;
 
 /// An instruction-set path that this CPU can execute. Values exist only for such paths, which is what makes
 /// the kernels' `unsafe` target-feature calls sound.

@@ -175,3 +175,34 @@ fn rl_training_refuses_sft_step_flags() {
         assert!(!o.status.success() && err.contains(flag[0]) && err.contains("--groups-per-step"), "{err}");
     }
 }
+
+/// `bench` on a tiny model: every batch size measured, and each throughput converted to arithmetic with the
+/// model's multiply-adds per token (prompt: projections and causal attention over 1..=p positions, the output
+/// layer once; decode: the output layer every step) and set against a positive multiply-add peak.
+#[test]
+fn bench_reports_throughput_as_a_share_of_the_measured_peak() {
+    let dir = tempfile::tempdir().unwrap();
+    let model = dir.path().join("tiny");
+    common::tiny::write_hf(&model, "llama", 1);
+    let (p, steps) = (16, 4);
+    let o = bin()
+        .args(["bench", "--model", model.to_str().unwrap(), "--prompt-tokens", "16", "--decode-tokens", "4", "--batch", "1,3", "--repeats", "1", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
+    let cfg = autodidact::model::config::ModelConfig::from_hf_json(&model.join("config.json")).unwrap();
+    let f = |ctx, logits| cfg.flops_per_token(ctx, logits);
+    let prompt = ((1..=p).map(|c| f(c, false)).sum::<f64>() + f(0, true) - f(0, false)) / p as f64;
+    let decode = (0..steps).map(|s| f(64 + s + 1, true)).sum::<f64>() / steps as f64;
+    let close = |a: f64, b: f64| (a - b).abs() <= 1e-9 * b;
+    let tps = v["prompt_tokens_per_second"].as_f64().unwrap();
+    assert!(tps > 0.0 && close(v["prompt_gflops"].as_f64().unwrap() * 1e9 / tps, prompt), "{v}");
+    let d = v["decode"].as_array().unwrap();
+    assert_eq!(d.iter().map(|x| x["batch"].as_u64().unwrap()).collect::<Vec<_>>(), [1, 3]);
+    for x in d {
+        let t = x["tokens_per_second"].as_f64().unwrap();
+        assert!(t > 0.0 && close(x["gflops"].as_f64().unwrap() * 1e9 / t, decode), "{x}");
+    }
+    assert!(v["fma_peak_gflops"].as_f64().unwrap() > 0.0);
+}
