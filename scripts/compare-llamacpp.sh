@@ -51,7 +51,8 @@ b = json.load(open(sys.argv[2]))
 d = {x["batch"]: x["tokens_per_second"] for x in b["decode"]}
 print(f"autodidact {sys.argv[1]:<7}: prompt {b['prompt_tokens_per_second']:.1f} tokens/s (256), decode {d[1]:.1f} tokens/s (batch 1), aggregate {d[8]:.1f} at batch 8, {d[32]:.1f} at batch 32 ({d[32] / d[1]:.1f}x), {b['peak_rss_mb']:.0f} MB")
 g, peak = {x["batch"]: x["gflops"] for x in b["decode"]}, b["fma_peak_gflops"]
-print(f"  of the path's multiply-add peak ({peak:.0f} GFLOP/s): prompt {100 * b['prompt_gflops'] / peak:.0f}%, batch 1 {100 * g[1] / peak:.0f}%, batch 32 {100 * g[32] / peak:.0f}%")
+if peak:
+    print(f"  of the path's multiply-add peak ({peak:.0f} GFLOP/s): prompt {100 * b['prompt_gflops'] / peak:.0f}%, batch 1 {100 * g[1] / peak:.0f}%, batch 32 {100 * g[32] / peak:.0f}%")
 PY
   fi
 done

@@ -105,12 +105,18 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     } else {
         println!("model            {} ({threads} threads, median of {repeats})", a.model.model);
         println!("kernels          {}", simd_line());
-        let share = |g: f64| format!("{g:.1} GFLOP/s, {:.0}% of peak", 100.0 * g / fma_peak);
+        let share = |g: f64| match fma_peak {
+            Some(p) => format!("{g:.1} GFLOP/s, {:.0}% of peak", 100.0 * g / p),
+            None => format!("{g:.1} GFLOP/s"),
+        };
         println!("prompt           {:.1} tokens/s ({} tokens; {})", median(&prompt_tps), a.prompt_tokens, share(prompt_gflops));
         for (b, t) in &batched {
             println!("decode batch {b:<3} {t:.1} tokens/s aggregate ({:.1} per sequence; {})", t / *b as f64, share(gflops(*t, decode_flops)));
         }
-        println!("peak             {fma_peak:.1} GFLOP/s: this path's multiply-adds in registers, on {threads} threads at once");
+        match fma_peak {
+            Some(p) => println!("peak             {p:.1} GFLOP/s: this path's fused multiply-adds in registers, on {threads} threads at once"),
+            None => println!("peak             not measured: the portable path has no fused multiply-add"),
+        }
         if let Some(p) = peak {
             println!("peak memory      {p:.0} MB RSS");
         }

@@ -178,7 +178,7 @@ fn rl_training_refuses_sft_step_flags() {
 
 /// `bench` on a tiny model: every batch size measured, and each throughput converted to arithmetic with the
 /// model's multiply-adds per token (prompt: projections and causal attention over 1..=p positions, the output
-/// layer once; decode: the output layer every step) and set against a positive multiply-add peak.
+/// layer once; decode: the output layer every step) and set against a positive multiply-add peak where the path has one.
 #[test]
 fn bench_reports_throughput_as_a_share_of_the_measured_peak() {
     let dir = tempfile::tempdir().unwrap();
@@ -204,5 +204,9 @@ fn bench_reports_throughput_as_a_share_of_the_measured_peak() {
         let t = x["tokens_per_second"].as_f64().unwrap();
         assert!(t > 0.0 && close(x["gflops"].as_f64().unwrap() * 1e9 / t, decode), "{x}");
     }
-    assert!(v["fma_peak_gflops"].as_f64().unwrap() > 0.0);
+    // Every path but the portable one (no fused multiply-add) has a measured peak.
+    match v["fma_peak_gflops"].as_f64() {
+        Some(p) => assert!(p > 0.0, "{v}"),
+        None => assert_eq!(v["simd"]["path"], "scalar", "{v}"),
+    }
 }
