@@ -1,16 +1,16 @@
 //! The multiply-add peak of a path on this CPU, measured: the ceiling `bench` quotes its throughput against.
 //!
-//! Independent accumulator chains that never leave the registers, run on every thread of the pool at once. Nothing a real kernel does (loads,
-//! reductions, dequantization, synchronisation) is in the loop, so no kernel can exceed this figure.
+//! Independent accumulator chains that never leave the registers, run on every thread of the pool at once.
+//! Nothing a real kernel does (loads, reductions, dequantization, synchronisation) is in the loop, so no kernel
+//! can exceed this figure.
 use std::time::Instant;
 
 use super::kernels::{dispatch, Kernel};
 use super::lanes::Lanes;
 use super::Simd;
 
-/// Chain counts tried: the peak is the best of them, because how many chains fill the pipelines without spilling
-/// depends on the path (one register per lane group on AVX2 and AVX-512, two on the portable path's SSE2 code;
-/// fused or separate multiply-add latency).
+/// Chain counts tried: the peak is the best of them, because how many chains fill the pipelines (latency x
+/// multiply-add units) without spilling (registers) depends on the core and the path.
 const CHAIN_COUNTS: [usize; 3] = [6, 12, 24];
 
 struct Chains {
@@ -23,12 +23,12 @@ impl Kernel for Chains {
     type Out = (f32, usize);
     #[inline(always)]
     fn run<L: Lanes>(self) -> (f32, usize) {
-        let sum = match self.count {
-            6 => chains::<L, 6>(self.iters),
-            12 => chains::<L, 12>(self.iters),
-            _ => chains::<L, 24>(self.iters),
+        let (sum, count) = match self.count {
+            6 => (chains::<L, 6>(self.iters), 6),
+            12 => (chains::<L, 12>(self.iters), 12),
+            _ => (chains::<L, 24>(self.iters), 24),
         };
-        (sum, L::N * self.count.clamp(6, 24) * self.iters)
+        (sum, L::N * count * self.iters)
     }
 }
 
