@@ -160,9 +160,18 @@ fn rows_in_registers<L: Lanes, B: QBlock, const I: usize, const J: usize>(c: &Ch
         }
     }
     for (i, a) in acc.iter().enumerate() {
-        for (j, v) in a.iter().enumerate() {
+        let mut sums = [0f32; J];
+        match <[L; PANEL]>::try_from(a.as_slice()) {
+            Ok(four) => sums.copy_from_slice(&L::sum4(four)),
+            Err(_) => {
+                for (s, v) in sums.iter_mut().zip(a) {
+                    *s = v.sum();
+                }
+            }
+        }
+        for (j, v) in sums.iter().enumerate() {
             // SAFETY: (i, jt + j) is inside the caller's block of `out`.
-            unsafe { *c.out.0.add(i * c.ldo + jt + j) = v.sum() };
+            unsafe { *c.out.0.add(i * c.ldo + jt + j) = *v };
         }
     }
 }
@@ -240,9 +249,7 @@ fn tile<L: Lanes, const I: usize>(panel: &[f32], jn: usize, x: &[f32], k: usize,
     // (Loops, not `map`: a closure is compiled without the path's target features.)
     let mut sums = [[0f32; PANEL]; I];
     for i in 0..I {
-        for j in 0..PANEL {
-            sums[i][j] = acc[i][j].sum();
-        }
+        sums[i] = L::sum4(acc[i]);
     }
     for (i, a) in sums.iter().enumerate() {
         for (j, &v) in a.iter().enumerate().take(jn) {
