@@ -163,11 +163,14 @@ pub struct EvalConfig {
     pub pass_k: Vec<usize>,
     /// Also evaluate without the few-shot examples (how much of the gain the model holds on its own).
     pub without_fewshot: bool,
+    /// Evaluate the dev split every round. The gate and the choice of the best round decide on it; with the gate
+    /// off it only informs, and a run that skips it keeps the last round.
+    pub dev: bool,
 }
 
 impl Default for EvalConfig {
     fn default() -> Self {
-        EvalConfig { samples: 2, temperature: 0.7, top_p: 0.95, pass_k: vec![1, 2], without_fewshot: true }
+        EvalConfig { samples: 2, temperature: 0.7, top_p: 0.95, pass_k: vec![1, 2], without_fewshot: true, dev: true }
     }
 }
 
@@ -366,6 +369,9 @@ impl LoopConfig {
         if let Some(&k) = self.eval.pass_k.iter().find(|&&k| k == 0 || k > self.eval.samples as usize) {
             return bad("eval.pass_k", &format!("{k} must be between 1 and eval.samples ({})", self.eval.samples));
         }
+        if !self.eval.dev && self.gate.enabled {
+            return bad("eval.dev", "the gate decides on the dev split: evaluate it, or set gate.enabled = false");
+        }
         if self.filter.keep_per_task == 0 {
             return bad("filter.keep_per_task", "must be at least 1");
         }
@@ -460,6 +466,9 @@ mod tests {
         assert_eq!(toml::from_str::<LoopConfig>(&text).unwrap(), cfg, "the pinned config reads back");
         let e = format!("{:#}", load_str("name = \"x\"\nrounds = 1\n[tasks]\ndev_files = [\"d.jsonl\"]\n").unwrap_err());
         assert!(e.contains("tasks.train_files"), "{e}");
+        let e = format!("{:#}", load_str("name = \"x\"\nrounds = 1\n[eval]\ndev = false\n").unwrap_err());
+        assert!(e.contains("eval.dev") && e.contains("gate"), "{e}");
+        assert!(!load_str("name = \"x\"\nrounds = 1\n[eval]\ndev = false\n[gate]\nenabled = false\n").unwrap().eval.dev);
         let cfg = load_str("name = \"x\"\nrounds = 2\n[train]\nmode = \"restart\"\n").unwrap();
         assert_eq!((cfg.rounds, cfg.train.mode, cfg.rollout.samples), (2, TrainMode::Restart, 4));
     }

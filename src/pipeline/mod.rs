@@ -95,7 +95,7 @@ fn run_round(st: &mut Stages<'_>, round: usize, rdir: &Path, earlier: &[RoundRec
             train: None,
             test: e.test,
             test_no_fewshot: e.test_no_fewshot,
-            dev: Some(e.dev),
+            dev: e.dev,
             sources: e.sources,
             gate: None,
             adapter: None,
@@ -150,8 +150,8 @@ fn unchanged(prev: &RoundRecord, round: usize, start: Option<PathBuf>, rollout: 
         sources: prev.sources.clone(),
         gate: Some(GateRecord {
             reference_round: prev.round,
-            reference_success: prev.dev_success().0,
-            success: prev.dev_success().0,
+            reference_success: prev.dev_success().map(|d| d.0),
+            success: prev.dev_success().map(|d| d.0),
             tolerance: 0.0,
             promoted: false,
             reason,
@@ -168,7 +168,7 @@ fn candidate_round(st: &mut Stages<'_>, round: usize, rdir: &Path, prev: &RoundR
     let candidate = rdir.strip_prefix(&st.dir).unwrap_or(rdir).join("train").join("adapter");
     st.use_adapter(Some(&candidate))?;
     let e = evaluate_all(st, rdir)?;
-    let gate = gate(cfg, prev, &e.dev);
+    let gate = gate(cfg, prev, e.dev.as_ref())?;
     if !st.quiet {
         eprintln!("  gate: {}", gate.reason);
     }
@@ -181,7 +181,7 @@ fn candidate_round(st: &mut Stages<'_>, round: usize, rdir: &Path, prev: &RoundR
         train: Some(train),
         test: e.test,
         test_no_fewshot: e.test_no_fewshot,
-        dev: Some(e.dev),
+        dev: e.dev,
         sources: e.sources,
         gate: Some(gate),
         adapter,
@@ -190,15 +190,19 @@ fn candidate_round(st: &mut Stages<'_>, round: usize, rdir: &Path, prev: &RoundR
 }
 
 struct Evaluations {
-    dev: EvalReport,
+    dev: Option<EvalReport>,
     test: EvalReport,
     test_no_fewshot: Option<EvalReport>,
     sources: Vec<records::SourceResult>,
 }
 
-/// Dev (for the gate), test and optionally test without few-shot examples (for the report).
+/// Dev (for the gate, unless `eval.dev` is off), test and optionally test without few-shot examples (for the
+/// report).
 fn evaluate_all(st: &Stages<'_>, rdir: &Path) -> anyhow::Result<Evaluations> {
-    let (dev, mut sources) = st.evaluate(rdir, "eval-dev", Split::Dev, true)?;
+    let (dev, mut sources) = match st.cfg.eval.dev {
+        true => st.evaluate(rdir, "eval-dev", Split::Dev, true).map(|(d, s)| (Some(d), s))?,
+        false => (None, Vec::new()),
+    };
     let (test, test_sources) = st.evaluate(rdir, "eval", Split::Test, true)?;
     sources.extend(test_sources);
     let test_no_fewshot = if st.cfg.eval.without_fewshot { Some(st.evaluate(rdir, "eval-nofewshot", Split::Test, false)?.0) } else { None };
@@ -207,9 +211,13 @@ fn evaluate_all(st: &Stages<'_>, rdir: &Path) -> anyhow::Result<Evaluations> {
 
 /// Keeps the candidate unless its dev success falls below the reference's by more than z standard errors of
 /// the difference (binomial, both rates measured on the same dev tasks). The test split decides nothing.
-fn gate(cfg: &LoopConfig, prev: &RoundRecord, dev: &EvalReport) -> GateRecord {
-    let (p0, n0) = prev.dev_success();
-    let (p1, n1) = overall(dev);
+fn gate(cfg: &LoopConfig, prev: &RoundRecord, dev: Option<&EvalReport>) -> anyhow::Result<GateRecord> {
+    let (Some((p0, n0)), Some((p1, n1))) = (prev.dev_success(), dev.map(overall)) else {
+        // Nothing to decide on: the config refuses a gate without dev.
+        anyhow::ensure!(!cfg.gate.enabled, "the gate needs the dev split of round {} and of this round", prev.round);
+        let reason = "kept (gate disabled; dev not evaluated)".to_string();
+        return Ok(GateRecord { reference_round: prev.round, reference_success: None, success: None, tolerance: 0.0, promoted: true, reason });
+    };
     let se = (p0 * (1.0 - p0) / n0.max(1) as f64 + p1 * (1.0 - p1) / n1.max(1) as f64).sqrt();
     let tolerance = cfg.gate.z * se;
     let promoted = !cfg.gate.enabled || p1 >= p0 - tolerance;
@@ -219,7 +227,7 @@ fn gate(cfg: &LoopConfig, prev: &RoundRecord, dev: &EvalReport) -> GateRecord {
     } else {
         format!("kept (gate disabled): dev success {:.1}% vs {:.1}% (round {})", 100.0 * p1, 100.0 * p0, prev.round)
     };
-    GateRecord { reference_round: prev.round, reference_success: p0, success: p1, tolerance, promoted, reason }
+    Ok(GateRecord { reference_round: prev.round, reference_success: Some(p0), success: Some(p1), tolerance, promoted, reason })
 }
 
 /// Writes the resolved config into a new run folder, or checks that an existing run was started with the same

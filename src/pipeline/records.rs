@@ -114,9 +114,10 @@ pub struct RlRecord {
 pub struct GateRecord {
     /// The round whose model this round was compared with (the one in use before it).
     pub reference_round: usize,
-    /// Dev success of the reference and of this round's candidate (test success in runs without a dev split).
-    pub reference_success: f64,
-    pub success: f64,
+    /// Dev success of the reference and of this round's candidate (test success in runs made before there was a
+    /// dev split; none in runs that skip it, `eval.dev = false`).
+    pub reference_success: Option<f64>,
+    pub success: Option<f64>,
     /// The fall tolerated: z standard errors of the difference of the two success rates.
     pub tolerance: f64,
     pub promoted: bool,
@@ -128,9 +129,9 @@ impl RoundRecord {
     pub fn success(&self) -> f64 {
         overall(&self.test).0
     }
-    /// What decisions use: dev success (test success only in runs made before there was a dev split).
-    pub fn dev_success(&self) -> (f64, usize) {
-        overall(self.dev.as_ref().unwrap_or(&self.test))
+    /// What decisions use: dev success and its episodes; none when the dev split was not evaluated.
+    pub fn dev_success(&self) -> Option<(f64, usize)> {
+        self.dev.as_ref().map(overall)
     }
     pub fn promoted(&self) -> bool {
         self.gate.as_ref().is_some_and(|g| g.promoted)

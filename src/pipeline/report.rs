@@ -75,18 +75,38 @@ fn suite_success(r: &EvalReport, suite: &str, difficulty: Option<u8>) -> Option<
 }
 
 /// The best round by dev success among those whose model was kept (round 0 included): chosen without looking at
-/// the test split, so its test success is an unbiased estimate.
+/// the test split, so its test success is an unbiased estimate. Without dev (`eval.dev = false`), the last kept
+/// round.
 pub fn best(records: &[RoundRecord]) -> Option<&RoundRecord> {
-    records.iter().filter(|r| r.round == 0 || r.promoted()).max_by(|a, b| a.dev_success().0.total_cmp(&b.dev_success().0).then(b.round.cmp(&a.round)))
+    let kept = records.iter().filter(|r| r.round == 0 || r.promoted());
+    if records.iter().any(|r| r.dev.is_none()) {
+        return kept.last();
+    }
+    let dev = |r: &RoundRecord| r.dev_success().map_or(0.0, |d| d.0);
+    kept.max_by(|a, b| dev(a).total_cmp(&dev(b)).then(b.round.cmp(&a.round)))
+}
+
+/// How [`best`] chose its round.
+pub fn best_by(records: &[RoundRecord]) -> &'static str {
+    if records.iter().any(|r| r.dev.is_none()) {
+        "the last kept: dev not evaluated"
+    } else {
+        "chosen on dev"
+    }
 }
 
 pub fn markdown(cfg: &LoopConfig, records: &[RoundRecord], dev_origin: &str) -> String {
     let mut s = String::new();
     let _ = writeln!(s, "# autodidact loop `{}`\n", cfg.name);
-    let (dev_n, test_n) = records.first().map_or((0, 0), |r| (r.dev_success().1, overall(&r.test).1));
-    let _ = writeln!(s, "Model `{}`; {} of {} rounds done; config in `config.toml`. Evaluation: {} samples per task at temperature {}; dev {} episodes, test {} episodes.\n",
-        cfg.model, records.len().saturating_sub(1), cfg.rounds, cfg.eval.samples, cfg.eval.temperature, dev_n, test_n);
-    let _ = writeln!(s, "Dev split: {dev_origin}. The gate and the choice of the best round use dev only; the test split is evaluated every round and decides nothing.\n");
+    let (dev_n, test_n) = records.first().map_or((None, 0), |r| (r.dev_success().map(|d| d.1), overall(&r.test).1));
+    let dev_n = dev_n.map_or("not evaluated".into(), |n| format!("{n} episodes"));
+    let _ = writeln!(s, "Model `{}`; {} of {} rounds done; config in `config.toml`. Evaluation: {} samples per task at temperature {}; dev {dev_n}, test {} episodes.\n",
+        cfg.model, records.len().saturating_sub(1), cfg.rounds, cfg.eval.samples, cfg.eval.temperature, test_n);
+    if cfg.eval.dev {
+        let _ = writeln!(s, "Dev split: {dev_origin}. The gate and the choice of the best round use dev only; the test split is evaluated every round and decides nothing.\n");
+    } else {
+        let _ = writeln!(s, "Dev split not evaluated (`eval.dev = false`, gate off): every round is kept and the last one is the run's model; the test split decides nothing.\n");
+    }
     let ks = records.first().map(|r| r.test.ks.clone()).unwrap_or_default();
     let pass_cols: String = ks.iter().map(|k| format!(" pass@{k} |")).collect();
     let _ = writeln!(s, "## Rounds\n");
@@ -142,7 +162,7 @@ pub fn markdown(cfg: &LoopConfig, records: &[RoundRecord], dev_origin: &str) -> 
         }
     }
     if let (Some(base), Some(best)) = (records.first(), best(records)) {
-        let _ = writeln!(s, "\n## Base vs best kept round ({}, chosen on dev), on test\n", best.round);
+        let _ = writeln!(s, "\n## Base vs best kept round ({}, {}), on test\n", best.round, best_by(records));
         let _ = writeln!(s, "| suite | difficulty | base | best | change | base, no few-shot | best, no few-shot |");
         let _ = writeln!(s, "|---|---|---|---|---|---|---|");
         for row in base.test.rows.iter() {
@@ -186,7 +206,7 @@ pub fn curves(records: &[RoundRecord]) -> String {
     let x = |r: &RoundRecord| r.round as f64;
     let mut success = vec![Series { name: "all (test)".into(), points: records.iter().map(|r| (x(r), 100.0 * r.success())).collect(), dashed: false, bold: true }];
     if records.iter().all(|r| r.dev.is_some()) {
-        success.push(Series { name: "all (dev)".into(), points: records.iter().map(|r| (x(r), 100.0 * r.dev_success().0)).collect(), dashed: true, bold: false });
+        success.push(Series { name: "all (dev)".into(), points: records.iter().filter_map(|r| Some((x(r), 100.0 * r.dev_success()?.0))).collect(), dashed: true, bold: false });
     }
     if records.iter().all(|r| r.test_no_fewshot.is_some()) {
         success.push(Series {

@@ -11,6 +11,11 @@ use std::time::{Duration, Instant};
 use serde_json::Value;
 
 fn config(dir: &Path, name: &str, samples: u32) -> PathBuf {
+    config_with(dir, name, samples, "")
+}
+
+/// `eval_extra`: more lines for the `[eval]` table, which may name other tables after them.
+fn config_with(dir: &Path, name: &str, samples: u32, eval_extra: &str) -> PathBuf {
     let text = format!(
         r#"name = "{name}"
 runs_dir = "{runs}"
@@ -30,6 +35,7 @@ max_active = 16
 samples = 2
 pass_k = [1, 2]
 without_fewshot = false
+{eval_extra}
 [train]
 epochs = 2
 batch_size = 2
@@ -179,4 +185,22 @@ fn loop_runs_end_to_end_and_resumes_after_a_kill() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("rollout.samples") && err.contains("another config"), "{err}");
+
+    // Without the dev split (gate off), from the same round 0 and round-1 rollout, copied as scripts/compare-rl.sh
+    // does: no dev episodes are sampled, and the same adapter is trained and tested, to the byte.
+    let nodev = config_with(dir.path(), "nodev", 4, "dev = false\n[gate]\nenabled = false");
+    let c = dir.path().join("runs/nodev");
+    copy_dir(&a.join("round-000"), &c.join("round-000"));
+    copy_dir(&a.join("round-001/rollout"), &c.join("round-001/rollout"));
+    let o = run(&nodev);
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    assert!(!c.join("round-001/eval-dev").exists(), "dev was evaluated");
+    for f in ["round-001/train/adapter/adapter_model.safetensors", "round-001/eval/eval.json"] {
+        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(c.join(f)).unwrap(), "{f} differs");
+    }
+    let r1 = json(&c.join("round-001/round.json"));
+    assert!(r1["dev"].is_null() && r1["gate"]["success"].is_null() && r1["gate"]["promoted"] == true, "{r1}");
+    assert_eq!(r1["adapter"], "round-001/train/adapter");
+    let md = std::fs::read_to_string(c.join("report.md")).unwrap();
+    assert!(md.contains("Dev split not evaluated") && md.contains("round (1, the last kept: dev not evaluated)"), "{md}");
 }
