@@ -78,9 +78,9 @@ fn suite_success(r: &EvalReport, suite: &str, difficulty: Option<u8>) -> Option<
 /// the test split, so its test success is an unbiased estimate. Without dev (`eval.dev = false`), the last kept
 /// round.
 pub fn best(records: &[RoundRecord]) -> Option<&RoundRecord> {
-    let kept = records.iter().filter(|r| r.round == 0 || r.promoted());
+    let mut kept = records.iter().filter(|r| r.round == 0 || r.promoted());
     if records.iter().any(|r| r.dev.is_none()) {
-        return kept.last();
+        return kept.next_back();
     }
     let dev = |r: &RoundRecord| r.dev_success().map_or(0.0, |d| d.0);
     kept.max_by(|a, b| dev(a).total_cmp(&dev(b)).then(b.round.cmp(&a.round)))
