@@ -186,18 +186,20 @@ fn loop_runs_end_to_end_and_resumes_after_a_kill() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("rollout.samples") && err.contains("another config"), "{err}");
 
-    // Without the dev split (gate off), from the same round 0 and round-1 rollout, copied as scripts/compare-rl.sh
-    // does: no dev episodes are sampled, and the same adapter is trained and tested, to the byte.
+    // Without the dev split (gate off), from the same round 0 and the same trained adapter (copied, with the
+    // round's rollout and data, as a resumed run would find them): no dev episodes are sampled, and the test
+    // split's episodes are the same, to the byte.
     let nodev = config_with(dir.path(), "nodev", 4, "dev = false\n[gate]\nenabled = false");
     let c = dir.path().join("runs/nodev");
     copy_dir(&a.join("round-000"), &c.join("round-000"));
-    copy_dir(&a.join("round-001/rollout"), &c.join("round-001/rollout"));
+    for stage in ["rollout", "filter", "train"] {
+        copy_dir(&a.join("round-001").join(stage), &c.join("round-001").join(stage));
+    }
     let o = run(&nodev);
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     assert!(!c.join("round-001/eval-dev").exists(), "dev was evaluated");
-    for f in ["round-001/train/adapter/adapter_model.safetensors", "round-001/eval/eval.json"] {
-        assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(c.join(f)).unwrap(), "{f} differs");
-    }
+    assert_eq!(episodes(&a.join("round-001/eval/trajectories.jsonl")), episodes(&c.join("round-001/eval/trajectories.jsonl")));
+    assert_eq!(std::fs::read(a.join("round-001/eval/eval.json")).unwrap(), std::fs::read(c.join("round-001/eval/eval.json")).unwrap());
     let r1 = json(&c.join("round-001/round.json"));
     assert!(r1["dev"].is_null() && r1["gate"]["success"].is_null() && r1["gate"]["promoted"] == true, "{r1}");
     assert_eq!(r1["adapter"], "round-001/train/adapter");
