@@ -13,7 +13,8 @@
 # and seed is its own run folder runs/compare-rl/<arm>-s<seed> (resumable: rerun the same command after an
 # interruption). Every arm gets the same rollouts per round (tasks x samples) and rounds; the
 # report gives each arm's wall time. Round 0 (the base model's evaluation) is the same for every run, and round
-# 1's rollout for every arm of a seed, so each is computed once and copied (the first run of a seed is charged its time).
+# 1's rollout for every arm of a seed, so each is computed once and copied (the first run of a seed is charged
+# its time).
 set -euo pipefail
 cd "$(dirname "$0")/.."
 SEEDS=${SEEDS:-"0 1 2"}

@@ -79,7 +79,7 @@ fn suite_success(r: &EvalReport, suite: &str, difficulty: Option<u8>) -> Option<
 /// round.
 pub fn best(records: &[RoundRecord]) -> Option<&RoundRecord> {
     let mut kept = records.iter().filter(|r| r.round == 0 || r.promoted());
-    if records.iter().any(|r| r.dev.is_none()) {
+    if !dev_everywhere(records) {
         return kept.next_back();
     }
     let dev = |r: &RoundRecord| r.dev_success().map_or(0.0, |d| d.0);
@@ -88,11 +88,15 @@ pub fn best(records: &[RoundRecord]) -> Option<&RoundRecord> {
 
 /// How [`best`] chose its round.
 pub fn best_by(records: &[RoundRecord]) -> &'static str {
-    if records.iter().any(|r| r.dev.is_none()) {
-        "the last kept: dev not evaluated"
-    } else {
+    if dev_everywhere(records) {
         "chosen on dev"
+    } else {
+        "the last kept: dev not evaluated"
     }
+}
+
+fn dev_everywhere(records: &[RoundRecord]) -> bool {
+    records.iter().all(|r| r.dev.is_some())
 }
 
 pub fn markdown(cfg: &LoopConfig, records: &[RoundRecord], dev_origin: &str) -> String {
@@ -205,7 +209,7 @@ fn rl_section(s: &mut String, records: &[RoundRecord]) {
 pub fn curves(records: &[RoundRecord]) -> String {
     let x = |r: &RoundRecord| r.round as f64;
     let mut success = vec![Series { name: "all (test)".into(), points: records.iter().map(|r| (x(r), 100.0 * r.success())).collect(), dashed: false, bold: true }];
-    if records.iter().all(|r| r.dev.is_some()) {
+    if dev_everywhere(records) {
         success.push(Series { name: "all (dev)".into(), points: records.iter().filter_map(|r| Some((x(r), 100.0 * r.dev_success()?.0))).collect(), dashed: true, bold: false });
     }
     if records.iter().all(|r| r.test_no_fewshot.is_some()) {
