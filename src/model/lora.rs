@@ -12,6 +12,7 @@ use std::path::{Path, PathBuf};
 
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use safetensors::tensor::TensorView;
 use safetensors::{Dtype, SafeTensors};
 use serde::{Deserialize, Serialize};
@@ -19,7 +20,8 @@ use serde::{Deserialize, Serialize};
 use super::config::ModelConfig;
 use super::linear::{Matrix, WeightData};
 use super::weights::{LayerWeights, Weights};
-use crate::simd::kernels::dot;
+use crate::simd::kernels::{dispatch, dot4_l, dot_l, Kernel};
+use crate::simd::lanes::Lanes;
 use crate::simd::Simd;
 
 pub const ADAPTER_WEIGHTS: &str = "adapter_model.safetensors";
@@ -363,12 +365,8 @@ impl LoraAdapter {
         let width = out.len() / t.max(1);
         for (&p, pair) in l {
             let (s, row0) = p.location(cfg);
-            if s != stacked {
-                continue;
-            }
-            let d = self.delta_pair(simd, pair, x, t);
-            for (orow, drow) in out.chunks_exact_mut(width).zip(d.chunks_exact(pair.d_out)) {
-                orow[row0..row0 + pair.d_out].iter_mut().zip(drow).for_each(|(o, v)| *o += v);
+            if s == stacked {
+                self.add_pair(simd, pair, x, t, out, width, row0);
             }
         }
     }
@@ -377,23 +375,42 @@ impl LoraAdapter {
     /// projection is not adapted.
     pub fn delta(&self, layer: usize, proj: Proj, x: &[f32], t: usize) -> Option<Vec<f32>> {
         let pair = self.layers.get(layer)?.get(&proj)?;
-        Some(self.delta_pair(Simd::active(), pair, x, t))
+        let mut out = vec![0f32; t * pair.d_out];
+        self.add_pair(Simd::active(), pair, x, t, &mut out, pair.d_out, 0);
+        Some(out)
     }
 
-    fn delta_pair(&self, simd: Simd, p: &LoraPair, x: &[f32], t: usize) -> Vec<f32> {
-        assert_eq!(x.len(), t * p.d_in, "LoRA input width");
+    /// `out[i][row0 + j] += b_j . (scale A x_i)` for the `t` rows of `x`. Every element is the same two dot
+    /// products whatever the number of rows or threads, so batching never changes a result.
+    #[allow(clippy::too_many_arguments)]
+    fn add_pair(&self, simd: Simd, p: &LoraPair, x: &[f32], t: usize, out: &mut [f32], width: usize, row0: usize) {
+        assert!(x.len() == t * p.d_in && out.len() == t * width && row0 + p.d_out <= width, "LoRA operand sizes");
         let scale = self.config.scale();
-        let mut ax = vec![0f32; p.r];
-        let mut out = vec![0f32; t * p.d_out];
-        for (xr, or) in x.chunks_exact(p.d_in).zip(out.chunks_exact_mut(p.d_out)) {
-            for (k, v) in ax.iter_mut().enumerate() {
-                *v = dot(simd, &p.a[k * p.d_in..(k + 1) * p.d_in], xr) * scale;
-            }
-            for (j, o) in or.iter_mut().enumerate() {
-                *o = dot(simd, &p.b[j * p.r..(j + 1) * p.r], &ax);
-            }
+        let mut ax = vec![0f32; t * p.r];
+        // A few rows per task; serial when the whole product is small.
+        const ROWS: usize = 4;
+        const SERIAL_BELOW: usize = 1 << 15;
+        let down = |x: &[f32], ax: &mut [f32]| dispatch(simd, DownProject { a: &p.a, d_in: p.d_in, scale, x, ax });
+        if t * p.r * p.d_in < SERIAL_BELOW {
+            down(x, &mut ax);
+        } else {
+            x.par_chunks(ROWS * p.d_in).zip(ax.par_chunks_mut(ROWS * p.r)).for_each(|(x, ax)| down(x, ax));
         }
-        out
+        let up = |out: &mut [f32], ax: &[f32], j0: usize, width: usize, row0: usize| {
+            dispatch(simd, UpProject { b: &p.b, r: p.r, j0, ax, out, width, row0 })
+        };
+        if t * p.d_out * p.r < SERIAL_BELOW {
+            up(out, &ax, 0, width, row0);
+        } else if t == 1 {
+            // One row (a decoding step): its outputs are split between the threads instead.
+            const COLS: usize = 256;
+            out[row0..row0 + p.d_out].par_chunks_mut(COLS).enumerate().for_each(|(c, o)| {
+                let n = o.len();
+                up(o, &ax, c * COLS, n, 0)
+            });
+        } else {
+            out.par_chunks_mut(ROWS * width).zip(ax.par_chunks(ROWS * p.r)).for_each(|(o, a)| up(o, a, 0, width, row0));
+        }
     }
 
     /// `scale * B A` (out x in), the change of the projection's weight matrix.
@@ -513,4 +530,61 @@ pub fn write_dir_atomically(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) 
         std::fs::remove_dir_all(&old).map_err(io(&old))?;
     }
     Ok(())
+}
+
+/// `ax_i = scale * A x_i` (`r` values) for every row of `x`.
+struct DownProject<'a> {
+    a: &'a [f32],
+    d_in: usize,
+    scale: f32,
+    x: &'a [f32],
+    ax: &'a mut [f32],
+}
+impl Kernel for DownProject<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self) {
+        let (d_in, r) = (self.d_in, self.a.len() / self.d_in);
+        for (xr, axr) in self.x.chunks_exact(d_in).zip(self.ax.chunks_exact_mut(r)) {
+            for k in 0..r {
+                axr[k] = dot_l::<L>(&self.a[k * d_in..(k + 1) * d_in], xr) * self.scale;
+            }
+        }
+    }
+}
+
+/// `out[i][row0 + j] += b_(j0 + j) . ax_i` for every `width`-wide row of `out` and `j < width - row0` (B's rows
+/// from `j0` on, as many as remain).
+struct UpProject<'a> {
+    b: &'a [f32],
+    r: usize,
+    j0: usize,
+    ax: &'a [f32],
+    out: &'a mut [f32],
+    width: usize,
+    row0: usize,
+}
+impl Kernel for UpProject<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self) {
+        let r = self.r;
+        let n = (self.b.len() / r - self.j0).min(self.width - self.row0);
+        let row = |j: usize| &self.b[(self.j0 + j) * r..(self.j0 + j + 1) * r];
+        for (orow, axr) in self.out.chunks_exact_mut(self.width).zip(self.ax.chunks_exact(r)) {
+            let o = &mut orow[self.row0..self.row0 + n];
+            let mut j = 0;
+            while j + 4 <= n {
+                let d = dot4_l::<L>([row(j), row(j + 1), row(j + 2), row(j + 3)], axr);
+                for (o, d) in o[j..j + 4].iter_mut().zip(d) {
+                    *o += d;
+                }
+                j += 4;
+            }
+            while j < n {
+                o[j] += dot_l::<L>(row(j), axr);
+                j += 1;
+            }
+        }
+    }
 }

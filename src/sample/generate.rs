@@ -3,6 +3,7 @@
 use std::sync::Arc;
 
 use rand_chacha::ChaCha8Rng;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::params::{sample, stream_rng, SamplingParams};
@@ -145,12 +146,15 @@ pub fn generate_into(
     }
 
     loop {
+        // Each sequence samples from its own logits with its own stream: in parallel, the same tokens.
+        let picks: Vec<Option<(u32, f32)>> = st
+            .par_iter()
+            .zip(seqs.par_iter_mut())
+            .map(|(a, s)| (!a.done).then(|| sample(&a.logits, params, &mut s.rng)))
+            .collect();
         let mut stepped = 0;
-        for ((a, s), &limit) in st.iter_mut().zip(seqs.iter_mut()).zip(max_new_tokens) {
-            if a.done {
-                continue;
-            }
-            let (t, lp) = sample(&a.logits, params, &mut s.rng);
+        for (((a, s), &limit), pick) in st.iter_mut().zip(seqs.iter_mut()).zip(max_new_tokens).zip(picks) {
+            let Some((t, lp)) = pick else { continue };
             a.out.tokens.push(t);
             a.out.logprobs.push(lp);
             stepped += 1;

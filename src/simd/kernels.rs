@@ -100,6 +100,45 @@ pub(crate) fn dot_l<L: Lanes>(a: &[f32], b: &[f32]) -> f32 {
     s
 }
 
+/// Four dot products with the same `b`, each bit for bit as [`dot_l`] gives it: the same chains, reduced four at
+/// a time, and the scalar tails interleaved (short products, such as a LoRA's rank-8 up-projection, are all tail
+/// on 16 lanes).
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+pub(crate) fn dot4_l<L: Lanes>(a: [&[f32]; 4], b: &[f32]) -> [f32; 4] {
+    let n = a.iter().fold(b.len(), |n, a| n.min(a.len()));
+    let mut acc = [[L::zero(); 4]; 4];
+    let mut c = 0;
+    while c + 4 * L::N <= n {
+        for u in 0..4 {
+            let o = c + u * L::N;
+            let bv = L::from_slice(&b[o..]);
+            for i in 0..4 {
+                acc[i][u] = L::from_slice(&a[i][o..]).mul_add(bv, acc[i][u]);
+            }
+        }
+        c += 4 * L::N;
+    }
+    while c + L::N <= n {
+        let bv = L::from_slice(&b[c..]);
+        for i in 0..4 {
+            acc[i][0] = L::from_slice(&a[i][c..]).mul_add(bv, acc[i][0]);
+        }
+        c += L::N;
+    }
+    let mut v = [L::zero(); 4];
+    for i in 0..4 {
+        v[i] = acc[i][0].add(acc[i][1]).add(acc[i][2].add(acc[i][3]));
+    }
+    let mut s = L::sum4(v);
+    for t in c..n {
+        for i in 0..4 {
+            s[i] += a[i][t] * b[t];
+        }
+    }
+    s
+}
+
 struct Dot<'a>(&'a [f32], &'a [f32]);
 impl Kernel for Dot<'_> {
     type Out = f32;
@@ -438,6 +477,37 @@ mod tests {
 
     fn rand_vec(rng: &mut impl Rng, n: usize) -> Vec<f32> {
         (0..n).map(|_| rng.random_range(-2.0..2.0)).collect()
+    }
+
+    struct Dots<'a>(&'a [f32], usize);
+    impl Kernel for Dots<'_> {
+        type Out = Vec<([f32; 4], [f32; 4])>;
+        #[inline(always)]
+        fn run<L: Lanes>(self) -> Self::Out {
+            let (v, n) = (self.0, self.1);
+            let mut out = Vec::new();
+            for w in v.windows(5 * n).step_by(5 * n) {
+                let a = [&w[..n], &w[n..2 * n], &w[2 * n..3 * n], &w[3 * n..4 * n]];
+                let b = &w[4 * n..];
+                out.push((dot4_l::<L>(a, b), [dot_l::<L>(a[0], b), dot_l::<L>(a[1], b), dot_l::<L>(a[2], b), dot_l::<L>(a[3], b)]));
+            }
+            out
+        }
+    }
+
+    /// Four dot products at once give each one's bits as alone, on every path, for lengths that are all tail,
+    /// partly tail and whole chunks.
+    #[test]
+    fn dot4_is_dot_bit_for_bit_on_every_path() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(3);
+        for n in [1, 5, 8, 12, 16, 31, 64, 70, 576] {
+            let v: Vec<f32> = (0..20 * n).map(|_| rng.random_range(-2.0f32..2.0) * 2f32.powi(rng.random_range(-12..12))).collect();
+            for simd in Simd::available() {
+                for (k, (four, one)) in dispatch(simd, Dots(&v, n)).into_iter().enumerate() {
+                    assert_eq!(four.map(f32::to_bits), one.map(f32::to_bits), "{simd}, n = {n}, group {k}");
+                }
+            }
+        }
     }
 
     /// Every path agrees with an f64 reference, for lengths with and without a partial chunk.
