@@ -396,8 +396,12 @@ impl LoraAdapter {
         } else {
             x.par_chunks(ROWS * p.d_in).zip(ax.par_chunks_mut(ROWS * p.r)).for_each(|(x, ax)| down(x, ax));
         }
+        // B's columns, for paths whose registers are wider than the rank (see `UpProject`); worth the copy from a
+        // few rows on.
+        let bt: Option<Vec<f32>> = (t >= 4).then(|| (0..p.r * p.d_out).map(|i| p.b[(i % p.d_out) * p.r + i / p.d_out]).collect());
+        let bt = bt.as_deref();
         let up = |out: &mut [f32], ax: &[f32], j0: usize, width: usize, row0: usize| {
-            dispatch(simd, UpProject { b: &p.b, r: p.r, j0, ax, out, width, row0 })
+            dispatch(simd, UpProject { b: &p.b, bt, r: p.r, j0, ax, out, width, row0 })
         };
         if t * p.d_out * p.r < SERIAL_BELOW {
             up(out, &ax, 0, width, row0);
@@ -557,6 +561,8 @@ impl Kernel for DownProject<'_> {
 /// from `j0` on, as many as remain).
 struct UpProject<'a> {
     b: &'a [f32],
+    /// B transposed (`r x out`), if the caller made it.
+    bt: Option<&'a [f32]>,
     r: usize,
     j0: usize,
     ax: &'a [f32],
@@ -568,12 +574,28 @@ impl Kernel for UpProject<'_> {
     type Out = ();
     #[inline(always)]
     fn run<L: Lanes>(self) {
-        let r = self.r;
-        let n = (self.b.len() / r - self.j0).min(self.width - self.row0);
+        let (r, d_out) = (self.r, self.b.len() / self.r);
+        let n = (d_out - self.j0).min(self.width - self.row0);
         let row = |j: usize| &self.b[(self.j0 + j) * r..(self.j0 + j + 1) * r];
         for (orow, axr) in self.out.chunks_exact_mut(self.width).zip(self.ax.chunks_exact(r)) {
             let o = &mut orow[self.row0..self.row0 + n];
             let mut j = 0;
+            // A product shorter than a register is, in `dot_l`, a zero reduction and then a scalar sum in order:
+            // `N` of them at once down B's columns, with the same multiplications and additions.
+            if let Some(bt) = self.bt.filter(|_| r < L::N) {
+                let mut axv = [L::zero(); 16];
+                for k in 0..r {
+                    axv[k] = L::splat(axr[k]);
+                }
+                while j + L::N <= n {
+                    let mut acc = L::zero();
+                    for k in 0..r {
+                        acc = acc.add(L::from_slice(&bt[k * d_out + self.j0 + j..]).mul(axv[k]));
+                    }
+                    L::from_slice(&o[j..]).add(acc).to_slice(&mut o[j..]);
+                    j += L::N;
+                }
+            }
             while j + 4 <= n {
                 let d = dot4_l::<L>([row(j), row(j + 1), row(j + 2), row(j + 3)], axr);
                 for (o, d) in o[j..j + 4].iter_mut().zip(d) {
@@ -584,6 +606,51 @@ impl Kernel for UpProject<'_> {
             while j < n {
                 o[j] += dot_l::<L>(row(j), axr);
                 j += 1;
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::simd::kernels::dot;
+
+    /// On every path, every output is the same two dot products as computed one at a time (so a row gives the
+    /// same bits alone, in a batch, split between threads or down B's columns), for ranks below, at and above a
+    /// register's width and output counts that leave remainders.
+    #[test]
+    fn deltas_are_the_one_at_a_time_dot_products_bit_for_bit() {
+        let mut rng = ChaCha8Rng::seed_from_u64(11);
+        let (d_in, d_out, width, row0) = (576, 1000, 1100, 37);
+        for r in [4, 8, 16, 24] {
+            let config = LoraConfig { r, alpha: 16.0, dropout: 0.0, targets: vec![Proj::Q], base_model: "test".into() };
+            let adapter = LoraAdapter { config, layers: vec![] };
+            let p = LoraPair {
+                a: (0..r * d_in).map(|_| rng.random_range(-0.05..0.05)).collect(),
+                b: (0..d_out * r).map(|_| rng.random_range(-0.05..0.05)).collect(),
+                r,
+                d_in,
+                d_out,
+            };
+            for t in [1, 3, 5, 40] {
+                let x: Vec<f32> = (0..t * d_in).map(|_| rng.random_range(-2.0..2.0)).collect();
+                let base: Vec<f32> = (0..t * width).map(|_| rng.random_range(-1.0..1.0)).collect();
+                for simd in Simd::available() {
+                    let mut out = base.clone();
+                    adapter.add_pair(simd, &p, &x, t, &mut out, width, row0);
+                    for i in 0..t {
+                        let xr = &x[i * d_in..(i + 1) * d_in];
+                        let ax: Vec<f32> = (0..r).map(|k| dot(simd, &p.a[k * d_in..(k + 1) * d_in], xr) * adapter.config.scale()).collect();
+                        for j in 0..width {
+                            let mut e = base[i * width + j];
+                            if (row0..row0 + d_out).contains(&j) {
+                                e += dot(simd, &p.b[(j - row0) * r..(j - row0 + 1) * r], &ax);
+                            }
+                            assert_eq!(out[i * width + j].to_bits(), e.to_bits(), "{simd} r={r} t={t} ({i}, {j})");
+                        }
+                    }
+                }
             }
         }
     }

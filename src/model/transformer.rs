@@ -180,18 +180,21 @@ impl Transformer {
         let scale = 1.0 / (hd as f32).sqrt();
         let ptr = SyncPtr(out.as_mut_ptr());
         let simd = self.simd;
+        // With several rows, the heads sharing a key/value head go together (each key and value read once for
+        // all of them); a single row keeps one head per task, so that two threads share its few tasks evenly.
+        let per = if rows.len() >= 4 { group } else { 1 };
         let work = |scores: &mut Vec<f32>, idx: usize| {
             let p = ptr;
-            let (ri, head) = (idx / nh, idx % nh);
+            let (ri, head) = (idx / (nh / per), (idx % (nh / per)) * per);
             let (b, pos) = rows[ri];
-            let q = &qkv[ri * w + head * hd..ri * w + (head + 1) * hd];
-            // SAFETY: each (row, head) task owns out[ri*qd + head*hd .. +hd].
-            let out = unsafe { std::slice::from_raw_parts_mut(p.0.add(ri * qd + head * hd), hd) };
+            let q = &qkv[ri * w + head * hd..ri * w + (head + per) * hd];
+            // SAFETY: each (row, heads) task owns out[ri*qd + head*hd .. + per*hd].
+            let out = unsafe { std::slice::from_raw_parts_mut(p.0.add(ri * qd + head * hd), per * hd) };
             let parts = batch[b].cache.parts(layer);
             let off = (head / group) * hd;
-            attend(simd, Attend { q, parts, n: pos + 1, stride: kvd, off, scale, scores, out });
+            attend(simd, Attend { q, heads: per, parts, n: pos + 1, stride: kvd, off, scale, scores, out });
         };
-        let tasks = rows.len() * nh;
+        let tasks = rows.len() * (nh / per);
         // Decode of a single sequence has only `heads` tasks, but each reads the whole cache: worth both threads.
         if tasks * (rows.last().map_or(0, |r| r.1) + 1) < 512 {
             let mut scores = Vec::new();

@@ -335,11 +335,14 @@ pub fn rope(simd: Simd, x: &mut [f32], cos: &[f32], sin: &[f32]) {
     dispatch(simd, Rope { x, cos, sin })
 }
 
-/// One query head attending over a sequence's cached keys and values, which are stored in up to two parts
-/// (a shared prefix and the sequence's own positions), `stride` floats per position with this head's slice at
-/// `off..off + q.len()`.
+/// Query heads that share one key/value head (grouped-query attention) attending over a sequence's cached keys
+/// and values, which are stored in up to two parts (a shared prefix and the sequence's own positions), `stride`
+/// floats per position with this head's slice at `off..off + head_dim`. Each key and value is loaded once for all
+/// the heads; every head's output is the same chain of operations as when it attends alone.
 pub struct Attend<'a> {
+    /// `heads` queries of `head_dim` values, one after another.
     pub q: &'a [f32],
+    pub heads: usize,
     pub parts: [(&'a [f32], &'a [f32]); 2],
     /// Positions to attend to (`0..n`).
     pub n: usize,
@@ -348,6 +351,7 @@ pub struct Attend<'a> {
     pub scale: f32,
     /// Scratch for the scores (grown as needed).
     pub scores: &'a mut Vec<f32>,
+    /// `heads x head_dim`.
     pub out: &'a mut [f32],
 }
 
@@ -355,17 +359,31 @@ impl Kernel for Attend<'_> {
     type Out = ();
     #[inline(always)]
     fn run<L: Lanes>(self) {
-        // Head sizes that fit in registers get a kernel with the query and the output held there.
-        if self.q.len().is_multiple_of(L::N) {
-            match self.q.len() / L::N {
-                2 => return attend_fixed::<L, 2>(self),
-                4 => return attend_fixed::<L, 4>(self),
-                8 => return attend_fixed::<L, 8>(self),
-                16 => return attend_fixed::<L, 16>(self),
-                _ => {}
+        let Attend { q, heads, parts, n, stride, off, scale, scores, out } = self;
+        let hd = q.len() / heads.max(1);
+        // Head sizes that fill whole registers get kernels with the heads' accumulators in registers, up to four
+        // heads at a time; the values are accumulated in blocks of `vb` registers that fit beside them.
+        let wide = L::REGISTERS >= 32;
+        let vb = if wide { 4 } else { 2 };
+        let fits = hd.is_multiple_of(L::N) && (hd / L::N).is_multiple_of(vb);
+        let mut h = 0;
+        while h < heads {
+            let g = if fits { (heads - h).min(4) } else { 1 };
+            let (q, out) = (&q[h * hd..(h + g) * hd], &mut out[h * hd..(h + g) * hd]);
+            let a = Attend { q, heads: g, parts, n, stride, off, scale, scores: &mut *scores, out };
+            match (fits, g, wide) {
+                (false, ..) => attend_any::<L>(a),
+                (true, 1, true) => attend_heads::<L, 1, 4>(a),
+                (true, 2, true) => attend_heads::<L, 2, 4>(a),
+                (true, 3, true) => attend_heads::<L, 3, 4>(a),
+                (true, _, true) => attend_heads::<L, 4, 4>(a),
+                (true, 1, false) => attend_heads::<L, 1, 2>(a),
+                (true, 2, false) => attend_heads::<L, 2, 2>(a),
+                (true, 3, false) => attend_heads::<L, 3, 2>(a),
+                (true, _, false) => attend_heads::<L, 4, 2>(a),
             }
+            h += g;
         }
-        attend_any::<L>(self)
     }
 }
 
@@ -381,7 +399,7 @@ struct Cache<'a> {
 
 impl<'a> Attend<'a> {
     fn cache(&self) -> Cache<'a> {
-        Cache { parts: self.parts, n: self.n, hd: self.q.len(), off: self.off, stride: self.stride }
+        Cache { parts: self.parts, n: self.n, hd: self.q.len() / self.heads, off: self.off, stride: self.stride }
     }
 }
 
@@ -419,29 +437,65 @@ fn softmax_scores<L: Lanes>(s: &mut [f32]) -> f32 {
     1.0 / sum.sum()
 }
 
+/// `G` heads whose size is a whole number of registers, a multiple of `VB` (see [`Attend`]). For each head the
+/// operations of a head attending alone: the score of a position is the chain `q0 k0 + q1 k1 + ...` over the
+/// head's registers, reduced as [`Lanes::sum`] does and scaled; the output is each register's chain of
+/// `p_t v_t` over the positions in order.
+#[allow(clippy::needless_range_loop)]
 #[inline(always)]
-fn attend_fixed<L: Lanes, const V: usize>(a: Attend) {
-    let q: [L; V] = std::array::from_fn(|i| L::from_slice(&a.q[i * L::N..]));
+fn attend_heads<L: Lanes, const G: usize, const VB: usize>(a: Attend) {
+    let hd = a.q.len() / G;
+    let regs = hd / L::N;
+    let np = a.n.next_multiple_of(L::N);
     let mut s = std::mem::take(a.scores);
     s.clear();
-    s.resize(a.n.next_multiple_of(L::N), f32::NEG_INFINITY);
+    s.resize(G * np, f32::NEG_INFINITY);
+    let q = a.q;
     positions(a.cache(), |t, k, _| {
-        let mut acc = q[0].mul(L::from_slice(k));
-        for (i, qv) in q.iter().enumerate().skip(1) {
-            acc = qv.mul_add(L::from_slice(&k[i * L::N..]), acc);
+        let k0 = L::from_slice(k);
+        let mut acc = [L::zero(); 4];
+        for h in 0..G {
+            acc[h] = L::from_slice(&q[h * hd..]).mul(k0);
         }
-        s[t] = acc.sum() * a.scale;
-    });
-    let inv = softmax_scores::<L>(&mut s);
-    let mut acc = [L::zero(); V];
-    positions(a.cache(), |t, _, v| {
-        let p = L::splat(s[t] * inv);
-        for (i, o) in acc.iter_mut().enumerate() {
-            *o = p.mul_add(L::from_slice(&v[i * L::N..]), *o);
+        for i in 1..regs {
+            let ki = L::from_slice(&k[i * L::N..]);
+            for h in 0..G {
+                acc[h] = L::from_slice(&q[h * hd + i * L::N..]).mul_add(ki, acc[h]);
+            }
+        }
+        let sums = L::sum4(acc);
+        for h in 0..G {
+            s[h * np + t] = sums[h] * a.scale;
         }
     });
-    for (i, o) in acc.iter().enumerate() {
-        o.to_slice(&mut a.out[i * L::N..]);
+    for h in 0..G {
+        let sh = &mut s[h * np..(h + 1) * np];
+        let inv = softmax_scores::<L>(sh);
+        for p in &mut sh[..a.n] {
+            *p *= inv;
+        }
+    }
+    let mut b = 0;
+    while b < regs {
+        let mut acc = [[L::zero(); VB]; G];
+        positions(a.cache(), |t, _, v| {
+            let mut p = [L::zero(); G];
+            for h in 0..G {
+                p[h] = L::splat(s[h * np + t]);
+            }
+            for i in 0..VB {
+                let vi = L::from_slice(&v[(b + i) * L::N..]);
+                for h in 0..G {
+                    acc[h][i] = p[h].mul_add(vi, acc[h][i]);
+                }
+            }
+        });
+        for h in 0..G {
+            for i in 0..VB {
+                acc[h][i].to_slice(&mut a.out[h * hd + (b + i) * L::N..]);
+            }
+        }
+        b += VB;
     }
     *a.scores = s;
 }
@@ -465,7 +519,7 @@ fn attend_any<L: Lanes>(a: Attend) {
     *a.scores = s;
 }
 
-/// Softmax-weighted sum of values for one query head (see [`Attend`]).
+/// Softmax-weighted sums of values for query heads that share a key/value head (see [`Attend`]).
 pub fn attend(simd: Simd, a: Attend) {
     dispatch(simd, a)
 }
@@ -492,6 +546,35 @@ mod tests {
                 out.push((dot4_l::<L>(a, b), [dot_l::<L>(a[0], b), dot_l::<L>(a[1], b), dot_l::<L>(a[2], b), dot_l::<L>(a[3], b)]));
             }
             out
+        }
+    }
+
+    /// Heads attending together (sharing a key/value head) give each head's bits as it gets alone, on every path,
+    /// for head sizes with and without the grouped kernels and group sizes beyond four.
+    #[test]
+    fn grouped_heads_attend_bit_for_bit_as_alone() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        for simd in Simd::available() {
+            for (hd, n) in [(64, 37), (32, 3), (128, 70), (24, 9)] {
+                let (stride, off) = (2 * hd, hd);
+                let (keys, vals) = (rand_vec(&mut rng, n * stride), rand_vec(&mut rng, n * stride));
+                let split = n / 3;
+                let parts = [(&keys[..split * stride], &vals[..split * stride]), (&keys[split * stride..], &vals[split * stride..])];
+                let scale = 1.0 / (hd as f32).sqrt();
+                for heads in [1, 2, 3, 4, 7] {
+                    let q = rand_vec(&mut rng, heads * hd);
+                    let mut scores = Vec::new();
+                    let mut together = vec![f32::NAN; heads * hd];
+                    attend(simd, Attend { q: &q, heads, parts, n, stride, off, scale, scores: &mut scores, out: &mut together });
+                    for h in 0..heads {
+                        let mut alone = vec![f32::NAN; hd];
+                        let q = &q[h * hd..(h + 1) * hd];
+                        attend(simd, Attend { q, heads: 1, parts, n, stride, off, scale, scores: &mut scores, out: &mut alone });
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&together[h * hd..(h + 1) * hd]), bits(&alone), "{simd} hd {hd} n {n}: head {h} of {heads}");
+                    }
+                }
+            }
         }
     }
 
@@ -604,7 +687,7 @@ mod tests {
                 for split in [0, n / 2, n] {
                     let parts = [(&keys[..split * stride], &vals[..split * stride]), (&keys[split * stride..], &vals[split * stride..])];
                     let (mut scores, mut out) = (Vec::new(), vec![f32::NAN; hd]);
-                    attend(simd, Attend { q: &q, parts, n, stride, off, scale, scores: &mut scores, out: &mut out });
+                    attend(simd, Attend { q: &q, heads: 1, parts, n, stride, off, scale, scores: &mut scores, out: &mut out });
                     for i in 0..hd {
                         let e: f64 = (0..n).map(|t| (sc[t] - mx).exp() / z * vals[t * stride + off + i] as f64).sum();
                         assert!((out[i] as f64 - e).abs() < 1e-5, "{simd} hd {hd} n {n}: {} vs {e}", out[i]);
