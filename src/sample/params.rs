@@ -68,7 +68,11 @@ fn sample_tempered(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> 
     }
     let needs_order = p.top_p < 1.0;
     if needs_order {
-        cand.sort_unstable_by(by_logit_desc);
+        if cand.len() == logits.len() {
+            sort_desc(&mut cand);
+        } else {
+            cand.sort_unstable_by(by_logit_desc);
+        }
     }
     let max = cand.iter().fold(f32::NEG_INFINITY, |a, c| a.max(c.1));
     let mut probs: Vec<f32> = cand.iter().map(|c| (c.1 - max).exp()).collect();
@@ -96,12 +100,64 @@ fn sample_tempered(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> 
     cand[n - 1].0
 }
 
+/// Candidates in index order, sorted by value descending and index ascending: the one order
+/// `sort_unstable_by(by_logit_desc)` gives (the order is total), in three counting passes over 11-bit digits of
+/// the values' total-order keys, which keep equal keys in index order. A comparison sort of a 49k-word vocabulary
+/// was 8% of an evaluation with top-p.
+fn sort_desc(cand: &mut Vec<(usize, f32)>) {
+    // f32::total_cmp's order as unsigned integers, reversed.
+    let key = |x: f32| {
+        let b = x.to_bits();
+        !(if b >> 31 == 1 { !b } else { b | 0x8000_0000 })
+    };
+    let mut src = std::mem::take(cand);
+    let mut dst = src.clone();
+    for shift in [0, 11, 22] {
+        let mut start = [0usize; 2048];
+        for c in &src {
+            start[(key(c.1) >> shift) as usize & 2047] += 1;
+        }
+        let mut at = 0;
+        for s in start.iter_mut() {
+            (*s, at) = (at, at + *s);
+        }
+        for &c in &src {
+            let d = (key(c.1) >> shift) as usize & 2047;
+            dst[start[d]] = c;
+            start[d] += 1;
+        }
+        std::mem::swap(&mut src, &mut dst);
+    }
+    *cand = src;
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
 
     fn params(t: f32, k: usize, top_p: f32) -> SamplingParams {
         SamplingParams { temperature: t, top_k: k, top_p, ..Default::default() }
+    }
+
+    /// The counting sort gives the comparison sort's order exactly: ties by index, signed zeros, infinities and
+    /// NaNs where `total_cmp` puts them.
+    #[test]
+    fn counting_sort_is_the_comparison_sort() {
+        let mut rng = stream_rng(2, 0);
+        for n in [1, 2, 100, 5000] {
+            let mut v: Vec<f32> = (0..n).map(|_| (rng.random_range(-40.0f32..40.0) * 4.0).round() / 4.0).collect();
+            for (i, x) in [0.0, -0.0, f32::INFINITY, f32::NEG_INFINITY, f32::NAN, -f32::NAN, f32::MIN_POSITIVE].into_iter().enumerate() {
+                if i * 7 < n {
+                    v[i * 7] = x;
+                }
+            }
+            let mut a: Vec<(usize, f32)> = v.iter().copied().enumerate().collect();
+            let mut b = a.clone();
+            sort_desc(&mut a);
+            b.sort_unstable_by(|x, y| y.1.total_cmp(&x.1).then(x.0.cmp(&y.0)));
+            let bits = |c: &[(usize, f32)]| c.iter().map(|&(i, x)| (i, x.to_bits())).collect::<Vec<_>>();
+            assert_eq!(bits(&a), bits(&b), "n = {n}");
+        }
     }
 
     #[test]
