@@ -11,7 +11,7 @@ use super::linear::Input;
 use super::lora::{LoraAdapter, Stacked};
 use super::rope::Rope;
 use super::weights::Weights;
-use crate::simd::kernels::{attend, rms_norm, silu_mul, Attend};
+use crate::simd::kernels::{attend_rows, rms_norm, silu_mul, AttendRows, RowQuery};
 use crate::simd::Simd;
 
 pub struct Transformer {
@@ -181,20 +181,46 @@ impl Transformer {
         let ptr = SyncPtr(out.as_mut_ptr());
         let simd = self.simd;
         // With several rows, the heads sharing a key/value head go together (each key and value read once for
-        // all of them); a single row keeps one head per task, so that two threads share its few tasks evenly.
-        let per = if rows.len() >= 4 { group } else { 1 };
+        // all of them), and so do rows whose caches share a prefix (episodes forked from one prompt), a few at a
+        // time: the shared keys and values are then read once per block for all of them. A single row keeps one
+        // head per task, so that two threads share its few tasks evenly.
+        let (per, rows_per_task) = if rows.len() >= 4 { (group, (rows.len() / 8).clamp(1, 8)) } else { (1, 1) };
+        let shared_of = |ri: usize| {
+            let [(k, _), _] = batch[rows[ri].0].cache.parts(layer);
+            (k.as_ptr() as usize, k.len())
+        };
+        let mut order: Vec<usize> = (0..rows.len()).collect();
+        order.sort_by_key(|&ri| shared_of(ri));
+        let mut chunks: Vec<&[usize]> = Vec::new();
+        let mut i = 0;
+        while i < order.len() {
+            let mut j = i + 1;
+            let shared = shared_of(order[i]);
+            while j < order.len() && j - i < rows_per_task && shared.1 > 0 && shared_of(order[j]) == shared {
+                j += 1;
+            }
+            chunks.push(&order[i..j]);
+            i = j;
+        }
         let work = |scores: &mut Vec<f32>, idx: usize| {
             let p = ptr;
-            let (ri, head) = (idx / (nh / per), (idx % (nh / per)) * per);
-            let (b, pos) = rows[ri];
-            let q = &qkv[ri * w + head * hd..ri * w + (head + per) * hd];
-            // SAFETY: each (row, heads) task owns out[ri*qd + head*hd .. + per*hd].
-            let out = unsafe { std::slice::from_raw_parts_mut(p.0.add(ri * qd + head * hd), per * hd) };
-            let parts = batch[b].cache.parts(layer);
+            let (chunk, head) = (chunks[idx / (nh / per)], (idx % (nh / per)) * per);
+            let mut queries: Vec<RowQuery> = chunk
+                .iter()
+                .map(|&ri| {
+                    let (b, pos) = rows[ri];
+                    let q = &qkv[ri * w + head * hd..ri * w + (head + per) * hd];
+                    // SAFETY: each (row, heads) pair belongs to one task, which alone writes
+                    // out[ri*qd + head*hd .. + per*hd].
+                    let out = unsafe { std::slice::from_raw_parts_mut(p.0.add(ri * qd + head * hd), per * hd) };
+                    RowQuery { q, own: batch[b].cache.parts(layer)[1], n: pos + 1, out }
+                })
+                .collect();
+            let shared = batch[rows[chunk[0]].0].cache.parts(layer)[0];
             let off = (head / group) * hd;
-            attend(simd, Attend { q, heads: per, parts, n: pos + 1, stride: kvd, off, scale, scores, out });
+            attend_rows(simd, AttendRows { rows: &mut queries, heads: per, shared, stride: kvd, off, scale, scores });
         };
-        let tasks = rows.len() * (nh / per);
+        let tasks = chunks.len() * (nh / per);
         // Decode of a single sequence has only `heads` tasks, but each reads the whole cache: worth both threads.
         if tasks * (rows.last().map_or(0, |r| r.1) + 1) < 512 {
             let mut scores = Vec::new();
