@@ -550,8 +550,8 @@ impl Kernel for DownProject<'_> {
     fn run<L: Lanes>(self) {
         let (d_in, r) = (self.d_in, self.a.len() / self.d_in);
         for (xr, axr) in self.x.chunks_exact(d_in).zip(self.ax.chunks_exact_mut(r)) {
-            for k in 0..r {
-                axr[k] = dot_l::<L>(&self.a[k * d_in..(k + 1) * d_in], xr) * self.scale;
+            for (v, a) in axr.iter_mut().zip(self.a.chunks_exact(d_in)) {
+                *v = dot_l::<L>(a, xr) * self.scale;
             }
         }
     }
