@@ -125,6 +125,22 @@ fn batched_equal_single(m: &Transformer) {
     let mut forked = KvCache::fork(&prefix);
     let tail = m.forward(&mut [SeqInput { cache: &mut forked, tokens: &PROMPT[9..], logits: Logits::All }]).unwrap().remove(0);
     assert!(tail == single_a[9 * v..], "{}", m.simd);
+
+    // Many sequences forked from one prefix (longer than attention's block of shared positions) step together,
+    // their attention grouped by the shared prefix, exactly as each alone.
+    let long: Vec<u32> = PROMPT.iter().cycle().take(5 * PROMPT.len()).copied().collect();
+    let mut prefix = m.new_cache();
+    m.forward(&mut [SeqInput { cache: &mut prefix, tokens: &long, logits: Logits::None }]).unwrap();
+    let prefix = std::sync::Arc::new(prefix);
+    let tails: Vec<Vec<u32>> = (0..20).map(|i| (0..1 + i % 3).map(|j| PROMPT[(5 * i + j) % PROMPT.len()]).collect()).collect();
+    let mut caches: Vec<KvCache> = tails.iter().map(|_| KvCache::fork(&prefix)).collect();
+    let mut batch: Vec<SeqInput> = caches.iter_mut().zip(&tails).map(|(c, t)| SeqInput { cache: c, tokens: t, logits: Logits::Last }).collect();
+    let together = m.forward(&mut batch).unwrap();
+    for (i, t) in tails.iter().enumerate() {
+        let mut c = KvCache::fork(&prefix);
+        let alone = m.forward(&mut [SeqInput { cache: &mut c, tokens: t, logits: Logits::Last }]).unwrap().remove(0);
+        assert!(together[i] == alone, "{}: sequence {i} of a batch forked from one prefix", m.simd);
+    }
 }
 
 #[test]
