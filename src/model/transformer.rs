@@ -11,7 +11,8 @@ use super::linear::Input;
 use super::lora::{LoraAdapter, Stacked};
 use super::rope::Rope;
 use super::weights::Weights;
-use crate::simd::kernels::{attend_rows, rms_norm, silu_mul, AttendRows, RowQuery};
+use crate::simd::attention::{attend_rows, AttendRows, RowQuery};
+use crate::simd::kernels::{rms_norm, silu_mul};
 use crate::simd::Simd;
 
 pub struct Transformer {

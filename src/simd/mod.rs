@@ -12,6 +12,7 @@
 use std::fmt;
 use std::sync::OnceLock;
 
+pub mod attention;
 pub mod exp;
 pub mod kernels;
 pub mod lanes;

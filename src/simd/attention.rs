@@ -1,0 +1,466 @@
+//! Attention over the KV cache: query heads that share a key/value head together, and rows whose caches share
+//! a prompt prefix together, each output the same chain of operations as when it is computed alone.
+use super::exp::exp;
+use super::kernels::{dispatch, dot_l, for_chunks, load_part, store_part, Kernel};
+use super::lanes::Lanes;
+use super::Simd;
+
+/// Query heads that share one key/value head (grouped-query attention) attending over a sequence's cached keys
+/// and values, which are stored in up to two parts (a shared prefix and the sequence's own positions), `stride`
+/// floats per position with this head's slice at `off..off + head_dim`. Each key and value is loaded once for all
+/// the heads; every head's output is the same chain of operations as when it attends alone.
+pub struct Attend<'a> {
+    /// `heads` queries of `head_dim` values, one after another.
+    pub q: &'a [f32],
+    pub heads: usize,
+    pub parts: [(&'a [f32], &'a [f32]); 2],
+    /// Positions to attend to (`0..n`).
+    pub n: usize,
+    pub stride: usize,
+    pub off: usize,
+    pub scale: f32,
+    /// Scratch for the scores (grown as needed).
+    pub scores: &'a mut Vec<f32>,
+    /// `heads x head_dim`.
+    pub out: &'a mut [f32],
+}
+
+impl Kernel for Attend<'_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self) {
+        let Attend { q, heads, parts, n, stride, off, scale, scores, out } = self;
+        let hd = q.len() / heads.max(1);
+        if !fits::<L>(hd) {
+            for h in 0..heads {
+                let (q, out) = (&q[h * hd..(h + 1) * hd], &mut out[h * hd..(h + 1) * hd]);
+                attend_any::<L>(Attend { q, heads: 1, parts, n, stride, off, scale, scores: &mut *scores, out });
+            }
+            return;
+        }
+        let mut rows = [RowQuery { q, own: parts[1], n, out }];
+        rows_of_heads::<L>(AttendRows { rows: &mut rows, heads, shared: parts[0], stride, off, scale, scores });
+    }
+}
+
+/// One row's queries for [`AttendRows`].
+pub struct RowQuery<'a> {
+    /// `heads x head_dim`.
+    pub q: &'a [f32],
+    /// The keys and values of the row's own positions, after the shared ones.
+    pub own: (&'a [f32], &'a [f32]),
+    /// Positions to attend to (`0..n`), the shared ones included.
+    pub n: usize,
+    /// `heads x head_dim`.
+    pub out: &'a mut [f32],
+}
+
+/// Rows whose caches begin with the same keys and values (episodes forked from one prompt prefix) attending
+/// together, as [`Attend`] for each: the shared positions are visited in blocks that stay in L1 while every row
+/// uses them, instead of once per row from further away. Each row's every output is the same chain of operations
+/// as when it attends alone.
+pub struct AttendRows<'a, 'r> {
+    pub rows: &'r mut [RowQuery<'a>],
+    pub heads: usize,
+    pub shared: (&'a [f32], &'a [f32]),
+    pub stride: usize,
+    pub off: usize,
+    pub scale: f32,
+    pub scores: &'r mut Vec<f32>,
+}
+
+impl Kernel for AttendRows<'_, '_> {
+    type Out = ();
+    #[inline(always)]
+    fn run<L: Lanes>(self) {
+        let hd = self.rows.first().map_or(0, |r| r.q.len() / self.heads.max(1));
+        if fits::<L>(hd) {
+            return rows_of_heads::<L>(self);
+        }
+        let AttendRows { rows, heads, shared, stride, off, scale, scores } = self;
+        for r in rows.iter_mut() {
+            let a = Attend { q: r.q, heads, parts: [shared, r.own], n: r.n, stride, off, scale, scores: &mut *scores, out: &mut *r.out };
+            a.run::<L>();
+        }
+    }
+}
+
+/// Whether heads of `hd` values get the register kernels: whole registers, in whole blocks of [`value_block`].
+#[inline(always)]
+fn fits<L: Lanes>(hd: usize) -> bool {
+    hd.is_multiple_of(L::N) && (hd / L::N).is_multiple_of(value_block::<L>())
+}
+
+/// Registers of a value accumulated at once per head, so that four heads' accumulators fit beside the loads.
+#[inline(always)]
+fn value_block<L: Lanes>() -> usize {
+    if L::REGISTERS >= 32 { 4 } else { 2 }
+}
+
+/// The rows' heads, up to four at a time (see [`AttendRows`]).
+#[inline(always)]
+fn rows_of_heads<L: Lanes>(a: AttendRows) {
+    let AttendRows { rows, heads, shared, stride, off, scale, scores } = a;
+    let hd = rows.first().map_or(0, |r| r.q.len() / heads.max(1));
+    let mut h = 0;
+    while h < heads {
+        let g = (heads - h).min(4);
+        let part = HeadsPart { rows: &mut *rows, h0: h, hd, shared, stride, off, scale, scores: &mut *scores };
+        match (g, value_block::<L>()) {
+            (1, 4) => attend_heads::<L, 1, 4>(part),
+            (2, 4) => attend_heads::<L, 2, 4>(part),
+            (3, 4) => attend_heads::<L, 3, 4>(part),
+            (_, 4) => attend_heads::<L, 4, 4>(part),
+            (1, _) => attend_heads::<L, 1, 2>(part),
+            (2, _) => attend_heads::<L, 2, 2>(part),
+            (3, _) => attend_heads::<L, 3, 2>(part),
+            (_, _) => attend_heads::<L, 4, 2>(part),
+        }
+        h += g;
+    }
+}
+
+/// Heads `h0..h0 + G` of every row.
+struct HeadsPart<'a, 'r> {
+    rows: &'r mut [RowQuery<'a>],
+    h0: usize,
+    hd: usize,
+    shared: (&'a [f32], &'a [f32]),
+    stride: usize,
+    off: usize,
+    scale: f32,
+    scores: &'r mut Vec<f32>,
+}
+
+/// Where one head's keys and values are in the cache.
+#[derive(Clone, Copy)]
+struct Cache<'a> {
+    parts: [(&'a [f32], &'a [f32]); 2],
+    n: usize,
+    hd: usize,
+    off: usize,
+    stride: usize,
+}
+
+impl<'a> Attend<'a> {
+    fn cache(&self) -> Cache<'a> {
+        Cache { parts: self.parts, n: self.n, hd: self.q.len() / self.heads, off: self.off, stride: self.stride }
+    }
+}
+
+/// Calls `f(t, key, value)` for positions `t < n`, in order across the cache's two parts.
+#[inline(always)]
+fn positions<'a>(a: Cache<'a>, mut f: impl FnMut(usize, &'a [f32], &'a [f32])) {
+    let Cache { parts, n, hd, off, stride } = a;
+    let mut t = 0;
+    for (ks, vs) in parts {
+        for (k, v) in ks.chunks_exact(stride).zip(vs.chunks_exact(stride)) {
+            if t == n {
+                return;
+            }
+            f(t, &k[off..off + hd], &v[off..off + hd]);
+            t += 1;
+        }
+    }
+}
+
+/// Scores `s[..n]` (padded to whole registers with -inf) to `exp(s - max)`; returns `1 / sum`.
+#[inline(always)]
+fn softmax_scores<L: Lanes>(s: &mut [f32]) -> f32 {
+    let mut mx = L::splat(f32::NEG_INFINITY);
+    for c in s.chunks_exact(L::N) {
+        mx = mx.max(L::from_slice(c));
+    }
+    let mx = L::splat(mx.hmax());
+    let mut sum = L::zero();
+    for c in s.chunks_exact_mut(L::N) {
+        let e = exp(L::from_slice(c).sub(mx));
+        e.to_slice(c);
+        sum = sum.add(e);
+    }
+    // Padding lanes hold exp(-inf) ~ 1e-38: invisible next to the largest term, which is 1.
+    1.0 / sum.sum()
+}
+
+/// Shared positions per block: a block's keys (or values) of one head, 16 KB for 64-value heads, stay in L1
+/// while every row of the task uses them.
+const SHARED_BLOCK: usize = 64;
+
+/// The scores of `G` heads (queries `q`, `hd` apart) for one key: for each head the chain `q0 k0 + q1 k1 + ...`
+/// over its registers, reduced as [`Lanes::sum`] does.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn head_scores<L: Lanes, const G: usize>(q: &[f32], hd: usize, k: &[f32]) -> [f32; 4] {
+    let k0 = L::from_slice(k);
+    let mut acc = [L::zero(); 4];
+    for h in 0..G {
+        acc[h] = L::from_slice(&q[h * hd..]).mul(k0);
+    }
+    for i in 1..hd / L::N {
+        let ki = L::from_slice(&k[i * L::N..]);
+        for h in 0..G {
+            acc[h] = L::from_slice(&q[h * hd + i * L::N..]).mul_add(ki, acc[h]);
+        }
+    }
+    L::sum4(acc)
+}
+
+/// `acc[h][i] += p_t v_t` over positions `t` of `ts` (values `vs`, position `t` at row `t - first`), in order,
+/// with `p` the row's normalized scores (`np` apart per head).
+#[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
+#[inline(always)]
+fn accumulate<L: Lanes, const G: usize, const VB: usize>(
+    acc: &mut [[L; VB]; G],
+    p: &[f32],
+    np: usize,
+    vs: &[f32],
+    first: usize,
+    ts: std::ops::Range<usize>,
+    stride: usize,
+    col: usize,
+) {
+    for t in ts {
+        let v = &vs[(t - first) * stride + col..];
+        let mut ph = [L::zero(); G];
+        for h in 0..G {
+            ph[h] = L::splat(p[h * np + t]);
+        }
+        for i in 0..VB {
+            let vi = L::from_slice(&v[i * L::N..]);
+            for h in 0..G {
+                acc[h][i] = ph[h].mul_add(vi, acc[h][i]);
+            }
+        }
+    }
+}
+
+/// `G` heads of every row, heads whose size is a whole number of registers, a multiple of `VB`. Each row's
+/// head gets the operations it gets attending alone: its scores (see [`head_scores`]), scaled, a softmax, then
+/// each output register's chain of `p_t v_t` over the positions in order, the shared ones first.
+#[allow(clippy::needless_range_loop)]
+#[inline(always)]
+fn attend_heads<L: Lanes, const G: usize, const VB: usize>(a: HeadsPart) {
+    let HeadsPart { rows, h0, hd, shared, stride, off, scale, scores } = a;
+    let n_shared = shared.0.len() / stride;
+    // Per row: its scores' start in `s` and the padded length per head.
+    let mut at = Vec::with_capacity(rows.len());
+    let mut total = 0;
+    for r in rows.iter() {
+        let np = r.n.next_multiple_of(L::N);
+        at.push((total, np));
+        total += G * np;
+    }
+    let mut s = std::mem::take(scores);
+    s.clear();
+    s.resize(total, f32::NEG_INFINITY);
+    let store = |s: &mut [f32], (base, np): (usize, usize), t: usize, sums: [f32; 4]| {
+        for h in 0..G {
+            s[base + h * np + t] = sums[h] * scale;
+        }
+    };
+    let mut tb = 0;
+    while tb < n_shared {
+        let te = (tb + SHARED_BLOCK).min(n_shared);
+        for (r, &loc) in rows.iter().zip(&at) {
+            for t in tb..te.min(r.n) {
+                let k = &shared.0[t * stride + off..t * stride + off + hd];
+                store(&mut s, loc, t, head_scores::<L, G>(&r.q[h0 * hd..], hd, k));
+            }
+        }
+        tb = te;
+    }
+    for (r, &loc) in rows.iter().zip(&at) {
+        for t in n_shared..r.n {
+            let k = &r.own.0[(t - n_shared) * stride + off..(t - n_shared) * stride + off + hd];
+            store(&mut s, loc, t, head_scores::<L, G>(&r.q[h0 * hd..], hd, k));
+        }
+    }
+    for (r, &(base, np)) in rows.iter().zip(&at) {
+        for h in 0..G {
+            let sh = &mut s[base + h * np..base + (h + 1) * np];
+            let inv = softmax_scores::<L>(sh);
+            for p in &mut sh[..r.n] {
+                *p *= inv;
+            }
+        }
+    }
+    // Each row's accumulators wait in its output between blocks of shared positions.
+    let mut b = 0;
+    while b < hd / L::N {
+        let col = off + b * L::N;
+        for r in rows.iter_mut() {
+            for h in 0..G {
+                for i in 0..VB {
+                    L::zero().to_slice(&mut r.out[(h0 + h) * hd + (b + i) * L::N..]);
+                }
+            }
+        }
+        let mut tb = 0;
+        loop {
+            let last = tb >= n_shared;
+            let te = if last { usize::MAX } else { (tb + SHARED_BLOCK).min(n_shared) };
+            for (r, &(base, np)) in rows.iter_mut().zip(&at) {
+                let mut acc = [[L::zero(); VB]; G];
+                for h in 0..G {
+                    for i in 0..VB {
+                        acc[h][i] = L::from_slice(&r.out[(h0 + h) * hd + (b + i) * L::N..]);
+                    }
+                }
+                let p = &s[base..base + G * np];
+                if last {
+                    accumulate::<L, G, VB>(&mut acc, p, np, r.own.1, n_shared, n_shared..r.n.max(n_shared), stride, col);
+                } else {
+                    accumulate::<L, G, VB>(&mut acc, p, np, shared.1, 0, tb..te.min(r.n), stride, col);
+                }
+                for h in 0..G {
+                    for i in 0..VB {
+                        acc[h][i].to_slice(&mut r.out[(h0 + h) * hd + (b + i) * L::N..]);
+                    }
+                }
+            }
+            if last {
+                break;
+            }
+            tb = te;
+        }
+        b += VB;
+    }
+    *scores = s;
+}
+
+#[inline(always)]
+fn attend_any<L: Lanes>(a: Attend) {
+    let hd = a.q.len();
+    let mut s = std::mem::take(a.scores);
+    s.clear();
+    s.resize(a.n.next_multiple_of(L::N), f32::NEG_INFINITY);
+    positions(a.cache(), |t, k, _| s[t] = dot_l::<L>(a.q, k) * a.scale);
+    let inv = softmax_scores::<L>(&mut s);
+    a.out.fill(0.0);
+    positions(a.cache(), |t, _, v| {
+        let p = L::splat(s[t] * inv);
+        for_chunks::<L>(hd, |c, len| {
+            let o = p.mul_add(load_part::<L>(v, c, len), load_part::<L>(a.out, c, len));
+            store_part(o, a.out, c, len);
+        });
+    });
+    *a.scores = s;
+}
+
+/// Softmax-weighted sums of values for query heads that share a key/value head (see [`Attend`]).
+pub fn attend(simd: Simd, a: Attend) {
+    dispatch(simd, a)
+}
+
+/// [`attend`] for rows whose caches share their first positions (see [`AttendRows`]).
+pub fn attend_rows(simd: Simd, a: AttendRows) {
+    dispatch(simd, a)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use rand::{Rng, SeedableRng};
+
+    fn rand_vec(rng: &mut impl Rng, n: usize) -> Vec<f32> {
+        (0..n).map(|_| rng.random_range(-2.0..2.0)).collect()
+    }
+
+    /// Heads attending together (sharing a key/value head) give each head's bits as it gets alone, on every path,
+    /// for head sizes with and without the grouped kernels and group sizes beyond four.
+    #[test]
+    fn grouped_heads_attend_bit_for_bit_as_alone() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(4);
+        for simd in Simd::available() {
+            for (hd, n) in [(64, 37), (32, 3), (128, 70), (24, 9)] {
+                let (stride, off) = (2 * hd, hd);
+                let (keys, vals) = (rand_vec(&mut rng, n * stride), rand_vec(&mut rng, n * stride));
+                let split = n / 3;
+                let parts = [(&keys[..split * stride], &vals[..split * stride]), (&keys[split * stride..], &vals[split * stride..])];
+                let scale = 1.0 / (hd as f32).sqrt();
+                for heads in [1, 2, 3, 4, 7] {
+                    let q = rand_vec(&mut rng, heads * hd);
+                    let mut scores = Vec::new();
+                    let mut together = vec![f32::NAN; heads * hd];
+                    attend(simd, Attend { q: &q, heads, parts, n, stride, off, scale, scores: &mut scores, out: &mut together });
+                    for h in 0..heads {
+                        let mut alone = vec![f32::NAN; hd];
+                        let q = &q[h * hd..(h + 1) * hd];
+                        attend(simd, Attend { q, heads: 1, parts, n, stride, off, scale, scores: &mut scores, out: &mut alone });
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&together[h * hd..(h + 1) * hd]), bits(&alone), "{simd} hd {hd} n {n}: head {h} of {heads}");
+                    }
+                }
+            }
+        }
+    }
+
+    /// Rows that share their first positions attend together with each row's bits as it gets alone, on every
+    /// path: rows of different lengths (one ending inside the shared part), shared parts longer than a block,
+    /// head sizes with and without the register kernels.
+    #[test]
+    fn rows_sharing_a_prefix_attend_bit_for_bit_as_alone() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
+        for simd in Simd::available() {
+            for (hd, n_shared) in [(64, 150), (32, 5), (24, 70), (64, 0)] {
+                let heads = 3;
+                let (stride, off) = (2 * hd, hd);
+                let (sk, sv) = (rand_vec(&mut rng, n_shared * stride), rand_vec(&mut rng, n_shared * stride));
+                let lens = [n_shared + 9, n_shared + 1, n_shared / 2 + 1, n_shared + 40];
+                let owns: Vec<(Vec<f32>, Vec<f32>)> = lens.iter().map(|&n| {
+                    let own = n.saturating_sub(n_shared);
+                    (rand_vec(&mut rng, own * stride), rand_vec(&mut rng, own * stride))
+                }).collect();
+                let qs: Vec<Vec<f32>> = lens.iter().map(|_| rand_vec(&mut rng, heads * hd)).collect();
+                let scale = 1.0 / (hd as f32).sqrt();
+                let mut outs = vec![vec![f32::NAN; heads * hd]; lens.len()];
+                let mut scores = Vec::new();
+                let mut rows: Vec<RowQuery> = outs
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, out)| RowQuery { q: &qs[i], own: (&owns[i].0[..], &owns[i].1[..]), n: lens[i], out })
+                    .collect();
+                attend_rows(simd, AttendRows { rows: &mut rows, heads, shared: (&sk, &sv), stride, off, scale, scores: &mut scores });
+                for (i, together) in outs.iter().enumerate() {
+                    for h in 0..heads {
+                        let mut alone = vec![f32::NAN; hd];
+                        let parts = [(&sk[..], &sv[..]), (&owns[i].0[..], &owns[i].1[..])];
+                        let q = &qs[i][h * hd..(h + 1) * hd];
+                        attend(simd, Attend { q, heads: 1, parts, n: lens[i], stride, off, scale, scores: &mut scores, out: &mut alone });
+                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
+                        assert_eq!(bits(&together[h * hd..(h + 1) * hd]), bits(&alone), "{simd} hd {hd}: row {i} head {h}");
+                    }
+                }
+            }
+        }
+    }
+
+    #[test]
+    fn attention_matches_reference_and_does_not_depend_on_the_split() {
+        let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
+        for simd in Simd::available() {
+            for (hd, n) in [(64, 37), (6, 5), (24, 1), (80, 19)] {
+                let stride = 3 * hd;
+                let off = hd;
+                let (keys, vals) = (rand_vec(&mut rng, n * stride), rand_vec(&mut rng, n * stride));
+                let q = rand_vec(&mut rng, hd);
+                let scale = 1.0 / (hd as f32).sqrt();
+                let sc: Vec<f64> = (0..n).map(|t| (0..hd).map(|i| q[i] as f64 * keys[t * stride + off + i] as f64).sum::<f64>() * scale as f64).collect();
+                let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
+                let z: f64 = sc.iter().map(|s| (s - mx).exp()).sum();
+                let mut results = Vec::new();
+                for split in [0, n / 2, n] {
+                    let parts = [(&keys[..split * stride], &vals[..split * stride]), (&keys[split * stride..], &vals[split * stride..])];
+                    let (mut scores, mut out) = (Vec::new(), vec![f32::NAN; hd]);
+                    attend(simd, Attend { q: &q, heads: 1, parts, n, stride, off, scale, scores: &mut scores, out: &mut out });
+                    for i in 0..hd {
+                        let e: f64 = (0..n).map(|t| (sc[t] - mx).exp() / z * vals[t * stride + off + i] as f64).sum();
+                        assert!((out[i] as f64 - e).abs() < 1e-5, "{simd} hd {hd} n {n}: {} vs {e}", out[i]);
+                    }
+                    results.push(out);
+                }
+                assert!(results.windows(2).all(|w| w[0] == w[1]), "{simd}: split changed the bits");
+            }
+        }
+    }
+}
