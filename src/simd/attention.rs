@@ -109,8 +109,8 @@ fn rows_of_heads<L: Lanes>(a: AttendRows) {
     let AttendRows { rows, heads, shared, stride, off, scale, scores } = a;
     let hd = rows.first().map_or(0, |r| r.q.len() / heads.max(1));
     // With 16 registers, heads together get value blocks of two registers: for a single row, with no other
-    // row to share the loads, one head at a time with its query and output held in registers is faster (1.3x in
-    // a batch-32 decode's attention).
+    // row to share the loads, one head at a time with its query and output held in registers is faster (1.1-1.4x
+    // in a batch-32 decode's attention).
     if L::REGISTERS < 32 && rows.len() == 1 && matches!(hd / L::N, 2 | 4 | 8 | 16) && hd.is_multiple_of(L::N) {
         let r = &mut rows[0];
         for h in 0..heads {
