@@ -430,6 +430,10 @@ mod tests {
     use super::*;
     use rand::{Rng, SeedableRng};
 
+    fn bits(v: &[f32]) -> Vec<u32> {
+        v.iter().map(|x| x.to_bits()).collect()
+    }
+
     fn rand_vec(rng: &mut impl Rng, n: usize) -> Vec<f32> {
         (0..n).map(|_| rng.random_range(-2.0..2.0)).collect()
     }
@@ -455,7 +459,6 @@ mod tests {
                         let mut alone = vec![f32::NAN; hd];
                         let q = &q[h * hd..(h + 1) * hd];
                         attend(simd, Attend { q, heads: 1, parts, n, stride, off, scale, scores: &mut scores, out: &mut alone });
-                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                         assert_eq!(bits(&together[h * hd..(h + 1) * hd]), bits(&alone), "{simd} hd {hd} n {n}: head {h} of {heads}");
                     }
                 }
@@ -495,7 +498,6 @@ mod tests {
                         let parts = [(&sk[..], &sv[..]), (&owns[i].0[..], &owns[i].1[..])];
                         let q = &qs[i][h * hd..(h + 1) * hd];
                         attend(simd, Attend { q, heads: 1, parts, n: lens[i], stride, off, scale, scores: &mut scores, out: &mut alone });
-                        let bits = |v: &[f32]| v.iter().map(|x| x.to_bits()).collect::<Vec<_>>();
                         assert_eq!(bits(&together[h * hd..(h + 1) * hd]), bits(&alone), "{simd} hd {hd}: row {i} head {h}");
                     }
                 }
