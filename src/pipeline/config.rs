@@ -275,6 +275,9 @@ pub struct RlConfig {
     pub sdar_beta: f64,
     /// Compute a task's shared prompt once for all its samples in the training forward and backward.
     pub shared_prefix: bool,
+    /// After the RL update, also train on the round's filtered successes (`[filter]`, `[train]`), starting from
+    /// the RL adapter: the filtered loop's data with GRPO's signal from the failures.
+    pub then_sft: bool,
 }
 
 impl Default for RlConfig {
@@ -293,6 +296,7 @@ impl Default for RlConfig {
             sdar_lambda: c.sdar_lambda,
             sdar_beta: c.sdar_beta,
             shared_prefix: true,
+            then_sft: false,
         }
     }
 }
@@ -385,6 +389,9 @@ impl LoopConfig {
         if self.rollout.hinted && self.train.objective.is_rl() {
             return bad("rollout.hinted", "hinted rollouts feed the filtered (sft) loop; SDAR uses the hint through its teacher");
         }
+        if self.rl.then_sft && !self.train.objective.is_rl() {
+            return bad("rl.then_sft", "follows an RL update: set train.objective to `grpo` or `sdar`");
+        }
         if self.train.objective.is_rl() {
             if self.rollout.samples < 2 {
                 return bad("rollout.samples", "GRPO and SDAR compare a task's samples with each other: at least 2 per task");
@@ -471,5 +478,9 @@ mod tests {
         assert!(!load_str("name = \"x\"\nrounds = 1\n[eval]\ndev = false\n[gate]\nenabled = false\n").unwrap().eval.dev);
         let cfg = load_str("name = \"x\"\nrounds = 2\n[train]\nmode = \"restart\"\n").unwrap();
         assert_eq!((cfg.rounds, cfg.train.mode, cfg.rollout.samples), (2, TrainMode::Restart, 4));
+        let e = format!("{:#}", load_str("name = \"x\"\nrounds = 1\n[rl]\nthen_sft = true\n").unwrap_err());
+        assert!(e.contains("rl.then_sft") && e.contains("grpo"), "{e}");
+        let rl = "name = \"x\"\nrounds = 1\n[rollout]\ntop_p = 1.0\n[train]\nobjective = \"grpo\"\n[rl]\nthen_sft = true\n";
+        assert!(load_str(rl).unwrap().rl.then_sft);
     }
 }

@@ -93,6 +93,7 @@ fn run_round(st: &mut Stages<'_>, round: usize, rdir: &Path, earlier: &[RoundRec
             rollout: None,
             filter: None,
             train: None,
+            sft: None,
             test: e.test,
             test_no_fewshot: e.test_no_fewshot,
             dev: e.dev,
@@ -112,13 +113,25 @@ fn run_round(st: &mut Stages<'_>, round: usize, rdir: &Path, earlier: &[RoundRec
     let (trajs, rollout) = st.rollout(round, rdir, seed)?;
     if cfg.train.objective.is_rl() {
         let train = st.train_rl(round, rdir, &trajs, start.as_deref())?;
+        let mut filter = None;
+        if cfg.rl.then_sft {
+            let (freport, own) = st.filter(rdir, &trajs)?;
+            filter = Some(filter_record(&freport, &own, own.len()));
+            if !own.is_empty() {
+                // The RL adapter when the update had a signal, else the round's starting one.
+                let rl_adapter = (train.steps > 0).then(|| relative(st, rdir).join("train").join("adapter"));
+                let sft = st.train(round, rdir, "train-sft", &own, rl_adapter.as_deref().or(start.as_deref()))?;
+                let trained = Trained { filter, train, sft: Some(sft), sub: "train-sft" };
+                return candidate_round(st, round, rdir, prev, start, rollout, trained, t0);
+            }
+        }
         if train.steps == 0 {
             if !st.quiet {
                 eprintln!("  every task's samples got the same reward: no gradient, the model stays as it was");
             }
-            return Ok(unchanged(prev, round, start, Some(rollout), None, Some(train), "no signal: every group's rewards are equal".into(), t0));
+            return Ok(unchanged(prev, round, start, Some(rollout), filter, Some(train), "no signal: every group's rewards are equal".into(), t0));
         }
-        return candidate_round(st, round, rdir, prev, start, rollout, None, train, t0);
+        return candidate_round(st, round, rdir, prev, start, rollout, Trained { filter, train, sft: None, sub: "train" }, t0);
     }
     let (freport, own) = st.filter(rdir, &trajs)?;
     let own_len = own.len();
@@ -131,8 +144,21 @@ fn run_round(st: &mut Stages<'_>, round: usize, rdir: &Path, earlier: &[RoundRec
         }
         return Ok(unchanged(prev, round, start, Some(rollout), Some(filter), None, format!("no data: {own_len} episodes kept"), t0));
     }
-    let train = st.train(round, rdir, &rows, start.as_deref())?;
-    candidate_round(st, round, rdir, prev, start, rollout, Some(filter), train, t0)
+    let train = st.train(round, rdir, "train", &rows, start.as_deref())?;
+    candidate_round(st, round, rdir, prev, start, rollout, Trained { filter: Some(filter), train, sft: None, sub: "train" }, t0)
+}
+
+/// `dir` relative to the run folder, as adapters are recorded.
+fn relative(st: &Stages<'_>, dir: &Path) -> PathBuf {
+    dir.strip_prefix(&st.dir).unwrap_or(dir).to_path_buf()
+}
+
+/// What a round trained: `sub` is the folder whose adapter is the round's candidate.
+struct Trained {
+    filter: Option<FilterRecord>,
+    train: TrainRecord,
+    sft: Option<TrainRecord>,
+    sub: &'static str,
 }
 
 /// A round that trained nothing: the model and its evaluations stay those of `prev`.
@@ -144,6 +170,7 @@ fn unchanged(prev: &RoundRecord, round: usize, start: Option<PathBuf>, rollout: 
         rollout,
         filter,
         train,
+        sft: None,
         test: prev.test.clone(),
         test_no_fewshot: prev.test_no_fewshot.clone(),
         dev: prev.dev.clone(),
@@ -163,9 +190,9 @@ fn unchanged(prev: &RoundRecord, round: usize, start: Option<PathBuf>, rollout: 
 
 /// Evaluates the adapter the round trained and passes it through the gate.
 #[allow(clippy::too_many_arguments)]
-fn candidate_round(st: &mut Stages<'_>, round: usize, rdir: &Path, prev: &RoundRecord, start: Option<PathBuf>, rollout: RolloutRecord, filter: Option<FilterRecord>, train: TrainRecord, t0: Instant) -> anyhow::Result<RoundRecord> {
+fn candidate_round(st: &mut Stages<'_>, round: usize, rdir: &Path, prev: &RoundRecord, start: Option<PathBuf>, rollout: RolloutRecord, trained: Trained, t0: Instant) -> anyhow::Result<RoundRecord> {
     let cfg = st.cfg;
-    let candidate = rdir.strip_prefix(&st.dir).unwrap_or(rdir).join("train").join("adapter");
+    let candidate = relative(st, rdir).join(trained.sub).join("adapter");
     st.use_adapter(Some(&candidate))?;
     let e = evaluate_all(st, rdir)?;
     let gate = gate(cfg, prev, e.dev.as_ref())?;
@@ -177,8 +204,9 @@ fn candidate_round(st: &mut Stages<'_>, round: usize, rdir: &Path, prev: &RoundR
         round,
         start_adapter: start,
         rollout: Some(rollout),
-        filter,
-        train: Some(train),
+        filter: trained.filter,
+        train: Some(trained.train),
+        sft: trained.sft,
         test: e.test,
         test_no_fewshot: e.test_no_fewshot,
         dev: e.dev,

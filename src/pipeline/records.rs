@@ -16,6 +16,9 @@ pub struct RoundRecord {
     pub rollout: Option<RolloutRecord>,
     pub filter: Option<FilterRecord>,
     pub train: Option<TrainRecord>,
+    /// With `rl.then_sft`: the training on the filtered successes that followed the RL update (`train-sft/`).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub sft: Option<TrainRecord>,
     pub test: EvalReport,
     pub test_no_fewshot: Option<EvalReport>,
     /// The dev split's evaluation, which the gate decides on (absent in runs made before there was one).

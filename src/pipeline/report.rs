@@ -195,6 +195,15 @@ fn rl_section(s: &mut String, records: &[RoundRecord]) {
                 if x.sampler_gap.tokens > 0 { format!("{:.5}", x.sampler_gap.mean_abs) } else { "- (T ≠ 1)".into() }, f(x.kl_last, 5), f(x.kl_peak, 3), f(x.clip_fraction_mean, 3), f(x.gap_first, 3), f(x.gap_last, 3), f(x.gate_mean, 3));
         }
     }
+    let sft: Vec<(usize, &super::records::TrainRecord, usize)> = records.iter().filter_map(|r| Some((r.round, r.sft.as_ref()?, r.filter.as_ref()?.kept))).collect();
+    if !sft.is_empty() {
+        let _ = writeln!(s, "\n## Training on the filtered successes after the RL update (`rl.then_sft`, train-sft/)\n");
+        let _ = writeln!(s, "| round | episodes kept | steps | loss |");
+        let _ = writeln!(s, "|---|---|---|---|");
+        for (round, t, kept) in sft {
+            let _ = writeln!(s, "| {round} | {kept} | {} | {} → {} |", t.steps, f(t.first_loss, 3), f(t.last_loss, 3));
+        }
+    }
     let hinted: Vec<(usize, &super::records::HintedRecord)> = records.iter().filter_map(|r| r.rollout.as_ref().and_then(|x| x.hinted.as_ref()).map(|h| (r.round, h))).collect();
     if !hinted.is_empty() {
         let _ = writeln!(s, "\n## Hinted rollouts (unsolved train tasks, sampled again with the hint; trained on without it)\n");

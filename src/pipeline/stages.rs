@@ -268,9 +268,10 @@ impl Stages<'_> {
         })
     }
 
-    /// LoRA SFT into `<round>/train/` (the adapter in `train/adapter`); `start` is the adapter to continue.
-    pub fn train(&self, round: usize, round_dir: &Path, rows: &[DatasetRow], start: Option<&Path>) -> anyhow::Result<TrainRecord> {
-        let dir = round_dir.join("train");
+    /// LoRA SFT into `<round>/<sub>/` (`train`, or `train-sft` after an RL update; the adapter in
+    /// `<sub>/adapter`); `start` is the adapter to continue.
+    pub fn train(&self, round: usize, round_dir: &Path, sub: &str, rows: &[DatasetRow], start: Option<&Path>) -> anyhow::Result<TrainRecord> {
+        let dir = round_dir.join(sub);
         let done = dir.join("adapter").join("adapter_config.json").is_file();
         let c = &self.cfg.train;
         if !done {

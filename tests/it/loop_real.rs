@@ -206,3 +206,75 @@ fn loop_runs_end_to_end_and_resumes_after_a_kill() {
     let md = std::fs::read_to_string(c.join("report.md")).unwrap();
     assert!(md.contains("Dev split not evaluated") && md.contains("round (1, the last kept: dev not evaluated)"), "{md}");
 }
+
+/// `rl.then_sft`: a GRPO update, then the filtered loop's training on the same round's kept successes, starting
+/// from the RL adapter; the round's model is that second adapter. A filtered loop on the very same rollout (copied)
+/// keeps the same data, and trains the same adapter exactly when the RL update had no signal.
+#[test]
+fn an_rl_round_can_continue_with_the_filtered_loops_training() {
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = |name: &str, objective: &str| {
+        let text = format!(
+            r#"name = "{name}"
+runs_dir = "{runs}"
+model = "{model}"
+rounds = 1
+[tasks]
+suites = ["arithmetic"]
+difficulties = [1]
+train_per = 3
+dev_per = 1
+test_per = 1
+[rollout]
+samples = 4
+temperature = 0.5
+top_p = 1.0
+[eval]
+samples = 1
+pass_k = [1]
+dev = false
+without_fewshot = false
+[train]
+objective = "{objective}"
+epochs = 2
+batch_size = 2
+[rl]
+then_sft = {then}
+[gate]
+enabled = false
+"#,
+            runs = dir.path().join("runs").display(),
+            model = common::default_model().display(),
+            then = objective != "sft",
+        );
+        let path = dir.path().join(format!("{name}.toml"));
+        std::fs::write(&path, text).unwrap();
+        path
+    };
+    let o = run(&cfg("hybrid", "grpo"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let h = dir.path().join("runs/hybrid");
+    let r1 = json(&h.join("round-001/round.json"));
+    let rl_steps = lines(&h.join("round-001/train/metrics.jsonl")).len();
+    assert_eq!(r1["train"]["steps"], rl_steps);
+    assert_eq!(r1["train"]["rl"]["objective"], "grpo");
+    let kept = lines(&h.join("round-001/filter/dataset.jsonl")).len();
+    assert_eq!(r1["filter"]["kept"], kept);
+    assert!(kept > 0, "the fixed seeds solve some arithmetic; without a success there is nothing to check");
+    assert_eq!(r1["sft"]["steps"], lines(&h.join("round-001/train-sft/metrics.jsonl")).len());
+    assert_eq!(r1["adapter"], "round-001/train-sft/adapter");
+    let md = std::fs::read_to_string(h.join("report.md")).unwrap();
+    assert!(md.contains("after the RL update"), "{md}");
+
+    // Plain SFT on the same rollout: the same kept data; an adapter that differs by the RL update's start.
+    let f = dir.path().join("runs/filtered");
+    for stage in ["round-000", "round-001/rollout"] {
+        copy_dir(&h.join(stage), &f.join(stage));
+    }
+    let o = run(&cfg("filtered", "sft"));
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let file = |run: &Path, p: &str| std::fs::read(run.join(p)).unwrap();
+    assert_eq!(file(&h, "round-001/filter/dataset.jsonl"), file(&f, "round-001/filter/dataset.jsonl"));
+    let same = file(&h, "round-001/train-sft/adapter/adapter_model.safetensors") == file(&f, "round-001/train/adapter/adapter_model.safetensors");
+    assert_eq!(same, rl_steps == 0, "{rl_steps} RL steps: the SFT started from the wrong adapter");
+}
