@@ -257,7 +257,9 @@ impl TrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RlConfig {
+    /// Constant after a linear warmup over `warmup` steps (0: none), counted from each round's first step.
     pub lr: f64,
+    pub warmup: usize,
     /// Update epochs over each round's episodes.
     pub epochs: usize,
     /// Task groups (all samples of a task) per optimizer step.
@@ -285,6 +287,7 @@ impl Default for RlConfig {
         let c = RlCoefs::default();
         RlConfig {
             lr: 1e-4,
+            warmup: 0,
             epochs: 1,
             groups_per_step: 4,
             success_reward: 10.0,
@@ -480,7 +483,8 @@ mod tests {
         assert_eq!((cfg.rounds, cfg.train.mode, cfg.rollout.samples), (2, TrainMode::Restart, 4));
         let e = format!("{:#}", load_str("name = \"x\"\nrounds = 1\n[rl]\nthen_sft = true\n").unwrap_err());
         assert!(e.contains("rl.then_sft") && e.contains("grpo"), "{e}");
-        let rl = "name = \"x\"\nrounds = 1\n[rollout]\ntop_p = 1.0\n[train]\nobjective = \"grpo\"\n[rl]\nthen_sft = true\n";
-        assert!(load_str(rl).unwrap().rl.then_sft);
+        let rl = "name = \"x\"\nrounds = 1\n[rollout]\ntop_p = 1.0\n[train]\nobjective = \"grpo\"\n[rl]\nthen_sft = true\nwarmup = 4\n";
+        let cfg = load_str(rl).unwrap();
+        assert!(cfg.rl.then_sft && cfg.rl.warmup == 4);
     }
 }

@@ -332,7 +332,7 @@ impl Stages<'_> {
             objective: c.objective,
             coefs: r.coefs(),
             lr: r.lr,
-            warmup_steps: 0,
+            warmup_steps: r.warmup,
             min_lr_ratio: 1.0,
             epochs: r.epochs,
             groups_per_step: r.groups_per_step,
