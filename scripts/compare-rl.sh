@@ -11,7 +11,7 @@
 # (GRPO with rl.std_floor = 1: a group whose rewards differ only by penalties gets small advantages) and
 # grpo-small (grpo-p0 in smaller, clipped steps: lr 3e-4, 2 epochs, 2 groups per step); and grpo-sft (an SFT+RL
 # hybrid: grpo-p0's update, then the filtered loop's training on the round's kept successes) and grpo-w4 (GRPO
-# with the learning rate warmed up over each round's first 4 steps). Each arm
+# with the learning rate warmed up over each round's first 4 steps; grpo-p0w4: the same without the penalty). Each arm
 # and seed is its own run folder runs/compare-rl/<arm>-s<seed> (resumable: rerun the same command after an
 # interruption). Every arm gets the same rollouts per round (tasks x samples) and rounds; the
 # report gives each arm's wall time. Round 0 (the base model's evaluation) is the same for every run, and round
@@ -54,6 +54,8 @@ config_for() { # arm seed -> path
     grpo-small) set_key "$f" train objective '"grpo"'; set_key "$f" rl invalid_penalty 0.0; set_key "$f" rl lr 3e-4
       set_key "$f" rl epochs 2; set_key "$f" rl groups_per_step 2 ;;
     grpo-w4) set_key "$f" train objective '"grpo"'; sed -i 's/^\[rl\]$/[rl]\nwarmup = 4/' "$f" ;;
+    grpo-p0w4) set_key "$f" train objective '"grpo"'; set_key "$f" rl invalid_penalty 0.0
+      sed -i 's/^\[rl\]$/[rl]\nwarmup = 4/' "$f" ;;
     grpo-sft) set_key "$f" train objective '"grpo"'; set_key "$f" rl invalid_penalty 0.0
       sed -i 's/^\[rl\]$/[rl]\nthen_sft = true/' "$f" ;;
     sdar-b5) set_key "$f" train objective '"sdar"' ;;

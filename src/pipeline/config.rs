@@ -257,8 +257,8 @@ impl TrainConfig {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RlConfig {
-    /// Constant after a linear warmup over `warmup` steps (0: none), counted from each round's first step.
     pub lr: f64,
+    /// Linear warmup to `lr` over each round's first `warmup` steps (0: `lr` from the first step), then constant.
     pub warmup: usize,
     /// Update epochs over each round's episodes.
     pub epochs: usize,

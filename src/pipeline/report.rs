@@ -260,14 +260,16 @@ fn metrics(dir: &Path, records: &[RoundRecord]) -> anyhow::Result<Vec<serde_json
             "generated_tokens_per_second": r.rollout.as_ref().map(|x| x.generated_tokens_per_second),
             "train_tokens_per_second": r.train.as_ref().map(|t| t.tokens_per_second), "seconds": r.seconds,
         }));
-        let steps = round_dir(dir, r.round).join("train").join("metrics.jsonl");
-        if r.train.is_some() && steps.is_file() {
-            for mut v in read_jsonl::<serde_json::Value>(&steps, ReadMode::Strict)?.into_items() {
-                if let Some(o) = v.as_object_mut() {
-                    o.insert("event".into(), "train_step".into());
-                    o.insert("round".into(), r.round.into());
+        for (sub, event, ran) in [("train", "train_step", r.train.is_some()), ("train-sft", "sft_step", r.sft.is_some())] {
+            let steps = round_dir(dir, r.round).join(sub).join("metrics.jsonl");
+            if ran && steps.is_file() {
+                for mut v in read_jsonl::<serde_json::Value>(&steps, ReadMode::Strict)?.into_items() {
+                    if let Some(o) = v.as_object_mut() {
+                        o.insert("event".into(), event.into());
+                        o.insert("round".into(), r.round.into());
+                    }
+                    out.push(v);
                 }
-                out.push(v);
             }
         }
     }

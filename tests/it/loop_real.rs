@@ -16,15 +16,8 @@ fn config(dir: &Path, name: &str, samples: u32) -> PathBuf {
 
 /// `eval_extra`: more lines for the `[eval]` table, which may name other tables after them.
 fn config_with(dir: &Path, name: &str, samples: u32, eval_extra: &str) -> PathBuf {
-    let text = format!(
-        r#"name = "{name}"
-runs_dir = "{runs}"
-model = "{model}"
-rounds = 1
-[tasks]
-suites = ["arithmetic"]
-difficulties = [1]
-train_per = 8
+    let body = format!(
+        r#"train_per = 8
 dev_per = 3
 test_per = 3
 test_files = ["{test_file}"]
@@ -41,8 +34,16 @@ epochs = 2
 batch_size = 2
 save_every = 1
 "#,
-        runs = dir.join("runs").display(),
         test_file = test_file(dir).display(),
+    );
+    write_config(dir, name, &body)
+}
+
+/// A one-round config on the default model's arithmetic at difficulty 1; `body` continues its `[tasks]` table.
+fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
+    let text = format!(
+        "name = \"{name}\"\nruns_dir = \"{runs}\"\nmodel = \"{model}\"\nrounds = 1\n[tasks]\nsuites = [\"arithmetic\"]\ndifficulties = [1]\n{body}",
+        runs = dir.join("runs").display(),
         model = common::default_model().display(),
     );
     let path = dir.join(format!("{name}.toml"));
@@ -214,15 +215,8 @@ fn loop_runs_end_to_end_and_resumes_after_a_kill() {
 fn an_rl_round_can_continue_with_the_filtered_loops_training() {
     let dir = tempfile::tempdir().unwrap();
     let cfg = |name: &str, objective: &str| {
-        let text = format!(
-            r#"name = "{name}"
-runs_dir = "{runs}"
-model = "{model}"
-rounds = 1
-[tasks]
-suites = ["arithmetic"]
-difficulties = [1]
-train_per = 3
+        let body = format!(
+            r#"train_per = 3
 dev_per = 1
 test_per = 1
 [rollout]
@@ -243,13 +237,9 @@ then_sft = {then}
 [gate]
 enabled = false
 "#,
-            runs = dir.path().join("runs").display(),
-            model = common::default_model().display(),
             then = objective != "sft",
         );
-        let path = dir.path().join(format!("{name}.toml"));
-        std::fs::write(&path, text).unwrap();
-        path
+        write_config(dir.path(), name, &body)
     };
     let o = run(&cfg("hybrid", "grpo"));
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
@@ -265,6 +255,9 @@ enabled = false
     assert_eq!(r1["adapter"], "round-001/train-sft/adapter");
     let md = std::fs::read_to_string(h.join("report.md")).unwrap();
     assert!(md.contains("after the RL update"), "{md}");
+    let metrics = lines(&h.join("metrics.jsonl"));
+    assert_eq!(metrics.iter().filter(|m| m["event"] == "train_step").count(), rl_steps);
+    assert_eq!(metrics.iter().filter(|m| m["event"] == "sft_step").count(), r1["sft"]["steps"].as_u64().unwrap() as usize);
 
     // Plain SFT on the same rollout: the same kept data; an adapter that differs by the RL update's start.
     let f = dir.path().join("runs/filtered");
