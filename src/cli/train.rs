@@ -7,6 +7,7 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::json;
 
+use crate::pipeline::train_plots::write_sft_plot;
 use crate::progress;
 use super::{ModelArgs};
 use crate::data::dataset::read_dataset;
@@ -29,7 +30,8 @@ pub struct TrainArgs {
     /// Dataset (sft) or trajectories (grpo, sdar).
     #[arg(long, required_unless_present = "bench")]
     pub data: Option<PathBuf>,
-    /// Run folder: checkpoint/, metrics.jsonl, and the final adapter in OUT/adapter (PEFT format).
+    /// Run folder: checkpoint/, metrics.jsonl, its curves (loss.svg; rl.svg for grpo and sdar), and the final adapter
+    /// in OUT/adapter (PEFT format).
     #[arg(long, required_unless_present = "bench")]
     pub out: Option<PathBuf>,
     /// LoRA rank.
@@ -227,6 +229,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     pb.finish_and_clear();
     let outcome = outcome?;
     let wall = t0.elapsed().as_secs_f64();
+    let plot = write_sft_plot(out)?;
     let tps = tokens as f64 / wall.max(1e-9);
     let first_loss = first.as_ref().map(|s| s.loss);
     let last_loss = last.as_ref().map(|s| s.loss).or(outcome.last_loss);
@@ -237,7 +240,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
                 "steps": outcome.steps, "finished": outcome.finished, "first_loss": first_loss, "last_loss": last_loss,
                 "trained_tokens": tokens, "tokens_per_second": tps, "wall_seconds": wall,
                 "adapter": outcome.finished.then(|| outcome.adapter_dir.display().to_string()),
-                "checkpoint": outcome.checkpoint_dir.display().to_string(),
+                "checkpoint": outcome.checkpoint_dir.display().to_string(), "plot": plot.display().to_string(),
             }))?
         );
     } else {
@@ -250,6 +253,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
             println!("adapter      {}", outcome.adapter_dir.display());
         }
         println!("checkpoint   {}", outcome.checkpoint_dir.display());
+        println!("curves       {}", plot.display());
     }
     Ok(())
 }

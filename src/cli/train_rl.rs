@@ -11,6 +11,7 @@ use crate::agent::taskfile::load_tasks;
 use crate::data::jsonl::read_jsonl;
 use crate::data::{ReadMode, Task, Trajectory};
 use crate::distil::rl::{rl_rows, sampling_temperature, Rewards, Teacher};
+use crate::pipeline::train_plots::write_rl_plot;
 use crate::progress;
 use crate::train::optim::AdamWParams;
 use crate::train::rl::{plan, train_rl, Objective, RlCoefs, RlParams, RlStepMetrics};
@@ -78,13 +79,14 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
     pb.finish_and_clear();
     let outcome = outcome?;
     let wall = t0.elapsed().as_secs_f64();
+    let plot = write_rl_plot(out)?;
     let tokens: usize = steps.iter().map(|s| s.step_tokens).sum();
     let summary = json!({
         "objective": a.objective, "steps": outcome.steps, "finished": outcome.finished, "groups": outcome.groups,
         "zero_variance_groups": outcome.zero_variance_groups, "episodes_used": outcome.episodes_used, "episodes_without_hint": without_hint,
         "sampler_gap": outcome.sampler_gap, "trained_tokens": tokens, "tokens_per_second": tokens as f64 / wall.max(1e-9), "wall_seconds": wall,
         "first_step": steps.first(), "last_step": steps.last(),
-        "adapter": outcome.finished.then(|| outcome.adapter_dir.display().to_string()),
+        "adapter": outcome.finished.then(|| outcome.adapter_dir.display().to_string()), "plot": plot.display().to_string(),
     });
     if a.json {
         println!("{}", serde_json::to_string(&summary)?);
@@ -108,6 +110,7 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
         }
     }
     println!("throughput     {:.1} trained tokens/s, wall time {wall:.1} s", tokens as f64 / wall.max(1e-9));
+    println!("curves         {}", plot.display());
     if outcome.finished {
         println!("adapter        {}", outcome.adapter_dir.display());
     }

@@ -21,6 +21,7 @@ pub mod records;
 pub mod report;
 pub mod stages;
 pub mod tasks;
+pub mod train_plots;
 
 use std::path::{Path, PathBuf};
 use std::time::Instant;

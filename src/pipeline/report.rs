@@ -6,6 +6,7 @@ use std::path::Path;
 
 use super::config::LoopConfig;
 use super::plot::{svg, Chart, Series};
+use super::train_plots::rl_svg;
 use super::records::{overall, RoundRecord};
 use super::stages::round_dir;
 use crate::agent::metrics::EvalReport;
@@ -27,13 +28,13 @@ pub fn write_all(cfg: &LoopConfig, dir: &Path, records: &[RoundRecord], dev_orig
     Ok(())
 }
 
-/// Every RL training step of every round, in order, with its round.
-fn rl_steps(dir: &Path, records: &[RoundRecord]) -> anyhow::Result<Vec<(usize, RlStepMetrics)>> {
+/// Every RL training step of every round, in order.
+fn rl_steps(dir: &Path, records: &[RoundRecord]) -> anyhow::Result<Vec<RlStepMetrics>> {
     let mut out = Vec::new();
     for r in records.iter().filter(|r| r.train.as_ref().is_some_and(|t| t.rl.is_some())) {
         let path = round_dir(dir, r.round).join("train").join("metrics.jsonl");
         if path.is_file() {
-            out.extend(read_jsonl::<RlStepMetrics>(&path, ReadMode::Strict)?.into_items().into_iter().map(|m| (r.round, m)));
+            out.extend(read_jsonl::<RlStepMetrics>(&path, ReadMode::Strict)?.into_items());
         }
     }
     Ok(out)
@@ -46,19 +47,7 @@ fn rl_curves(dir: &Path, records: &[RoundRecord]) -> anyhow::Result<Option<Strin
     if steps.is_empty() {
         return Ok(None);
     }
-    let line = |name: &str, f: &dyn Fn(&RlStepMetrics) -> Option<f64>, dashed: bool| Series {
-        name: name.into(),
-        points: steps.iter().enumerate().filter_map(|(i, (_, m))| f(m).map(|v| ((i + 1) as f64, v))).collect(),
-        dashed,
-        bold: !dashed,
-    };
-    let chart = |title: &str, y: &str, series: Vec<Series>| Chart { title: title.into(), x_label: "training step (all rounds)".into(), y_label: y.into(), y_max: None, series: series.into_iter().filter(|s| !s.points.is_empty()).collect() };
-    Ok(Some(svg(&[
-        chart("Reward per step", "reward", vec![line("mean", &|m| Some(m.reward_mean), false), line("std", &|m| Some(m.reward_std), true)]),
-        chart("KL to the base, entropy / 100", "nats", vec![line("KL (k3)", &|m| Some(m.kl), false), line("entropy / 100", &|m| Some(m.entropy / 100.0), true)]),
-        chart("Clipping and flat groups", "share", vec![line("clip fraction", &|m| Some(m.clip_fraction), false), line("zero-variance groups", &|m| Some(m.zero_variance_groups), true)]),
-        chart("SDAR: teacher - student gap, gate", "", vec![line("mean gap T - S", &|m| m.gap_mean, false), line("gate mean", &|m| m.gate_mean, true), line("share g > 0.5", &|m| m.gate_above_half, true)]),
-    ])))
+    Ok(Some(rl_svg(&steps, "training step (all rounds)")))
 }
 
 fn pct(v: f64) -> String {

@@ -307,6 +307,8 @@ impl Stages<'_> {
             let outcome = outcome?;
             anyhow::ensure!(outcome.finished, "training stopped before the end of its schedule ({} steps)", outcome.steps);
         }
+        // Rewritten every time (atomically, from the metrics alone), so a run killed right after training has it too.
+        super::train_plots::write_sft_plot(&dir)?;
         train_record(&dir.join("metrics.jsonl"))
     }
 }

@@ -8,7 +8,7 @@ use std::path::{Path, PathBuf};
 use std::time::Instant;
 
 use candle_core::Tensor;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, TrainState};
 use super::data::{epoch_batches, validate_rows, TrainRow};
@@ -82,7 +82,7 @@ impl SftParams {
 }
 
 /// One line of `metrics.jsonl`.
-#[derive(Debug, Clone, PartialEq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepMetrics {
     pub step: usize,
     pub epoch: usize,

@@ -76,6 +76,10 @@ fn train_cli_lowers_the_loss_and_writes_a_loadable_adapter() {
     for f in ["adapter_model.safetensors", "adapter_config.json"] {
         assert_eq!(std::fs::read(run.join("adapter").join(f)).unwrap(), std::fs::read(split.join("adapter").join(f)).unwrap(), "{f}");
     }
+    // The curves cover all 30 steps (loss, gradient norm, learning rate), the resumed run's as well.
+    let curves = std::fs::read_to_string(s["plot"].as_str().unwrap()).unwrap();
+    assert_eq!(curves.matches("<circle").count(), 3 * 30);
+    assert_eq!(curves, std::fs::read_to_string(split.join("loss.svg")).unwrap());
 }
 
 #[test]

@@ -122,6 +122,8 @@ fn check_artefacts(run: &Path) {
     let steps = lines(&run.join("round-001/train/metrics.jsonl"));
     assert_eq!(r1["train"]["steps"], steps.len());
     assert!(steps.len() >= 2, "two epochs");
+    let curves = std::fs::read_to_string(run.join("round-001/train/loss.svg")).unwrap();
+    assert_eq!(curves.matches("<circle").count(), 3 * steps.len(), "loss, gradient norm and lr at every step");
     assert!(run.join("round-001/train/adapter/adapter_model.safetensors").is_file());
     assert_eq!(r1["gate"]["promoted"].as_bool().unwrap(), r1["adapter"] == "round-001/train/adapter");
     let metrics = lines(&run.join("metrics.jsonl"));
@@ -173,7 +175,7 @@ fn loop_runs_end_to_end_and_resumes_after_a_kill() {
     // Rollouts depend on (task, sample) only, so the resumed run saw the same episodes, kept the same data and
     // trained the same adapter.
     assert_eq!(after, episodes(&a.join("round-001/rollout/trajectories.jsonl")));
-    for f in ["round-001/filter/dataset.jsonl", "round-001/train/adapter/adapter_model.safetensors", "round-001/eval/eval.json"] {
+    for f in ["round-001/filter/dataset.jsonl", "round-001/train/adapter/adapter_model.safetensors", "round-001/train/loss.svg", "round-001/eval/eval.json"] {
         assert_eq!(std::fs::read(a.join(f)).unwrap(), std::fs::read(b.join(f)).unwrap(), "{f} differs");
     }
 
