@@ -16,17 +16,24 @@ pub enum LockError {
     Io { path: PathBuf, source: std::io::Error },
 }
 
-/// Held for as long as the value lives.
+/// Held for as long as the value lives. A command that fails before writing anything leaves nothing behind: on
+/// drop the lock file goes when its output does not exist, and so does a folder that only the lock created.
 #[derive(Debug)]
 pub struct OutputLock {
-    _file: File,
+    file: Option<File>,
+    path: PathBuf,
+    output: PathBuf,
+    created_dir: bool,
 }
 
 impl OutputLock {
     /// Locks `dir` (created if missing) for this process.
     pub fn acquire(dir: &Path) -> Result<OutputLock, LockError> {
+        let created_dir = !dir.exists();
         std::fs::create_dir_all(dir).map_err(|source| LockError::Io { path: dir.to_path_buf(), source })?;
-        Self::take(&dir.join(LOCK_FILE), dir)
+        let mut lock = Self::take(&dir.join(LOCK_FILE), dir)?;
+        lock.created_dir = created_dir;
+        Ok(lock)
     }
 
     /// Locks the output file `path` (through `<path>.lock`, so other files in its folder stay free).
@@ -37,6 +44,14 @@ impl OutputLock {
             std::fs::create_dir_all(dir).map_err(|source| LockError::Io { path: dir.to_path_buf(), source })?;
         }
         Self::take(Path::new(&name), path)
+    }
+
+    /// Whether the output holds anything besides the lock.
+    fn output_written(&self) -> bool {
+        match std::fs::read_dir(&self.output) {
+            Ok(mut entries) => entries.any(|e| e.map_or(true, |e| e.path() != self.path)),
+            Err(_) => self.output.exists(),
+        }
     }
 
     fn take(path: &Path, output: &Path) -> Result<OutputLock, LockError> {
@@ -57,7 +72,22 @@ impl OutputLock {
         file.rewind().map_err(io)?;
         writeln!(file, "{}", std::process::id()).map_err(io)?;
         file.flush().map_err(io)?;
-        Ok(OutputLock { _file: file })
+        Ok(OutputLock { file: Some(file), path: path.to_path_buf(), output: output.to_path_buf(), created_dir: false })
+    }
+}
+
+impl Drop for OutputLock {
+    fn drop(&mut self) {
+        if self.output_written() {
+            return;
+        }
+        // Unlinked while still held, so no other process can take a lock on a file about to disappear unseen.
+        let _ = std::fs::remove_file(&self.path);
+        self.file.take();
+        if self.created_dir {
+            // Only an empty folder is removed: anything another process wrote meanwhile stays.
+            let _ = std::fs::remove_dir(&self.output);
+        }
     }
 }
 
@@ -74,5 +104,29 @@ mod tests {
         assert!(e.contains(&format!("pid {}", std::process::id())), "{e}");
         drop(first);
         OutputLock::acquire(dir.path()).unwrap();
+    }
+
+    /// A failed command leaves no trace; one that wrote its output keeps it (and the lock file beside it).
+    #[test]
+    fn nothing_is_left_behind_when_nothing_was_written() {
+        let dir = tempfile::tempdir().unwrap();
+        let (out, existing) = (dir.path().join("new-run"), dir.path().join("old-run"));
+        drop(OutputLock::acquire(&out).unwrap());
+        assert!(!out.exists(), "an output folder only the lock created");
+        std::fs::create_dir(&existing).unwrap();
+        drop(OutputLock::acquire(&existing).unwrap());
+        assert!(existing.is_dir() && !existing.join(LOCK_FILE).exists(), "a folder that was already there stays");
+        let lock = OutputLock::acquire(&out).unwrap();
+        std::fs::write(out.join("eval.json"), "{}").unwrap();
+        drop(lock);
+        assert!(out.join("eval.json").is_file() && out.join(LOCK_FILE).is_file());
+
+        let file = dir.path().join("traj.jsonl");
+        drop(OutputLock::for_file(&file).unwrap());
+        assert!(!dir.path().join("traj.jsonl.lock").exists());
+        let lock = OutputLock::for_file(&file).unwrap();
+        std::fs::write(&file, "").unwrap();
+        drop(lock);
+        assert!(dir.path().join("traj.jsonl.lock").is_file());
     }
 }
