@@ -1,22 +1,43 @@
 //! autodidact: open-weight LLM agents that teach themselves.
 //!
-//! Dependencies point down only: `cli -> pipeline -> {eval, train, agent, export} -> sample -> model`;
-//! `data` holds plain serde records and is testable without tensors.
-pub mod agent;
-pub mod backend;
+//! Layers, bottom to top; a module imports only from layers below it (docs/architecture.md is the map):
+//! 1. `data` (plain serde records: tasks, messages, trajectories, dataset rows; JSONL and atomic writes), `quant`
+//!    (GGUF block types), `stats`, `progress`, `fault`, `lock`: no tensors, no other module.
+//! 2. `simd`: the run-time-dispatched CPU kernels.
+//! 3. `model`: GGUF and safetensors loading, the transformer, tokenizer, chat template, LoRA adapters.
+//! 4. `sample` (generation), `train` (LoRA SFT and GRPO/SDAR on the model), `export` (PEFT and merged models);
+//!    `tools` (the tool-call language and verifiers) and `backend` (OpenAI-compatible servers), which need no
+//!    model.
+//! 5. `tasks`: where tasks come from (generated suites with their sandboxes, task files, selection).
+//! 6. `agent`: the episode loop from a task to a trajectory, reaching the model through a policy.
+//! 7. `rollout` (episodes in batches on a model or a server), then `distil` (trajectories to training rows) and
+//!    `serve` (the OpenAI-compatible server).
+//! 8. `pipeline`: the training jobs and the self-distillation loop, its config, records and report.
+//!
+//! The command line (`src/cli`) belongs to the binary and calls `pipeline` and the layers below it.
 pub mod data;
-pub mod distil;
-pub mod model;
-
-pub mod sample;
-pub mod simd;
-pub mod export;
-pub mod train;
-pub mod cli;
-pub mod pipeline;
-pub mod progress;
-pub mod rollout;
-pub mod serve;
-pub mod stats;
 pub mod fault;
 pub mod lock;
+pub mod progress;
+pub mod quant;
+pub mod stats;
+
+pub mod simd;
+
+pub mod model;
+
+pub mod backend;
+pub mod export;
+pub mod sample;
+pub mod tools;
+pub mod train;
+
+pub mod tasks;
+
+pub mod agent;
+
+pub mod distil;
+pub mod rollout;
+pub mod serve;
+
+pub mod pipeline;

@@ -2,6 +2,8 @@ use std::process::ExitCode;
 
 use clap::Parser;
 
+mod cli;
+
 fn main() -> ExitCode {
     // candle's spinning element-wise pool fights rayon's gemm pool for cores: 3x slower training here (see train/mod.rs).
     if std::env::var_os("CANDLE_NUM_THREADS").is_none() {
@@ -14,7 +16,7 @@ fn main() -> ExitCode {
         std::env::set_var("RAYON_NUM_THREADS", candle_core::utils::get_num_threads().to_string());
     }
     keep_freed_memory();
-    let cli = autodidact::cli::Cli::parse();
+    let cli = cli::Cli::parse();
     // The command runs on a pool worker, not beside the pool: a parallel kernel called from outside rayon's pool
     // wakes the workers and puts the caller to sleep until they finish (two context switches per gemm, thousands
     // per training step); from a worker the caller takes part in the work. 7-8% faster training here. The worker
@@ -23,7 +25,7 @@ fn main() -> ExitCode {
     if let Err(e) = pool {
         eprintln!("warning: could not configure the thread pool: {e}");
     }
-    match rayon::scope(|_| autodidact::cli::run(cli)) {
+    match rayon::scope(|_| cli::run(cli)) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             eprintln!("error: {}", chain(&e));

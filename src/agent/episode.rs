@@ -17,9 +17,9 @@ use serde::{Deserialize, Serialize};
 
 use super::policy::{Policy, TurnOutput, TurnRequest};
 use super::prompts::{initial_messages, PromptError, PromptOptions, Prompts};
-use super::suites::{self, Sandbox, SuiteError};
-use super::toolcall::{parse_and_check, Action};
-use super::verify::{verify, Outcome};
+use crate::tasks::suites::{self, Sandbox, SuiteError};
+use crate::tools::toolcall::{parse_and_check, Action};
+use crate::tools::verify::{verify, Outcome};
 use crate::data::{
     Counts, Expected, FinishReason, Message, Role, RunIdentity, StepError, StepErrorKind, Task,
     Termination, ToolCall, Trajectory, TurnRecord, Verdict,

@@ -3,7 +3,7 @@
 //! suite (`prompts/skills/<suite>.md`) and, for generated tasks, the calls of the task's reference plan.
 use serde::{Deserialize, Serialize};
 
-use crate::agent::toolcall::render_call;
+use crate::tools::toolcall::render_call;
 use crate::data::Task;
 
 /// Where c+ comes from.
@@ -119,8 +119,8 @@ mod tests {
         for s in ["arithmetic", "units", "tables", "files", "search", "grid", "qa", "function_call"] {
             assert!(skill(s).is_some_and(|t| t.len() > 40), "{s}");
         }
-        let suite = crate::agent::suites::get("tables").unwrap();
-        for task in crate::agent::suites::generate_many(suite, 0, crate::data::Split::Train, 2, 5).unwrap() {
+        let suite = crate::tasks::suites::get("tables").unwrap();
+        for task in crate::tasks::suites::generate_many(suite, 0, crate::data::Split::Train, 2, 5).unwrap() {
             let h = privileged(&task, HintSource::Plan).unwrap();
             let answer = &task.reference.as_ref().unwrap().answer;
             assert!(h.starts_with("A plan that works, one call per turn:\nStep 1:\n<tool_call>\n{\"name\": "), "{h}");

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::toolcall::{parse_turn, to_py_json, Action};
+use crate::tools::toolcall::{parse_turn, to_py_json, Action};
 use crate::data::{Message, Role, Task};
 
 #[derive(Debug, thiserror::Error)]
@@ -128,7 +128,7 @@ impl Prompts {
     pub fn embedded_with<'a>(files: impl IntoIterator<Item = (&'a str, &'a Path)>) -> anyhow::Result<Self> {
         let mut p = Self::embedded()?;
         for (suite, path) in files {
-            super::suites::get(suite).map_err(|e| anyhow::anyhow!("prompt file {}: {e}", path.display()))?;
+            crate::tasks::suites::get(suite).map_err(|e| anyhow::anyhow!("prompt file {}: {e}", path.display()))?;
             p = p.with_file(suite, path)?;
         }
         Ok(p)

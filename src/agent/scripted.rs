@@ -3,7 +3,7 @@
 use std::collections::HashMap;
 
 use super::policy::{FinishReason, Policy, TurnOutput, TurnRequest};
-use super::toolcall::render_call;
+use crate::tools::toolcall::render_call;
 use crate::data::{Message, Task};
 
 /// The fake end-of-turn token.

@@ -1,14 +1,14 @@
 //! `autodidact bench`: prompt and decode speed of the runtime, medians over repeats.
-use crate::stats::{median, peak_rss_mb};
+use autodidact::stats::{median, peak_rss_mb};
 use std::time::Instant;
 
 use clap::Args;
 use serde_json::json;
 
 use super::{simd_json, simd_line, ModelArgs};
-use crate::model::{KvCache, Logits, SeqInput, Transformer};
-use crate::sample::params::argmax;
-use crate::simd::peak::fma_peak_gflops;
+use autodidact::model::{KvCache, Logits, SeqInput, Transformer};
+use autodidact::sample::params::argmax;
+use autodidact::simd::peak::fma_peak_gflops;
 
 #[derive(Args, Debug)]
 pub struct BenchArgs {

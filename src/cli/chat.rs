@@ -4,7 +4,7 @@ use clap::Args;
 use serde_json::{json, Value};
 
 use super::{ModelArgs, SamplingArgs};
-use crate::sample::{generate, GenRequest};
+use autodidact::sample::{generate, GenRequest};
 
 #[derive(Args, Debug)]
 pub struct ChatArgs {

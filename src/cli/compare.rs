@@ -3,7 +3,7 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::pipeline::compare::{load_runs, markdown, summarize, write};
+use autodidact::pipeline::compare::{load_runs, markdown, summarize, write};
 
 #[derive(Args, Debug)]
 pub struct CompareArgs {

@@ -4,8 +4,8 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::export::hf::{write_hf_folder, SaveDType};
-use crate::model::lora::LoraAdapter;
+use autodidact::export::hf::{write_hf_folder, SaveDType};
+use autodidact::model::lora::LoraAdapter;
 
 #[derive(Args, Debug)]
 pub struct ExportArgs {

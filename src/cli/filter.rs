@@ -6,10 +6,10 @@ use std::path::PathBuf;
 use anyhow::{bail, Context};
 use clap::Args;
 
-use crate::data::dataset::{read_dataset, spans};
-use crate::data::jsonl::read_jsonl;
-use crate::data::{ReadMode, Trajectory};
-use crate::distil::{filter_to_dir, ChatEncoder, DropReason, FilterParams, AUDIT_FILE, DATASET_FILE, REPORT_FILE};
+use autodidact::data::dataset::{read_dataset, spans};
+use autodidact::data::jsonl::read_jsonl;
+use autodidact::data::{ReadMode, Trajectory};
+use autodidact::distil::{filter_to_dir, ChatEncoder, DropReason, FilterParams, AUDIT_FILE, DATASET_FILE, REPORT_FILE};
 
 
 #[derive(Args, Debug)]

@@ -5,9 +5,9 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
 
-use crate::progress;
+use autodidact::progress;
 use super::{ModelArgs, SamplingArgs};
-use crate::sample::{generate, GenRequest};
+use autodidact::sample::{generate, GenRequest};
 
 #[derive(Args, Debug)]
 pub struct GenerateArgs {

@@ -9,6 +9,7 @@ mod info;
 
 pub mod rollout;
 mod run_loop;
+mod select;
 mod serve;
 mod tasks;
 mod train;
@@ -18,9 +19,9 @@ use std::path::PathBuf;
 
 use clap::{Args, Parser, Subcommand};
 
-use crate::sample::SamplingParams;
+use autodidact::sample::SamplingParams;
 
-pub use crate::model::{load_model, DEFAULT_MODEL};
+pub use autodidact::model::{load_model, DEFAULT_MODEL};
 
 /// Open-weight LLM agents that teach themselves.
 #[derive(Parser, Debug)]
@@ -73,7 +74,7 @@ pub struct ModelArgs {
 }
 
 impl ModelArgs {
-    pub fn load(&self) -> anyhow::Result<crate::model::LoadedModel> {
+    pub fn load(&self) -> anyhow::Result<autodidact::model::LoadedModel> {
         let mut m = load_model(&self.model)?;
         if let Some(dir) = &self.adapter {
             m.attach_adapter(dir)?;
@@ -128,12 +129,12 @@ pub struct ConvertArgs {
     pub out: PathBuf,
     /// Tensor type of the written weights.
     #[arg(long, value_enum, default_value = "f32")]
-    pub dtype: crate::export::hf::SaveDType,
+    pub dtype: autodidact::export::hf::SaveDType,
 }
 
 pub fn run(cli: Cli) -> anyhow::Result<()> {
     // A path the user forced but this CPU lacks is refused before any work starts.
-    crate::simd::Simd::from_env()?;
+    autodidact::simd::Simd::from_env()?;
     match cli.command {
         Command::Generate(a) => generate::run(a),
         Command::Chat(a) => chat::run(a),
@@ -151,7 +152,7 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
         Command::Convert(a) => {
             let m = a.model.load()?;
             let merged = m.transformer.adapter.as_ref().map(|ad| ad.merge(&m.transformer.weights, m.config())).transpose()?;
-            crate::export::hf::write_hf_folder(&m, merged.as_ref(), &a.out, a.dtype)?;
+            autodidact::export::hf::write_hf_folder(&m, merged.as_ref(), &a.out, a.dtype)?;
             eprintln!("wrote {}{}", a.out.display(), if merged.is_some() { " (adapter merged)" } else { "" });
             Ok(())
         }
@@ -160,13 +161,13 @@ pub fn run(cli: Cli) -> anyhow::Result<()> {
 
 /// The kernels' instruction-set path, for `info` and `bench` (e.g. "avx2 (best on this CPU: avx512; cpu: ...)").
 pub fn simd_line() -> String {
-    let (s, best) = (crate::simd::Simd::active(), crate::simd::Simd::best());
-    let forced = if s == best { String::new() } else { format!(", forced by {}; best on this CPU: {best}", crate::simd::ENV) };
-    format!("{s}{forced} (cpu: {})", crate::simd::cpu_features())
+    let (s, best) = (autodidact::simd::Simd::active(), autodidact::simd::Simd::best());
+    let forced = if s == best { String::new() } else { format!(", forced by {}; best on this CPU: {best}", autodidact::simd::ENV) };
+    format!("{s}{forced} (cpu: {})", autodidact::simd::cpu_features())
 }
 
 pub fn simd_json() -> serde_json::Value {
-    let avail: Vec<&str> = crate::simd::Simd::available().iter().map(|s| s.name()).collect();
-    serde_json::json!({"path": crate::simd::Simd::active().name(), "best": crate::simd::Simd::best().name(), "available": avail, "cpu": crate::simd::cpu_features()})
+    let avail: Vec<&str> = autodidact::simd::Simd::available().iter().map(|s| s.name()).collect();
+    serde_json::json!({"path": autodidact::simd::Simd::active().name(), "best": autodidact::simd::Simd::best().name(), "available": avail, "cpu": autodidact::simd::cpu_features()})
 }
 

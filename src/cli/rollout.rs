@@ -5,14 +5,14 @@ use anyhow::Context;
 use clap::Args;
 
 use super::{ModelArgs, SamplingArgs};
-use crate::agent::episode::Limits;
-use crate::agent::hint::{HintPlacement, HintSource, HintSpec};
-use crate::agent::metrics::EvalReport;
-use crate::agent::prompts::{PromptOptions, Prompts};
-use crate::data::jsonl::{read_jsonl, write_json_atomic};
-use crate::data::{ReadMode, Trajectory};
-use crate::rollout::select::TaskSelection;
-use crate::rollout::{run_rollout, RolloutParams, RolloutSummary};
+use autodidact::agent::episode::Limits;
+use autodidact::agent::hint::{HintPlacement, HintSource, HintSpec};
+use autodidact::agent::metrics::EvalReport;
+use autodidact::agent::prompts::{PromptOptions, Prompts};
+use autodidact::data::jsonl::{read_jsonl, write_json_atomic};
+use autodidact::data::{ReadMode, Trajectory};
+use super::select::TaskSelection;
+use autodidact::rollout::{run_rollout, RolloutParams, RolloutSummary};
 
 #[derive(Args, Debug, Clone)]
 pub struct EpisodeArgs {
@@ -61,7 +61,7 @@ impl EpisodeArgs {
             None => Prompts::embedded()?,
         };
         for (suite, path) in &self.prompt_files {
-            crate::agent::suites::get(suite)?;
+            autodidact::tasks::suites::get(suite)?;
             p = p.with_file(suite, path)?;
         }
         Ok(p)
@@ -103,17 +103,17 @@ pub struct BackendArgs {
 
 impl BackendArgs {
     /// The servers, connected and checked, serving `adapter` (loaded into them) when one is given.
-    pub fn remote(&self, adapter: Option<&std::path::Path>) -> anyhow::Result<Option<crate::rollout::Remote>> {
+    pub fn remote(&self, adapter: Option<&std::path::Path>) -> anyhow::Result<Option<autodidact::rollout::Remote>> {
         if self.urls.is_empty() {
             return Ok(None);
         }
-        let cfg = crate::backend::BackendConfig {
+        let cfg = autodidact::backend::BackendConfig {
             model: self.model.clone(),
             api_key_env: self.api_key_env.clone(),
             concurrency: self.concurrency,
-            ..crate::backend::BackendConfig::new(self.urls.clone())
+            ..autodidact::backend::BackendConfig::new(self.urls.clone())
         };
-        let remote = crate::rollout::Remote::connect(&cfg)?;
+        let remote = autodidact::rollout::Remote::connect(&cfg)?;
         Ok(Some(match adapter {
             Some(dir) => remote.with_adapter(&dir.display().to_string(), dir)?,
             None => remote,
@@ -138,9 +138,9 @@ pub struct RunArgs {
 
 /// Everything a rollout needs, resolved (tasks and prompts first: bad input fails before the model loads).
 struct Prepared {
-    tasks: Vec<crate::data::Task>,
+    tasks: Vec<autodidact::data::Task>,
     prompts: Prompts,
-    model: crate::model::LoadedModel,
+    model: autodidact::model::LoadedModel,
     params: RolloutParams,
 }
 
@@ -150,7 +150,7 @@ impl RunArgs {
         let prompts = self.episodes.prompts()?;
         let remote = self.backend.remote(self.model.adapter.as_deref())?;
         // With a server, the adapter is applied there; here only the tokenizer and template are used.
-        let model = if remote.is_some() { crate::model::load_model(&self.model.model)? } else { self.model.load()? };
+        let model = if remote.is_some() { autodidact::model::load_model(&self.model.model)? } else { self.model.load()? };
         let mut params = self.episodes.params(&self.sampling, self.model.adapter.as_ref().map(|p| p.display().to_string()));
         params.remote = remote;
         Ok(Prepared { tasks, prompts, model, params })
@@ -195,7 +195,7 @@ fn print_summary(s: &RolloutSummary) {
 }
 
 pub fn run(a: RolloutArgs) -> anyhow::Result<()> {
-    let _lock = crate::lock::OutputLock::for_file(&a.out)?;
+    let _lock = autodidact::lock::OutputLock::for_file(&a.out)?;
     let p = a.run.prepare()?;
     let s = run_rollout(&p.model, &p.prompts, &p.tasks, &p.params, &a.out, a.json)?;
     print_summary(&s);
@@ -212,7 +212,7 @@ pub fn eval(a: EvalArgs) -> anyhow::Result<()> {
         anyhow::bail!("--pass-k values must be between 1 and --samples ({})", a.run.episodes.samples);
     }
     // Held until eval.json is written.
-    let _lock = if a.trajectories.is_none() { Some(crate::lock::OutputLock::acquire(&a.out)?) } else { None };
+    let _lock = if a.trajectories.is_none() { Some(autodidact::lock::OutputLock::acquire(&a.out)?) } else { None };
     let trajs: Vec<Trajectory> = match &a.trajectories {
         Some(path) => read_jsonl(path, ReadMode::Strict)?.into_items(),
         None => {

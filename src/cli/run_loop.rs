@@ -3,9 +3,9 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::pipeline::config::LoopConfig;
-use crate::pipeline::records::overall;
-use crate::pipeline::{report, run_loop};
+use autodidact::pipeline::config::LoopConfig;
+use autodidact::pipeline::records::overall;
+use autodidact::pipeline::{report, run_loop};
 
 #[derive(Args, Debug)]
 pub struct LoopArgs {

@@ -3,12 +3,12 @@ use std::path::PathBuf;
 
 use clap::Args;
 
-use crate::serve::{ServeOptions, Server};
+use autodidact::serve::{ServeOptions, Server};
 
 #[derive(Args, Debug)]
 pub struct ServeArgs {
     /// A GGUF file, a Hugging Face model folder, or a hub id.
-    #[arg(long, default_value = crate::model::DEFAULT_MODEL)]
+    #[arg(long, default_value = autodidact::model::DEFAULT_MODEL)]
     pub model: String,
     /// A LoRA adapter to serve at start-up, as NAME=FOLDER (repeatable); requests choose it by `model: NAME`.
     /// More can be loaded while serving (POST /v1/load_lora_adapter).
@@ -43,7 +43,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
     if a.host != "127.0.0.1" && a.host != "localhost" && a.host != "::1" && api_key.is_none() {
         eprintln!("warning: listening on {} without an API key: anyone who can reach it can use the model", a.host);
     }
-    let model = crate::model::load_model(&a.model)?;
+    let model = autodidact::model::load_model(&a.model)?;
     let opts = ServeOptions { addr: format!("{}:{}", a.host, a.port), served_name: a.served_model_name, adapters: a.loras, api_key, cache_bytes: a.cache_mb << 20 };
     Server::run(model, opts, |s| eprintln!("serving {} at {}/v1 (Ctrl-C stops)", s.model_name, s.url()))
 }

@@ -4,10 +4,10 @@ use std::path::PathBuf;
 use clap::{Args, Subcommand};
 
 use super::ModelArgs;
-use crate::agent::prompts::{initial_messages, PromptOptions, Prompts};
-use crate::agent::suites;
-use crate::data::jsonl::write_jsonl_atomic;
-use crate::rollout::select::TaskSelection;
+use autodidact::agent::prompts::{initial_messages, PromptOptions, Prompts};
+use autodidact::tasks::suites;
+use autodidact::data::jsonl::write_jsonl_atomic;
+use super::select::TaskSelection;
 
 #[derive(Args, Debug)]
 pub struct TasksArgs {
@@ -86,8 +86,8 @@ pub struct MakeArgs {
 }
 
 fn make(a: MakeArgs) -> anyhow::Result<()> {
-    use crate::agent::taskmake::{make_tasks, parse_matcher, MakeOptions};
-    use crate::data::{Document, Split};
+    use autodidact::tasks::taskmake::{make_tasks, parse_matcher, MakeOptions};
+    use autodidact::data::{Document, Split};
     let auto = a.split == "auto";
     let split: Split = if auto { Split::Train } else { a.split.parse().map_err(|e: String| anyhow::anyhow!("--split: {e} or `auto`"))? };
     anyhow::ensure!(
@@ -95,7 +95,7 @@ fn make(a: MakeArgs) -> anyhow::Result<()> {
         "--dev-fraction and --test-fraction must be non-negative, test above 0, and leave some rows for train"
     );
     let documents: Vec<Document> = match &a.documents {
-        Some(p) => crate::data::jsonl::read_jsonl(p, crate::data::ReadMode::Strict)?.into_items(),
+        Some(p) => autodidact::data::jsonl::read_jsonl(p, autodidact::data::ReadMode::Strict)?.into_items(),
         None => vec![],
     };
     let stem = a.input.file_stem().map(|s| s.to_string_lossy().to_string()).unwrap_or_else(|| "task".into());
@@ -164,7 +164,7 @@ pub fn run(a: TasksArgs) -> anyhow::Result<()> {
             let prompts = Prompts::embedded()?;
             let (messages, _) = initial_messages(task, &prompts, PromptOptions { fewshot: !no_fewshot, tools_in_system: true, hint: None })?;
             let m = model.load()?;
-            let policy = crate::rollout::EnginePolicy::new(&m, Default::default(), vec![], Box::new(|_| {}));
+            let policy = autodidact::rollout::EnginePolicy::new(&m, Default::default(), vec![], Box::new(|_| {}));
             let text = m.render_chat(&policy.template_messages(&messages), None, true)?;
             let ids = m.encode_chat(&policy.template_messages(&messages), None, true)?;
             eprintln!("task {} ({} difficulty {}), {} prompt tokens", task.id, task.suite, task.difficulty, ids.len());

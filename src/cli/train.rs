@@ -1,23 +1,19 @@
 //! `autodidact train`: LoRA SFT on a filtered dataset (wraps `train::train_sft`), GRPO / SDAR on a rollout file
 //! (`--objective`, in `train_rl`), and `--bench` for training throughput (wraps `train::bench::bench_train`).
 use std::path::PathBuf;
-use std::time::Instant;
 
-use anyhow::{bail, Context};
+use anyhow::bail;
 use clap::Args;
 use serde_json::json;
 
-use crate::pipeline::train_plots::write_sft_plot;
-use crate::progress;
-use super::{ModelArgs};
-use crate::data::dataset::read_dataset;
-use crate::model::lora::{LoraAdapter, LoraConfig, Proj};
-use crate::train::bench::{bench_train, BenchParams};
-use crate::train::data::epoch_batches;
-use crate::train::optim::AdamWParams;
-use crate::agent::hint::{HintPlacement, HintSource};
-use crate::train::rl::Objective;
-use crate::train::{train_sft, SftParams, StepMetrics, TrainModel, TrainRow};
+use super::ModelArgs;
+use autodidact::agent::hint::{HintPlacement, HintSource};
+use autodidact::data::dataset::read_dataset;
+use autodidact::model::lora::{LoraAdapter, LoraConfig, Proj};
+use autodidact::pipeline::jobs::{run_sft, start_adapter, SftJob};
+use autodidact::train::bench::{bench_train, BenchParams};
+use autodidact::train::rl::Objective;
+use autodidact::train::{OptimParams, SftParams, TrainModel};
 
 #[derive(Args, Debug)]
 pub struct TrainArgs {
@@ -46,40 +42,14 @@ pub struct TrainArgs {
     /// Projections to adapt, comma separated (q,k,v,o,gate,up,down or their HF names).
     #[arg(long, value_delimiter = ',', value_parser = parse_proj, default_value = "q,k,v,o,gate,up,down")]
     pub targets: Vec<Proj>,
-    /// Peak learning rate (linear warmup, then cosine decay to --min-lr-ratio of it).
-    #[arg(long, default_value_t = 2e-4)]
-    pub lr: f64,
-    #[arg(long, default_value_t = 0.0)]
-    pub min_lr_ratio: f64,
-    /// Passes over the data (ignored when --max-steps is given).
-    #[arg(long, default_value_t = 1)]
-    pub epochs: usize,
-    /// Optimizer steps in total (overrides --epochs).
+    #[command(flatten)]
+    pub optim: OptimArgs,
+    /// Optimizer steps in total (sft; overrides --epochs).
     #[arg(long)]
     pub max_steps: Option<usize>,
-    /// Rows per micro-batch.
-    #[arg(long, default_value_t = 4)]
-    pub batch_size: usize,
-    /// Micro-batches per optimizer step (the loss is normalised by the trained tokens of the whole step).
-    #[arg(long, default_value_t = 1)]
-    pub grad_accum: usize,
-    /// Warmup steps.
-    #[arg(long, default_value_t = 10)]
-    pub warmup: usize,
-    /// Clip the global gradient norm to this (0 disables clipping).
-    #[arg(long, default_value_t = 1.0)]
-    pub max_grad_norm: f64,
-    #[arg(long, default_value_t = 0.0)]
-    pub weight_decay: f64,
-    /// Seeds the adapter's initialisation, the batch order and dropout.
-    #[arg(long, default_value_t = 0)]
-    pub seed: u64,
     /// Rows longer than this are an error (default: the model's context length).
     #[arg(long)]
     pub max_seq_len: Option<usize>,
-    /// Write a checkpoint every N steps (always at the end).
-    #[arg(long, default_value_t = 0)]
-    pub save_every: usize,
     /// Continue from OUT/checkpoint (exact: the same steps, batches and dropout as an uninterrupted run).
     #[arg(long)]
     pub resume: bool,
@@ -140,17 +110,70 @@ pub struct TrainArgs {
     pub json: bool,
 }
 
-/// `--adapter` to continue, or a fresh adapter of the flags' shape seeded by `--seed`.
-pub(super) fn start_adapter(a: &TrainArgs, m: &crate::model::LoadedModel) -> anyhow::Result<LoraAdapter> {
-    let cfg = m.config();
-    Ok(match &a.model.adapter {
-        Some(dir) => {
-            let ad = LoraAdapter::load(dir, cfg, Some(&m.base_name)).with_context(|| format!("loading the starting adapter {}", dir.display()))?;
-            eprintln!("starting from adapter {} (rank {}, its own targets and alpha)", dir.display(), ad.config.r);
-            ad
+/// The optimiser flags: unset ones take the objective's defaults ([`OptimParams::SFT`] or [`OptimParams::RL`]),
+/// the same values the loop's config uses.
+#[derive(Args, Debug)]
+pub struct OptimArgs {
+    #[arg(long, help = default_help("Peak learning rate (linear warmup, then cosine decay to --min-lr-ratio of it)", |o| o.lr))]
+    pub lr: Option<f64>,
+    #[arg(long, help = default_help("Warmup steps", |o| o.warmup))]
+    pub warmup: Option<usize>,
+    #[arg(long, help = default_help("The learning rate at the last step, as a share of the peak (1: constant after the warmup)", |o| o.min_lr_ratio))]
+    pub min_lr_ratio: Option<f64>,
+    #[arg(long, help = default_help("Passes over the data (sft: ignored when --max-steps is given)", |o| o.epochs))]
+    pub epochs: Option<usize>,
+    #[arg(long, help = default_help("Rows (sft) or episodes (grpo, sdar) per micro-batch", |o| o.batch_size))]
+    pub batch_size: Option<usize>,
+    #[arg(long, help = default_help("Micro-batches per optimizer step (sft; the loss is normalised by the trained tokens of the whole step)", |o| o.grad_accum))]
+    pub grad_accum: Option<usize>,
+    #[arg(long, help = default_help("Clip the global gradient norm to this (0 disables clipping)", |o| o.max_grad_norm))]
+    pub max_grad_norm: Option<f64>,
+    #[arg(long, help = default_help("AdamW's decoupled weight decay", |o| o.weight_decay))]
+    pub weight_decay: Option<f64>,
+    #[arg(long, help = default_help("Seeds the adapter's initialisation, the batch order and dropout", |o| o.seed))]
+    pub seed: Option<u64>,
+    #[arg(long, help = default_help("Write a checkpoint every N steps (0: only at the end, where one is always written)", |o| o.save_every))]
+    pub save_every: Option<usize>,
+}
+
+fn default_help<T: PartialEq + std::fmt::Display>(what: &str, field: impl Fn(&OptimParams) -> T) -> String {
+    let (sft, rl) = (field(&OptimParams::SFT), field(&OptimParams::RL));
+    if sft == rl {
+        format!("{what} [default: {sft}]")
+    } else {
+        format!("{what} [default: {sft} for sft, {rl} for grpo and sdar]")
+    }
+}
+
+impl OptimArgs {
+    /// The objective's defaults with the flags given on top.
+    pub fn resolve(&self, objective: Objective) -> OptimParams {
+        let d = if objective.is_rl() { OptimParams::RL } else { OptimParams::SFT };
+        OptimParams {
+            lr: self.lr.unwrap_or(d.lr),
+            warmup: self.warmup.unwrap_or(d.warmup),
+            min_lr_ratio: self.min_lr_ratio.unwrap_or(d.min_lr_ratio),
+            epochs: self.epochs.unwrap_or(d.epochs),
+            batch_size: self.batch_size.unwrap_or(d.batch_size),
+            grad_accum: self.grad_accum.unwrap_or(d.grad_accum),
+            max_grad_norm: self.max_grad_norm.unwrap_or(d.max_grad_norm),
+            weight_decay: self.weight_decay.unwrap_or(d.weight_decay),
+            seed: self.seed.unwrap_or(d.seed),
+            save_every: self.save_every.unwrap_or(d.save_every),
         }
-        None => LoraAdapter::new(LoraConfig { r: a.rank, alpha: a.alpha, dropout: a.dropout, targets: a.targets.clone(), base_model: m.base_name.clone() }, cfg, a.seed)?,
-    })
+    }
+}
+
+impl TrainArgs {
+    /// `--adapter` to continue, or a fresh adapter of the flags' shape seeded by `--seed`.
+    pub(super) fn start_adapter(&self, m: &autodidact::model::LoadedModel, optim: &OptimParams) -> anyhow::Result<LoraAdapter> {
+        let shape = LoraConfig { r: self.rank, alpha: self.alpha, dropout: self.dropout, targets: self.targets.clone(), base_model: String::new() };
+        let a = start_adapter(m, self.model.adapter.as_deref(), &shape, optim.seed)?;
+        if let Some(dir) = &self.model.adapter {
+            eprintln!("starting from adapter {} (rank {}, its own targets and alpha)", dir.display(), a.config.r);
+        }
+        Ok(a)
+    }
 }
 
 fn parse_proj(s: &str) -> Result<Proj, String> {
@@ -169,7 +192,7 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     }
     if a.objective.is_rl() {
         // RL steps are set by the episodes (task groups per step x epochs); a flag it would ignore is refused.
-        for (set, flag) in [(a.max_steps.is_some(), "--max-steps"), (a.grad_accum != 1, "--grad-accum")] {
+        for (set, flag) in [(a.max_steps.is_some(), "--max-steps"), (a.optim.grad_accum.is_some_and(|g| g != 1), "--grad-accum")] {
             if set {
                 bail!("{flag} applies to --objective sft; RL takes --groups-per-step and --epochs (--stop-after N stops after N steps)");
             }
@@ -177,62 +200,26 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
         return super::train_rl::run(&a);
     }
     let (Some(data), Some(out)) = (&a.data, &a.out) else { bail!("give --data FILE and --out DIR") };
-    let _lock = crate::lock::OutputLock::acquire(out)?;
+    let _lock = autodidact::lock::OutputLock::acquire(out)?;
     // Read the data before loading the model: a malformed line should fail in milliseconds.
-    let rows: Vec<TrainRow> = read_dataset(data)?
-        .into_iter()
-        .map(|r| TrainRow { id: Some(r.id), token_ids: r.token_ids, loss_mask: r.loss_mask })
-        .collect();
+    let rows = read_dataset(data)?;
     let m = super::load_model(&a.model.model)?;
-    let cfg = m.config().clone();
-    let adapter = start_adapter(&a, &m)?;
+    let optim = a.optim.resolve(a.objective);
+    let adapter = a.start_adapter(&m, &optim)?;
     let params = SftParams {
-        lr: a.lr,
-        warmup_steps: a.warmup,
-        min_lr_ratio: a.min_lr_ratio,
-        epochs: a.epochs,
         max_steps: a.max_steps,
-        batch_size: a.batch_size,
-        grad_accum: a.grad_accum,
-        max_grad_norm: a.max_grad_norm,
-        adam: AdamWParams { weight_decay: a.weight_decay, ..AdamWParams::default() },
-        seed: a.seed,
-        max_seq_len: a.max_seq_len.unwrap_or(cfg.max_position_embeddings),
-        save_every: a.save_every,
-        out_dir: out.clone(),
         resume: a.resume,
         stop_after: a.stop_after,
+        ..SftParams::new(optim, a.max_seq_len.unwrap_or(m.config().max_position_embeddings), out.clone())
     };
-    let tm = TrainModel::new(&cfg, &m.transformer.weights)?;
-    // The inference weights are no longer needed; training holds its own f32 copy.
-    drop(m);
-    let lengths: Vec<usize> = rows.iter().map(|r| r.token_ids.len()).collect();
-    let per_epoch = epoch_batches(&lengths, a.batch_size.max(1), a.seed, 0).len();
-    let total = a.max_steps.unwrap_or_else(|| (a.epochs * per_epoch).div_ceil(a.grad_accum.max(1)));
-    let trained_per_epoch: usize = rows.iter().map(TrainRow::trained_tokens).sum();
-    eprintln!("training on {} rows ({trained_per_epoch} trained tokens per epoch), {total} steps, {} adapter parameters", rows.len(), adapter.num_parameters());
-
-    let pb = progress::bar(total as u64, "training", a.json);
-    let t0 = Instant::now();
-    let mut first: Option<StepMetrics> = None;
-    let mut last: Option<StepMetrics> = None;
-    let mut tokens = 0u64;
-    let outcome = train_sft(&tm, adapter, &rows, &params, &mut |s: &StepMetrics| {
-        pb.set_position(s.step as u64);
-        pb.set_message(format!("training loss {:.4}", s.loss));
-        tokens += s.step_tokens as u64;
-        if first.is_none() {
-            first = Some(s.clone());
-        }
-        last = Some(s.clone());
-    });
-    pb.finish_and_clear();
-    let outcome = outcome?;
-    let wall = t0.elapsed().as_secs_f64();
-    let plot = write_sft_plot(out)?;
+    let job = run_sft(SftJob { model: &m, adapter, rows: &rows, params, quiet: a.json })?;
+    let outcome = &job.outcome;
+    let wall = job.wall_seconds;
+    let tokens = job.trained_tokens;
     let tps = tokens as f64 / wall.max(1e-9);
-    let first_loss = first.as_ref().map(|s| s.loss);
-    let last_loss = last.as_ref().map(|s| s.loss).or(outcome.last_loss);
+    let first_loss = job.first.as_ref().map(|s| s.loss);
+    let last_loss = job.last.as_ref().map(|s| s.loss).or(outcome.last_loss);
+    let plot = &job.plot;
     if a.json {
         println!(
             "{}",

@@ -19,7 +19,7 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::agent::toolcall::{parse_turn, Action};
+use crate::tools::toolcall::{parse_turn, Action};
 use crate::data::{Role, Split, Termination, Trajectory};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

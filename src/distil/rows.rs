@@ -58,7 +58,7 @@ pub fn episode_tools(t: &Trajectory) -> Vec<Value> {
     if let Some(tools) = from_system {
         return tools;
     }
-    crate::agent::suites::get(&t.suite)
+    crate::tasks::suites::get(&t.suite)
         .ok()
         .filter(|s| s.difficulties().is_some_and(|r| r.contains(&t.difficulty)))
         .map(|s| s.tools(t.difficulty))

@@ -9,7 +9,7 @@ use half::{bf16, f16};
 
 use super::error::{ModelError, Result};
 use super::linear::{Matrix, WeightData};
-use super::quant::{BlockQ4, BlockQ8, QK};
+use crate::quant::{BlockQ4, BlockQ8, QK};
 use super::weights::TensorSource;
 
 pub struct GgufFile {

@@ -1,7 +1,7 @@
 //! Frozen weight matrices (quantized or f32) and their batched mat-mul.
 use rayon::prelude::*;
 
-use super::quant::{BlockQ4, BlockQ8, QK};
+use crate::quant::{BlockQ4, BlockQ8, QK};
 use crate::simd::matmul::{rows_times_x, OutPtr, Rows, PANEL};
 use crate::simd::Simd;
 

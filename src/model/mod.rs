@@ -7,7 +7,6 @@ pub mod kv_cache;
 pub mod lora;
 pub mod linear;
 pub mod loaded;
-pub mod quant;
 pub mod rope;
 pub mod source;
 pub mod tokenizer;

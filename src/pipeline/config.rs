@@ -7,6 +7,7 @@ use serde::{Deserialize, Serialize};
 use crate::agent::hint::{HintPlacement, HintSource, HintSpec};
 use crate::model::lora::Proj;
 use crate::train::rl::{Objective, RlCoefs};
+use crate::train::OptimParams;
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]
@@ -209,16 +210,11 @@ pub struct TrainConfig {
     pub dropout: f32,
     /// Among q, k, v, o, gate, up, down.
     pub targets: Vec<String>,
-    pub lr: f64,
-    pub epochs: usize,
-    pub batch_size: usize,
-    pub grad_accum: usize,
-    pub warmup: usize,
-    pub max_grad_norm: f64,
-    pub weight_decay: f64,
-    pub seed: u64,
-    /// Checkpoint every N steps so that a killed run loses little.
-    pub save_every: usize,
+    /// lr, warmup, min_lr_ratio, epochs, batch_size, grad_accum, max_grad_norm, weight_decay, seed, save_every:
+    /// the same settings and defaults as `autodidact train`'s (round r trains with seed `seed + r`). The RL
+    /// objectives take their own lr, warmup, min_lr_ratio and epochs from `[rl]`.
+    #[serde(flatten)]
+    pub optim: OptimParams,
 }
 
 impl Default for TrainConfig {
@@ -230,15 +226,7 @@ impl Default for TrainConfig {
             alpha: 16.0,
             dropout: 0.05,
             targets: ["q", "k", "v", "o", "gate", "up", "down"].map(String::from).to_vec(),
-            lr: 5e-4,
-            epochs: 2,
-            batch_size: 4,
-            grad_accum: 1,
-            warmup: 5,
-            max_grad_norm: 1.0,
-            weight_decay: 0.0,
-            seed: 0,
-            save_every: 20,
+            optim: OptimParams::SFT,
         }
     }
 }
@@ -258,8 +246,10 @@ impl TrainConfig {
 #[serde(deny_unknown_fields, default)]
 pub struct RlConfig {
     pub lr: f64,
-    /// Linear warmup to `lr` over each round's first `warmup` steps (0: `lr` from the first step), then constant.
+    /// Linear warmup to `lr` over each round's first `warmup` steps (0: `lr` from the first step).
     pub warmup: usize,
+    /// After the warmup, cosine decay to `lr * min_lr_ratio` (1: constant).
+    pub min_lr_ratio: f64,
     /// Update epochs over each round's episodes.
     pub epochs: usize,
     /// Task groups (all samples of a task) per optimizer step.
@@ -285,10 +275,12 @@ pub struct RlConfig {
 impl Default for RlConfig {
     fn default() -> Self {
         let c = RlCoefs::default();
+        let o = OptimParams::RL;
         RlConfig {
-            lr: 1e-4,
-            warmup: 0,
-            epochs: 1,
+            lr: o.lr,
+            warmup: o.warmup,
+            min_lr_ratio: o.min_lr_ratio,
+            epochs: o.epochs,
             groups_per_step: 4,
             success_reward: 10.0,
             invalid_penalty: 0.1,
@@ -301,6 +293,14 @@ impl Default for RlConfig {
             shared_prefix: true,
             then_sft: false,
         }
+    }
+}
+
+impl LoopConfig {
+    /// The RL job's optimiser in round `round`: `[rl]`'s rate, schedule and epochs, everything else from `[train]`.
+    pub fn rl_optim(&self, round: usize) -> OptimParams {
+        let (t, r) = (&self.train.optim, &self.rl);
+        OptimParams { lr: r.lr, warmup: r.warmup, min_lr_ratio: r.min_lr_ratio, epochs: r.epochs, seed: t.seed + round as u64, ..*t }
     }
 }
 
@@ -382,10 +382,11 @@ impl LoopConfig {
         if self.filter.keep_per_task == 0 {
             return bad("filter.keep_per_task", "must be at least 1");
         }
-        if self.train.batch_size == 0 || self.train.grad_accum == 0 || self.train.epochs == 0 || self.train.rank == 0 {
+        let o = &self.train.optim;
+        if o.batch_size == 0 || o.grad_accum == 0 || o.epochs == 0 || self.train.rank == 0 {
             return bad("train", "rank, epochs, batch_size and grad_accum must be positive");
         }
-        if !(self.train.lr.is_finite() && self.train.lr > 0.0) {
+        if !(o.lr.is_finite() && o.lr > 0.0) {
             return bad("train.lr", "must be positive");
         }
         self.train.projections()?;
@@ -414,7 +415,7 @@ impl LoopConfig {
             }
         }
         for s in &self.tasks.suites {
-            crate::agent::suites::get(s).map_err(|e| anyhow::anyhow!("field `tasks.suites`: {e}"))?;
+            crate::tasks::suites::get(s).map_err(|e| anyhow::anyhow!("field `tasks.suites`: {e}"))?;
         }
         Ok(())
     }

@@ -15,6 +15,7 @@
 //! Every stage skips itself when its output exists, so rerunning the same command after a kill continues
 //! where it stopped and rewrites nothing that was finished.
 pub mod compare;
+pub mod jobs;
 pub mod config;
 pub mod plot;
 pub mod records;

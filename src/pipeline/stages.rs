@@ -16,15 +16,15 @@ use crate::data::dataset::{read_dataset, DatasetRow};
 use crate::data::jsonl::{read_jsonl, write_json_atomic};
 use crate::data::{ReadMode, Split, Task, Trajectory};
 use crate::agent::hint::{self, HintSpec};
-use crate::distil::rl::{rl_rows, sampling_temperature, Rewards, Teacher};
+use crate::distil::rl::Rewards;
 use crate::distil::{filter_to_dir, strip_hint, ChatEncoder, FilterParams, FilterReport, DATASET_FILE, REPORT_FILE};
 use crate::model::lora::{LoraAdapter, LoraConfig};
 use crate::model::LoadedModel;
 use crate::rollout::{run_rollout, Remote, RolloutParams};
 use crate::sample::SamplingParams;
-use crate::train::optim::AdamWParams;
-use crate::train::rl::{train_rl, Objective, RlParams, RlStepMetrics};
-use crate::train::{train_sft, SftParams, StepMetrics, TrainModel, TrainRow};
+use crate::train::rl::{Objective, RlParams, RlStepMetrics};
+use crate::train::{OptimParams, SftParams};
+use super::jobs::{self, RlJob, SftJob};
 
 pub const TRAJECTORIES: &str = "trajectories.jsonl";
 pub const EVAL_FILE: &str = "eval.json";
@@ -257,15 +257,9 @@ impl Stages<'_> {
     /// The adapter a round's training starts from: `start` (relative to the run folder), or a fresh one seeded
     /// by the round.
     fn start_adapter(&self, round: usize, start: Option<&Path>) -> anyhow::Result<LoraAdapter> {
-        let (c, mcfg) = (&self.cfg.train, self.model.config());
-        Ok(match start {
-            Some(rel) => LoraAdapter::load(&self.dir.join(rel), mcfg, Some(&self.model.base_name))?,
-            None => LoraAdapter::new(
-                LoraConfig { r: c.rank, alpha: c.alpha, dropout: c.dropout, targets: c.projections()?, base_model: self.model.base_name.clone() },
-                mcfg,
-                c.seed + round as u64,
-            )?,
-        })
+        let c = &self.cfg.train;
+        let shape = LoraConfig { r: c.rank, alpha: c.alpha, dropout: c.dropout, targets: c.projections()?, base_model: String::new() };
+        jobs::start_adapter(&self.model, start.map(|rel| self.dir.join(rel)).as_deref(), &shape, c.optim.seed + round as u64)
     }
 
     /// LoRA SFT into `<round>/<sub>/` (`train`, or `train-sft` after an RL update; the adapter in
@@ -275,40 +269,16 @@ impl Stages<'_> {
         let done = dir.join("adapter").join("adapter_config.json").is_file();
         let c = &self.cfg.train;
         if !done {
-            let mcfg = self.model.config().clone();
             let adapter = self.start_adapter(round, start.filter(|_| c.mode == TrainMode::Continue))?;
-            let params = SftParams {
-                lr: c.lr,
-                warmup_steps: c.warmup,
-                min_lr_ratio: 0.1,
-                epochs: c.epochs,
-                max_steps: None,
-                batch_size: c.batch_size,
-                grad_accum: c.grad_accum,
-                max_grad_norm: c.max_grad_norm,
-                adam: AdamWParams { weight_decay: c.weight_decay, ..AdamWParams::default() },
-                seed: c.seed + round as u64,
-                max_seq_len: mcfg.max_position_embeddings,
-                save_every: c.save_every,
-                out_dir: dir.clone(),
-                resume: true,
-                stop_after: None,
-            };
-            let train_rows: Vec<TrainRow> = rows.iter().map(|r| TrainRow { id: Some(r.id.clone()), token_ids: r.token_ids.clone(), loss_mask: r.loss_mask.clone() }).collect();
-            let tm = TrainModel::new(&mcfg, &self.model.transformer.weights)?;
-            let steps = (c.epochs * rows.len().div_ceil(c.batch_size)).div_ceil(c.grad_accum);
-            say(self.quiet, format_args!("  train: {} rows, about {steps} steps ({:?} mode)", rows.len(), c.mode));
-            let pb = crate::progress::bar(steps as u64, "training", self.quiet);
-            let outcome = train_sft(&tm, adapter, &train_rows, &params, &mut |s: &StepMetrics| {
-                pb.set_position(s.step as u64);
-                pb.set_message(format!("training loss {:.4}", s.loss));
-            });
-            pb.finish_and_clear();
-            let outcome = outcome?;
-            anyhow::ensure!(outcome.finished, "training stopped before the end of its schedule ({} steps)", outcome.steps);
+            say(self.quiet, format_args!("  train: {} rows ({:?} mode)", rows.len(), c.mode));
+            let optim = OptimParams { seed: c.optim.seed + round as u64, ..c.optim };
+            let params = SftParams { resume: true, ..SftParams::new(optim, self.model.config().max_position_embeddings, dir.clone()) };
+            let job = jobs::run_sft(SftJob { model: &self.model, adapter, rows, params, quiet: self.quiet })?;
+            anyhow::ensure!(job.outcome.finished, "training stopped before the end of its schedule ({} steps)", job.outcome.steps);
+        } else {
+            // Rewritten every time (atomically, from the metrics alone), so a run killed right after training has it too.
+            super::train_plots::write_sft_plot(&dir)?;
         }
-        // Rewritten every time (atomically, from the metrics alone), so a run killed right after training has it too.
-        super::train_plots::write_sft_plot(&dir)?;
         train_record(&dir.join("metrics.jsonl"))
     }
 }
@@ -325,45 +295,21 @@ impl Stages<'_> {
         let (c, r) = (&self.cfg.train, &self.cfg.rl);
         let tasks: std::collections::HashMap<&str, &Task> = self.sets.train.iter().map(|t| (t.id.as_str(), t)).collect();
         let hint_of = |t: &Trajectory| tasks.get(t.task_id.as_str()).and_then(|task| hint::privileged(task, self.cfg.hint.source));
-        let teacher = Teacher { hint_of: &hint_of, placement: self.cfg.hint.placement, encoder: &self.model };
-        let rewards = Rewards { success: r.success_reward, invalid_penalty: r.invalid_penalty };
-        let (rows, without_hint) = rl_rows(trajs, &rewards, (c.objective == Objective::Sdar).then_some(&teacher))?;
-        let mcfg = self.model.config().clone();
         let adapter = self.start_adapter(round, start)?;
         let params = RlParams {
-            objective: c.objective,
             coefs: r.coefs(),
-            lr: r.lr,
-            warmup_steps: r.warmup,
-            min_lr_ratio: 1.0,
-            epochs: r.epochs,
             groups_per_step: r.groups_per_step,
-            batch_size: c.batch_size,
-            max_grad_norm: c.max_grad_norm,
-            adam: AdamWParams { weight_decay: c.weight_decay, ..AdamWParams::default() },
-            seed: c.seed + round as u64,
-            max_seq_len: mcfg.max_position_embeddings,
-            save_every: c.save_every,
-            out_dir: dir.clone(),
             resume: true,
-            stop_after: None,
             shared_prefix: r.shared_prefix,
             std_floor: r.std_floor,
+            ..RlParams::new(c.objective, self.cfg.rl_optim(round), self.model.config().max_position_embeddings, dir.clone())
         };
-        let plan = crate::train::rl::plan(&rows, &params)?;
-        let steps = (plan.used.len().div_ceil(r.groups_per_step)) * r.epochs;
-        say(self.quiet, format_args!("  train ({:?}): {} episodes in {} groups ({} with equal rewards), {steps} steps after a reference pass (log-probs under the starting adapter, the base model{})", c.objective, rows.len(), plan.groups.len(), plan.flat.iter().filter(|&&f| f).count(), if c.objective == Objective::Sdar { " and the teacher" } else { "" }));
-        let mut tm = TrainModel::new(&mcfg, &self.model.transformer.weights)?;
-        tm.set_temperature(sampling_temperature(trajs)?)?;
-        let pb = crate::progress::bar(steps as u64, "training", self.quiet);
-        let outcome = train_rl(&tm, adapter, &rows, &params, &mut |s: &RlStepMetrics| {
-            pb.set_position(s.step as u64);
-            pb.set_message(format!("reward {:.2}, kl {:.4}{}", s.reward_mean, s.kl, s.gap_mean.map(|g| format!(", gap {g:.3}")).unwrap_or_default()));
-        });
-        pb.finish_and_clear();
-        let outcome = outcome?;
+        say(self.quiet, format_args!("  train ({:?}): {} episodes; log-probs under the starting adapter, the base model{} first", c.objective, trajs.len(), if c.objective == Objective::Sdar { " and the teacher" } else { "" }));
+        let rewards = Rewards { success: r.success_reward, invalid_penalty: r.invalid_penalty };
+        let job = jobs::run_rl(RlJob { model: &self.model, adapter, trajectories: trajs, rewards, hint_of: &hint_of, placement: self.cfg.hint.placement, params, quiet: self.quiet })?;
+        let outcome = &job.outcome;
         anyhow::ensure!(outcome.finished, "training stopped before the end of its schedule ({} steps)", outcome.steps);
-        let steps_log: Vec<RlStepMetrics> = read_jsonl(&dir.join("metrics.jsonl"), ReadMode::Strict)?.into_items();
+        let steps_log = &job.steps;
         let mean = |f: &dyn Fn(&RlStepMetrics) -> Option<f64>| {
             let v: Vec<f64> = steps_log.iter().filter_map(f).collect();
             (!v.is_empty()).then(|| v.iter().sum::<f64>() / v.len() as f64)
@@ -380,8 +326,8 @@ impl Stages<'_> {
                 groups: outcome.groups,
                 zero_variance_groups: outcome.zero_variance_groups,
                 episodes_used: outcome.episodes_used,
-                without_hint,
-                reward_mean: rows.iter().map(|r| r.reward).sum::<f64>() / rows.len().max(1) as f64,
+                without_hint: job.episodes_without_hint,
+                reward_mean: job.reward_mean,
                 sampler_gap: outcome.sampler_gap,
                 kl_last: steps_log.last().map(|s| s.kl),
                 kl_peak: steps_log.iter().map(|s| s.kl).reduce(f64::max),

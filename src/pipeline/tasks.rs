@@ -9,8 +9,8 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::config::TasksConfig;
-use crate::agent::suites;
-use crate::agent::taskfile::load_tasks_numbered;
+use crate::tasks::select::generated;
+use crate::tasks::taskfile::load_tasks_numbered;
 use crate::data::{Split, Task};
 
 /// Where a task comes from: `generated`, or the task file's path as given.
@@ -49,20 +49,10 @@ impl TaskSets {
             Ok(())
         };
         if t.generated() {
-            let names: Vec<String> =
-                if t.suites.is_empty() { suites::generative().map(|s| s.name().to_string()).collect() } else { t.suites.clone() };
             for (split, per) in [(Split::Train, t.train_per), (Split::Dev, t.dev_per), (Split::Test, t.test_per)] {
-                for name in &names {
-                    let suite = suites::get(name)?;
-                    if suite.difficulties().is_none() {
-                        bail!("field `tasks.suites`: suite `{name}` only runs tasks from files (use tasks.train_files and the like)");
-                    }
-                    for &d in &t.difficulties {
-                        for task in suites::generate_many(suite, t.seed, split, d, per).with_context(|| format!("field `tasks.difficulties`: suite `{name}`"))? {
-                            let at = format!("generated task `{}`", task.id);
-                            add(&mut sets, task, split, GENERATED, &at)?;
-                        }
-                    }
+                for task in generated(&t.suites, &t.difficulties, split, t.seed, per).context("field `tasks.suites` / `tasks.difficulties` (suites that run tasks from files take tasks.train_files and the like)")? {
+                    let at = format!("generated task `{}`", task.id);
+                    add(&mut sets, task, split, GENERATED, &at)?;
                 }
             }
         }

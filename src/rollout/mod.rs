@@ -2,7 +2,6 @@
 pub mod policy;
 pub(crate) mod prefix;
 pub mod remote;
-pub mod select;
 
 use std::path::Path;
 use std::time::Instant;

@@ -2,7 +2,7 @@
 use serde_json::{json, Value};
 
 use super::engine::{Event, Prompt};
-use crate::agent::toolcall::{parse_turn, render_calls, Action};
+use crate::tools::toolcall::{parse_turn, render_calls, Action};
 use crate::data::ToolCall;
 use crate::sample::SamplingParams;
 
@@ -155,7 +155,7 @@ fn chat_message(i: usize, m: &Value) -> Result<Value, ApiError> {
                 Ok(ToolCall::new(name, args))
             })
             .collect::<Result<Vec<_>, ApiError>>()?;
-        if !calls.is_empty() && !content.contains(crate::agent::toolcall::CALL_OPEN) {
+        if !calls.is_empty() && !content.contains(crate::tools::toolcall::CALL_OPEN) {
             content = if content.is_empty() { render_calls(&calls) } else { format!("{content}\n{}", render_calls(&calls)) };
         }
     }

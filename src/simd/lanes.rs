@@ -3,7 +3,7 @@
 //! Every method is `#[inline(always)]`: the kernels are instantiated inside functions compiled with the path's
 //! target features, and the intrinsics only become single instructions once inlined there.
 
-use crate::model::quant::{f16_to_f32, BlockQ4, BlockQ8};
+use crate::quant::{f16_to_f32, BlockQ4, BlockQ8};
 
 /// A register of `N` f32 lanes.
 ///

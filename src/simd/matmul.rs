@@ -8,7 +8,7 @@
 use super::kernels::{dispatch, Kernel};
 use super::lanes::Lanes;
 use super::Simd;
-use crate::model::quant::{BlockQ4, BlockQ8, QK};
+use crate::quant::{BlockQ4, BlockQ8, QK};
 
 /// Weight rows per panel.
 pub const PANEL: usize = 4;

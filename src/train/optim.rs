@@ -1,8 +1,75 @@
 //! AdamW with its state in plain tensors (so checkpoints can save and restore it exactly), the warmup + cosine
 //! learning-rate schedule, and global-norm gradient clipping.
 use candle_core::{Tensor, Var};
+use serde::{Deserialize, Serialize};
 
 use super::Result;
+
+/// The optimiser and schedule of every training job: SFT and RL, from `autodidact train` and from the loop's
+/// `[train]` section. The defaults live here once ([`OptimParams::SFT`], [`OptimParams::RL`]); `--help`, the loop
+/// config and configs/README.md all show these values.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+#[serde(default)]
+pub struct OptimParams {
+    /// Peak learning rate.
+    pub lr: f64,
+    /// Linear warmup over the first steps.
+    pub warmup: usize,
+    /// After the warmup, cosine decay to `lr * min_lr_ratio` at the last step (1: constant).
+    pub min_lr_ratio: f64,
+    /// Passes over the data.
+    pub epochs: usize,
+    /// Rows per micro-batch (SFT) or episodes per micro-batch (RL).
+    pub batch_size: usize,
+    /// Micro-batches per optimizer step (SFT; RL steps are task groups).
+    pub grad_accum: usize,
+    /// Clip the global gradient norm to this (0 disables clipping).
+    pub max_grad_norm: f64,
+    pub weight_decay: f64,
+    /// Seeds the adapter's initialisation, the batch order and dropout.
+    pub seed: u64,
+    /// Write a checkpoint every N steps (0: only at the end).
+    pub save_every: usize,
+}
+
+impl OptimParams {
+    /// Supervised fine-tuning on kept successes.
+    pub const SFT: OptimParams = OptimParams {
+        lr: 5e-4,
+        warmup: 5,
+        min_lr_ratio: 0.1,
+        epochs: 2,
+        batch_size: 4,
+        grad_accum: 1,
+        max_grad_norm: 1.0,
+        weight_decay: 0.0,
+        seed: 0,
+        save_every: 20,
+    };
+    /// GRPO / SDAR: a smaller constant rate and one update epoch per batch of episodes, as in the method.
+    pub const RL: OptimParams = OptimParams { lr: 1e-4, warmup: 0, min_lr_ratio: 1.0, epochs: 1, ..OptimParams::SFT };
+
+    pub fn adam(&self) -> AdamWParams {
+        AdamWParams { weight_decay: self.weight_decay, ..AdamWParams::default() }
+    }
+
+    /// Learning rate, epochs and batch sizes must be positive.
+    pub fn check(&self) -> std::result::Result<(), String> {
+        if !(self.lr.is_finite() && self.lr > 0.0) {
+            return Err(format!("learning rate {} must be positive", self.lr));
+        }
+        if self.batch_size == 0 || self.grad_accum == 0 {
+            return Err("batch_size and grad_accum must be positive".into());
+        }
+        Ok(())
+    }
+}
+
+impl Default for OptimParams {
+    fn default() -> Self {
+        OptimParams::SFT
+    }
+}
 
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct AdamWParams {

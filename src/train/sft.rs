@@ -13,33 +13,18 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::{self, TrainState};
 use super::data::{epoch_batches, validate_rows, TrainRow};
 use super::model::{next_token_targets, Batch, LoraVars, TrainModel};
-use super::optim::{clip_grad_norm, lr_at, AdamW, AdamWParams};
+use super::optim::{clip_grad_norm, lr_at, AdamW, AdamWParams, OptimParams};
 use super::{Result, TrainError};
 use crate::model::lora::LoraAdapter;
 
-/// Flat SFT parameters (the CLI maps its flags and config file onto these).
+/// An SFT run: the shared optimiser settings plus what only SFT has.
 #[derive(Debug, Clone, PartialEq)]
 pub struct SftParams {
-    /// Peak learning rate.
-    pub lr: f64,
-    pub warmup_steps: usize,
-    /// The cosine schedule ends at `lr * min_lr_ratio`.
-    pub min_lr_ratio: f64,
-    /// Passes over the data; ignored when `max_steps` is set.
-    pub epochs: usize,
+    pub optim: OptimParams,
+    /// Optimizer steps in total; overrides `optim.epochs`.
     pub max_steps: Option<usize>,
-    /// Rows per micro-batch.
-    pub batch_size: usize,
-    /// Micro-batches per optimizer step.
-    pub grad_accum: usize,
-    /// Clip the global gradient norm to this; 0 disables clipping.
-    pub max_grad_norm: f64,
-    pub adam: AdamWParams,
-    pub seed: u64,
     /// Longer rows are rejected (the dataset writer should cap lengths).
     pub max_seq_len: usize,
-    /// Write a checkpoint every this many steps (0: only at the end).
-    pub save_every: usize,
     /// Receives `checkpoint/`, `adapter/` and `metrics.jsonl`.
     pub out_dir: PathBuf,
     /// Continue from `out_dir/checkpoint` when it exists.
@@ -48,35 +33,26 @@ pub struct SftParams {
     pub stop_after: Option<usize>,
 }
 
-impl Default for SftParams {
-    fn default() -> Self {
-        SftParams {
-            lr: 2e-4,
-            warmup_steps: 10,
-            min_lr_ratio: 0.0,
-            epochs: 1,
-            max_steps: None,
-            batch_size: 4,
-            grad_accum: 1,
-            max_grad_norm: 1.0,
-            adam: AdamWParams::default(),
-            seed: 0,
-            max_seq_len: 2048,
-            save_every: 0,
-            out_dir: PathBuf::from("sft-out"),
-            resume: false,
-            stop_after: None,
-        }
-    }
-}
-
 impl SftParams {
+    /// A fresh run into `out_dir` with the given optimiser settings.
+    pub fn new(optim: OptimParams, max_seq_len: usize, out_dir: PathBuf) -> Self {
+        SftParams { optim, max_steps: None, max_seq_len, out_dir, resume: false, stop_after: None }
+    }
+
+    /// The step count of the run on rows of these lengths.
+    pub fn total_steps(&self, lengths: &[usize]) -> usize {
+        let o = &self.optim;
+        let per_epoch = epoch_batches(lengths, o.batch_size.max(1), o.seed, 0).len();
+        self.max_steps.unwrap_or_else(|| (o.epochs * per_epoch).div_ceil(o.grad_accum.max(1)))
+    }
+
     /// What a resumed run must share with the run that wrote the checkpoint.
     fn fingerprint(&self, rows: usize) -> String {
+        let o = &self.optim;
         format!(
             "rows={rows} lr={} warmup={} min_lr_ratio={} epochs={} max_steps={:?} batch={} accum={} clip={} adam={:?} seed={} max_len={}",
-            self.lr, self.warmup_steps, self.min_lr_ratio, self.epochs, self.max_steps, self.batch_size, self.grad_accum,
-            self.max_grad_norm, self.adam, self.seed, self.max_seq_len
+            o.lr, o.warmup, o.min_lr_ratio, o.epochs, self.max_steps, o.batch_size, o.grad_accum,
+            o.max_grad_norm, o.adam(), o.seed, self.max_seq_len
         )
     }
 }
@@ -119,40 +95,36 @@ struct Cursor {
 /// Trains `adapter` on `rows` (or resumes from `p.out_dir/checkpoint`). `on_step` sees every step's metrics.
 pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p: &SftParams, on_step: &mut dyn FnMut(&StepMetrics)) -> Result<SftOutcome> {
     // ---- setup
-    if p.batch_size == 0 || p.grad_accum == 0 {
-        return Err(TrainError::Params("batch_size and grad_accum must be positive".into()));
-    }
-    if !(p.lr.is_finite() && p.lr > 0.0) {
-        return Err(TrainError::Params(format!("learning rate {} must be positive", p.lr)));
-    }
+    p.optim.check().map_err(TrainError::Params)?;
+    let o = &p.optim;
     validate_rows(rows, p.max_seq_len)?;
     let lengths: Vec<usize> = rows.iter().map(|r| r.token_ids.len()).collect();
-    let batches_per_epoch = epoch_batches(&lengths, p.batch_size, p.seed, 0).len();
+    let batches_per_epoch = epoch_batches(&lengths, o.batch_size, o.seed, 0).len();
     let total_steps = match p.max_steps {
         Some(s) => s,
-        None => (p.epochs * batches_per_epoch).div_ceil(p.grad_accum),
+        None => (o.epochs * batches_per_epoch).div_ceil(o.grad_accum),
     };
     if total_steps == 0 {
         return Err(TrainError::Params("the run has no steps (epochs = 0 or max_steps = 0)".into()));
     }
-    let total_micro = p.max_steps.map_or(p.epochs * batches_per_epoch, |s| s * p.grad_accum);
+    let total_micro = p.max_steps.map_or(o.epochs * batches_per_epoch, |s| s * o.grad_accum);
     let ckpt_dir = p.out_dir.join("checkpoint");
     let metrics_path = p.out_dir.join("metrics.jsonl");
     std::fs::create_dir_all(&p.out_dir).map_err(|e| TrainError::io(&p.out_dir, e))?;
     let fingerprint = p.fingerprint(rows.len());
-    let resumed = if p.resume { resume(model, &adapter, &ckpt_dir, &fingerprint, &metrics_path, p.adam)? } else { None };
+    let resumed = if p.resume { resume(model, &adapter, &ckpt_dir, &fingerprint, &metrics_path, o.adam())? } else { None };
     let (vars, mut opt, mut state) = if let Some(r) = resumed {
         r
     } else {
         let vars = LoraVars::from_adapter(&adapter, model.device())?;
-        let opt = AdamW::new(p.adam, &vars.named_vars())?;
+        let opt = AdamW::new(o.adam(), &vars.named_vars())?;
         std::fs::write(&metrics_path, "").map_err(|e| TrainError::io(&metrics_path, e))?;
-        let state = TrainState { step: 0, epoch: 0, next_batch: 0, seed: p.seed, trained_tokens: 0, total_steps, fingerprint, last_loss: None };
+        let state = TrainState { step: 0, epoch: 0, next_batch: 0, seed: o.seed, trained_tokens: 0, total_steps, fingerprint, last_loss: None };
         (vars, opt, state)
     };
     let named = vars.named_vars();
     let names: Vec<String> = named.iter().map(|(n, _)| n.clone()).collect();
-    let mut cursor = Cursor { epoch: state.epoch, next: state.next_batch, batches: epoch_batches(&lengths, p.batch_size, p.seed, state.epoch) };
+    let mut cursor = Cursor { epoch: state.epoch, next: state.next_batch, batches: epoch_batches(&lengths, o.batch_size, o.seed, state.epoch) };
     let mut micro_done = state.epoch * batches_per_epoch + state.next_batch;
     let stop_at = p.stop_after.unwrap_or(total_steps).min(total_steps);
 
@@ -161,10 +133,10 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
         let t0 = Instant::now();
         let step = state.step;
         // The step's micro-batches, and its trained-token count for the loss normalisation.
-        let mut micro: Vec<Vec<usize>> = Vec::with_capacity(p.grad_accum);
-        while micro.len() < p.grad_accum && micro_done < total_micro {
+        let mut micro: Vec<Vec<usize>> = Vec::with_capacity(o.grad_accum);
+        while micro.len() < o.grad_accum && micro_done < total_micro {
             if cursor.next == cursor.batches.len() {
-                cursor = Cursor { epoch: cursor.epoch + 1, next: 0, batches: epoch_batches(&lengths, p.batch_size, p.seed, cursor.epoch + 1) };
+                cursor = Cursor { epoch: cursor.epoch + 1, next: 0, batches: epoch_batches(&lengths, o.batch_size, o.seed, cursor.epoch + 1) };
             }
             micro.push(cursor.batches[cursor.next].clone());
             cursor.next += 1;
@@ -181,7 +153,7 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
             let seqs: Vec<(&[u32], &[u8])> = idx.iter().map(|&i| (rows[i].token_ids.as_slice(), rows[i].loss_mask.as_slice())).collect();
             let batch = Batch::new(&seqs.iter().map(|s| s.0).collect::<Vec<_>>());
             let targets = next_token_targets(&seqs);
-            let seed = dropout_seed(p.seed, step, mi);
+            let seed = dropout_seed(o.seed, step, mi);
             let lp = model.target_logprobs(&batch, Some(&vars), Some(seed), &targets)?; // n
             let nll = lp.sum_all()?.neg()?;
             nll_sum += nll.to_scalar::<f32>()? as f64;
@@ -189,7 +161,7 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
             accumulate_grads(&mut grads, &loss.backward()?, &named)?;
         }
         let mean_loss = nll_sum / step_tokens as f64;
-        let schedule = Schedule { lr: p.lr, warmup_steps: p.warmup_steps, min_lr_ratio: p.min_lr_ratio, total_steps, max_grad_norm: p.max_grad_norm };
+        let schedule = Schedule { lr: o.lr, warmup_steps: o.warmup, min_lr_ratio: o.min_lr_ratio, total_steps, max_grad_norm: o.max_grad_norm };
         let (grad_norm, lr) = apply_step(&mut opt, &named, grads, mean_loss, step, &schedule, &ckpt_dir)?;
 
         state.step += 1;
@@ -209,7 +181,7 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
         };
         append_metrics(&metrics_path, &m)?;
         on_step(&m);
-        save_if_due(&ckpt_dir, &vars, &opt, &names, &state, stop_at, p.save_every)?;
+        save_if_due(&ckpt_dir, &vars, &opt, &names, &state, stop_at, o.save_every)?;
     }
 
     // ---- finish

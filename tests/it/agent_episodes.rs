@@ -6,8 +6,8 @@ use autodidact::agent::prompts::{PromptOptions, Prompts};
 use autodidact::agent::scripted::{
     reference_script, ScriptedPolicy, TurnScript, EOT, SCRIPTED_LOGPROB,
 };
-use autodidact::agent::suites::{self, generate, generate_many, TaskKey};
-use autodidact::agent::taskfile::load_tasks;
+use autodidact::tasks::suites::{self, generate, generate_many, TaskKey};
+use autodidact::tasks::taskfile::load_tasks;
 use autodidact::data::{Message, Role, Split, StepErrorKind, Task, Termination, Trajectory};
 
 fn task(suite: &str, difficulty: u8, index: u64) -> Task {
@@ -65,7 +65,7 @@ fn run_script(
 #[test]
 fn tokens_masks_and_logprobs_concatenate_turns() {
     let t = task("arithmetic", 1, 0);
-    let calc = autodidact::agent::toolcall::render_call(&t.reference.as_ref().unwrap().calls[0]);
+    let calc = autodidact::tools::toolcall::render_call(&t.reference.as_ref().unwrap().calls[0]);
     let tr = &run_script(&[&t], big_limits(), reference_script(&[&t]))[0];
     assert!(tr.verdict.success);
     assert_eq!(tr.sample_index, 3);
@@ -157,7 +157,7 @@ fn each_round_is_one_batched_call_and_trajectories_stream_out() {
 #[test]
 fn malformed_steps_are_recorded_and_answered_with_feedback() {
     let t = task("arithmetic", 1, 1);
-    let good = autodidact::agent::toolcall::render_call(&t.reference.as_ref().unwrap().calls[0]);
+    let good = autodidact::tools::toolcall::render_call(&t.reference.as_ref().unwrap().calls[0]);
     let answer = format!("Answer: {}", t.reference.as_ref().unwrap().answer);
     let script = [
         "<tool_call>{\"name\": \"calculator\", \"arguments\": {</tool_call>",
@@ -210,7 +210,7 @@ fn malformed_steps_are_recorded_and_answered_with_feedback() {
 #[test]
 fn limits_end_episodes() {
     let t = task("arithmetic", 2, 0);
-    let call = autodidact::agent::toolcall::render_call(&t.reference.as_ref().unwrap().calls[0]);
+    let call = autodidact::tools::toolcall::render_call(&t.reference.as_ref().unwrap().calls[0]);
     // Turn limit: a policy that never answers.
     let tr = &run_script(&[&t], big_limits(), |_, _, _| call.clone().into())[0];
     assert_eq!(tr.termination, Termination::TurnLimit);

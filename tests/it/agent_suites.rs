@@ -5,9 +5,9 @@ use std::collections::BTreeSet;
 use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
 use autodidact::agent::prompts::{PromptOptions, Prompts};
 use autodidact::agent::scripted::{reference_script, ScriptedPolicy, TurnScript};
-use autodidact::agent::suites::{self, generate, generate_many, TaskKey};
-use autodidact::agent::taskfile::validate_task;
-use autodidact::agent::toolcall::{check_calls, parse_turn, render_call, Action};
+use autodidact::tasks::suites::{self, generate, generate_many, TaskKey};
+use autodidact::tasks::taskfile::validate_task;
+use autodidact::tools::toolcall::{check_calls, parse_turn, render_call, Action};
 use autodidact::data::{Expected, Message, Role, Split, Task, Termination, Trajectory};
 
 fn content(t: &Task) -> String {

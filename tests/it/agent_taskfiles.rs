@@ -7,8 +7,8 @@ use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
 use autodidact::agent::metrics::EvalReport;
 use autodidact::agent::prompts::{PromptOptions, Prompts};
 use autodidact::agent::scripted::{reference_script, ScriptedPolicy, TurnScript};
-use autodidact::agent::suites::{self, generate_many};
-use autodidact::agent::taskfile::{load_tasks, TaskFileError};
+use autodidact::tasks::suites::{self, generate_many};
+use autodidact::tasks::taskfile::{load_tasks, TaskFileError};
 use autodidact::data::jsonl::{read_jsonl, write_jsonl_atomic, ReadMode};
 use autodidact::data::{Message, Split, Task, Trajectory};
 

@@ -87,7 +87,7 @@ fn tasks_make_turns_question_answer_rows_into_task_files_that_load() {
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut total = 0;
     for (split, n) in [("train", 7), ("dev", 1), ("test", 2)] {
-        let tasks = autodidact::agent::taskfile::load_tasks(&dir.path().join(format!("qa.{split}.jsonl"))).unwrap();
+        let tasks = autodidact::tasks::taskfile::load_tasks(&dir.path().join(format!("qa.{split}.jsonl"))).unwrap();
         assert_eq!(tasks.len(), n, "{split}");
         assert!(tasks.iter().all(|t| t.split.as_str() == split && t.tool_names() == ["calculator"]));
         total += tasks.len();

@@ -5,7 +5,7 @@ use super::common;
 use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
 use autodidact::agent::prompts::{PromptOptions, Prompts};
 use autodidact::agent::scripted::reference_script;
-use autodidact::agent::suites::{self, generate_many};
+use autodidact::tasks::suites::{self, generate_many};
 use autodidact::data::dataset::{chat_messages, spans};
 use autodidact::data::jsonl::write_jsonl_atomic;
 use autodidact::data::{Split, Task, Trajectory};

@@ -6,7 +6,7 @@ use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
 use autodidact::agent::hint::{privileged, HintPlacement, HintSource, HintSpec};
 use autodidact::agent::prompts::{PromptOptions, Prompts};
 use autodidact::agent::scripted::reference_script;
-use autodidact::agent::suites::{self, generate_many};
+use autodidact::tasks::suites::{self, generate_many};
 use autodidact::data::{Split, Task, Trajectory};
 use autodidact::distil::rl::{rl_rows, Rewards, Teacher};
 use autodidact::distil::{build_row, strip_hint, teacher_view};

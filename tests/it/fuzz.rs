@@ -9,9 +9,9 @@ use std::io::Write;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use autodidact::agent::suites::arithmetic::{calculator, calculator_spec};
-use autodidact::agent::taskfile::load_tasks;
-use autodidact::agent::toolcall::{check_calls, parse_turn, Action};
+use autodidact::tasks::suites::arithmetic::{calculator, calculator_spec};
+use autodidact::tasks::taskfile::load_tasks;
+use autodidact::tools::toolcall::{check_calls, parse_turn, Action};
 use autodidact::data::ToolCall;
 use autodidact::model::LoadedModel;
 use autodidact::pipeline::config::LoopConfig;

@@ -6,8 +6,8 @@ use super::common;
 use std::process::Command;
 
 use autodidact::agent::prompts::{initial_messages, PromptOptions, Prompts};
-use autodidact::agent::suites;
-use autodidact::agent::taskfile::load_tasks;
+use autodidact::tasks::suites;
+use autodidact::tasks::taskfile::load_tasks;
 use autodidact::data::{Split, Task};
 use autodidact::model::LoadedModel;
 use autodidact::rollout::EnginePolicy;

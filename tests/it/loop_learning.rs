@@ -5,7 +5,7 @@ use super::common;
 use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
 use autodidact::agent::prompts::{PromptOptions, Prompts};
 use autodidact::agent::scripted::{reference_script, TurnScript};
-use autodidact::agent::suites::{self, generate_many};
+use autodidact::tasks::suites::{self, generate_many};
 use autodidact::data::dataset::DatasetRow;
 use autodidact::data::{Message, Split, Task, Trajectory};
 use autodidact::distil::{filter_to_dir, FilterParams};

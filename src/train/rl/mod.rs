@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use super::checkpoint::TrainState;
 use super::data::epoch_batches;
 use super::model::{next_token_targets, Batch, LoraVars, Target, TrainModel};
-use super::optim::{AdamW, AdamWParams};
+use super::optim::{AdamW, OptimParams};
 use super::sft::{accumulate_grads, append_metrics, apply_step, resume, save_if_due, Schedule};
 use super::{Result, TrainError};
 use crate::model::lora::LoraAdapter;
@@ -85,52 +85,25 @@ pub struct RlRow {
 pub struct RlParams {
     pub objective: Objective,
     pub coefs: RlCoefs,
-    pub lr: f64,
-    pub warmup_steps: usize,
-    pub min_lr_ratio: f64,
-    /// Passes over the episodes (1: one update epoch per batch, as in the method).
-    pub epochs: usize,
+    /// The shared optimiser settings (`grad_accum` is unused: a step is `groups_per_step` task groups).
+    pub optim: OptimParams,
     /// Task groups per optimizer step.
     pub groups_per_step: usize,
-    /// Episodes per micro-batch.
-    pub batch_size: usize,
-    pub max_grad_norm: f64,
-    pub adam: AdamWParams,
-    pub seed: u64,
     pub max_seq_len: usize,
-    pub save_every: usize,
     pub out_dir: PathBuf,
     pub resume: bool,
     pub stop_after: Option<usize>,
     /// Forward and backward a task's samples as one packed row with their shared prompt computed once
-    /// (the same numbers as unpacked, up to summation order; `batch_size` is then unused).
+    /// (the same numbers as unpacked, up to summation order; `optim.batch_size` is then unused).
     pub shared_prefix: bool,
     /// Floor under a group's reward std in the advantages (0: plain GRPO); see [`loss::advantages`].
     pub std_floor: f64,
 }
 
-impl Default for RlParams {
-    fn default() -> Self {
-        RlParams {
-            objective: Objective::Grpo,
-            coefs: RlCoefs::default(),
-            lr: 5e-5,
-            warmup_steps: 0,
-            min_lr_ratio: 1.0,
-            epochs: 1,
-            groups_per_step: 4,
-            batch_size: 4,
-            max_grad_norm: 1.0,
-            adam: AdamWParams::default(),
-            seed: 0,
-            max_seq_len: 2048,
-            save_every: 0,
-            out_dir: PathBuf::from("rl-out"),
-            resume: false,
-            stop_after: None,
-            shared_prefix: true,
-            std_floor: 0.0,
-        }
+impl RlParams {
+    /// A fresh run into `out_dir`: the given objective and optimiser settings, the method's coefficients.
+    pub fn new(objective: Objective, optim: OptimParams, max_seq_len: usize, out_dir: PathBuf) -> Self {
+        RlParams { objective, coefs: RlCoefs::default(), optim, groups_per_step: 4, max_seq_len, out_dir, resume: false, stop_after: None, shared_prefix: true, std_floor: 0.0 }
     }
 }
 
@@ -139,8 +112,8 @@ impl RlParams {
         let tokens: usize = rows.iter().map(|r| r.token_ids.len()).sum();
         format!(
             "rows={} tokens={tokens} objective={:?} coefs={:?} lr={} warmup={} min_lr_ratio={} epochs={} groups={} batch={} clip={} adam={:?} seed={} packed={}{}",
-            rows.len(), self.objective, self.coefs, self.lr, self.warmup_steps, self.min_lr_ratio, self.epochs, self.groups_per_step,
-            self.batch_size, self.max_grad_norm, self.adam, self.seed, self.shared_prefix,
+            rows.len(), self.objective, self.coefs, self.optim.lr, self.optim.warmup, self.optim.min_lr_ratio, self.optim.epochs, self.groups_per_step,
+            self.optim.batch_size, self.optim.max_grad_norm, self.optim.adam(), self.optim.seed, self.shared_prefix,
             // Only when set, so runs checkpointed before the floor existed still resume.
             if self.std_floor > 0.0 { format!(" std_floor={}", self.std_floor) } else { String::new() }
         )
@@ -359,7 +332,7 @@ fn logprobs(model: &TrainModel, vars: Option<&LoraVars>, seqs: &[(&[u32], Vec<Ta
 
 /// The constants of the episodes that train (`members`), computed with the starting adapter.
 fn reference_pass(model: &TrainModel, vars: &LoraVars, rows: &[RlRow], members: &[usize], group_of: &[usize], p: &RlParams, fingerprint: String) -> Result<Reference> {
-    let units = units_of(members, rows, group_of, p.shared_prefix, p.batch_size);
+    let units = units_of(members, rows, group_of, p.shared_prefix, p.optim.batch_size);
     let student: Vec<(&[u32], Vec<Target>)> = rows.iter().map(|r| (r.token_ids.as_slice(), targets_of(r))).collect();
     let old = logprobs(model, Some(vars), &student, &units, p.shared_prefix)?;
     // A fresh adapter (B = 0) adds exactly nothing: the base model's log-probs are the same numbers.
@@ -412,19 +385,18 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
     if !p.objective.is_rl() {
         return Err(TrainError::Params("train_rl needs the grpo or sdar objective".into()));
     }
-    if p.batch_size == 0 || p.groups_per_step == 0 || p.epochs == 0 {
-        return Err(TrainError::Params("batch_size, groups_per_step and epochs must be positive".into()));
+    p.optim.check().map_err(TrainError::Params)?;
+    if p.groups_per_step == 0 || p.optim.epochs == 0 {
+        return Err(TrainError::Params("groups_per_step and epochs must be positive".into()));
     }
-    if !(p.lr.is_finite() && p.lr > 0.0) {
-        return Err(TrainError::Params(format!("learning rate {} must be positive", p.lr)));
-    }
+    let o = &p.optim;
     validate(rows, p)?;
     let plan = plan(rows, p)?;
     let zero_var = plan.flat.iter().filter(|&&f| f).count();
     let zero_share = zero_var as f64 / plan.groups.len().max(1) as f64;
     let group_len: Vec<usize> = plan.used.iter().map(|&g| plan.groups[g].iter().map(|&i| rows[i].token_ids.len()).sum()).collect();
-    let steps_per_epoch = epoch_batches(&group_len, p.groups_per_step, p.seed, 0).len();
-    let total_steps = p.epochs * steps_per_epoch;
+    let steps_per_epoch = epoch_batches(&group_len, p.groups_per_step, o.seed, 0).len();
+    let total_steps = o.epochs * steps_per_epoch;
     let episodes_used = plan.used.iter().map(|&g| plan.groups[g].len()).sum();
     std::fs::create_dir_all(&p.out_dir).map_err(|e| TrainError::io(&p.out_dir, e))?;
     let adapter_dir = p.out_dir.join("adapter");
@@ -449,7 +421,7 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
         return Ok(outcome(0, adapter, true, SamplerGap::default()));
     }
 
-    let resumed = if p.resume { resume(model, &adapter, &ckpt_dir, &fingerprint, &metrics_path, p.adam)? } else { None };
+    let resumed = if p.resume { resume(model, &adapter, &ckpt_dir, &fingerprint, &metrics_path, o.adam())? } else { None };
     let (vars, mut opt, mut state, reference) = if let Some((vars, opt, state)) = resumed {
         let reference = read_reference(&ref_path)?.ok_or_else(|| TrainError::Checkpoint { path: ref_path.clone(), msg: "missing beside the checkpoint".into() })?;
         if reference.fingerprint != fingerprint {
@@ -469,9 +441,9 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
                 r
             }
         };
-        let opt = AdamW::new(p.adam, &vars.named_vars())?;
+        let opt = AdamW::new(o.adam(), &vars.named_vars())?;
         std::fs::write(&metrics_path, "").map_err(|e| TrainError::io(&metrics_path, e))?;
-        let state = TrainState { step: 0, epoch: 0, next_batch: 0, seed: p.seed, trained_tokens: 0, total_steps, fingerprint, last_loss: None };
+        let state = TrainState { step: 0, epoch: 0, next_batch: 0, seed: o.seed, trained_tokens: 0, total_steps, fingerprint, last_loss: None };
         (vars, opt, state, reference)
     };
     let named = vars.named_vars();
@@ -482,12 +454,12 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
     while state.step < stop_at {
         let t0 = Instant::now();
         let (step, epoch) = (state.step, state.epoch);
-        let order = epoch_batches(&group_len, p.groups_per_step, p.seed, state.epoch);
+        let order = epoch_batches(&group_len, p.groups_per_step, o.seed, state.epoch);
         let members: Vec<usize> = order[state.next_batch].iter().flat_map(|&k| plan.groups[plan.used[k]].iter().copied()).collect();
         let step_tokens: usize = members.iter().map(|&i| targets_of(&rows[i]).len()).sum();
         let mut acc = StepAcc::default();
         let mut grads: Vec<Option<Tensor>> = vec![None; named.len()];
-        for micro in units_of(&members, rows, &plan.group_of, p.shared_prefix, p.batch_size) {
+        for micro in units_of(&members, rows, &plan.group_of, p.shared_prefix, o.batch_size) {
             let per_row: Vec<Vec<Target>> = micro.iter().map(|&i| targets_of(&rows[i])).collect();
             let seqs: Vec<(&[u32], &[Target])> = micro.iter().zip(&per_row).map(|(&i, t)| (rows[i].token_ids.as_slice(), t.as_slice())).collect();
             let Unit { batch, targets } = unit(&seqs, p.shared_prefix)?;
@@ -520,7 +492,7 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
             accumulate_grads(&mut grads, &loss.backward()?, &named)?;
         }
         let mean_loss = acc.loss / step_tokens.max(1) as f64;
-        let schedule = Schedule { lr: p.lr, warmup_steps: p.warmup_steps, min_lr_ratio: p.min_lr_ratio, total_steps, max_grad_norm: p.max_grad_norm };
+        let schedule = Schedule { lr: o.lr, warmup_steps: o.warmup, min_lr_ratio: o.min_lr_ratio, total_steps, max_grad_norm: o.max_grad_norm };
         let (grad_norm, lr) = apply_step(&mut opt, &named, grads, mean_loss, step, &schedule, &ckpt_dir)?;
 
         state.step += 1;
@@ -535,7 +507,7 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
         let m = acc.metrics(&state, epoch, step_tokens, lr, grad_norm, t0.elapsed().as_secs_f64(), &rewards, zero_share);
         append_metrics(&metrics_path, &m)?;
         on_step(&m);
-        save_if_due(&ckpt_dir, &vars, &opt, &names, &state, stop_at, p.save_every)?;
+        save_if_due(&ckpt_dir, &vars, &opt, &names, &state, stop_at, o.save_every)?;
     }
 
     // ---- finish

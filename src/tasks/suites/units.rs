@@ -11,7 +11,7 @@ use super::arithmetic::{calculator, calculator_spec};
 use super::{
     arg_f64, arg_str, pick, tool_spec, unknown_tool, Draft, Sandbox, Suite, SuiteError, TaskRng,
 };
-use crate::agent::rational::Rational;
+use crate::tools::rational::Rational;
 use crate::data::{AnswerSpec, Expected, Matcher, Reference, Task, TaskData, ToolCall};
 
 pub struct Units;

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use super::suites::{self, qa::builtin_spec};
-use super::toolcall::tool_name;
+use crate::tasks::suites::{self, qa::builtin_spec};
+use crate::tools::toolcall::tool_name;
 use crate::data::jsonl::{read_jsonl, JsonlError, ReadMode, SkippedLine};
 use crate::data::{Expected, Matcher, Task};
 
@@ -124,7 +124,7 @@ pub fn validate_task(task: &mut Task) -> Result<(), FieldError> {
                     "must be a JSON schema object",
                 ));
             }
-            super::schema::compile(p).map_err(|e| bad(format!("{field}.function.parameters"), e))?;
+            crate::tools::schema::compile(p).map_err(|e| bad(format!("{field}.function.parameters"), e))?;
         }
         if let Some(allowed) = suite.tool_names() {
             if !allowed.contains(&name) {
@@ -166,7 +166,7 @@ fn validate_expected(task: &Task, tools: &BTreeSet<String>) -> Result<(), FieldE
                     return Err(bad(format!("{field}.matcher"), "tolerances must be >= 0"));
                 }
                 for a in std::iter::once(&spec.answer).chain(&spec.aliases) {
-                    if super::verify::numbers_in(a).is_empty() {
+                    if crate::tools::verify::numbers_in(a).is_empty() {
                         return Err(bad(
                             format!("{field}.answer"),
                             format!("`{a}` has no number for the number matcher"),

@@ -5,7 +5,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 use super::{pick, tool_spec, unknown_tool, Draft, Sandbox, Suite, SuiteError, TaskRng};
-use crate::agent::rational::{self, Rational};
+use crate::tools::rational::{self, Rational};
 use crate::data::{AnswerSpec, Expected, Matcher, Reference, Task, TaskData, ToolCall};
 
 pub struct Arithmetic;

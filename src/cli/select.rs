@@ -1,13 +1,13 @@
-//! Which tasks a command runs: generated ones (suites x difficulties x count, from a seed and split) and/or
-//! task files.
+//! The task flags every task-running command shares: generated tasks (suites x difficulties x count, from a seed
+//! and split) and/or task files.
 use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-use crate::agent::suites;
-use crate::agent::taskfile::load_tasks_with;
-use crate::data::ReadMode;
-use crate::data::{Split, Task};
+use autodidact::tasks::select::generated;
+use autodidact::tasks::taskfile::load_tasks_with;
+use autodidact::data::ReadMode;
+use autodidact::data::{Split, Task};
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TaskSelection {
@@ -57,23 +57,7 @@ impl TaskSelection {
     pub fn tasks(&self) -> anyhow::Result<Vec<Task>> {
         let mut out = Vec::new();
         if self.tasks_per > 0 {
-            let names: Vec<String> = if self.suites.is_empty() {
-                suites::generative().map(|s| s.name().to_string()).collect()
-            } else {
-                self.suites.clone()
-            };
-            for name in &names {
-                let suite = suites::get(name)?;
-                let Some(range) = suite.difficulties() else {
-                    bail!("suite `{name}` only runs tasks from files (use --task-file)");
-                };
-                for &d in &self.difficulties {
-                    if !range.contains(&d) {
-                        bail!("suite `{name}` has difficulties {}..={}, not {d}", range.start(), range.end());
-                    }
-                    out.extend(suites::generate_many(suite, self.task_seed, self.split.into(), d, self.tasks_per)?);
-                }
-            }
+            out = generated(&self.suites, &self.difficulties, self.split.into(), self.task_seed, self.tasks_per).context("--suites / --difficulties (a suite that runs tasks from files takes --task-file)")?;
         }
         let mode = if self.skip_invalid { ReadMode::SkipInvalid } else { ReadMode::Strict };
         for f in &self.task_files {

@@ -12,7 +12,7 @@ use super::{
     arg_str, coined_words, pick, tool_spec, unknown_tool, Draft, Sandbox, Suite, SuiteError,
     TaskRng,
 };
-use crate::agent::toolcall::to_py_json;
+use crate::tools::toolcall::to_py_json;
 use crate::data::{AnswerSpec, Expected, Matcher, Reference, Table, Task, TaskData, ToolCall};
 
 pub struct Tables;

@@ -4,7 +4,7 @@ use std::collections::BTreeMap;
 
 use serde_json::Value;
 
-use crate::agent::rational::Rational;
+use crate::tools::rational::Rational;
 use crate::data::{AnswerSpec, Expected, ExpectedCall, GoalState, Matcher, ToolCall, Verdict};
 
 /// What an episode leaves behind for the verifier.

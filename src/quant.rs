@@ -1,4 +1,4 @@
-//! Quantized weight blocks as stored in GGUF files (the kernels that use them are in `crate::simd::matmul`).
+//! Quantized weight blocks as stored in GGUF files, below both the model and the SIMD kernels that read them.
 use half::f16;
 
 pub const QK: usize = 32;
