@@ -2,14 +2,14 @@
 # Prompt and decode speed of autodidact on every SIMD path this CPU has, beside llama.cpp on the same model file,
 # same thread count, in one run (medians of 3).
 #
-#   scripts/compare-llamacpp.sh            # llama.cpp built for this CPU (native flags)
-#   LLAMA_AVX2=1 scripts/compare-llamacpp.sh   # llama.cpp built for AVX2 + FMA without AVX-512 (to compare the
-#                                              # AVX2 paths on an AVX-512 machine)
+#   scripts/dev/compare-llamacpp.sh                # llama.cpp built for this CPU (native flags)
+#   LLAMA_AVX2=1 scripts/dev/compare-llamacpp.sh   # llama.cpp built for AVX2 + FMA without AVX-512 (to compare the
+#                                                  # AVX2 paths on an AVX-512 machine)
 #
 # llama.cpp comes from PyPI (llama-cpp-python, built from source: about 15 minutes on 2 cores the first time) into
 # a virtual environment under .cache/ (ignored by git). Nothing else on the machine should run meanwhile.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 bash scripts/fetch-model.sh
 model="models/SmolLM2-135M-Instruct.Q4_1.gguf"
 threads="${THREADS:-2}"
@@ -19,7 +19,7 @@ if [ "${LLAMA_AVX2:-0}" = 1 ]; then
   flavour=avx2
   cmake_args="-DGGML_NATIVE=OFF -DGGML_AVX=ON -DGGML_AVX2=ON -DGGML_FMA=ON -DGGML_F16C=ON -DGGML_AVX512=OFF"
 fi
-source scripts/llamacpp-venv.sh
+source scripts/dev/llamacpp-venv.sh
 llamacpp_venv "$flavour" "$cmake_args"
 cargo build --release --quiet
 bin="${CARGO_TARGET_DIR:-target}/release/autodidact"

@@ -1,12 +1,12 @@
 #!/usr/bin/env bash
 # LoRA training speed: `autodidact train --bench` on every SIMD path this CPU has, beside PyTorch + PEFT
-# (scripts/peft_bench.py: the same LoRA r=8 on all seven projections, f32, same thread count and shapes), in one
+# (scripts/dev/peft_bench.py: the same LoRA r=8 on all seven projections, f32, same thread count and shapes), in one
 # run. Needs a Python with torch, transformers and peft (PYTHON=..., default python3); nothing is installed.
 # Nothing else on the machine should run meanwhile.
 #
-#   PYTHON=/opt/torch/bin/python3 THREADS=2 SHAPES=1x256,4x256 scripts/compare-peft.sh
+#   PYTHON=/opt/torch/bin/python3 THREADS=2 SHAPES=1x256,4x256 scripts/dev/compare-peft.sh
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 py="${PYTHON:-python3}"
 if ! "$py" -c "import torch, transformers, peft" 2>/dev/null; then
   echo "error: $py cannot import torch, transformers and peft; point PYTHON at a Python that can" >&2
@@ -31,7 +31,7 @@ import json, sys
 for r in json.load(sys.stdin)['results']:
     print(f\"autodidact $path: {r['batch']}x{r['seq_len']} {r['tokens_per_second']:.1f} trained tokens/s, {r['peak_rss_mb']:.0f} MB\")"
 done
-"$py" scripts/peft_bench.py "$hf" --threads "$threads" --shapes "$shapes" --repeats 3 | "$py" -c "
+"$py" scripts/dev/peft_bench.py "$hf" --threads "$threads" --shapes "$shapes" --repeats 3 | "$py" -c "
 import json, sys
 b = json.load(sys.stdin)
 for r in b['results']:

@@ -1,9 +1,9 @@
 #!/usr/bin/env bash
 # The RL comparison: five arms x seeds of configs/compare-rl.toml, then `autodidact compare`.
 #
-#   scripts/compare-rl.sh                 # every arm, seeds 0 1 2 (each arm and seed 10-21 minutes alone on 2 cores)
-#   SEEDS="0" ARMS="filtered sdar-b5" scripts/compare-rl.sh
-#   DEV=0 OUT=runs/compare-rl-nodev scripts/compare-rl.sh   # without evaluating the dev split, on which nothing
+#   scripts/dev/compare-rl.sh             # every arm, seeds 0 1 2 (each arm and seed 10-21 minutes alone on 2 cores)
+#   SEEDS="0" ARMS="filtered sdar-b5" scripts/dev/compare-rl.sh
+#   DEV=0 OUT=runs/compare-rl-nodev scripts/dev/compare-rl.sh   # without evaluating the dev split, on which nothing
 #                                         # in the comparison decides (about 25 minutes less in all)
 #
 # Arms: filtered (the filtered loop), hinted (+ hinted rollouts), grpo, sdar-b5 (SDAR, beta 5), sdar-b0 (flat
@@ -18,7 +18,7 @@
 # 1's rollout for every arm of a seed, so each is computed once and copied (the first run of a seed is charged
 # its time).
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 SEEDS=${SEEDS:-"0 1 2"}
 ARMS=${ARMS:-"filtered hinted grpo sdar-b5 sdar-b0"}
 OUT=${OUT:-runs/compare-rl}

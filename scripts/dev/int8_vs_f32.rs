@@ -1,6 +1,6 @@
 //! Is llama.cpp's arithmetic (activations quantized to 8 bits, integer dot products with the 4-bit weights) faster
 //! than ours (weights dequantized to f32, fused multiply-adds) for a batch of rows on AVX2 + FMA without VNNI?
-//! One thread, Q4_1 weights, the same register budget for both; built and run by scripts/int8-vs-f32.sh.
+//! One thread, Q4_1 weights, the same register budget for both; built and run by scripts/dev/int8-vs-f32.sh.
 //! Ours: 4 weight rows dequantized into an f32 panel, 3 input rows x 4 weight rows of 8-lane accumulators.
 //! Int8: 4 input rows x 2 weight rows; per 32-value block, `vpmaddubsw` + `vpmaddwd` into 8 i32 lanes, converted and
 //! scaled by the two blocks' scales into f32 accumulators; the weights' minimum times the block's sum on the side.

@@ -5,16 +5,16 @@
 # llama.cpp's server (`[backend]`, load_adapters = false: llama.cpp cannot load our adapters at run time, so its
 # rounds sample from the base model while training happens here).
 #
-#   scripts/llamacpp-server.sh
+#   scripts/dev/llamacpp-server.sh
 #
 # llama-cpp-python is built into .cache/llamacpp-native (about 15 minutes the first time, shared with
-# scripts/compare-llamacpp.sh). Nothing else on the machine should run meanwhile.
+# scripts/dev/compare-llamacpp.sh). Nothing else on the machine should run meanwhile.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 bash scripts/fetch-model.sh
 model="models/SmolLM2-135M-Instruct.Q4_1.gguf"
 threads="${THREADS:-2}"
-source scripts/llamacpp-venv.sh
+source scripts/dev/llamacpp-venv.sh
 llamacpp_venv native "-DGGML_NATIVE=ON" server
 cargo build --release --quiet
 bin="${CARGO_TARGET_DIR:-target}/release/autodidact"

@@ -2,7 +2,7 @@
 projections), f32, random tokens, every token after the first trained, one full step = forward, backward,
 gradient clipping and AdamW. Medians over timed steps after one warm-up.
 
-    python3 scripts/peft_bench.py HF_DIR [--threads 2] [--shapes 1x256,4x256] [--repeats 5]
+    python3 scripts/dev/peft_bench.py HF_DIR [--threads 2] [--shapes 1x256,4x256] [--repeats 5]
 
 HF_DIR is a Hugging Face folder, e.g. from `autodidact convert --dtype f32 --out HF_DIR`; a folder with only a
 config.json gets random weights (the speed is the same). Prints one JSON object.

@@ -4,15 +4,15 @@
 # artefact of the two runs is compared: adapters, datasets, trajectories (without wall times), eval.json and
 # round records (without wall times), and report.md (without its minutes column).
 #
-#   scripts/soak.sh                 # seed 1, 20 kills
-#   SOAK_SEED=7 KILLS=30 scripts/soak.sh
+#   scripts/dev/soak.sh                 # seed 1, 20 kills
+#   SOAK_SEED=7 KILLS=30 scripts/dev/soak.sh
 #
 # The random kills hit one copy of the run; a second copy is killed once at each of five fault points
 # (src/fault.rs: while a filter writes its files, before a round record, while the report is written). Both are
 # compared with the uninterrupted run. Not part of the default test run (about 10-20 minutes on 2
 # cores). Exits non-zero on any difference.
 set -euo pipefail
-cd "$(dirname "$0")/.."
+cd "$(dirname "$0")/../.."
 bash scripts/fetch-model.sh
 cargo build --release --quiet
 bin="${CARGO_TARGET_DIR:-target}/release/autodidact"
