@@ -1,4 +1,4 @@
-//! Fault injection for the kill soak (scripts/soak.sh): with `AUTODIDACT_KILL_AT=<point>` the process sends itself
+//! Fault injection for the kill soak (scripts/dev/soak.sh): with `AUTODIDACT_KILL_AT=<point>` the process sends itself
 //! SIGKILL when it reaches that point, so steps that last milliseconds (writing a filter's files, the report)
 //! are interrupted deterministically instead of by luck. Unset (always, outside the soak), a point does nothing.
 pub const ENV: &str = "AUTODIDACT_KILL_AT";

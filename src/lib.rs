@@ -1,11 +1,12 @@
 //! autodidact: open-weight LLM agents that teach themselves.
 //!
 //! Layers, bottom to top; a module imports only from layers below it (docs/architecture.md is the map):
-//! 1. `data` (plain serde records: tasks, messages, trajectories, dataset rows; JSONL and atomic writes), `quant`
-//!    (GGUF block types), `stats`, `progress`, `fault`, `lock`: no tensors, no other module.
+//! 1. `fault` (kill points for the soak), then `atomic` (the one way files and folders are written), then `data`
+//!    (plain serde records: tasks, messages, trajectories, dataset rows; JSONL), `quant` (GGUF block types),
+//!    `stats`, `progress`, `lock`: no tensors.
 //! 2. `simd`: the run-time-dispatched CPU kernels.
 //! 3. `model`: GGUF and safetensors loading, the transformer, tokenizer, chat template, LoRA adapters.
-//! 4. `sample` (generation), `train` (LoRA SFT and GRPO/SDAR on the model), `export` (PEFT and merged models);
+//! 4. `sample` (generation), `train` (LoRA SFT and GRPO/SDAR on the model), `export` (merged Hugging Face models);
 //!    `tools` (the tool-call language and verifiers) and `backend` (OpenAI-compatible servers), which need no
 //!    model.
 //! 5. `tasks`: where tasks come from (generated suites with their sandboxes, task files, selection).
@@ -15,6 +16,7 @@
 //! 8. `pipeline`: the training jobs and the self-distillation loop, its config, records and report.
 //!
 //! The command line (`src/cli`) belongs to the binary and calls `pipeline` and the layers below it.
+pub mod atomic;
 pub mod data;
 pub mod fault;
 pub mod lock;

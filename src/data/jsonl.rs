@@ -139,24 +139,8 @@ pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), Jso
     write_bytes_atomic(path, &buf)
 }
 
-/// Writes through a temporary file renamed into place: a failed write (no space, no permission, a file-size
-/// limit) leaves the previous file as it was and no temporary behind, and the error names `path`.
-pub fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), JsonlError> {
-    let file_name = path
-        .file_name()
-        .map(|n| n.to_string_lossy().into_owned())
-        .unwrap_or_default();
-    let tmp = path.with_file_name(format!(".{file_name}.tmp-{}", std::process::id()));
-    let write = || -> std::io::Result<()> {
-        let mut f = File::create(&tmp)?;
-        f.write_all(bytes)?;
-        f.sync_all()?;
-        std::fs::rename(&tmp, path)
-    };
-    write().map_err(|e| {
-        let _ = std::fs::remove_file(&tmp);
-        JsonlError::io(path, e)
-    })
+fn write_bytes_atomic(path: &Path, bytes: &[u8]) -> Result<(), JsonlError> {
+    crate::atomic::write_file(path, bytes).map_err(|e| JsonlError::io(path, e.source))
 }
 
 /// Appends one record per line and flushes after each line. On open, a last line without its newline (a crash

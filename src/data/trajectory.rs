@@ -7,10 +7,19 @@ use super::task::Split;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
 pub enum FinishReason {
-    /// The model ended its turn (end-of-turn token or stop string).
+    /// An end-of-turn / stop token was sampled (it is the last token of the turn).
     Stop,
-    /// The turn hit its token cap.
+    /// A stop string appeared in the text.
+    StopString,
+    /// The turn hit its token cap or the context.
     Length,
+}
+
+impl FinishReason {
+    /// The model ended the turn itself (a stop token or a stop string), rather than running out of tokens.
+    pub fn ended_turn(self) -> bool {
+        self != FinishReason::Length
+    }
 }
 
 /// Why an episode ended.

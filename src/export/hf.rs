@@ -88,7 +88,7 @@ pub fn write_hf_folder(model: &LoadedModel, weights: Option<&Weights>, out: &Pat
     if out.exists() && !out.is_dir() {
         bail!("{} exists and is not a folder", out.display());
     }
-    super::write_dir_atomically(out, |dir| {
+    crate::atomic::write_dir(out, |dir| -> anyhow::Result<()> {
         let mut config = cfg.to_hf_json(dtype.torch_name());
         config["_name_or_path"] = serde_json::json!(model.base_name);
         std::fs::write(dir.join("config.json"), serde_json::to_string_pretty(&config)?)?;

@@ -41,6 +41,8 @@ pub enum LoraError {
     BaseMismatch { path: PathBuf, adapter: String, model: String },
     #[error("invalid LoRA config: {0}")]
     Config(String),
+    #[error(transparent)]
+    Write(#[from] crate::atomic::WriteError),
 }
 
 pub type Result<T> = std::result::Result<T, LoraError>;
@@ -256,7 +258,7 @@ impl LoraAdapter {
 
     /// Writes the adapter as a PEFT adapter directory, atomically (a half-written adapter never replaces `dir`).
     pub fn save(&self, dir: &Path) -> Result<()> {
-        write_dir_atomically(dir, |tmp| self.write_files(tmp))
+        crate::atomic::write_dir(dir, |tmp| self.write_files(tmp))
     }
 
     /// Writes the two PEFT files into an existing directory (used inside atomic directory writes).
@@ -503,37 +505,6 @@ pub fn read_safetensors(path: &Path) -> Result<NamedTensors> {
             Ok((n, (t.shape().to_vec(), v)))
         })
         .collect()
-}
-
-/// Fills a temporary sibling directory and swaps it in place of `out`: a crash leaves either the old or the
-/// new directory (the old one under `.<name>.old` for the instant between the two renames).
-pub fn write_dir_atomically(out: &Path, fill: impl FnOnce(&Path) -> Result<()>) -> Result<()> {
-    let io = |path: &Path| {
-        let path = path.to_path_buf();
-        move |e| LoraError::Io { path, source: e }
-    };
-    let parent = out.parent().filter(|p| !p.as_os_str().is_empty()).unwrap_or(Path::new("."));
-    std::fs::create_dir_all(parent).map_err(io(parent))?;
-    let name = out.file_name().map(|n| n.to_string_lossy().to_string()).unwrap_or_else(|| "out".into());
-    let tmp = parent.join(format!(".{name}.tmp-{}", std::process::id()));
-    let old = parent.join(format!(".{name}.old-{}", std::process::id()));
-    if tmp.exists() {
-        std::fs::remove_dir_all(&tmp).map_err(io(&tmp))?;
-    }
-    std::fs::create_dir_all(&tmp).map_err(io(&tmp))?;
-    if let Err(e) = fill(&tmp) {
-        let _ = std::fs::remove_dir_all(&tmp);
-        return Err(e);
-    }
-    let had_old = out.exists();
-    if had_old {
-        std::fs::rename(out, &old).map_err(io(out))?;
-    }
-    std::fs::rename(&tmp, out).map_err(io(out))?;
-    if had_old {
-        std::fs::remove_dir_all(&old).map_err(io(&old))?;
-    }
-    Ok(())
 }
 
 /// `ax_i = scale * A x_i` (`r` values) for every row of `x`.

@@ -296,8 +296,8 @@ pub fn chart(arms: &[ArmSummary]) -> String {
 /// Writes compare.md, compare.svg and compare.json into `out`.
 pub fn write(out: &Path, arms: &[ArmSummary], reference: &str) -> anyhow::Result<()> {
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;
-    crate::export::write_file_atomically(&out.join("compare.md"), markdown(arms, reference).as_bytes())?;
-    crate::export::write_file_atomically(&out.join("compare.svg"), chart(arms).as_bytes())?;
+    crate::atomic::write_file(&out.join("compare.md"), markdown(arms, reference).as_bytes())?;
+    crate::atomic::write_file(&out.join("compare.svg"), chart(arms).as_bytes())?;
     crate::data::jsonl::write_json_atomic(&out.join("compare.json"), &arms)?;
     Ok(())
 }

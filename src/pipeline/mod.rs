@@ -33,7 +33,7 @@ use crate::agent::metrics::EvalReport;
 use crate::agent::prompts::Prompts;
 use crate::data::Split;
 use crate::data::jsonl::write_json_atomic;
-use crate::export::write_file_atomically;
+use crate::atomic::write_file;
 use config::LoopConfig;
 use records::{overall, read_json, FilterRecord, GateRecord, RolloutRecord, RoundRecord, TrainRecord};
 use stages::{filter_record, round_dir, Stages};
@@ -280,7 +280,7 @@ fn pin_config(cfg: &LoopConfig, dir: &Path) -> anyhow::Result<()> {
         return Ok(());
     }
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
-    write_file_atomically(&path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
+    write_file(&path, text.as_bytes()).with_context(|| format!("writing {}", path.display()))
 }
 
 fn config_differences(a: &LoopConfig, b: &LoopConfig) -> Vec<String> {

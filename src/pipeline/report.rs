@@ -13,17 +13,17 @@ use crate::agent::metrics::EvalReport;
 use crate::data::Split;
 use crate::data::jsonl::{read_jsonl, write_jsonl_atomic};
 use crate::data::ReadMode;
-use crate::export::write_file_atomically;
+use crate::atomic::write_file;
 use crate::train::rl::RlStepMetrics;
 
 pub fn write_all(cfg: &LoopConfig, dir: &Path, records: &[RoundRecord], dev_origin: &str) -> anyhow::Result<()> {
-    write_file_atomically(&dir.join("report.md"), markdown(cfg, records, dev_origin).as_bytes())?;
+    write_file(&dir.join("report.md"), markdown(cfg, records, dev_origin).as_bytes())?;
     crate::fault::point("report:md");
-    write_file_atomically(&dir.join("curves.svg"), curves(records).as_bytes())?;
+    write_file(&dir.join("curves.svg"), curves(records).as_bytes())?;
     crate::fault::point("report:curves");
     write_jsonl_atomic(&dir.join("metrics.jsonl"), &metrics(dir, records)?)?;
     if let Some(rl) = rl_curves(dir, records)? {
-        write_file_atomically(&dir.join("rl.svg"), rl.as_bytes())?;
+        write_file(&dir.join("rl.svg"), rl.as_bytes())?;
     }
     Ok(())
 }

@@ -5,7 +5,7 @@ use std::path::{Path, PathBuf};
 use super::plot::{svg, Chart, Series};
 use crate::data::jsonl::read_jsonl;
 use crate::data::ReadMode;
-use crate::export::write_file_atomically;
+use crate::atomic::write_file;
 use crate::train::rl::RlStepMetrics;
 use crate::train::StepMetrics;
 
@@ -57,7 +57,7 @@ pub fn rl_svg(steps: &[RlStepMetrics], x_label: &str) -> String {
 pub fn write_sft_plot(dir: &Path) -> anyhow::Result<PathBuf> {
     let steps: Vec<StepMetrics> = read_jsonl(&dir.join("metrics.jsonl"), ReadMode::Strict)?.into_items();
     let path = dir.join("loss.svg");
-    write_file_atomically(&path, sft_svg(&steps).as_bytes())?;
+    write_file(&path, sft_svg(&steps).as_bytes())?;
     Ok(path)
 }
 
@@ -65,7 +65,7 @@ pub fn write_sft_plot(dir: &Path) -> anyhow::Result<PathBuf> {
 pub fn write_rl_plot(dir: &Path) -> anyhow::Result<PathBuf> {
     let steps: Vec<RlStepMetrics> = read_jsonl(&dir.join("metrics.jsonl"), ReadMode::Strict)?.into_items();
     let path = dir.join("rl.svg");
-    write_file_atomically(&path, rl_svg(&steps, "training step").as_bytes())?;
+    write_file(&path, rl_svg(&steps, "training step").as_bytes())?;
     Ok(path)
 }
 

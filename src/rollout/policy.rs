@@ -10,10 +10,10 @@ use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
 use crate::agent::policy::{Policy, TurnOutput, TurnRequest};
-use crate::data::{FinishReason as TurnFinish, Message, Role};
+use crate::data::{FinishReason, Message, Role};
 use crate::model::{KvCache, LoadedModel};
 use super::prefix::PrefixCache;
-use crate::sample::{generate_into, FinishReason, SamplingParams, Sequence};
+use crate::sample::{generate_into, SamplingParams, Sequence};
 
 struct EpisodeState {
     seq: Sequence,
@@ -189,14 +189,13 @@ impl Policy for EnginePolicy<'_> {
             st.text.push_str(&delta_text);
             let stop = if out.finish == FinishReason::Stop { out.tokens.last().copied() } else { None };
             st.text.push_str(&self.view.sampled_text(&out.text, stop));
-            let finish = if out.finish == FinishReason::Length { TurnFinish::Length } else { TurnFinish::Stop };
             self.episodes.insert(ep, st);
             results.push(TurnOutput {
                 text: out.text,
                 prompt_delta_ids: ids,
                 sampled_ids: out.tokens,
                 logprobs: out.logprobs,
-                finish,
+                finish: out.finish,
             });
         }
         Ok(results)

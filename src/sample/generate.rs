@@ -7,6 +7,8 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 
 use super::params::{sample, stream_rng, SamplingParams};
+use super::stop::{is_stop_token, stop_string_at};
+use crate::data::FinishReason;
 use crate::model::tokenizer::Tokenizer;
 use crate::model::{KvCache, Logits, ModelError, SeqInput, Transformer};
 
@@ -15,17 +17,6 @@ pub struct GenRequest {
     pub prompt: Vec<u32>,
     /// RNG stream of this sequence (e.g. the sample index): results do not depend on batching.
     pub stream: u64,
-}
-
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
-#[serde(rename_all = "snake_case")]
-pub enum FinishReason {
-    /// An end-of-turn / stop token was sampled (it is the last of `tokens`).
-    Stop,
-    /// A stop string appeared in the text.
-    StopString,
-    /// The token limit or the context was reached.
-    Length,
 }
 
 #[derive(Debug, Clone, Serialize, Deserialize)]
@@ -158,12 +149,12 @@ pub fn generate_into(
             a.out.tokens.push(t);
             a.out.logprobs.push(lp);
             stepped += 1;
-            if tok.is_stop(t) || params.stop_tokens.contains(&t) {
+            if is_stop_token(tok, params, t) {
                 a.out.finish = FinishReason::Stop;
                 a.done = true;
             } else if !params.stop_strings.is_empty() {
                 let text = tok.decode(&a.out.tokens, true).unwrap_or_default();
-                if let Some(cut) = params.stop_strings.iter().filter_map(|p| text.find(p.as_str())).min() {
+                if let Some(cut) = stop_string_at(params, &text) {
                     a.out.text = text[..cut].to_string();
                     a.out.finish = FinishReason::StopString;
                     a.done = true;

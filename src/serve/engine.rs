@@ -12,6 +12,7 @@ use rand_chacha::ChaCha8Rng;
 use crate::model::lora::LoraAdapter;
 use crate::model::{KvCache, LoadedModel, Logits, SeqInput};
 use crate::rollout::prefix::PrefixCache;
+use crate::sample::stop::{held_back, is_stop_token, stop_string_at};
 use crate::sample::{sample, stream_rng, SamplingParams};
 
 /// What to continue: token ids, text (whose special-token spellings are the special tokens, as in any
@@ -301,10 +302,10 @@ impl Engine {
         for (k, a) in active.iter_mut().enumerate() {
             let (t, lp) = sample(&a.logits, &a.job.params, &mut a.rng);
             a.sampled.push(t);
-            let is_stop = tok.is_stop(t) || a.job.params.stop_tokens.contains(&t);
+            let is_stop = is_stop_token(tok, &a.job.params, t);
             let n = a.sampled.len() - usize::from(is_stop);
             let text = tok.decode(&a.sampled[..n], true).unwrap_or_default();
-            let cut = a.job.params.stop_strings.iter().filter_map(|s| text.find(s.as_str())).min();
+            let cut = stop_string_at(&a.job.params, &text);
             let visible = cut.map_or(text.as_str(), |c| &text[..c]);
             // Hold back a character still split over tokens, and text that may be the start of a stop string.
             let hold = if cut.is_some() || is_stop { 0 } else { held_back(visible, &a.job.params.stop_strings) };
@@ -363,33 +364,5 @@ impl Engine {
                 });
             }
         }
-    }
-}
-
-/// Bytes at the end of `text` not to stream yet: an incomplete character (decoded as U+FFFD) or the beginning
-/// of a stop string.
-fn held_back(text: &str, stops: &[String]) -> usize {
-    if text.ends_with('\u{FFFD}') {
-        return '\u{FFFD}'.len_utf8();
-    }
-    stops
-        .iter()
-        .flat_map(|s| (1..s.len()).filter(|&n| s.is_char_boundary(n)).map(move |n| &s[..n]))
-        .filter(|p| text.ends_with(p))
-        .map(str::len)
-        .max()
-        .unwrap_or(0)
-}
-
-#[cfg(test)]
-mod tests {
-    use super::held_back;
-
-    #[test]
-    fn holds_back_split_characters_and_stop_prefixes() {
-        assert_eq!(held_back("abc", &[]), 0);
-        assert_eq!(held_back("ab\u{FFFD}", &[]), 3);
-        assert_eq!(held_back("answer: 4</to", &["</tool_call>".into()]), 4);
-        assert_eq!(held_back("answer", &["</tool_call>".into()]), 0);
     }
 }

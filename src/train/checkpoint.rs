@@ -10,7 +10,8 @@ use serde::{Deserialize, Serialize};
 
 use super::optim::AdamW;
 use super::{Result, TrainError};
-use crate::model::lora::{read_safetensors, write_dir_atomically, write_f32_safetensors, LoraAdapter};
+use crate::atomic::write_dir;
+use crate::model::lora::{read_safetensors, write_f32_safetensors, LoraAdapter, LoraError};
 use crate::model::ModelConfig;
 
 pub const STATE_FILE: &str = "trainer_state.json";
@@ -34,7 +35,7 @@ pub struct TrainState {
 
 /// Writes the checkpoint directory atomically: a crash mid-write leaves the previous checkpoint intact.
 pub fn save(dir: &Path, adapter: &LoraAdapter, opt: &AdamW, names: &[String], state: &TrainState) -> Result<()> {
-    write_dir_atomically(dir, |tmp| {
+    write_dir(dir, |tmp| -> std::result::Result<(), LoraError> {
         adapter.write_files(tmp)?;
         let mut tensors = Vec::with_capacity(2 * names.len());
         for (kind, moments) in [("m", &opt.m), ("v", &opt.v)] {

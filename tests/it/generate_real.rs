@@ -5,7 +5,8 @@ use super::common;
 use std::sync::OnceLock;
 
 use autodidact::model::LoadedModel;
-use autodidact::sample::{generate, FinishReason, GenOutput, GenRequest, SamplingParams};
+use autodidact::data::FinishReason;
+use autodidact::sample::{generate, GenOutput, GenRequest, SamplingParams};
 use serde_json::json;
 
 fn model() -> &'static LoadedModel {

@@ -12,7 +12,7 @@ use autodidact::distil::{filter_to_dir, FilterParams};
 use autodidact::model::lora::{LoraAdapter, LoraConfig, Proj};
 use autodidact::model::LoadedModel;
 use autodidact::train::model::{next_token_targets, Batch, LoraVars};
-use autodidact::train::{train_sft, SftParams, TrainModel, TrainRow};
+use autodidact::train::{train_sft, OptimParams, SftParams, TrainModel, TrainRow};
 use common::template_policy::TemplatePolicy;
 use common::tiny;
 
@@ -73,7 +73,8 @@ fn training_on_filtered_successes_raises_their_probability() {
     let adapter = LoraAdapter::new(LoraConfig { r: 8, alpha: 16.0, dropout: 0.0, targets: Proj::ALL.to_vec(), base_model: model.base_name.clone() }, &mcfg, 1).unwrap();
     assert_eq!(mean_logprob(&tm, Some(&adapter), &f.rows), before, "a fresh adapter changes nothing");
     let rows: Vec<TrainRow> = f.rows.iter().map(|r| TrainRow { id: Some(r.id.clone()), token_ids: r.token_ids.clone(), loss_mask: r.loss_mask.clone() }).collect();
-    let p = SftParams { lr: 1e-2, warmup_steps: 2, epochs: 15, batch_size: 2, max_seq_len: mcfg.max_position_embeddings, out_dir: dir.path().join("train"), ..SftParams::default() };
+    let optim = OptimParams { lr: 1e-2, warmup: 2, min_lr_ratio: 0.0, epochs: 15, batch_size: 2, save_every: 0, ..OptimParams::SFT };
+    let p = SftParams::new(optim, mcfg.max_position_embeddings, dir.path().join("train"));
     let trained = train_sft(&tm, adapter, &rows, &p, &mut |_| {}).unwrap().adapter;
     let after = mean_logprob(&tm, Some(&trained), &f.rows);
     eprintln!("kept episodes: mean log-prob per trained token {before:.3} -> {after:.3}");

@@ -146,8 +146,21 @@ fn loop_runs_end_to_end_and_resumes_after_a_kill() {
     let a = dir.path().join("runs/straight");
     check_artefacts(&a);
 
+    // `autodidact train` runs the loop's SFT job: on the round's dataset with the round's seed (the config's 0 +
+    // round 1) and the config's settings (the rest are the shared defaults), the same adapter to the byte.
+    let out = dir.path().join("cli-train");
+    let o = Command::new(env!("CARGO_BIN_EXE_autodidact"))
+        .args(["train", "--model", common::default_model().to_str().unwrap(), "--data", a.join("round-001/filter/dataset.jsonl").to_str().unwrap()])
+        .args(["--out", out.to_str().unwrap(), "--seed", "1", "--epochs", "2", "--batch-size", "2", "--json"])
+        .output()
+        .unwrap();
+    assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+    let weights = "adapter/adapter_model.safetensors";
+    assert_eq!(std::fs::read(out.join(weights)).unwrap(), std::fs::read(a.join("round-001/train").join(weights)).unwrap(), "the CLI's adapter differs from the loop's");
+    assert_eq!(std::fs::read(out.join("loss.svg")).unwrap(), std::fs::read(a.join("round-001/train/loss.svg")).unwrap());
+
     // The same experiment under another name, killed once its round-1 rollouts have started, then rerun. Its
-    // round 0 (the base model's evaluation, the same for both) is copied, as scripts/compare-rl.sh does.
+    // round 0 (the base model's evaluation, the same for both) is copied, as scripts/dev/compare-rl.sh does.
     let resumed = config(dir.path(), "resumed", 4);
     let b = dir.path().join("runs/resumed");
     copy_dir(&a.join("round-000"), &b.join("round-000"));

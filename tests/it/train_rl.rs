@@ -4,6 +4,7 @@ use std::path::Path;
 
 use autodidact::model::lora::{LoraAdapter, LoraConfig, Proj};
 use autodidact::train::model::{next_token_targets, Batch, LoraVars, Target};
+use autodidact::train::OptimParams;
 use autodidact::train::rl::{token_terms, train_rl, Objective, RlCoefs, RlParams, RlRow, RlStepMetrics, TeacherView, TokenInputs, REFERENCE_FILE};
 use autodidact::train::tiny::{tiny_config, tiny_weights};
 use autodidact::train::TrainModel;
@@ -52,7 +53,9 @@ fn random_groups(groups: usize, per: usize, seed: u64) -> Vec<RlRow> {
 }
 
 fn params(out: &Path, objective: Objective) -> RlParams {
-    RlParams { objective, lr: 1e-2, groups_per_step: 2, batch_size: 3, seed: 3, max_seq_len: 64, out_dir: out.to_path_buf(), ..RlParams::default() }
+    // The optimiser RlParams::default() had before OptimParams, with the test's own rate, batch and seed.
+    let optim = OptimParams { lr: 1e-2, batch_size: 3, seed: 3, warmup: 0, min_lr_ratio: 1.0, epochs: 1, save_every: 0, ..OptimParams::SFT };
+    RlParams { groups_per_step: 2, ..RlParams::new(objective, optim, 64, out.to_path_buf()) }
 }
 
 /// Sum of each episode's generated-token log-probs under `adapter`.
@@ -261,7 +264,7 @@ fn a_killed_rl_run_resumes_exactly() {
     let m = model();
     let rows = random_groups(6, 3, 4);
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let p1 = RlParams { epochs: 2, save_every: 1, ..params(d1.path(), Objective::Sdar) };
+    let p1 = { let p = params(d1.path(), Objective::Sdar); RlParams { optim: OptimParams { epochs: 2, save_every: 1, ..p.optim }, ..p } };
     let mut epochs = Vec::new();
     let straight = train_rl(&m, adapter(&m), &rows, &p1, &mut |s| epochs.push(s.epoch)).unwrap();
     assert_eq!(epochs, [0, 0, 0, 1, 1, 1], "each step is logged with the epoch its batch came from");

@@ -3,7 +3,7 @@ use std::path::Path;
 
 use autodidact::model::lora::{LoraAdapter, LoraConfig, Proj};
 use autodidact::train::tiny::{tiny_config, tiny_weights};
-use autodidact::train::{train_sft, SftParams, StepMetrics, TrainError, TrainModel, TrainRow};
+use autodidact::train::{train_sft, OptimParams, SftParams, StepMetrics, TrainError, TrainModel, TrainRow};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
@@ -30,19 +30,8 @@ fn rows(n: usize, seed: u64) -> Vec<TrainRow> {
 }
 
 fn params(out: &Path) -> SftParams {
-    SftParams {
-        lr: 3e-3,
-        warmup_steps: 2,
-        epochs: 1,
-        max_steps: Some(8),
-        batch_size: 3,
-        grad_accum: 2,
-        max_grad_norm: 1.0,
-        seed: 5,
-        max_seq_len: 64,
-        out_dir: out.to_path_buf(),
-        ..SftParams::default()
-    }
+    let optim = OptimParams { lr: 3e-3, warmup: 2, min_lr_ratio: 0.0, epochs: 1, batch_size: 3, grad_accum: 2, max_grad_norm: 1.0, seed: 5, save_every: 0, ..OptimParams::SFT };
+    SftParams { max_steps: Some(8), ..SftParams::new(optim, 64, out.to_path_buf()) }
 }
 
 fn flat(a: &LoraAdapter) -> Vec<f32> {
@@ -54,7 +43,7 @@ fn loss_falls_on_a_few_rows() {
     let m = model();
     let data = rows(4, 1);
     let dir = tempfile::tempdir().unwrap();
-    let p = SftParams { lr: 1e-2, max_steps: Some(30), batch_size: 4, grad_accum: 1, warmup_steps: 3, ..params(dir.path()) };
+    let p = { let p = params(dir.path()); SftParams { max_steps: Some(30), optim: OptimParams { lr: 1e-2, batch_size: 4, grad_accum: 1, warmup: 3, ..p.optim }, ..p } };
     let mut losses = Vec::new();
     let out = train_sft(&m, fresh_adapter(&m, 0.0), &data, &p, &mut |s: &StepMetrics| losses.push(s.loss)).unwrap();
     assert_eq!(out.steps, 30);
@@ -121,7 +110,7 @@ fn resume_is_bit_identical() {
     let straight = tempfile::tempdir().unwrap();
     let resumed = tempfile::tempdir().unwrap();
     // Dropout on, several epochs (batch order reshuffled per epoch), accumulation, clipping, warmup + cosine.
-    let p = |dir: &Path| SftParams { max_steps: None, epochs: 3, save_every: 2, ..params(dir) };
+    let p = |dir: &Path| { let p = params(dir); SftParams { max_steps: None, optim: OptimParams { epochs: 3, save_every: 2, ..p.optim }, ..p } };
     let a = fresh_adapter(&m, 0.1);
     let mut straight_losses = Vec::new();
     let full = train_sft(&m, a.clone(), &data, &p(straight.path()), &mut |s: &StepMetrics| straight_losses.push(s.loss)).unwrap();
@@ -150,7 +139,7 @@ fn resume_with_changed_parameters_is_refused() {
     let data = rows(6, 4);
     let dir = tempfile::tempdir().unwrap();
     train_sft(&m, fresh_adapter(&m, 0.0), &data, &SftParams { stop_after: Some(2), ..params(dir.path()) }, &mut |_: &StepMetrics| {}).unwrap();
-    let e = train_sft(&m, fresh_adapter(&m, 0.0), &data, &SftParams { resume: true, lr: 1.0, ..params(dir.path()) }, &mut |_: &StepMetrics| {}).unwrap_err();
+    let e = train_sft(&m, fresh_adapter(&m, 0.0), &data, &{ let p = params(dir.path()); SftParams { resume: true, optim: OptimParams { lr: 1.0, ..p.optim }, ..p } }, &mut |_: &StepMetrics| {}).unwrap_err();
     assert!(matches!(e, TrainError::Checkpoint { .. }), "{e}");
     assert!(e.to_string().contains("different parameters"));
 }

@@ -437,7 +437,7 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
                 let members: Vec<usize> = plan.used.iter().flat_map(|&g| plan.groups[g].iter().copied()).collect();
                 let r = reference_pass(model, &vars, rows, &members, &plan.group_of, p, fingerprint.clone())?;
                 let text = serde_json::to_vec(&r).map_err(|e| TrainError::Data(e.to_string()))?;
-                crate::data::jsonl::write_bytes_atomic(&ref_path, &text).map_err(|e| TrainError::Data(format!("{e:#}")))?;
+                crate::atomic::write_file(&ref_path, &text).map_err(|e| TrainError::io(e.path, e.source))?;
                 r
             }
         };
