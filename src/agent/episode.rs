@@ -17,13 +17,12 @@ use serde::{Deserialize, Serialize};
 
 use super::policy::{Policy, TurnOutput, TurnRequest};
 use super::prompts::{initial_messages, PromptError, PromptOptions, Prompts};
+use crate::data::{
+    Counts, Expected, FinishReason, Message, Role, RunIdentity, StepError, StepErrorKind, Task, Termination, ToolCall, Trajectory, TurnRecord, Verdict,
+};
 use crate::tasks::suites::{self, Sandbox, SuiteError};
 use crate::tools::toolcall::{parse_and_check, Action};
 use crate::tools::verify::{verify, Outcome};
-use crate::data::{
-    Counts, Expected, FinishReason, Message, Role, RunIdentity, StepError, StepErrorKind, Task,
-    Termination, ToolCall, Trajectory, TurnRecord, Verdict,
-};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]
@@ -144,17 +143,10 @@ pub fn run_episodes<P: Policy + ?Sized>(
         cfg.prompts.get(&job.task.suite)?;
     }
     let limits = &cfg.limits;
-    let max_active = if limits.max_active == 0 {
-        jobs.len()
-    } else {
-        limits.max_active
-    };
+    let max_active = if limits.max_active == 0 { jobs.len() } else { limits.max_active };
     let mut pending: VecDeque<usize> = (0..jobs.len()).collect();
     let mut active: Vec<Episode<'_>> = Vec::new();
-    let mut stats = RunStats {
-        episodes: jobs.len(),
-        ..Default::default()
-    };
+    let mut stats = RunStats { episodes: jobs.len(), ..Default::default() };
     loop {
         while active.len() < max_active {
             let Some(j) = pending.pop_front() else { break };
@@ -166,9 +158,7 @@ pub fn run_episodes<P: Policy + ?Sized>(
         for ep in active.iter_mut() {
             ep.check_budget(limits);
         }
-        let waiting: Vec<usize> = (0..active.len())
-            .filter(|&i| active[i].state == State::AwaitModel)
-            .collect();
+        let waiting: Vec<usize> = (0..active.len()).filter(|&i| active[i].state == State::AwaitModel).collect();
         if !waiting.is_empty() {
             let requests: Vec<TurnRequest<'_>> = waiting
                 .iter()
@@ -178,20 +168,14 @@ pub fn run_episodes<P: Policy + ?Sized>(
                         episode: ep.job,
                         messages: &ep.messages,
                         tools: &ep.task.tools,
-                        max_new_tokens: limits
-                            .max_new_tokens
-                            .min(limits.max_episode_tokens.saturating_sub(ep.token_ids.len())),
+                        max_new_tokens: limits.max_new_tokens.min(limits.max_episode_tokens.saturating_sub(ep.token_ids.len())),
                     }
                 })
                 .collect();
             let outputs = policy.turns(&requests).map_err(EpisodeError::Policy)?;
             drop(requests);
             if outputs.len() != waiting.len() {
-                return Err(EpisodeError::PolicyContract(format!(
-                    "{} outputs for {} requests",
-                    outputs.len(),
-                    waiting.len()
-                )));
+                return Err(EpisodeError::PolicyContract(format!("{} outputs for {} requests", outputs.len(), waiting.len())));
             }
             stats.rounds += 1;
             stats.max_batch = stats.max_batch.max(waiting.len());
@@ -220,10 +204,7 @@ fn start<'a>(job: usize, j: Job<'a>, cfg: &RunConfig<'_>) -> Result<Episode<'a>,
     let sandbox = suites::get(&j.task.suite)?.sandbox(j.task)?;
     let (messages, fewshot) = initial_messages(j.task, cfg.prompts, cfg.prompt_options)?;
     let privileged = cfg.prompt_options.hint.and_then(|spec| super::hint::privileged(j.task, spec.source));
-    let max_turns = cfg
-        .limits
-        .max_turns
-        .map_or(j.task.max_turns, |m| m.min(j.task.max_turns));
+    let max_turns = cfg.limits.max_turns.map_or(j.task.max_turns, |m| m.min(j.task.max_turns));
     Ok(Episode {
         job,
         task: j.task,
@@ -280,20 +261,13 @@ impl Episode<'_> {
 
     fn apply_turn(&mut self, out: TurnOutput, limits: &Limits) -> Result<(), EpisodeError> {
         if out.logprobs.len() != out.sampled_ids.len() {
-            return Err(EpisodeError::PolicyContract(format!(
-                "{} logprobs for {} sampled tokens",
-                out.logprobs.len(),
-                out.sampled_ids.len()
-            )));
+            return Err(EpisodeError::PolicyContract(format!("{} logprobs for {} sampled tokens", out.logprobs.len(), out.sampled_ids.len())));
         }
         self.token_ids.extend(&out.prompt_delta_ids);
-        self.mask
-            .extend(std::iter::repeat_n(0u8, out.prompt_delta_ids.len()));
-        self.logprobs
-            .extend(std::iter::repeat_n(0f32, out.prompt_delta_ids.len()));
+        self.mask.extend(std::iter::repeat_n(0u8, out.prompt_delta_ids.len()));
+        self.logprobs.extend(std::iter::repeat_n(0f32, out.prompt_delta_ids.len()));
         self.token_ids.extend(&out.sampled_ids);
-        self.mask
-            .extend(std::iter::repeat_n(1u8, out.sampled_ids.len()));
+        self.mask.extend(std::iter::repeat_n(1u8, out.sampled_ids.len()));
         self.logprobs.extend(&out.logprobs);
         let generated = out.sampled_ids.len() as u32;
         self.counts.turns += 1;
@@ -305,13 +279,7 @@ impl Episode<'_> {
             msg.tool_calls = calls.clone();
         }
         self.messages.push(msg);
-        let mut record = TurnRecord {
-            valid: parsed.is_ok(),
-            errors: Vec::new(),
-            tool_calls: 0,
-            generated_tokens: generated,
-            finish: out.finish,
-        };
+        let mut record = TurnRecord { valid: parsed.is_ok(), errors: Vec::new(), tool_calls: 0, generated_tokens: generated, finish: out.finish };
         if out.finish == FinishReason::Length {
             // A cut turn is never acted on: its calls or answer may be incomplete.
             self.turns.push(record);
@@ -351,8 +319,7 @@ impl Episode<'_> {
         if !matches!(self.state, State::ToolResponses(_)) {
             return;
         }
-        let State::ToolResponses(calls) = std::mem::replace(&mut self.state, State::AwaitModel)
-        else {
+        let State::ToolResponses(calls) = std::mem::replace(&mut self.state, State::AwaitModel) else {
             return;
         };
         let record = self.turns.last_mut();
@@ -360,13 +327,7 @@ impl Episode<'_> {
         let mut ran = 0;
         for (i, call) in calls.iter().enumerate() {
             if self.counts.tool_calls >= limits.max_tool_calls {
-                self.messages.push(Message::tool(
-                    Some(&call.name),
-                    format!(
-                        "Error: the limit of {} tool calls is reached.",
-                        limits.max_tool_calls
-                    ),
-                ));
+                self.messages.push(Message::tool(Some(&call.name), format!("Error: the limit of {} tool calls is reached.", limits.max_tool_calls)));
                 self.state = State::Done(Termination::SandboxLimit);
                 break;
             }
@@ -379,10 +340,7 @@ impl Episode<'_> {
                     format!("Error: {msg}")
                 }
             };
-            self.messages.push(Message::tool(
-                Some(&call.name),
-                truncate(content, limits.max_tool_output_chars),
-            ));
+            self.messages.push(Message::tool(Some(&call.name), truncate(content, limits.max_tool_output_chars)));
         }
         if let Some(r) = record {
             r.tool_calls = ran;
@@ -396,26 +354,12 @@ impl Episode<'_> {
             _ => Termination::TurnLimit,
         };
         let verdict = if termination == Termination::FinalAnswer {
-            let outcome = Outcome {
-                answer: self.answer.as_deref(),
-                calls: self.judged_calls.as_deref(),
-                state: self.sandbox.state(),
-            };
+            let outcome = Outcome { answer: self.answer.as_deref(), calls: self.judged_calls.as_deref(), state: self.sandbox.state() };
             verify(&self.task.expected, &outcome)
         } else {
-            Verdict {
-                success: false,
-                score: 0.0,
-                reason: format!("no final answer: the episode ended by {termination:?}"),
-            }
+            Verdict { success: false, score: 0.0, reason: format!("no final answer: the episode ended by {termination:?}") }
         };
-        debug_assert!(
-            self.messages
-                .iter()
-                .filter(|m| m.role == Role::Assistant)
-                .count()
-                >= self.turns.len()
-        );
+        debug_assert!(self.messages.iter().filter(|m| m.role == Role::Assistant).count() >= self.turns.len());
         Trajectory {
             task_id: self.task.id.clone(),
             suite: self.task.suite.clone(),
@@ -424,6 +368,7 @@ impl Episode<'_> {
             identity: identity.clone(),
             sample_index: self.sample_index,
             messages: self.messages,
+            tools: Some(self.task.tools.clone()),
             fewshot_messages: self.fewshot,
             privileged: self.privileged,
             token_ids: self.token_ids,

@@ -3,8 +3,8 @@
 //! suite (`prompts/skills/<suite>.md`) and, for generated tasks, the calls of the task's reference plan.
 use serde::{Deserialize, Serialize};
 
-use crate::tools::toolcall::render_call;
 use crate::data::Task;
+use crate::tools::toolcall::render_call;
 
 /// Where c+ comes from.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]

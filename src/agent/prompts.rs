@@ -5,22 +5,15 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::tools::toolcall::{parse_turn, to_py_json, Action};
 use crate::data::{Message, Role, Task};
+use crate::tools::toolcall::{parse_turn, to_py_json, Action};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     #[error("{file}:{line}: {message}")]
-    Format {
-        file: String,
-        line: usize,
-        message: String,
-    },
+    Format { file: String, line: usize, message: String },
     #[error("no prompt for suite `{0}`")]
     Missing(String),
 }
@@ -58,11 +51,7 @@ pub struct PromptOptions {
 
 impl Default for PromptOptions {
     fn default() -> Self {
-        Self {
-            fewshot: true,
-            tools_in_system: true,
-            hint: None,
-        }
+        Self { fewshot: true, tools_in_system: true, hint: None }
     }
 }
 
@@ -74,10 +63,7 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("search", include_str!("../../prompts/search.md")),
     ("grid", include_str!("../../prompts/grid.md")),
     ("qa", include_str!("../../prompts/qa.md")),
-    (
-        "function_call",
-        include_str!("../../prompts/function_call.md"),
-    ),
+    ("function_call", include_str!("../../prompts/function_call.md")),
 ];
 
 #[derive(Debug, Clone)]
@@ -90,12 +76,7 @@ impl Prompts {
     pub fn embedded() -> Result<Self, PromptError> {
         let by_suite = EMBEDDED
             .iter()
-            .map(|(suite, text)| {
-                Ok((
-                    suite.to_string(),
-                    parse_prompt(text, &format!("<embedded>/{suite}.md"))?,
-                ))
-            })
+            .map(|(suite, text)| Ok((suite.to_string(), parse_prompt(text, &format!("<embedded>/{suite}.md"))?)))
             .collect::<Result<_, PromptError>>()?;
         Ok(Self { by_suite })
     }
@@ -105,14 +86,8 @@ impl Prompts {
         let mut by_suite = BTreeMap::new();
         for (suite, _) in EMBEDDED {
             let path = dir.join(format!("{suite}.md"));
-            let text = std::fs::read_to_string(&path).map_err(|source| PromptError::Io {
-                path: path.clone(),
-                source,
-            })?;
-            by_suite.insert(
-                suite.to_string(),
-                parse_prompt(&text, &path.display().to_string())?,
-            );
+            let text = std::fs::read_to_string(&path).map_err(|source| PromptError::Io { path: path.clone(), source })?;
+            by_suite.insert(suite.to_string(), parse_prompt(&text, &path.display().to_string())?);
         }
         Ok(Self { by_suite })
     }
@@ -135,19 +110,13 @@ impl Prompts {
     }
 
     pub fn get(&self, suite: &str) -> Result<&SuitePrompt, PromptError> {
-        self.by_suite
-            .get(suite)
-            .ok_or_else(|| PromptError::Missing(suite.to_string()))
+        self.by_suite.get(suite).ok_or_else(|| PromptError::Missing(suite.to_string()))
     }
 }
 
 /// Parses the delimiter format of prompts/README.md.
 pub fn parse_prompt(text: &str, file: &str) -> Result<SuitePrompt, PromptError> {
-    let err = |line: usize, message: String| PromptError::Format {
-        file: file.to_string(),
-        line,
-        message,
-    };
+    let err = |line: usize, message: String| PromptError::Format { file: file.to_string(), line, message };
     enum Section {
         Preamble,
         System,
@@ -159,8 +128,7 @@ pub fn parse_prompt(text: &str, file: &str) -> Result<SuitePrompt, PromptError> 
     let mut gated = std::collections::BTreeSet::new();
     // The message being read: (role, tool name, lines).
     let mut current: Option<(Role, Option<String>, Vec<&str>)> = None;
-    let flush = |current: &mut Option<(Role, Option<String>, Vec<&str>)>,
-                 examples: &mut Vec<Vec<Message>>| {
+    let flush = |current: &mut Option<(Role, Option<String>, Vec<&str>)>, examples: &mut Vec<Vec<Message>>| {
         if let Some((role, name, lines)) = current.take() {
             let mut m = Message::new(role, lines.join("\n").trim().to_string());
             m.name = name;
@@ -191,15 +159,10 @@ pub fn parse_prompt(text: &str, file: &str) -> Result<SuitePrompt, PromptError> 
                 examples.push(Vec::new());
                 section = Section::Example;
             }
-            l if l.starts_with("===") => {
-                return Err(err(line_no, format!("unknown section `{l}`")))
-            }
+            l if l.starts_with("===") => return Err(err(line_no, format!("unknown section `{l}`"))),
             l if l.starts_with(">>>") => {
                 if !matches!(section, Section::Example) {
-                    return Err(err(
-                        line_no,
-                        "a `>>>` message outside an `=== example ===` section".into(),
-                    ));
+                    return Err(err(line_no, "a `>>>` message outside an `=== example ===` section".into()));
                 }
                 flush(&mut current, &mut examples);
                 let mut words = l[3..].split_whitespace();
@@ -207,12 +170,7 @@ pub fn parse_prompt(text: &str, file: &str) -> Result<SuitePrompt, PromptError> 
                     Some("user") => Role::User,
                     Some("assistant") => Role::Assistant,
                     Some("tool") => Role::Tool,
-                    other => {
-                        return Err(err(
-                            line_no,
-                            format!("unknown role {other:?}; use user, assistant or tool"),
-                        ))
-                    }
+                    other => return Err(err(line_no, format!("unknown role {other:?}; use user, assistant or tool"))),
                 };
                 current = Some((role, words.next().map(str::to_string), Vec::new()));
             }
@@ -222,37 +180,19 @@ pub fn parse_prompt(text: &str, file: &str) -> Result<SuitePrompt, PromptError> 
                 Section::Example => match current.as_mut() {
                     Some((_, _, lines)) => lines.push(line),
                     None if line.trim().is_empty() => {}
-                    None => {
-                        return Err(err(
-                            line_no,
-                            "text before the first `>>>` message of an example".into(),
-                        ))
-                    }
+                    None => return Err(err(line_no, "text before the first `>>>` message of an example".into())),
                 },
             },
         }
     }
     flush(&mut current, &mut examples);
-    let system =
-        system.ok_or_else(|| err(text.lines().count(), "no `=== system ===` section".into()))?;
+    let system = system.ok_or_else(|| err(text.lines().count(), "no `=== system ===` section".into()))?;
     for (i, ex) in examples.iter().enumerate() {
-        if ex.first().map(|m| m.role) != Some(Role::User)
-            || ex.last().map(|m| m.role) != Some(Role::Assistant)
-        {
-            return Err(err(
-                0,
-                format!(
-                    "example {} must start with a user message and end with an assistant message",
-                    i + 1
-                ),
-            ));
+        if ex.first().map(|m| m.role) != Some(Role::User) || ex.last().map(|m| m.role) != Some(Role::Assistant) {
+            return Err(err(0, format!("example {} must start with a user message and end with an assistant message", i + 1)));
         }
     }
-    Ok(SuitePrompt {
-        system: system.join("\n").trim().to_string(),
-        examples,
-        gated,
-    })
+    Ok(SuitePrompt { system: system.join("\n").trim().to_string(), examples, gated })
 }
 
 /// `<tools>` block with one spec per line, as Hermes-style templates write it.
@@ -263,11 +203,7 @@ pub fn tools_block(tools: &[Value]) -> String {
 
 /// The conversation an episode starts from: system, few-shot turns (optional), the task's instruction. Returns
 /// the messages and how many of them are few-shot turns.
-pub fn initial_messages(
-    task: &Task,
-    prompts: &Prompts,
-    opts: PromptOptions,
-) -> Result<(Vec<Message>, usize), PromptError> {
+pub fn initial_messages(task: &Task, prompts: &Prompts, opts: PromptOptions) -> Result<(Vec<Message>, usize), PromptError> {
     let p = prompts.get(&task.suite)?;
     let system = if !opts.tools_in_system {
         p.system.replace("{tools}\n", "").replace("{tools}", "")
@@ -301,20 +237,13 @@ mod tests {
         assert_eq!(p.system, "Be brief.\n{tools}");
         assert_eq!(p.examples.len(), 1);
         let ex = &p.examples[0];
-        assert_eq!(
-            ex.iter().map(|m| m.role).collect::<Vec<_>>(),
-            [Role::User, Role::Assistant, Role::Tool, Role::Assistant]
-        );
+        assert_eq!(ex.iter().map(|m| m.role).collect::<Vec<_>>(), [Role::User, Role::Assistant, Role::Tool, Role::Assistant]);
         assert_eq!(ex[0].content, "hi");
         assert_eq!(ex[1].tool_calls.len(), 1);
         assert_eq!(ex[2].name.as_deref(), Some("x"));
-        let e = parse_prompt("=== system ===\nx\n=== example ===\n>>> robot\n", "t.md")
-            .unwrap_err()
-            .to_string();
+        let e = parse_prompt("=== system ===\nx\n=== example ===\n>>> robot\n", "t.md").unwrap_err().to_string();
         assert!(e.starts_with("t.md:4:"), "{e}");
-        let e = parse_prompt("=== example ===\n>>> user\nq\n", "t.md")
-            .unwrap_err()
-            .to_string();
+        let e = parse_prompt("=== example ===\n>>> user\nq\n", "t.md").unwrap_err().to_string();
         assert!(e.contains("no `=== system ===`"), "{e}");
     }
 

@@ -3,8 +3,8 @@
 use std::collections::HashMap;
 
 use super::policy::{FinishReason, Policy, TurnOutput, TurnRequest};
-use crate::tools::toolcall::render_call;
 use crate::data::{Message, Task};
+use crate::tools::toolcall::render_call;
 
 /// The fake end-of-turn token.
 pub const EOT: u32 = 0;
@@ -18,10 +18,7 @@ pub struct TurnScript {
 
 impl From<String> for TurnScript {
     fn from(text: String) -> Self {
-        Self {
-            text,
-            finish: FinishReason::Stop,
-        }
+        Self { text, finish: FinishReason::Stop }
     }
 }
 impl From<&str> for TurnScript {
@@ -48,13 +45,7 @@ where
     F: FnMut(usize, usize, &[Message]) -> TurnScript,
 {
     pub fn new(script: F) -> Self {
-        Self {
-            script,
-            seen_messages: HashMap::new(),
-            turns: HashMap::new(),
-            batches: Vec::new(),
-            finished: Vec::new(),
-        }
+        Self { script, seen_messages: HashMap::new(), turns: HashMap::new(), batches: Vec::new(), finished: Vec::new() }
     }
 }
 
@@ -63,10 +54,7 @@ pub fn byte_tokens(s: &str) -> Vec<u32> {
 }
 
 fn render_delta(messages: &[Message]) -> String {
-    let mut s: String = messages
-        .iter()
-        .map(|m| format!("<{:?}>\n{}\n", m.role, m.content))
-        .collect();
+    let mut s: String = messages.iter().map(|m| format!("<{:?}>\n{}\n", m.role, m.content)).collect();
     s.push_str("<Assistant>\n");
     s
 }
@@ -79,12 +67,7 @@ where
         self.batches.push(requests.len());
         let mut out = Vec::with_capacity(requests.len());
         for r in requests {
-            let seen = self
-                .seen_messages
-                .get(&r.episode)
-                .copied()
-                .unwrap_or(0)
-                .min(r.messages.len());
+            let seen = self.seen_messages.get(&r.episode).copied().unwrap_or(0).min(r.messages.len());
             let delta = render_delta(&r.messages[seen..]);
             // The assistant message this turn produces is already in the sampled ids.
             self.seen_messages.insert(r.episode, r.messages.len() + 1);
@@ -96,13 +79,7 @@ where
                 sampled.push(EOT);
             }
             sampled.truncate(r.max_new_tokens.max(1));
-            out.push(TurnOutput {
-                text,
-                prompt_delta_ids: byte_tokens(&delta),
-                logprobs: vec![SCRIPTED_LOGPROB; sampled.len()],
-                sampled_ids: sampled,
-                finish,
-            });
+            out.push(TurnOutput { text, prompt_delta_ids: byte_tokens(&delta), logprobs: vec![SCRIPTED_LOGPROB; sampled.len()], sampled_ids: sampled, finish });
         }
         Ok(out)
     }
@@ -116,9 +93,7 @@ where
 
 /// A script that solves generated tasks with their reference plan: one call per turn, then `Answer: ...`.
 /// `tasks[i]` is the task of episode `i`. Tasks without a reference get `Answer: ?`.
-pub fn reference_script<'a>(
-    tasks: &'a [&'a Task],
-) -> impl FnMut(usize, usize, &[Message]) -> TurnScript + 'a {
+pub fn reference_script<'a>(tasks: &'a [&'a Task]) -> impl FnMut(usize, usize, &[Message]) -> TurnScript + 'a {
     move |episode, turn, _messages| {
         let Some(reference) = tasks.get(episode).and_then(|t| t.reference.as_ref()) else {
             return "Answer: ?".into();

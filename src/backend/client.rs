@@ -75,11 +75,17 @@ impl Client {
         let trimmed = url.trim_end_matches('/');
         anyhow::ensure!(trimmed.starts_with("http://") || trimmed.starts_with("https://"), "backend URL `{url}`: expected http://host:port");
         let base = if trimmed.ends_with("/v1") { trimmed.to_string() } else { format!("{trimmed}/v1") };
-        let agent = ureq::AgentBuilder::new()
-            .timeout_connect(Duration::from_secs(10))
-            .timeout(Duration::from_secs(cfg.timeout_s.max(1)))
-            .build();
-        let mut c = Client { base, model: String::new(), key, agent, retries: cfg.retries.max(1), form: Arc::new(AtomicU8::new(FORM_UNKNOWN)), returns_ids: false, returns_logprobs: false };
+        let agent = ureq::AgentBuilder::new().timeout_connect(Duration::from_secs(10)).timeout(Duration::from_secs(cfg.timeout_s.max(1))).build();
+        let mut c = Client {
+            base,
+            model: String::new(),
+            key,
+            agent,
+            retries: cfg.retries.max(1),
+            form: Arc::new(AtomicU8::new(FORM_UNKNOWN)),
+            returns_ids: false,
+            returns_logprobs: false,
+        };
         let models = c.models()?;
         c.model = match model {
             Some(m) if models.iter().any(|x| x == m) => m.to_string(),
@@ -114,7 +120,11 @@ impl Client {
             r => r,
         }
         .with_context(|| {
-            format!("{}: could not load adapter {} as `{name}` (servers that cannot load adapters at run time: set backend.load_adapters = false)", self.base, path.display())
+            format!(
+                "{}: could not load adapter {} as `{name}` (servers that cannot load adapters at run time: set backend.load_adapters = false)",
+                self.base,
+                path.display()
+            )
         })?;
         Ok(())
     }

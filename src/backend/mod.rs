@@ -6,8 +6,8 @@
 //! Servers that take only text prompts (llama-cpp-python's) get the rendered text.
 mod client;
 
-pub use client::{Client, Completion, CompletionRequest, PromptForm};
 pub use crate::data::BackendInfo;
+pub use client::{Client, Completion, CompletionRequest, PromptForm};
 
 use serde::{Deserialize, Serialize};
 
@@ -85,4 +85,3 @@ pub fn info(clients: &[Client]) -> BackendInfo {
         logprobs: clients.iter().all(|c| c.returns_logprobs && c.returns_ids),
     }
 }
-

@@ -30,7 +30,6 @@ pub struct BenchArgs {
     pub json: bool,
 }
 
-
 /// Decode runs start from prompts of this many tokens (staggered text, as in rollouts), whatever --prompt-tokens
 /// says.
 const DECODE_PROMPT: usize = 64;
@@ -87,21 +86,23 @@ pub fn run(a: BenchArgs) -> anyhow::Result<()> {
     // Throughput as arithmetic: the multiply-adds each measurement performs, against the path's measured peak.
     let cfg = &m.cfg;
     let p = a.prompt_tokens;
-    let prompt_flops = ((1..=p).map(|ctx| cfg.flops_per_token(ctx, false)).sum::<f64>() + cfg.flops_per_token(0, true)
-        - cfg.flops_per_token(0, false))
-        / p as f64;
+    let prompt_flops =
+        ((1..=p).map(|ctx| cfg.flops_per_token(ctx, false)).sum::<f64>() + cfg.flops_per_token(0, true) - cfg.flops_per_token(0, false)) / p as f64;
     let decode_flops = (0..a.decode_tokens).map(|s| cfg.flops_per_token(DECODE_PROMPT + s + 1, true)).sum::<f64>() / a.decode_tokens.max(1) as f64;
     let fma_peak = fma_peak_gflops(m.simd, repeats);
     let gflops = |tps: f64, per_token: f64| tps * per_token / 1e9;
     let prompt_gflops = gflops(median(&prompt_tps), prompt_flops);
     if a.json {
-        println!("{}", serde_json::to_string(&json!({
-            "model": a.model.model, "threads": threads, "repeats": repeats,
-            "prompt_tokens": a.prompt_tokens, "prompt_tokens_per_second": median(&prompt_tps), "prompt_gflops": prompt_gflops,
-            "decode": batched.iter().map(|(b, t)| json!({"batch": b, "tokens_per_second": t, "gflops": gflops(*t, decode_flops)})).collect::<Vec<_>>(),
-            "fma_peak_gflops": fma_peak,
-            "peak_rss_mb": peak, "simd": simd_json(),
-        }))?);
+        println!(
+            "{}",
+            serde_json::to_string(&json!({
+                "model": a.model.model, "threads": threads, "repeats": repeats,
+                "prompt_tokens": a.prompt_tokens, "prompt_tokens_per_second": median(&prompt_tps), "prompt_gflops": prompt_gflops,
+                "decode": batched.iter().map(|(b, t)| json!({"batch": b, "tokens_per_second": t, "gflops": gflops(*t, decode_flops)})).collect::<Vec<_>>(),
+                "fma_peak_gflops": fma_peak,
+                "peak_rss_mb": peak, "simd": simd_json(),
+            }))?
+        );
     } else {
         println!("model            {} ({threads} threads, median of {repeats})", a.model.model);
         println!("kernels          {}", simd_line());

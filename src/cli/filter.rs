@@ -11,7 +11,6 @@ use autodidact::data::jsonl::read_jsonl;
 use autodidact::data::{ReadMode, Trajectory};
 use autodidact::distil::{filter_to_dir, ChatEncoder, DropReason, FilterParams, AUDIT_FILE, DATASET_FILE, REPORT_FILE};
 
-
 #[derive(Args, Debug)]
 pub struct FilterArgs {
     /// Trajectories written by `rollout` (JSONL).

@@ -5,8 +5,8 @@ use anyhow::{bail, Context};
 use clap::Args;
 use serde_json::{json, Value};
 
-use autodidact::progress;
 use super::{ModelArgs, SamplingArgs};
+use autodidact::progress;
 use autodidact::sample::{generate, GenRequest};
 
 #[derive(Args, Debug)]

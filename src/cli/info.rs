@@ -35,15 +35,39 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     }
     let mut out = String::new();
     writeln!(out, "model          {}", a.model.model)?;
-    writeln!(out, "architecture   {} ({} layers, hidden {}, ffn {}, {} heads / {} kv heads, head dim {})", cfg.arch.name(), cfg.num_layers, cfg.hidden_size, cfg.intermediate_size, cfg.num_heads, cfg.num_kv_heads, cfg.head_dim)?;
+    writeln!(
+        out,
+        "architecture   {} ({} layers, hidden {}, ffn {}, {} heads / {} kv heads, head dim {})",
+        cfg.arch.name(),
+        cfg.num_layers,
+        cfg.hidden_size,
+        cfg.intermediate_size,
+        cfg.num_heads,
+        cfg.num_kv_heads,
+        cfg.head_dim
+    )?;
     writeln!(out, "parameters     {:.1}M ({} embeddings)", cfg.num_parameters() as f64 / 1e6, if cfg.tie_word_embeddings { "tied" } else { "untied" })?;
-    writeln!(out, "context        {} tokens, rope theta {}{}", cfg.max_position_embeddings, cfg.rope_theta, if cfg.rope_scaling.is_some() { ", llama3 rope scaling" } else { "" })?;
+    writeln!(
+        out,
+        "context        {} tokens, rope theta {}{}",
+        cfg.max_position_embeddings,
+        cfg.rope_theta,
+        if cfg.rope_scaling.is_some() { ", llama3 rope scaling" } else { "" }
+    )?;
     writeln!(out, "tensor types   {}", m.tensor_types.iter().map(|(t, n)| format!("{t} x{n}")).collect::<Vec<_>>().join(", "))?;
     writeln!(out, "in memory      {:.1} MB of weights", m.transformer.weights.storage_bytes() as f64 / 1e6)?;
     writeln!(out, "vocab          {} tokens, bos {:?}, eos {:?}, stop ids {:?}", tok.vocab_size(), tok.bos_token(), tok.eos_token(), tok.stop_ids())?;
     writeln!(out, "special tokens {}", tok.special_tokens().join(" "))?;
     writeln!(out, "kernels        {}", simd_line())?;
-    writeln!(out, "chat template  {}", if m.template_is_fallback { "none in the checkpoint: ChatML fallback".to_string() } else { format!("{} chars, from the checkpoint", m.template.source().len()) })?;
+    writeln!(
+        out,
+        "chat template  {}",
+        if m.template_is_fallback {
+            "none in the checkpoint: ChatML fallback".to_string()
+        } else {
+            format!("{} chars, from the checkpoint", m.template.source().len())
+        }
+    )?;
     writeln!(out, "{}", m.template.source())?;
     print_all(&out)
 }

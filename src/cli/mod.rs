@@ -170,4 +170,3 @@ pub fn simd_json() -> serde_json::Value {
     let avail: Vec<&str> = autodidact::simd::Simd::available().iter().map(|s| s.name()).collect();
     serde_json::json!({"path": autodidact::simd::Simd::active().name(), "best": autodidact::simd::Simd::best().name(), "available": avail, "cpu": autodidact::simd::cpu_features()})
 }
-

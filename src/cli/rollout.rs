@@ -4,6 +4,7 @@ use std::path::PathBuf;
 use anyhow::Context;
 use clap::Args;
 
+use super::select::TaskSelection;
 use super::{ModelArgs, SamplingArgs};
 use autodidact::agent::episode::Limits;
 use autodidact::agent::hint::{HintPlacement, HintSource, HintSpec};
@@ -11,7 +12,6 @@ use autodidact::agent::metrics::EvalReport;
 use autodidact::agent::prompts::{PromptOptions, Prompts};
 use autodidact::data::jsonl::{read_jsonl, write_json_atomic};
 use autodidact::data::{ReadMode, Trajectory};
-use super::select::TaskSelection;
 use autodidact::rollout::{run_rollout, RolloutParams, RolloutSummary};
 
 #[derive(Args, Debug, Clone)]

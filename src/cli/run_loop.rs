@@ -33,7 +33,13 @@ pub fn run(a: LoopArgs) -> anyhow::Result<()> {
         println!("round {}: {dev}test success {:.1}%{nf}{gate}", r.round, 100.0 * r.success());
     }
     if let (Some(base), Some(best)) = (records.first(), report::best(&records)) {
-        println!("best kept round ({}): {}, test success {:.1}% ({:+.1} points over the base model)", report::best_by(&records), best.round, 100.0 * best.success(), 100.0 * (best.success() - base.success()));
+        println!(
+            "best kept round ({}): {}, test success {:.1}% ({:+.1} points over the base model)",
+            report::best_by(&records),
+            best.round,
+            100.0 * best.success(),
+            100.0 * (best.success() - base.success())
+        );
     }
     println!("report: {} (this run {:.1} min)", dir.join("report.md").display(), t0.elapsed().as_secs_f64() / 60.0);
     Ok(())

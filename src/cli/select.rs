@@ -4,10 +4,10 @@ use std::path::PathBuf;
 
 use anyhow::{bail, Context};
 
-use autodidact::tasks::select::generated;
-use autodidact::tasks::taskfile::load_tasks_with;
 use autodidact::data::ReadMode;
 use autodidact::data::{Split, Task};
+use autodidact::tasks::select::generated;
+use autodidact::tasks::taskfile::load_tasks_with;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TaskSelection {
@@ -57,7 +57,8 @@ impl TaskSelection {
     pub fn tasks(&self) -> anyhow::Result<Vec<Task>> {
         let mut out = Vec::new();
         if self.tasks_per > 0 {
-            out = generated(&self.suites, &self.difficulties, self.split.into(), self.task_seed, self.tasks_per).context("--suites / --difficulties (a suite that runs tasks from files takes --task-file)")?;
+            out = generated(&self.suites, &self.difficulties, self.split.into(), self.task_seed, self.tasks_per)
+                .context("--suites / --difficulties (a suite that runs tasks from files takes --task-file)")?;
         }
         let mode = if self.skip_invalid { ReadMode::SkipInvalid } else { ReadMode::Strict };
         for f in &self.task_files {

@@ -44,6 +44,7 @@ pub fn run(a: ServeArgs) -> anyhow::Result<()> {
         eprintln!("warning: listening on {} without an API key: anyone who can reach it can use the model", a.host);
     }
     let model = autodidact::model::load_model(&a.model)?;
-    let opts = ServeOptions { addr: format!("{}:{}", a.host, a.port), served_name: a.served_model_name, adapters: a.loras, api_key, cache_bytes: a.cache_mb << 20 };
+    let opts =
+        ServeOptions { addr: format!("{}:{}", a.host, a.port), served_name: a.served_model_name, adapters: a.loras, api_key, cache_bytes: a.cache_mb << 20 };
     Server::run(model, opts, |s| eprintln!("serving {} at {}/v1 (Ctrl-C stops)", s.model_name, s.url()))
 }

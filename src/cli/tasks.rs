@@ -3,11 +3,11 @@ use std::path::PathBuf;
 
 use clap::{Args, Subcommand};
 
+use super::select::TaskSelection;
 use super::ModelArgs;
 use autodidact::agent::prompts::{initial_messages, PromptOptions, Prompts};
-use autodidact::tasks::suites;
 use autodidact::data::jsonl::write_jsonl_atomic;
-use super::select::TaskSelection;
+use autodidact::tasks::suites;
 
 #[derive(Args, Debug)]
 pub struct TasksArgs {
@@ -86,8 +86,8 @@ pub struct MakeArgs {
 }
 
 fn make(a: MakeArgs) -> anyhow::Result<()> {
-    use autodidact::tasks::taskmake::{make_tasks, parse_matcher, MakeOptions};
     use autodidact::data::{Document, Split};
+    use autodidact::tasks::taskmake::{make_tasks, parse_matcher, MakeOptions};
     let auto = a.split == "auto";
     let split: Split = if auto { Split::Train } else { a.split.parse().map_err(|e: String| anyhow::anyhow!("--split: {e} or `auto`"))? };
     anyhow::ensure!(
@@ -125,7 +125,13 @@ fn make(a: MakeArgs) -> anyhow::Result<()> {
     let n = tasks.len() as f64;
     let (n_test, n_dev) = ((n * a.test_fraction).round().max(1.0) as usize, (n * a.dev_fraction).round() as usize);
     for (rank, &i) in order.iter().enumerate() {
-        tasks[i].split = if rank < n_test { Split::Test } else if rank < n_test + n_dev { Split::Dev } else { Split::Train };
+        tasks[i].split = if rank < n_test {
+            Split::Test
+        } else if rank < n_test + n_dev {
+            Split::Dev
+        } else {
+            Split::Train
+        };
     }
     for s in [Split::Train, Split::Dev, Split::Test] {
         let part: Vec<_> = tasks.iter().filter(|t| t.split == s).collect();

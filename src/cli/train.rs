@@ -255,7 +255,12 @@ fn bench(a: &TrainArgs) -> anyhow::Result<()> {
     drop(m);
     let p = BenchParams { shapes: a.bench_shapes.clone(), r: a.rank, targets: a.targets.clone(), repeats: a.bench_repeats.max(1) };
     let threads = std::env::var("CANDLE_NUM_THREADS").unwrap_or_default();
-    eprintln!("LoRA rank {} on {:?}, {} rayon threads, CANDLE_NUM_THREADS={threads}", p.r, p.targets.iter().map(|t| t.short_name()).collect::<Vec<_>>(), rayon::current_num_threads());
+    eprintln!(
+        "LoRA rank {} on {:?}, {} rayon threads, CANDLE_NUM_THREADS={threads}",
+        p.r,
+        p.targets.iter().map(|t| t.short_name()).collect::<Vec<_>>(),
+        rayon::current_num_threads()
+    );
     let results = bench_train(&tm, &p, |r| {
         if !a.json {
             println!("{r}");

@@ -6,11 +6,11 @@ use serde_json::json;
 
 use super::train::TrainArgs;
 use autodidact::agent::hint;
-use autodidact::tasks::taskfile::load_tasks;
 use autodidact::data::jsonl::read_jsonl;
 use autodidact::data::{ReadMode, Task, Trajectory};
 use autodidact::distil::rl::Rewards;
 use autodidact::pipeline::jobs::{run_rl, RlJob};
+use autodidact::tasks::taskfile::load_tasks;
 use autodidact::train::rl::{RlCoefs, RlParams};
 
 pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
@@ -59,7 +59,10 @@ pub fn run(a: &TrainArgs) -> anyhow::Result<()> {
     }
     let g = outcome.sampler_gap;
     println!("steps          {}{}", outcome.steps, if outcome.finished { "" } else { " (stopped early; --resume continues)" });
-    println!("groups         {} ({} with equal rewards: no GRPO signal), {} episodes used", outcome.groups, outcome.zero_variance_groups, outcome.episodes_used);
+    println!(
+        "groups         {} ({} with equal rewards: no GRPO signal), {} episodes used",
+        outcome.groups, outcome.zero_variance_groups, outcome.episodes_used
+    );
     if g.tokens > 0 {
         println!("sampler gap    mean |sampler - trainer| log-prob {:.5}, max {:.5} over {} tokens", g.mean_abs, g.max_abs, g.tokens);
     } else {

@@ -11,31 +11,18 @@ use serde::{Deserialize, Serialize};
 #[derive(Debug, thiserror::Error)]
 pub enum JsonlError {
     #[error("{}: {source}", path.display())]
-    Io {
-        path: PathBuf,
-        source: std::io::Error,
-    },
+    Io { path: PathBuf, source: std::io::Error },
     /// `message` is serde_json's message, which names the missing or mistyped field; its column refers to
     /// the line.
     #[error("{}:{line}: {message}", path.display())]
-    Parse {
-        path: PathBuf,
-        line: usize,
-        message: String,
-    },
+    Parse { path: PathBuf, line: usize, message: String },
     #[error("{}: {source}", path.display())]
-    Serialize {
-        path: PathBuf,
-        source: serde_json::Error,
-    },
+    Serialize { path: PathBuf, source: serde_json::Error },
 }
 
 impl JsonlError {
     fn io(path: &Path, source: std::io::Error) -> Self {
-        Self::Io {
-            path: path.to_path_buf(),
-            source,
-        }
+        Self::Io { path: path.to_path_buf(), source }
     }
 }
 
@@ -68,26 +55,15 @@ impl<T> JsonlRead<T> {
 }
 
 /// Reads one record per non-blank line.
-pub fn read_jsonl<T: DeserializeOwned>(
-    path: &Path,
-    mode: ReadMode,
-) -> Result<JsonlRead<T>, JsonlError> {
+pub fn read_jsonl<T: DeserializeOwned>(path: &Path, mode: ReadMode) -> Result<JsonlRead<T>, JsonlError> {
     let file = File::open(path).map_err(|e| JsonlError::io(path, e))?;
-    let mut out = JsonlRead {
-        items: Vec::new(),
-        skipped: Vec::new(),
-    };
+    let mut out = JsonlRead { items: Vec::new(), skipped: Vec::new() };
     for (i, line) in BufReader::new(file).lines().enumerate() {
         let line_no = i + 1;
         let line = match line {
             Ok(l) => l,
-            Err(e)
-                if mode == ReadMode::SkipInvalid && e.kind() == std::io::ErrorKind::InvalidData =>
-            {
-                out.skipped.push(SkippedLine {
-                    line: line_no,
-                    message: e.to_string(),
-                });
+            Err(e) if mode == ReadMode::SkipInvalid && e.kind() == std::io::ErrorKind::InvalidData => {
+                out.skipped.push(SkippedLine { line: line_no, message: e.to_string() });
                 continue;
             }
             Err(e) => return Err(JsonlError::io(path, e)),
@@ -98,17 +74,8 @@ pub fn read_jsonl<T: DeserializeOwned>(
         match serde_json::from_str::<T>(&line) {
             Ok(v) => out.items.push((line_no, v)),
             Err(e) => match mode {
-                ReadMode::Strict => {
-                    return Err(JsonlError::Parse {
-                        path: path.to_path_buf(),
-                        line: line_no,
-                        message: e.to_string(),
-                    })
-                }
-                ReadMode::SkipInvalid => out.skipped.push(SkippedLine {
-                    line: line_no,
-                    message: e.to_string(),
-                }),
+                ReadMode::Strict => return Err(JsonlError::Parse { path: path.to_path_buf(), line: line_no, message: e.to_string() }),
+                ReadMode::SkipInvalid => out.skipped.push(SkippedLine { line: line_no, message: e.to_string() }),
             },
         }
     }
@@ -120,10 +87,7 @@ pub fn read_jsonl<T: DeserializeOwned>(
 pub fn write_jsonl_atomic<T: Serialize>(path: &Path, items: &[T]) -> Result<(), JsonlError> {
     let mut buf = Vec::new();
     for item in items {
-        serde_json::to_writer(&mut buf, item).map_err(|source| JsonlError::Serialize {
-            path: path.to_path_buf(),
-            source,
-        })?;
+        serde_json::to_writer(&mut buf, item).map_err(|source| JsonlError::Serialize { path: path.to_path_buf(), source })?;
         buf.push(b'\n');
     }
     write_bytes_atomic(path, &buf)
@@ -131,10 +95,7 @@ pub fn write_jsonl_atomic<T: Serialize>(path: &Path, items: &[T]) -> Result<(), 
 
 /// Pretty JSON (e.g. an evaluation report), written atomically.
 pub fn write_json_atomic<T: Serialize>(path: &Path, value: &T) -> Result<(), JsonlError> {
-    let mut buf = serde_json::to_vec_pretty(value).map_err(|source| JsonlError::Serialize {
-        path: path.to_path_buf(),
-        source,
-    })?;
+    let mut buf = serde_json::to_vec_pretty(value).map_err(|source| JsonlError::Serialize { path: path.to_path_buf(), source })?;
     buf.push(b'\n');
     write_bytes_atomic(path, &buf)
 }
@@ -153,36 +114,17 @@ pub struct JsonlAppender {
 impl JsonlAppender {
     /// Opens or creates `path`; returns the writer and the number of bytes dropped from a truncated last line.
     pub fn open(path: &Path) -> Result<(Self, u64), JsonlError> {
-        let mut file = OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(path)
-            .map_err(|e| JsonlError::io(path, e))?;
+        let mut file = OpenOptions::new().read(true).write(true).create(true).truncate(false).open(path).map_err(|e| JsonlError::io(path, e))?;
         let dropped = drop_partial_last_line(&mut file).map_err(|e| JsonlError::io(path, e))?;
-        file.seek(SeekFrom::End(0))
-            .map_err(|e| JsonlError::io(path, e))?;
-        Ok((
-            Self {
-                path: path.to_path_buf(),
-                file,
-            },
-            dropped,
-        ))
+        file.seek(SeekFrom::End(0)).map_err(|e| JsonlError::io(path, e))?;
+        Ok((Self { path: path.to_path_buf(), file }, dropped))
     }
 
     pub fn append<T: Serialize>(&mut self, item: &T) -> Result<(), JsonlError> {
-        let mut line = serde_json::to_vec(item).map_err(|source| JsonlError::Serialize {
-            path: self.path.clone(),
-            source,
-        })?;
+        let mut line = serde_json::to_vec(item).map_err(|source| JsonlError::Serialize { path: self.path.clone(), source })?;
         line.push(b'\n');
         // One write of the whole line: a crash leaves at most one partial line, which `open` removes.
-        self.file
-            .write_all(&line)
-            .and_then(|_| self.file.flush())
-            .map_err(|e| JsonlError::io(&self.path, e))
+        self.file.write_all(&line).and_then(|_| self.file.flush()).map_err(|e| JsonlError::io(&self.path, e))
     }
 }
 
@@ -225,18 +167,12 @@ pub fn completed_samples(path: &Path) -> Result<HashSet<(String, u32)>, JsonlErr
         return Ok(HashSet::new());
     }
     let mut bytes = Vec::new();
-    File::open(path)
-        .and_then(|mut f| f.read_to_end(&mut bytes))
-        .map_err(|e| JsonlError::io(path, e))?;
+    File::open(path).and_then(|mut f| f.read_to_end(&mut bytes)).map_err(|e| JsonlError::io(path, e))?;
     let whole = match bytes.iter().rposition(|&b| b == b'\n') {
         Some(p) => &bytes[..=p],
         None => &bytes[..0],
     };
-    Ok(whole
-        .split(|&b| b == b'\n')
-        .filter_map(|line| serde_json::from_slice::<SampleKey>(line).ok())
-        .map(|k| (k.task_id, k.sample_index))
-        .collect())
+    Ok(whole.split(|&b| b == b'\n').filter_map(|line| serde_json::from_slice::<SampleKey>(line).ok()).map(|k| (k.task_id, k.sample_index)).collect())
 }
 
 #[cfg(test)]
@@ -254,9 +190,7 @@ mod tests {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("x.jsonl");
         std::fs::write(&p, "{\"id\":\"a\",\"n\":1}\n\n{\"id\":\"b\"}\n").unwrap();
-        let err = read_jsonl::<Rec>(&p, ReadMode::Strict)
-            .unwrap_err()
-            .to_string();
+        let err = read_jsonl::<Rec>(&p, ReadMode::Strict).unwrap_err().to_string();
         assert!(err.contains("x.jsonl:3:"), "{err}");
         assert!(err.contains("missing field `n`"), "{err}");
     }
@@ -267,37 +201,17 @@ mod tests {
         let p = dir.path().join("x.jsonl");
         std::fs::write(&p, "{\"id\":\"a\",\"n\":1}\nnot json\n{\"id\":\"c\",\"n\":\"x\"}\n{\"id\":\"d\",\"n\":4}\n").unwrap();
         let r = read_jsonl::<Rec>(&p, ReadMode::SkipInvalid).unwrap();
-        assert_eq!(
-            r.items.iter().map(|(l, _)| *l).collect::<Vec<_>>(),
-            vec![1, 4]
-        );
-        assert_eq!(
-            r.skipped.iter().map(|s| s.line).collect::<Vec<_>>(),
-            vec![2, 3]
-        );
+        assert_eq!(r.items.iter().map(|(l, _)| *l).collect::<Vec<_>>(), vec![1, 4]);
+        assert_eq!(r.skipped.iter().map(|s| s.line).collect::<Vec<_>>(), vec![2, 3]);
     }
 
     #[test]
     fn atomic_write_round_trips_and_leaves_no_temp_file() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("out.jsonl");
-        let recs = vec![
-            Rec {
-                id: "a".into(),
-                n: 1,
-            },
-            Rec {
-                id: "b".into(),
-                n: 2,
-            },
-        ];
+        let recs = vec![Rec { id: "a".into(), n: 1 }, Rec { id: "b".into(), n: 2 }];
         write_jsonl_atomic(&p, &recs).unwrap();
-        assert_eq!(
-            read_jsonl::<Rec>(&p, ReadMode::Strict)
-                .unwrap()
-                .into_items(),
-            recs
-        );
+        assert_eq!(read_jsonl::<Rec>(&p, ReadMode::Strict).unwrap().into_items(), recs);
         assert_eq!(std::fs::read_dir(dir.path()).unwrap().count(), 1);
     }
 
@@ -305,17 +219,12 @@ mod tests {
     fn appender_drops_truncated_line_and_lists_done_samples() {
         let dir = tempfile::tempdir().unwrap();
         let p = dir.path().join("traj.jsonl");
-        std::fs::write(
-            &p,
-            "{\"task_id\":\"t1\",\"sample_index\":0}\n{\"task_id\":\"t1\",\"sample_in",
-        )
-        .unwrap();
+        std::fs::write(&p, "{\"task_id\":\"t1\",\"sample_index\":0}\n{\"task_id\":\"t1\",\"sample_in").unwrap();
         let done = completed_samples(&p).unwrap();
         assert_eq!(done.len(), 1);
         let (mut w, dropped) = JsonlAppender::open(&p).unwrap();
         assert_eq!(dropped, "{\"task_id\":\"t1\",\"sample_in".len() as u64);
-        w.append(&serde_json::json!({"task_id": "t1", "sample_index": 1}))
-            .unwrap();
+        w.append(&serde_json::json!({"task_id": "t1", "sample_index": 1})).unwrap();
         let done = completed_samples(&p).unwrap();
         assert!(done.contains(&("t1".to_string(), 0)) && done.contains(&("t1".to_string(), 1)));
         let text = std::fs::read_to_string(&p).unwrap();

@@ -20,10 +20,7 @@ pub struct ToolCall {
 
 impl ToolCall {
     pub fn new(name: impl Into<String>, arguments: serde_json::Value) -> Self {
-        Self {
-            name: name.into(),
-            arguments,
-        }
+        Self { name: name.into(), arguments }
     }
 }
 
@@ -41,12 +38,7 @@ pub struct Message {
 
 impl Message {
     pub fn new(role: Role, content: impl Into<String>) -> Self {
-        Self {
-            role,
-            content: content.into(),
-            tool_calls: Vec::new(),
-            name: None,
-        }
+        Self { role, content: content.into(), tool_calls: Vec::new(), name: None }
     }
     pub fn system(content: impl Into<String>) -> Self {
         Self::new(Role::System, content)
@@ -58,9 +50,6 @@ impl Message {
         Self::new(Role::Assistant, content)
     }
     pub fn tool(name: Option<&str>, content: impl Into<String>) -> Self {
-        Self {
-            name: name.map(str::to_string),
-            ..Self::new(Role::Tool, content)
-        }
+        Self { name: name.map(str::to_string), ..Self::new(Role::Tool, content) }
     }
 }

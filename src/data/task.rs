@@ -39,9 +39,7 @@ impl std::str::FromStr for Split {
             "train" => Ok(Split::Train),
             "dev" => Ok(Split::Dev),
             "test" => Ok(Split::Test),
-            other => Err(format!(
-                "unknown split `{other}` (expected `train`, `dev` or `test`)"
-            )),
+            other => Err(format!("unknown split `{other}` (expected `train`, `dev` or `test`)")),
         }
     }
 }
@@ -73,10 +71,7 @@ impl Task {
     /// Names of the tools offered to the model, in spec order; specs without a name are skipped here and
     /// rejected by task validation.
     pub fn tool_names(&self) -> Vec<&str> {
-        self.tools
-            .iter()
-            .filter_map(|t| t.pointer("/function/name").and_then(|n| n.as_str()))
-            .collect()
+        self.tools.iter().filter_map(|t| t.pointer("/function/name").and_then(|n| n.as_str())).collect()
     }
 }
 
@@ -192,11 +187,6 @@ pub struct ExpectedCall {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum GoalState {
-    Files {
-        dirs: BTreeSet<String>,
-        files: BTreeMap<String, String>,
-    },
-    Grid {
-        position: [usize; 2],
-    },
+    Files { dirs: BTreeSet<String>, files: BTreeMap<String, String> },
+    Grid { position: [usize; 2] },
 }

@@ -70,11 +70,7 @@ pub struct StepError {
 
 impl StepError {
     pub fn new(kind: StepErrorKind, message: impl Into<String>) -> Self {
-        Self {
-            kind,
-            call_index: None,
-            message: message.into(),
-        }
+        Self { kind, call_index: None, message: message.into() }
     }
     pub fn at(mut self, call_index: usize) -> Self {
         self.call_index = Some(call_index);
@@ -154,6 +150,10 @@ pub struct Trajectory {
     pub identity: RunIdentity,
     pub sample_index: u32,
     pub messages: Vec<Message>,
+    /// The tool specs offered to the model (in its system message or through the chat template); `None` in
+    /// files written before they were recorded.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub tools: Option<Vec<serde_json::Value>>,
     /// Messages after the system message that are few-shot examples (0 when none), so that context
     /// distillation can drop them.
     #[serde(default)]

@@ -19,8 +19,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use serde::{Deserialize, Serialize};
 use serde_json::Value;
 
-use crate::tools::toolcall::{parse_turn, Action};
 use crate::data::{Role, Split, Termination, Trajectory};
+use crate::tools::toolcall::{parse_turn, Action};
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct FilterParams {
@@ -194,7 +194,15 @@ pub fn select(trajs: &[Trajectory], p: &FilterParams) -> Selection {
             let cap = by_diff.values().map(Vec::len).min().unwrap_or(0);
             balance_caps.insert(suite.to_string(), cap);
             for mut eps in by_diff.into_values() {
-                eps.sort_by_key(|&i| (rank.get(&i).copied().unwrap_or(0), trajs[i].counts.turns, trajs[i].counts.generated_tokens, trajs[i].task_id.clone(), trajs[i].sample_index));
+                eps.sort_by_key(|&i| {
+                    (
+                        rank.get(&i).copied().unwrap_or(0),
+                        trajs[i].counts.turns,
+                        trajs[i].counts.generated_tokens,
+                        trajs[i].task_id.clone(),
+                        trajs[i].sample_index,
+                    )
+                });
                 for &i in eps.iter().skip(cap) {
                     fates[i] = Some(DropReason::Balance);
                 }

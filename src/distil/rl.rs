@@ -33,7 +33,10 @@ pub fn sampling_temperature(trajs: &[Trajectory]) -> Result<f64, RowError> {
         let s = &t.identity.sampling;
         let bad = |msg: String| RowError::Inconsistent { id: row_id(t), msg };
         if s.top_p.is_some_and(|p| p < 1.0) || s.top_k.is_some_and(|k| k > 0) {
-            return Err(bad("sampled with top-p or top-k truncation: RL needs the untruncated (tempered) distribution its samples came from; set top_p = 1 and top_k = 0".into()));
+            return Err(bad(
+                "sampled with top-p or top-k truncation: RL needs the untruncated (tempered) distribution its samples came from; set top_p = 1 and top_k = 0"
+                    .into(),
+            ));
         }
         if s.temperature.is_nan() || s.temperature <= 0.0 {
             return Err(bad(format!("sampled at temperature {}: RL needs sampled episodes (temperature > 0)", s.temperature)));
@@ -60,7 +63,10 @@ pub fn rl_rows(trajs: &[Trajectory], rewards: &Rewards, teacher: Option<&Teacher
     let mut rows = Vec::with_capacity(trajs.len());
     for t in trajs {
         if t.privileged.is_some() {
-            return Err(RowError::Inconsistent { id: row_id(t), msg: "was sampled with a hint in its prompt: RL trains on the model's own unhinted samples".into() });
+            return Err(RowError::Inconsistent {
+                id: row_id(t),
+                msg: "was sampled with a hint in its prompt: RL trains on the model's own unhinted samples".into(),
+            });
         }
         let view = match teacher {
             Some(tc) => Some(match (tc.hint_of)(t) {

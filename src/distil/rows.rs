@@ -11,8 +11,8 @@
 //! had it been prompted without examples.
 use serde_json::Value;
 
-use crate::data::dataset::{chat_messages, dataset_messages, DatasetRow};
 use crate::agent::hint::HintPlacement;
+use crate::data::dataset::{chat_messages, dataset_messages, DatasetRow};
 use crate::data::{Message, Role, Trajectory};
 
 #[derive(Debug, thiserror::Error)]
@@ -47,16 +47,11 @@ pub fn row_id(t: &Trajectory) -> String {
     format!("{}#{}", t.task_id, t.sample_index)
 }
 
-/// The tool specs of an episode: the `<tools>` block of its system message (one JSON spec per line, as
-/// `agent::prompts::tools_block` writes it), else those of the generated suite at that difficulty, else none.
+/// The tool specs of an episode as recorded in it; for files written before they were recorded, those of the
+/// generated suite at that difficulty, else none.
 pub fn episode_tools(t: &Trajectory) -> Vec<Value> {
-    let from_system = t.messages.first().filter(|m| m.role == Role::System).and_then(|m| {
-        let start = m.content.find("<tools>\n")? + "<tools>\n".len();
-        let end = start + m.content[start..].find("\n</tools>")?;
-        m.content[start..end].lines().map(|l| serde_json::from_str::<Value>(l).ok()).collect::<Option<Vec<_>>>()
-    });
-    if let Some(tools) = from_system {
-        return tools;
+    if let Some(tools) = &t.tools {
+        return tools.clone();
     }
     crate::tasks::suites::get(&t.suite)
         .ok()
@@ -97,15 +92,8 @@ pub fn build_row(t: &Trajectory, drop_fewshot: Option<&dyn ChatEncoder>) -> Resu
         _ => (t.messages.clone(), t.token_ids.clone(), t.produced_mask.clone(), 0isize),
     };
     let stop_turn_ends = stop_turn_ends.into_iter().map(|p| (p as isize + shift) as usize).collect();
-    let row = DatasetRow {
-        id,
-        suite: t.suite.clone(),
-        difficulty: t.difficulty,
-        messages: dataset_messages(&messages),
-        tools,
-        token_ids,
-        loss_mask: mask.clone(),
-    };
+    let row =
+        DatasetRow { id, suite: t.suite.clone(), difficulty: t.difficulty, messages: dataset_messages(&messages), tools, token_ids, loss_mask: mask.clone() };
     Ok(BuiltRow { row, produced: mask, stop_turn_ends })
 }
 
@@ -114,11 +102,8 @@ fn styled(messages: &[Message], with_calls: bool) -> Vec<Value> {
     if with_calls {
         for (v, m) in out.iter_mut().zip(messages) {
             if !m.tool_calls.is_empty() {
-                v["tool_calls"] = m
-                    .tool_calls
-                    .iter()
-                    .map(|c| serde_json::json!({"type": "function", "function": {"name": c.name, "arguments": c.arguments}}))
-                    .collect();
+                v["tool_calls"] =
+                    m.tool_calls.iter().map(|c| serde_json::json!({"type": "function", "function": {"name": c.name, "arguments": c.arguments}})).collect();
             }
         }
     }
@@ -146,7 +131,8 @@ pub fn strip_hint(t: &Trajectory, enc: &dyn ChatEncoder) -> Result<Trajectory, R
         Some((i, crate::agent::hint::without_hint(&t.messages.get(i)?.content, hint)?))
     });
     let (i, plain) = found.ok_or_else(|| bad("neither the system nor the task's message ends with the recorded hint".into()))?;
-    let mut head = t.messages.get(..hint_head_len(t, i)).ok_or_else(|| bad(format!("fewer messages than {} few-shot ones and the task's", t.fewshot_messages)))?.to_vec();
+    let mut head =
+        t.messages.get(..hint_head_len(t, i)).ok_or_else(|| bad(format!("fewer messages than {} few-shot ones and the task's", t.fewshot_messages)))?.to_vec();
     head[i].content = plain.to_string();
     let s = splice(t, head.len(), &head, &episode_tools(t), enc).map_err(bad)?;
     let old_len = s.old_prefix;
@@ -192,7 +178,12 @@ fn splice(t: &Trajectory, n: usize, head: &[Message], tools: &[Value], enc: &dyn
         for with_calls in [false, true] {
             let old = enc.encode_chat(&styled(&t.messages[..n], with_calls), tools_arg, false)?;
             if !t.token_ids.starts_with(&old) {
-                tried.push(format!("tools {} / calls {}: the rendered head ({} tokens) is not a prefix of the trajectory", tools_arg.is_some(), if with_calls { "structured" } else { "in text" }, old.len()));
+                tried.push(format!(
+                    "tools {} / calls {}: the rendered head ({} tokens) is not a prefix of the trajectory",
+                    tools_arg.is_some(),
+                    if with_calls { "structured" } else { "in text" },
+                    old.len()
+                ));
                 continue;
             }
             if old.len() > first_sampled {

@@ -57,12 +57,7 @@ pub fn filter_to_dir(
     crate::fault::point("filter:audit");
     if !audit.ok() {
         let first: Vec<String> = audit.problems.iter().take(3).map(|p| format!("  {}: {}", p.row, p.message)).collect();
-        bail!(
-            "the mask audit failed ({} problems, see {}); no dataset written:\n{}",
-            audit.problems.len(),
-            out.join(AUDIT_FILE).display(),
-            first.join("\n")
-        );
+        bail!("the mask audit failed ({} problems, see {}); no dataset written:\n{}", audit.problems.len(), out.join(AUDIT_FILE).display(), first.join("\n"));
     }
     write_jsonl_atomic(&out.join(DATASET_FILE), &rows)?;
     crate::fault::point("filter:dataset");

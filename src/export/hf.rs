@@ -73,10 +73,8 @@ pub fn save_safetensors(path: &Path, tensors: &[(String, Vec<usize>, Vec<f32>)],
             (n.clone(), s.clone(), dt, b)
         })
         .collect();
-    let views: Vec<(String, TensorView)> = encoded
-        .iter()
-        .map(|(n, s, dt, b)| Ok((n.clone(), TensorView::new(*dt, s.clone(), b)?)))
-        .collect::<Result<_, safetensors::SafeTensorError>>()?;
+    let views: Vec<(String, TensorView)> =
+        encoded.iter().map(|(n, s, dt, b)| Ok((n.clone(), TensorView::new(*dt, s.clone(), b)?))).collect::<Result<_, safetensors::SafeTensorError>>()?;
     let meta: HashMap<String, String> = [("format".to_string(), "pt".to_string())].into();
     safetensors::serialize_to_file(views, Some(meta), path).with_context(|| format!("writing {}", path.display()))
 }

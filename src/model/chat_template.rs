@@ -121,11 +121,7 @@ impl ChatTemplate {
     /// Compiles `source` now, so a broken template fails at model load rather than mid-episode.
     /// `bos_token`/`eos_token` are left undefined in the template when `None`, as transformers does for
     /// tokens a tokenizer does not have.
-    pub fn new(
-        source: &str,
-        bos_token: Option<String>,
-        eos_token: Option<String>,
-    ) -> Result<Self, TemplateError> {
+    pub fn new(source: &str, bos_token: Option<String>, eos_token: Option<String>) -> Result<Self, TemplateError> {
         let mut env = Environment::new();
         env.set_trim_blocks(true);
         env.set_lstrip_blocks(true);
@@ -135,14 +131,8 @@ impl ChatTemplate {
         env.add_filter("tojson", tojson_filter);
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", |fmt: String| strftime(&fmt, unix_now()));
-        env.add_template_owned(TEMPLATE_NAME, source.to_string())
-            .map_err(|e| TemplateError::Compile(describe(&e)))?;
-        Ok(Self {
-            env,
-            source: source.to_string(),
-            bos_token,
-            eos_token,
-        })
+        env.add_template_owned(TEMPLATE_NAME, source.to_string()).map_err(|e| TemplateError::Compile(describe(&e)))?;
+        Ok(Self { env, source: source.to_string(), bos_token, eos_token })
     }
 
     /// ChatML fallback for models without a template. With `add_generation_prompt` it renders exactly:
@@ -180,12 +170,7 @@ impl ChatTemplate {
     /// Renders a conversation. `messages` are `{"role", "content", ["tool_calls"], ["tool_call_id"],
     /// ["name"]}` objects; `tools` are `{"type": "function", "function": {...}}` specs. `tools: None` is
     /// passed as `none`, as transformers passes `tools=None`.
-    pub fn render(
-        &self,
-        messages: &[JsonValue],
-        tools: Option<&[JsonValue]>,
-        add_generation_prompt: bool,
-    ) -> Result<String, TemplateError> {
+    pub fn render(&self, messages: &[JsonValue], tools: Option<&[JsonValue]>, add_generation_prompt: bool) -> Result<String, TemplateError> {
         let mut ctx: BTreeMap<&str, Value> = BTreeMap::new();
         ctx.insert("messages", Value::from_serialize(messages));
         ctx.insert("tools", Value::from_serialize(tools));
@@ -196,17 +181,12 @@ impl ChatTemplate {
         if let Some(eos) = &self.eos_token {
             ctx.insert("eos_token", Value::from(eos.as_str()));
         }
-        let template = self
-            .env
-            .get_template(TEMPLATE_NAME)
-            .map_err(|e| TemplateError::Render(e.to_string()))?;
+        let template = self.env.get_template(TEMPLATE_NAME).map_err(|e| TemplateError::Render(e.to_string()))?;
         RAISED.with(|r| r.borrow_mut().take());
-        template
-            .render(ctx)
-            .map_err(|e| match RAISED.with(|r| r.borrow_mut().take()) {
-                Some(message) => TemplateError::Raised(message),
-                None => TemplateError::Render(describe(&e)),
-            })
+        template.render(ctx).map_err(|e| match RAISED.with(|r| r.borrow_mut().take()) {
+            Some(message) => TemplateError::Raised(message),
+            None => TemplateError::Render(describe(&e)),
+        })
     }
 
     pub fn source(&self) -> &str {
@@ -258,9 +238,7 @@ fn write_repr(out: &mut String, value: &Value) {
         ValueKind::Undefined | ValueKind::None => out.push_str("None"),
         ValueKind::Bool => out.push_str(if value.is_true() { "True" } else { "False" }),
         ValueKind::Number if value.is_integer() => out.push_str(&value.to_string()),
-        ValueKind::Number => out.push_str(&python_float(
-            f64::try_from(value.clone()).unwrap_or(f64::NAN),
-        )),
+        ValueKind::Number => out.push_str(&python_float(f64::try_from(value.clone()).unwrap_or(f64::NAN))),
         ValueKind::String => write_python_str(out, value.as_str().unwrap_or_default()),
         ValueKind::Seq | ValueKind::Iterable => {
             out.push('[');
@@ -289,11 +267,7 @@ fn write_repr(out: &mut String, value: &Value) {
 }
 
 fn write_python_str(out: &mut String, s: &str) {
-    let quote = if s.contains('\'') && !s.contains('"') {
-        '"'
-    } else {
-        '\''
-    };
+    let quote = if s.contains('\'') && !s.contains('"') { '"' } else { '\'' };
     out.push(quote);
     for c in s.chars() {
         match c {
@@ -321,11 +295,7 @@ fn python_float(x: f64) -> String {
         return "NaN".into();
     }
     if x.is_infinite() {
-        return if x > 0.0 {
-            "Infinity".into()
-        } else {
-            "-Infinity".into()
-        };
+        return if x > 0.0 { "Infinity".into() } else { "-Infinity".into() };
     }
     let s = format!("{x:?}");
     match s.split_once('e') {
@@ -353,12 +323,7 @@ fn tojson_filter(value: Value, kwargs: Kwargs) -> Result<Value, Error> {
     let separators: Option<Vec<String>> = kwargs.get("separators")?;
     let (item_sep, key_sep) = match separators.as_deref() {
         Some([item, key]) => (item.clone(), key.clone()),
-        Some(_) => {
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                "tojson: separators must be two strings",
-            ))
-        }
+        Some(_) => return Err(Error::new(ErrorKind::InvalidOperation, "tojson: separators must be two strings")),
         None if indent.is_some() => (",".to_string(), ": ".to_string()),
         None => (", ".to_string(), ": ".to_string()),
     };
@@ -397,9 +362,7 @@ fn write_json(out: &mut String, value: &Value, opts: &JsonOpts, depth: usize) ->
         ValueKind::Bool => out.push_str(if value.is_true() { "true" } else { "false" }),
         ValueKind::Number if value.is_integer() => out.push_str(&value.to_string()),
         ValueKind::Number => out.push_str(&python_float(f64::try_from(value.clone())?)),
-        ValueKind::String => {
-            write_json_str(out, value.as_str().unwrap_or_default(), opts.ensure_ascii)
-        }
+        ValueKind::String => write_json_str(out, value.as_str().unwrap_or_default(), opts.ensure_ascii),
         ValueKind::Seq | ValueKind::Iterable => {
             let items: Vec<Value> = value.try_iter()?.collect();
             if items.is_empty() {
@@ -449,12 +412,7 @@ fn write_json(out: &mut String, value: &Value, opts: &JsonOpts, depth: usize) ->
             newline(out, depth);
             out.push('}');
         }
-        kind => {
-            return Err(Error::new(
-                ErrorKind::InvalidOperation,
-                format!("tojson: cannot serialize a value of type {kind}"),
-            ))
-        }
+        kind => return Err(Error::new(ErrorKind::InvalidOperation, format!("tojson: cannot serialize a value of type {kind}"))),
     }
     Ok(())
 }
@@ -483,35 +441,11 @@ fn write_json_str(out: &mut String, s: &str, ensure_ascii: bool) {
 }
 
 fn unix_now() -> i64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_secs() as i64)
-        .unwrap_or(0)
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_secs() as i64).unwrap_or(0)
 }
 
-const MONTHS: [&str; 12] = [
-    "January",
-    "February",
-    "March",
-    "April",
-    "May",
-    "June",
-    "July",
-    "August",
-    "September",
-    "October",
-    "November",
-    "December",
-];
-const WEEKDAYS: [&str; 7] = [
-    "Monday",
-    "Tuesday",
-    "Wednesday",
-    "Thursday",
-    "Friday",
-    "Saturday",
-    "Sunday",
-];
+const MONTHS: [&str; 12] = ["January", "February", "March", "April", "May", "June", "July", "August", "September", "October", "November", "December"];
+const WEEKDAYS: [&str; 7] = ["Monday", "Tuesday", "Wednesday", "Thursday", "Friday", "Saturday", "Sunday"];
 
 /// `strftime` in UTC for the directives chat templates use (Llama 3 prints "%d %b %Y"). UTC rather than
 /// local time keeps rollouts reproducible across machines; unknown directives are printed as written.
@@ -586,32 +520,22 @@ mod tests {
     use serde_json::json;
 
     fn render_str(source: &str, messages: &[JsonValue]) -> Result<String, TemplateError> {
-        ChatTemplate::new(source, Some("<s>".into()), Some("</s>".into()))?
-            .render(messages, None, false)
+        ChatTemplate::new(source, Some("<s>".into()), Some("</s>".into()))?.render(messages, None, false)
     }
 
     #[test]
     fn strftime_matches_python() {
         // Expected strings printed by CPython's datetime.strftime for the same UTC instants.
         let fmt = "%d %b %Y|%Y-%m-%d %H:%M:%S|%A %a %B %j %I %p %y %%";
-        assert_eq!(
-            strftime(fmt, 1_721_997_296),
-            "26 Jul 2024|2024-07-26 12:34:56|Friday Fri July 208 12 PM 24 %"
-        );
-        assert_eq!(
-            strftime(fmt, 951_782_400),
-            "29 Feb 2000|2000-02-29 00:00:00|Tuesday Tue February 060 12 AM 00 %"
-        );
+        assert_eq!(strftime(fmt, 1_721_997_296), "26 Jul 2024|2024-07-26 12:34:56|Friday Fri July 208 12 PM 24 %");
+        assert_eq!(strftime(fmt, 951_782_400), "29 Feb 2000|2000-02-29 00:00:00|Tuesday Tue February 060 12 AM 00 %");
     }
 
     #[test]
     fn tojson_matches_python_json_dumps() {
         let messages = [json!({"a": [1, 2.5, 1e20, 1e-7, "é<\n\"\\\u{1}"], "b": {}})];
         let out = render_str("{{ messages[0] | tojson }}", &messages).unwrap();
-        assert_eq!(
-            out,
-            r#"{"a": [1, 2.5, 1e+20, 1e-07, "é<\n\"\\\u0001"], "b": {}}"#
-        );
+        assert_eq!(out, r#"{"a": [1, 2.5, 1e+20, 1e-07, "é<\n\"\\\u0001"], "b": {}}"#);
         let messages = [json!({"a": [1, 2], "b": []})];
         let out = render_str("{{ messages[0] | tojson(indent=2) }}", &messages).unwrap();
         assert_eq!(out, "{\n  \"a\": [\n    1,\n    2\n  ],\n  \"b\": []\n}");
@@ -621,24 +545,13 @@ mod tests {
 
     #[test]
     fn values_print_like_python() {
-        let out = render_str(
-            "{{ none }} {{ true }} {{ 1.0 }} {{ 'a,b'.split(',') }} {{ [\"it's\", none, false] }} {{ {'k': 1} }}",
-            &[],
-        )
-        .unwrap();
-        assert_eq!(
-            out,
-            r#"None True 1.0 ['a', 'b'] ["it's", None, False] {'k': 1}"#
-        );
+        let out = render_str("{{ none }} {{ true }} {{ 1.0 }} {{ 'a,b'.split(',') }} {{ [\"it's\", none, false] }} {{ {'k': 1} }}", &[]).unwrap();
+        assert_eq!(out, r#"None True 1.0 ['a', 'b'] ["it's", None, False] {'k': 1}"#);
     }
 
     #[test]
     fn python_string_methods_work() {
-        let out = render_str(
-            "{{ '  x '.strip() }}|{{ 'abc'.startswith('ab') }}|{{ 'A-b'.lower() }}|{{ 'a b'.split()[1] }}",
-            &[],
-        )
-        .unwrap();
+        let out = render_str("{{ '  x '.strip() }}|{{ 'abc'.startswith('ab') }}|{{ 'A-b'.lower() }}|{{ 'a b'.split()[1] }}", &[]).unwrap();
         assert_eq!(out, "x|True|a-b|b");
     }
 
@@ -665,12 +578,7 @@ mod tests {
 
     #[test]
     fn tools_none_is_passed_as_none() {
-        let t = ChatTemplate::new(
-            "{{ tools is none }}|{{ tools | length if tools is not none }}",
-            None,
-            None,
-        )
-        .unwrap();
+        let t = ChatTemplate::new("{{ tools is none }}|{{ tools | length if tools is not none }}", None, None).unwrap();
         assert_eq!(t.render(&[], None, false).unwrap(), "True|");
         assert_eq!(t.render(&[], Some(&[json!({})]), false).unwrap(), "False|1");
     }
@@ -679,10 +587,7 @@ mod tests {
     fn compile_errors_are_reported() {
         let err = ChatTemplate::new("{% for m in messages %}", None, None).unwrap_err();
         assert!(matches!(err, TemplateError::Compile(_)), "{err:?}");
-        assert!(
-            err.to_string().contains("chat template does not compile"),
-            "{err}"
-        );
+        assert!(err.to_string().contains("chat template does not compile"), "{err}");
     }
 
     #[test]

@@ -63,10 +63,7 @@ impl ModelConfig {
     pub fn validate(&self, path: &Path) -> Result<()> {
         let bad = |msg: String| Err(ModelError::invalid(path, msg));
         if self.num_heads == 0 || self.num_kv_heads == 0 || !self.num_heads.is_multiple_of(self.num_kv_heads) {
-            return bad(format!(
-                "num_attention_heads ({}) must be a positive multiple of num_key_value_heads ({})",
-                self.num_heads, self.num_kv_heads
-            ));
+            return bad(format!("num_attention_heads ({}) must be a positive multiple of num_key_value_heads ({})", self.num_heads, self.num_kv_heads));
         }
         if self.head_dim == 0 || !self.head_dim.is_multiple_of(2) {
             return bad(format!("head_dim ({}) must be even and positive", self.head_dim));
@@ -79,8 +76,7 @@ impl ModelConfig {
 
     pub fn from_hf_json(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path).map_err(|e| ModelError::io(path, e))?;
-        let raw: HfConfig = serde_json::from_str(&text)
-            .map_err(|e| ModelError::invalid(path, format!("line {}: {}", e.line(), e)))?;
+        let raw: HfConfig = serde_json::from_str(&text).map_err(|e| ModelError::invalid(path, format!("line {}: {}", e.line(), e)))?;
         let arch = match raw.model_type.as_deref() {
             Some("llama") => Arch::Llama,
             Some("qwen2") => Arch::Qwen2,
@@ -142,8 +138,7 @@ impl ModelConfig {
                 factor: gguf_f32_or(md, &p("rope.scaling.factor"), 8.0),
                 low_freq_factor: gguf_f32_or(md, &p("rope.scaling.low_freq_factor"), 1.0),
                 high_freq_factor: gguf_f32_or(md, &p("rope.scaling.high_freq_factor"), 4.0),
-                original_max_position_embeddings: gguf_usize(md, &p("rope.scaling.original_context_length"), path)
-                    .unwrap_or(8192),
+                original_max_position_embeddings: gguf_usize(md, &p("rope.scaling.original_context_length"), path).unwrap_or(8192),
             }),
             _ => None,
         };

@@ -9,8 +9,8 @@ use half::{bf16, f16};
 
 use super::error::{ModelError, Result};
 use super::linear::{Matrix, WeightData};
-use crate::quant::{BlockQ4, BlockQ8, QK};
 use super::weights::TensorSource;
+use crate::quant::{BlockQ4, BlockQ8, QK};
 
 pub struct GgufFile {
     pub path: PathBuf,
@@ -47,11 +47,7 @@ impl GgufFile {
     }
 
     fn raw(&self, name: &str) -> Result<(GgmlDType, Vec<usize>, &[u8])> {
-        let info = self
-            .content
-            .tensor_infos
-            .get(name)
-            .ok_or_else(|| ModelError::MissingTensor { path: self.path.clone(), tensor: name.into() })?;
+        let info = self.content.tensor_infos.get(name).ok_or_else(|| ModelError::MissingTensor { path: self.path.clone(), tensor: name.into() })?;
         let dims = info.shape.dims().to_vec();
         // Sizes come from the file: checked arithmetic, so absurd ones are errors rather than wrapped values.
         let too_big = || ModelError::Truncated { path: self.path.clone(), tensor: name.into(), end: u64::MAX, len: self.mmap.len() as u64 };
@@ -62,9 +58,7 @@ impl GgufFile {
             GgmlDType::Q4_0 => (18, QK as u64),
             GgmlDType::Q4_1 => (20, QK as u64),
             GgmlDType::Q8_0 => (34, QK as u64),
-            other => {
-                return Err(ModelError::UnsupportedDType { path: self.path.clone(), tensor: name.into(), dtype: format!("{other:?}") })
-            }
+            other => return Err(ModelError::UnsupportedDType { path: self.path.clone(), tensor: name.into(), dtype: format!("{other:?}") }),
         };
         let nbytes = (elems / den).checked_mul(num).ok_or_else(too_big)?;
         let start = (self.content.tensor_data_offset).checked_add(info.offset).ok_or_else(too_big)?;

@@ -100,13 +100,21 @@ impl KvCache {
     fn key(&self, layer: usize, t: usize) -> &[f32] {
         let [p, o] = self.parts(layer);
         let d = self.kv_dim;
-        if t < self.parent_len { &p.0[t * d..(t + 1) * d] } else { &o.0[(t - self.parent_len) * d..(t - self.parent_len + 1) * d] }
+        if t < self.parent_len {
+            &p.0[t * d..(t + 1) * d]
+        } else {
+            &o.0[(t - self.parent_len) * d..(t - self.parent_len + 1) * d]
+        }
     }
 
     fn value(&self, layer: usize, t: usize) -> &[f32] {
         let [p, o] = self.parts(layer);
         let d = self.kv_dim;
-        if t < self.parent_len { &p.1[t * d..(t + 1) * d] } else { &o.1[(t - self.parent_len) * d..(t - self.parent_len + 1) * d] }
+        if t < self.parent_len {
+            &p.1[t * d..(t + 1) * d]
+        } else {
+            &o.1[(t - self.parent_len) * d..(t - self.parent_len + 1) * d]
+        }
     }
 
     /// Bytes held by this cache itself (a shared prefix is not counted).

@@ -84,8 +84,8 @@ impl LoadedModel {
 
     /// Attaches a LoRA adapter to the runtime (checked against this model's shapes and base name).
     pub fn attach_adapter(&mut self, dir: &Path) -> Result<()> {
-        let a = super::lora::LoraAdapter::load(dir, &self.transformer.cfg, Some(&self.base_name))
-            .map_err(|e| ModelError::invalid(dir, format!("adapter: {e}")))?;
+        let a =
+            super::lora::LoraAdapter::load(dir, &self.transformer.cfg, Some(&self.base_name)).map_err(|e| ModelError::invalid(dir, format!("adapter: {e}")))?;
         self.transformer.adapter = Some(a);
         Ok(())
     }
@@ -156,17 +156,15 @@ impl LoadedModel {
     }
 
     pub fn render_chat(&self, messages: &[Value], tools: Option<&[Value]>, add_generation_prompt: bool) -> Result<String> {
-        self.template
-            .render(messages, tools, add_generation_prompt)
-            .map_err(|e| ModelError::Template { path: self.source.path().into(), source: e })
+        self.template.render(messages, tools, add_generation_prompt).map_err(|e| ModelError::Template { path: self.source.path().into(), source: e })
     }
 }
 
 fn make_template(src: Option<String>, tok: &Tokenizer, path: &Path) -> Result<(ChatTemplate, bool)> {
     match src {
-        Some(s) => ChatTemplate::new(&s, tok.bos_token(), tok.eos_token())
-            .map(|t| (t, false))
-            .map_err(|e| ModelError::Template { path: path.into(), source: e }),
+        Some(s) => {
+            ChatTemplate::new(&s, tok.bos_token(), tok.eos_token()).map(|t| (t, false)).map_err(|e| ModelError::Template { path: path.into(), source: e })
+        }
         None => Ok((ChatTemplate::chatml(), true)),
     }
 }

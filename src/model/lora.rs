@@ -263,11 +263,8 @@ impl LoraAdapter {
 
     /// Writes the two PEFT files into an existing directory (used inside atomic directory writes).
     pub fn write_files(&self, dir: &Path) -> Result<()> {
-        let tensors: Vec<(String, Vec<usize>, Vec<u8>)> = self
-            .peft_tensors()
-            .into_iter()
-            .map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect()))
-            .collect();
+        let tensors: Vec<(String, Vec<usize>, Vec<u8>)> =
+            self.peft_tensors().into_iter().map(|(n, s, v)| (n, s, v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
         write_f32_safetensors(&dir.join(ADAPTER_WEIGHTS), &tensors)?;
         let cfg = PeftConfig {
             peft_type: "LORA".into(),
@@ -310,11 +307,7 @@ impl LoraAdapter {
         targets.dedup();
         if let Some(expected) = base_model {
             if expected != pc.base_model_name_or_path {
-                return Err(LoraError::BaseMismatch {
-                    path: dir.into(),
-                    adapter: pc.base_model_name_or_path,
-                    model: expected.into(),
-                });
+                return Err(LoraError::BaseMismatch { path: dir.into(), adapter: pc.base_model_name_or_path, model: expected.into() });
             }
         }
         let config = LoraConfig { r: pc.r, alpha: pc.lora_alpha, dropout: pc.lora_dropout, targets, base_model: pc.base_model_name_or_path };
@@ -402,9 +395,8 @@ impl LoraAdapter {
         // few rows on.
         let bt: Option<Vec<f32>> = (t >= 4).then(|| (0..p.r * p.d_out).map(|i| p.b[(i % p.d_out) * p.r + i / p.d_out]).collect());
         let bt = bt.as_deref();
-        let up = |out: &mut [f32], ax: &[f32], j0: usize, width: usize, row0: usize| {
-            dispatch(simd, UpProject { b: &p.b, bt, r: p.r, j0, ax, out, width, row0 })
-        };
+        let up =
+            |out: &mut [f32], ax: &[f32], j0: usize, width: usize, row0: usize| dispatch(simd, UpProject { b: &p.b, bt, r: p.r, j0, ax, out, width, row0 });
         if t * p.d_out * p.r < SERIAL_BELOW {
             up(out, &ax, 0, width, row0);
         } else if t == 1 {
@@ -457,15 +449,7 @@ impl LoraAdapter {
                 }
             }
             let [(_, qkv), (_, o), (_, gate_up), (_, down)] = mats;
-            layers.push(LayerWeights {
-                attn_norm: lw.attn_norm.clone(),
-                qkv,
-                qkv_bias: lw.qkv_bias.clone(),
-                o,
-                mlp_norm: lw.mlp_norm.clone(),
-                gate_up,
-                down,
-            });
+            layers.push(LayerWeights { attn_norm: lw.attn_norm.clone(), qkv, qkv_bias: lw.qkv_bias.clone(), o, mlp_norm: lw.mlp_norm.clone(), gate_up, down });
         }
         Ok(Weights { embed: f32m(&w.embed), layers, norm: w.norm.clone(), lm_head: w.lm_head.as_ref().map(f32m) })
     }

@@ -4,9 +4,9 @@ pub mod config;
 pub mod error;
 pub mod gguf;
 pub mod kv_cache;
-pub mod lora;
 pub mod linear;
 pub mod loaded;
+pub mod lora;
 pub mod rope;
 pub mod source;
 pub mod tokenizer;
@@ -16,8 +16,8 @@ pub mod weights;
 pub use config::{Arch, ModelConfig};
 pub use error::{ModelError, Result};
 pub use kv_cache::KvCache;
-pub use transformer::{Logits, SeqInput, Transformer};
 pub use loaded::LoadedModel;
+pub use transformer::{Logits, SeqInput, Transformer};
 
 /// The default model: SmolLM2-135M-Instruct from the PyPI wheel (scripts/fetch-model.sh puts it there).
 pub const DEFAULT_MODEL: &str = "models/SmolLM2-135M-Instruct.Q4_1.gguf";

@@ -15,8 +15,7 @@ const MAX_TABLE: usize = 32768;
 impl Rope {
     pub fn new(cfg: &ModelConfig) -> Self {
         let half = cfg.head_dim / 2;
-        let mut inv_freq: Vec<f32> =
-            (0..half).map(|i| 1.0 / (cfg.rope_theta as f64).powf(2.0 * i as f64 / cfg.head_dim as f64) as f32).collect();
+        let mut inv_freq: Vec<f32> = (0..half).map(|i| 1.0 / (cfg.rope_theta as f64).powf(2.0 * i as f64 / cfg.head_dim as f64) as f32).collect();
         if let Some(s) = cfg.rope_scaling {
             // Llama 3.x: scale low frequencies, keep high ones, interpolate in between.
             let old = s.original_max_position_embeddings as f32;

@@ -51,9 +51,8 @@ fn from_hub(id: &str) -> Result<ModelSource> {
         let cache = hf_hub::Cache::from_env().model(id.to_string());
         let mut dir = None;
         for f in HUB_FILES {
-            let p = cache.get(f).ok_or_else(|| {
-                ModelError::Other(format!("hub model `{id}`: `{f}` is not in the local cache and HF_HUB_OFFLINE is set; {how}"))
-            })?;
+            let p =
+                cache.get(f).ok_or_else(|| ModelError::Other(format!("hub model `{id}`: `{f}` is not in the local cache and HF_HUB_OFFLINE is set; {how}")))?;
             dir = p.parent().map(Path::to_path_buf);
         }
         let dir = dir.ok_or_else(|| ModelError::Other(format!("hub model `{id}`: empty cache entry")))?;
@@ -63,10 +62,7 @@ fn from_hub(id: &str) -> Result<ModelSource> {
         }
         return Ok(ModelSource::HfDir(dir));
     }
-    let api = hf_hub::api::sync::ApiBuilder::from_env()
-        .with_progress(true)
-        .build()
-        .map_err(|e| ModelError::Other(format!("hub model `{id}`: {e}")))?;
+    let api = hf_hub::api::sync::ApiBuilder::from_env().with_progress(true).build().map_err(|e| ModelError::Other(format!("hub model `{id}`: {e}")))?;
     let repo = api.model(id.to_string());
     let fetch = |f: &str| repo.get(f).map_err(|e| ModelError::Other(format!("hub model `{id}`: cannot fetch `{f}`: {e}; {how}")));
     let mut dir = PathBuf::new();
@@ -77,7 +73,8 @@ fn from_hub(id: &str) -> Result<ModelSource> {
         Ok(index) => {
             let text = std::fs::read_to_string(&index).map_err(|e| ModelError::io(&index, e))?;
             let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::invalid(&index, e.to_string()))?;
-            let mut shards: Vec<String> = v["weight_map"].as_object().map(|m| m.values().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default();
+            let mut shards: Vec<String> =
+                v["weight_map"].as_object().map(|m| m.values().filter_map(|s| s.as_str().map(String::from)).collect()).unwrap_or_default();
             shards.sort();
             shards.dedup();
             for s in shards {

@@ -47,22 +47,14 @@ impl Weights {
     }
 
     pub fn storage_bytes(&self) -> usize {
-        let l: usize = self
-            .layers
-            .iter()
-            .map(|l| l.qkv.storage_bytes() + l.o.storage_bytes() + l.gate_up.storage_bytes() + l.down.storage_bytes())
-            .sum();
+        let l: usize = self.layers.iter().map(|l| l.qkv.storage_bytes() + l.o.storage_bytes() + l.gate_up.storage_bytes() + l.down.storage_bytes()).sum();
         l + self.embed.storage_bytes() + self.lm_head.as_ref().map_or(0, |m| m.storage_bytes())
     }
 
     pub fn load(src: &dyn TensorSource, cfg: &ModelConfig) -> Result<Self> {
         let (h, i, q, kv, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
         let embed = src.matrix("model.embed_tokens.weight", cfg.vocab_size, h)?;
-        let lm_head = if src.has("lm_head.weight") && !cfg.tie_word_embeddings {
-            Some(src.matrix("lm_head.weight", cfg.vocab_size, h)?)
-        } else {
-            None
-        };
+        let lm_head = if src.has("lm_head.weight") && !cfg.tie_word_embeddings { Some(src.matrix("lm_head.weight", cfg.vocab_size, h)?) } else { None };
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for l in 0..cfg.num_layers {
             let p = |n: &str| format!("model.layers.{l}.{n}");
@@ -129,10 +121,10 @@ impl SafetensorsDir {
         let mut names: Vec<PathBuf> = if index_path.exists() {
             let text = std::fs::read_to_string(&index_path).map_err(|e| ModelError::io(&index_path, e))?;
             let v: serde_json::Value = serde_json::from_str(&text).map_err(|e| ModelError::invalid(&index_path, e.to_string()))?;
-            let map = v.get("weight_map").and_then(|m| m.as_object()).ok_or_else(|| ModelError::MissingField {
-                path: index_path.clone(),
-                field: "weight_map".into(),
-            })?;
+            let map = v
+                .get("weight_map")
+                .and_then(|m| m.as_object())
+                .ok_or_else(|| ModelError::MissingField { path: index_path.clone(), field: "weight_map".into() })?;
             let mut files: Vec<PathBuf> = map.values().filter_map(|f| f.as_str()).map(|f| dir.join(f)).collect();
             files.sort();
             files.dedup();
@@ -177,9 +169,7 @@ impl SafetensorsDir {
             Dtype::F32 => b.chunks_exact(4).map(|c| f32::from_le_bytes([c[0], c[1], c[2], c[3]])).collect(),
             Dtype::F16 => b.chunks_exact(2).map(|c| f16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
             Dtype::BF16 => b.chunks_exact(2).map(|c| bf16::from_le_bytes([c[0], c[1]]).to_f32()).collect(),
-            other => {
-                return Err(ModelError::UnsupportedDType { path: path.clone(), tensor: name.into(), dtype: format!("{other:?}") })
-            }
+            other => return Err(ModelError::UnsupportedDType { path: path.clone(), tensor: name.into(), dtype: format!("{other:?}") }),
         };
         Ok((t.shape().to_vec(), v))
     }

@@ -60,7 +60,11 @@ pub struct Estimate {
 /// Two-sided 95% Student t quantiles for 1..=10 degrees of freedom, then the normal one.
 fn t95(df: usize) -> f64 {
     const T: [f64; 10] = [12.706, 4.303, 3.182, 2.776, 2.571, 2.447, 2.365, 2.306, 2.262, 2.228];
-    if df == 0 { f64::NAN } else { T.get(df - 1).copied().unwrap_or(1.96) }
+    if df == 0 {
+        f64::NAN
+    } else {
+        T.get(df - 1).copied().unwrap_or(1.96)
+    }
 }
 
 pub fn estimate(values: &[f64]) -> Estimate {
@@ -166,7 +170,9 @@ pub fn summarize(runs: &[Run], reference: Option<&str>) -> Vec<ArmSummary> {
         .map(|&arm| {
             let mine = of(arm);
             let rounds = mine.iter().map(|r| r.rounds.len()).min().unwrap_or(0);
-            let per_round = |d: Option<u8>| (0..rounds).map(|k| estimate_rates(&mine.iter().filter_map(|r| success_at(&r.rounds[k].test, d)).collect::<Vec<_>>())).collect();
+            let per_round = |d: Option<u8>| {
+                (0..rounds).map(|k| estimate_rates(&mine.iter().filter_map(|r| success_at(&r.rounds[k].test, d)).collect::<Vec<_>>())).collect()
+            };
             let mut groups: BTreeMap<String, Vec<Rate>> = BTreeMap::new();
             for r in &mine {
                 for row in last(r).map(|t| t.rows).unwrap_or_default() {
@@ -188,10 +194,8 @@ pub fn summarize(runs: &[Run], reference: Option<&str>) -> Vec<ArmSummary> {
                 };
                 (diffs(None), diffs(Some(2)))
             });
-            let hinted: Vec<f64> = mine
-                .iter()
-                .flat_map(|r| r.rounds.iter().filter_map(|x| x.rollout.as_ref()?.hinted.as_ref().map(|h| h.hard_tasks_solved as f64)))
-                .collect();
+            let hinted: Vec<f64> =
+                mine.iter().flat_map(|r| r.rounds.iter().filter_map(|x| x.rollout.as_ref()?.hinted.as_ref().map(|h| h.hard_tasks_solved as f64))).collect();
             let flat: Vec<f64> = mine
                 .iter()
                 .flat_map(|r| r.rounds.iter().filter_map(|x| x.train.as_ref()?.rl.as_ref().map(|l| l.zero_variance_groups as f64 / l.groups.max(1) as f64)))
@@ -286,7 +290,12 @@ pub fn chart(arms: &[ArmSummary]) -> String {
         let mut series = Vec::new();
         for a in arms {
             let v = pick(a);
-            series.push(Series { name: a.arm.clone(), points: v.iter().enumerate().map(|(r, e)| (r as f64, 100.0 * e.mean)).collect(), dashed: false, bold: true });
+            series.push(Series {
+                name: a.arm.clone(),
+                points: v.iter().enumerate().map(|(r, e)| (r as f64, 100.0 * e.mean)).collect(),
+                dashed: false,
+                bold: true,
+            });
         }
         Chart { title: title.into(), x_label: "round".into(), y_label: "test success (%)".into(), y_max: None, series }
     };

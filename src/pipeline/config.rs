@@ -404,13 +404,19 @@ impl LoopConfig {
                 return bad("train.mode", "the RL objectives update the current adapter on-policy: use `continue`");
             }
             if self.rollout.top_p < 1.0 || self.rollout.top_k > 0 || self.rollout.temperature.is_nan() || self.rollout.temperature <= 0.0 {
-                return bad("rollout.top_p / rollout.top_k / rollout.temperature", "RL scores samples under the distribution they came from: sample at a temperature > 0 with top_p = 1 and top_k = 0");
+                return bad(
+                    "rollout.top_p / rollout.top_k / rollout.temperature",
+                    "RL scores samples under the distribution they came from: sample at a temperature > 0 with top_p = 1 and top_k = 0",
+                );
             }
             let r = &self.rl;
             if !(r.lr.is_finite() && r.lr > 0.0) || r.epochs == 0 || r.groups_per_step == 0 {
                 return bad("rl", "lr, epochs and groups_per_step must be positive");
             }
-            if ![r.success_reward, r.invalid_penalty, r.std_floor, r.clip_eps, r.kl_coef, r.entropy_coef, r.sdar_lambda, r.sdar_beta].iter().all(|v| v.is_finite() && *v >= 0.0) {
+            if ![r.success_reward, r.invalid_penalty, r.std_floor, r.clip_eps, r.kl_coef, r.entropy_coef, r.sdar_lambda, r.sdar_beta]
+                .iter()
+                .all(|v| v.is_finite() && *v >= 0.0)
+            {
                 return bad("rl", "rewards and coefficients must be finite and not negative");
             }
         }
@@ -470,7 +476,8 @@ mod tests {
         assert!(e.contains("tasks.suites") && e.contains("nope"), "{e}");
         let e = format!("{:#}", load_str("name = \"../x\"\nrounds = 1\n").unwrap_err());
         assert!(e.contains("`name`"), "{e}");
-        let cfg = load_str("name = \"x\"\nrounds = 1\n[prompt_files]\nqa = \"my_qa.md\"\n[tasks]\ntrain_files = [\"a/*.jsonl\"]\ntest_files = [\"t.jsonl\"]\n").unwrap();
+        let cfg = load_str("name = \"x\"\nrounds = 1\n[prompt_files]\nqa = \"my_qa.md\"\n[tasks]\ntrain_files = [\"a/*.jsonl\"]\ntest_files = [\"t.jsonl\"]\n")
+            .unwrap();
         assert_eq!(cfg.prompt_files["qa"], Path::new("my_qa.md"));
         assert!(!cfg.tasks.generated(), "task files without suites: no generated tasks");
         let text = toml::to_string_pretty(&cfg).unwrap();
@@ -487,5 +494,38 @@ mod tests {
         let rl = "name = \"x\"\nrounds = 1\n[rollout]\ntop_p = 1.0\n[train]\nobjective = \"grpo\"\n[rl]\nthen_sft = true\nwarmup = 4\n";
         let cfg = load_str(rl).unwrap();
         assert!(cfg.rl.then_sft && cfg.rl.warmup == 4);
+    }
+
+    /// configs/README.md's optimiser table shows the values the code uses (the CLI's --help prints the same).
+    #[test]
+    fn the_documented_optimiser_defaults_are_the_codes() {
+        let text = std::fs::read_to_string(Path::new(env!("CARGO_MANIFEST_DIR")).join("configs/README.md")).unwrap();
+        let (s, r) = (OptimParams::SFT, OptimParams::RL);
+        let rows: [(&str, String, String); 10] = [
+            ("lr", s.lr.to_string(), r.lr.to_string()),
+            ("warmup", s.warmup.to_string(), r.warmup.to_string()),
+            ("min_lr_ratio", s.min_lr_ratio.to_string(), r.min_lr_ratio.to_string()),
+            ("epochs", s.epochs.to_string(), r.epochs.to_string()),
+            ("batch_size", s.batch_size.to_string(), r.batch_size.to_string()),
+            ("grad_accum", s.grad_accum.to_string(), r.grad_accum.to_string()),
+            ("max_grad_norm", s.max_grad_norm.to_string(), r.max_grad_norm.to_string()),
+            ("weight_decay", s.weight_decay.to_string(), r.weight_decay.to_string()),
+            ("seed", s.seed.to_string(), r.seed.to_string()),
+            ("save_every", s.save_every.to_string(), r.save_every.to_string()),
+        ];
+        for (key, sft, rl) in rows {
+            let row = format!("| `{key}` | {sft} | {rl} |");
+            assert!(text.contains(&row), "configs/README.md lacks `{row}`");
+        }
+        // The loop's defaults are these values.
+        let c = toml::from_str::<LoopConfig>("name = \"x\"\nrounds = 1\n").unwrap();
+        assert_eq!(c.train.optim, s);
+        let o = c.rl_optim(0);
+        assert_eq!((o.lr, o.warmup, o.min_lr_ratio, o.epochs, o.batch_size), (r.lr, r.warmup, r.min_lr_ratio, r.epochs, r.batch_size));
+        // `[train]` keeps refusing unknown keys with its settings flattened in, and reads them.
+        let e = toml::from_str::<LoopConfig>("name = \"x\"\nrounds = 1\n[train]\nlr = 0.001\nlearning_rate = 2\n").unwrap_err().to_string();
+        assert!(e.contains("learning_rate"), "{e}");
+        let c = toml::from_str::<LoopConfig>("name = \"x\"\nrounds = 1\n[train]\nlr = 0.001\nmin_lr_ratio = 0.5\n").unwrap();
+        assert_eq!((c.train.optim.lr, c.train.optim.min_lr_ratio, c.train.optim.epochs), (0.001, 0.5, s.epochs));
     }
 }

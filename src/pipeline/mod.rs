@@ -15,8 +15,8 @@
 //! Every stage skips itself when its output exists, so rerunning the same command after a kill continues
 //! where it stopped and rewrites nothing that was finished.
 pub mod compare;
-pub mod jobs;
 pub mod config;
+pub mod jobs;
 pub mod plot;
 pub mod records;
 pub mod report;
@@ -31,9 +31,9 @@ use anyhow::{bail, Context};
 
 use crate::agent::metrics::EvalReport;
 use crate::agent::prompts::Prompts;
-use crate::data::Split;
-use crate::data::jsonl::write_json_atomic;
 use crate::atomic::write_file;
+use crate::data::jsonl::write_json_atomic;
+use crate::data::Split;
 use config::LoopConfig;
 use records::{overall, read_json, FilterRecord, GateRecord, RolloutRecord, RoundRecord, TrainRecord};
 use stages::{filter_record, round_dir, Stages};
@@ -165,7 +165,16 @@ struct Trained {
 
 /// A round that trained nothing: the model and its evaluations stay those of `prev`.
 #[allow(clippy::too_many_arguments)]
-fn unchanged(prev: &RoundRecord, round: usize, start: Option<PathBuf>, rollout: Option<RolloutRecord>, filter: Option<FilterRecord>, train: Option<TrainRecord>, reason: String, t0: Instant) -> RoundRecord {
+fn unchanged(
+    prev: &RoundRecord,
+    round: usize,
+    start: Option<PathBuf>,
+    rollout: Option<RolloutRecord>,
+    filter: Option<FilterRecord>,
+    train: Option<TrainRecord>,
+    reason: String,
+    t0: Instant,
+) -> RoundRecord {
     RoundRecord {
         round,
         start_adapter: start.clone(),
@@ -192,7 +201,16 @@ fn unchanged(prev: &RoundRecord, round: usize, start: Option<PathBuf>, rollout: 
 
 /// Evaluates the adapter the round trained and passes it through the gate.
 #[allow(clippy::too_many_arguments)]
-fn candidate_round(st: &mut Stages<'_>, round: usize, rdir: &Path, prev: &RoundRecord, start: Option<PathBuf>, rollout: RolloutRecord, trained: Trained, t0: Instant) -> anyhow::Result<RoundRecord> {
+fn candidate_round(
+    st: &mut Stages<'_>,
+    round: usize,
+    rdir: &Path,
+    prev: &RoundRecord,
+    start: Option<PathBuf>,
+    rollout: RolloutRecord,
+    trained: Trained,
+    t0: Instant,
+) -> anyhow::Result<RoundRecord> {
     let cfg = st.cfg;
     let candidate = relative(st, rdir).join(trained.sub).join("adapter");
     st.use_adapter(Some(&candidate))?;

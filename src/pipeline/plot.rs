@@ -36,7 +36,13 @@ impl Chart {
         let data_max = self.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0f64, f64::max);
         let data_min = self.series.iter().flat_map(|s| s.points.iter().map(|p| p.1)).fold(0.0f64, f64::min);
         let y_min = data_min * 1.15;
-        let fitted = if data_max > 0.0 { data_max * 1.15 } else if y_min < 0.0 { 0.0 } else { 1.0 };
+        let fitted = if data_max > 0.0 {
+            data_max * 1.15
+        } else if y_min < 0.0 {
+            0.0
+        } else {
+            1.0
+        };
         let y_max = self.y_max.unwrap_or(fitted);
         let span = (y_max - y_min).max(1e-12);
         let pw = W - PAD_L - PAD_R;
@@ -48,14 +54,26 @@ impl Chart {
         for i in 0..=4 {
             let y = y_min + span * i as f64 / 4.0;
             let (l, r, yy) = (x0 + PAD_L, x0 + PAD_L + pw, py(y));
-            let _ = writeln!(out, r##"<line x1="{l}" x2="{r}" y1="{yy}" y2="{yy}" stroke="#eee"/><text x="{}" y="{}" font-size="10" text-anchor="end">{}</text>"##, l - 4.0, yy + 3.0, fmt_num(y, span));
+            let _ = writeln!(
+                out,
+                r##"<line x1="{l}" x2="{r}" y1="{yy}" y2="{yy}" stroke="#eee"/><text x="{}" y="{}" font-size="10" text-anchor="end">{}</text>"##,
+                l - 4.0,
+                yy + 3.0,
+                fmt_num(y, span)
+            );
         }
         let every = (x_max as usize).div_ceil(12).max(1);
         for r in (0..=(x_max as usize)).step_by(every) {
             let _ = writeln!(out, r#"<text x="{}" y="{}" font-size="10" text-anchor="middle">{r}</text>"#, px(r as f64), PAD_T + ph + 14.0);
         }
         let _ = writeln!(out, r#"<text x="{}" y="{}" font-size="11" text-anchor="middle">{}</text>"#, x0 + PAD_L + pw / 2.0, H - 8.0, esc(&self.x_label));
-        let _ = writeln!(out, r#"<text x="{}" y="{}" font-size="11" text-anchor="middle" transform="rotate(-90 {0} {1})">{}</text>"#, x0 + 12.0, PAD_T + ph / 2.0, esc(&self.y_label));
+        let _ = writeln!(
+            out,
+            r#"<text x="{}" y="{}" font-size="11" text-anchor="middle" transform="rotate(-90 {0} {1})">{}</text>"#,
+            x0 + 12.0,
+            PAD_T + ph / 2.0,
+            esc(&self.y_label)
+        );
         for (i, s) in self.series.iter().enumerate() {
             let color = COLORS[i % COLORS.len()];
             let width = if s.bold { 3.0 } else { 1.5 };
@@ -67,7 +85,14 @@ impl Chart {
             }
             let ly = PAD_T + 8.0 + 15.0 * i as f64;
             let lx = x0 + PAD_L + pw + 10.0;
-            let _ = writeln!(out, r#"<line x1="{lx}" x2="{}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="{width}"{dash}/><text x="{}" y="{}" font-size="10">{}</text>"#, lx + 18.0, lx + 22.0, ly + 3.0, esc(&s.name));
+            let _ = writeln!(
+                out,
+                r#"<line x1="{lx}" x2="{}" y1="{ly}" y2="{ly}" stroke="{color}" stroke-width="{width}"{dash}/><text x="{}" y="{}" font-size="10">{}</text>"#,
+                lx + 18.0,
+                lx + 22.0,
+                ly + 3.0,
+                esc(&s.name)
+            );
         }
     }
 }
@@ -75,7 +100,11 @@ impl Chart {
 /// A tick label with as many decimals as the axis span needs.
 fn fmt_num(v: f64, span: f64) -> String {
     let decimals = if span >= 10.0 { 0 } else { (1.0 - span.log10().floor()).clamp(1.0, 6.0) as usize };
-    if decimals == 0 || v.fract().abs() < 1e-12 { format!("{v:.0}") } else { format!("{v:.decimals$}") }
+    if decimals == 0 || v.fract().abs() < 1e-12 {
+        format!("{v:.0}")
+    } else {
+        format!("{v:.decimals$}")
+    }
 }
 
 /// Charts side by side in one SVG document.

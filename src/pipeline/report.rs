@@ -6,14 +6,14 @@ use std::path::Path;
 
 use super::config::LoopConfig;
 use super::plot::{svg, Chart, Series};
-use super::train_plots::rl_svg;
 use super::records::{overall, RoundRecord};
 use super::stages::round_dir;
+use super::train_plots::rl_svg;
 use crate::agent::metrics::EvalReport;
-use crate::data::Split;
+use crate::atomic::write_file;
 use crate::data::jsonl::{read_jsonl, write_jsonl_atomic};
 use crate::data::ReadMode;
-use crate::atomic::write_file;
+use crate::data::Split;
 use crate::train::rl::RlStepMetrics;
 
 pub fn write_all(cfg: &LoopConfig, dir: &Path, records: &[RoundRecord], dev_origin: &str) -> anyhow::Result<()> {
@@ -93,17 +93,31 @@ pub fn markdown(cfg: &LoopConfig, records: &[RoundRecord], dev_origin: &str) -> 
     let _ = writeln!(s, "# autodidact loop `{}`\n", cfg.name);
     let (dev_n, test_n) = records.first().map_or((None, 0), |r| (r.dev_success().map(|d| d.1), overall(&r.test).1));
     let dev_n = dev_n.map_or("not evaluated".into(), |n| format!("{n} episodes"));
-    let _ = writeln!(s, "Model `{}`; {} of {} rounds done; config in `config.toml`. Evaluation: {} samples per task at temperature {}; dev {dev_n}, test {} episodes.\n",
-        cfg.model, records.len().saturating_sub(1), cfg.rounds, cfg.eval.samples, cfg.eval.temperature, test_n);
+    let _ = writeln!(
+        s,
+        "Model `{}`; {} of {} rounds done; config in `config.toml`. Evaluation: {} samples per task at temperature {}; dev {dev_n}, test {} episodes.\n",
+        cfg.model,
+        records.len().saturating_sub(1),
+        cfg.rounds,
+        cfg.eval.samples,
+        cfg.eval.temperature,
+        test_n
+    );
     if cfg.eval.dev {
-        let _ = writeln!(s, "Dev split: {dev_origin}. The gate and the choice of the best round use dev only; the test split is evaluated every round and decides nothing.\n");
+        let _ = writeln!(
+            s,
+            "Dev split: {dev_origin}. The gate and the choice of the best round use dev only; the test split is evaluated every round and decides nothing.\n"
+        );
     } else {
         let _ = writeln!(s, "Dev split not evaluated (`eval.dev = false`, gate off): every round is kept and the last one is the run's model; the test split decides nothing.\n");
     }
     let ks = records.first().map(|r| r.test.ks.clone()).unwrap_or_default();
     let pass_cols: String = ks.iter().map(|k| format!(" pass@{k} |")).collect();
     let _ = writeln!(s, "## Rounds\n");
-    let _ = writeln!(s, "| round | model | train success | kept | trained tokens | loss | dev success | test success |{pass_cols} mean turns | no few-shot | gate | minutes |");
+    let _ = writeln!(
+        s,
+        "| round | model | train success | kept | trained tokens | loss | dev success | test success |{pass_cols} mean turns | no few-shot | gate | minutes |"
+    );
     let _ = writeln!(s, "|---|---|---|---|---|---|---|---|{}---|---|---|---|", "---|".repeat(ks.len()));
     for r in records {
         let all = r.test.row("all", None);
@@ -131,7 +145,11 @@ pub fn markdown(cfg: &LoopConfig, records: &[RoundRecord], dev_origin: &str) -> 
             pct(r.success()),
             all.map_or("-".into(), |a| format!("{:.2}", a.mean_turns)),
             r.test_no_fewshot.as_ref().map_or("-".into(), |t| pct(overall(t).0)),
-            r.gate.as_ref().map_or("-".into(), |g| if g.promoted { "kept".into() } else { format!("rolled back ({})", g.reason.split(':').next().unwrap_or("")) }),
+            r.gate.as_ref().map_or("-".into(), |g| if g.promoted {
+                "kept".into()
+            } else {
+                format!("rolled back ({})", g.reason.split(':').next().unwrap_or(""))
+            }),
             r.seconds / 60.0,
         );
     }
@@ -162,29 +180,60 @@ pub fn markdown(cfg: &LoopConfig, records: &[RoundRecord], dev_origin: &str) -> 
             let b = row.success_rate;
             let Some(x) = suite_success(&best.test, &row.suite, row.difficulty) else { continue };
             let nf = |r: &RoundRecord| r.test_no_fewshot.as_ref().and_then(|t| suite_success(t, &row.suite, row.difficulty)).map_or("-".into(), pct);
-            let _ = writeln!(s, "| {} | {} | {} | {} | {:+.1} | {} | {} |", row.suite, row.difficulty.map_or("all".into(), |d| d.to_string()), pct(b), pct(x), 100.0 * (x - b), nf(base), nf(best));
+            let _ = writeln!(
+                s,
+                "| {} | {} | {} | {} | {:+.1} | {} | {} |",
+                row.suite,
+                row.difficulty.map_or("all".into(), |d| d.to_string()),
+                pct(b),
+                pct(x),
+                100.0 * (x - b),
+                nf(base),
+                nf(best)
+            );
         }
     }
     rl_section(&mut s, records);
     let _ = writeln!(s, "\n![curves](curves.svg)\n");
-    let _ = writeln!(s, "Gate: a round's adapter is kept when its dev success is at least the current model's minus {} standard error(s) of the difference{}.", cfg.gate.z, if cfg.gate.enabled { "" } else { " (disabled in this config: every round is kept)" });
+    let _ = writeln!(
+        s,
+        "Gate: a round's adapter is kept when its dev success is at least the current model's minus {} standard error(s) of the difference{}.",
+        cfg.gate.z,
+        if cfg.gate.enabled { "" } else { " (disabled in this config: every round is kept)" }
+    );
     s
 }
 
 /// The RL rounds' training summaries and the hinted rollouts' yield, when the run has them.
 fn rl_section(s: &mut String, records: &[RoundRecord]) {
     let f = |v: Option<f64>, d: usize| v.map_or("-".into(), |v| format!("{v:.d$}"));
-    let rl: Vec<(usize, &super::records::RlRecord)> = records.iter().filter_map(|r| r.train.as_ref().and_then(|t| t.rl.as_ref()).map(|x| (r.round, x))).collect();
+    let rl: Vec<(usize, &super::records::RlRecord)> =
+        records.iter().filter_map(|r| r.train.as_ref().and_then(|t| t.rl.as_ref()).map(|x| (r.round, x))).collect();
     if !rl.is_empty() {
         let _ = writeln!(s, "\n## RL training (per-step curves: rl.svg)\n");
         let _ = writeln!(s, "| round | objective | groups | equal-reward groups | episodes trained | mean reward | sampler vs trainer log-prob, mean abs | KL last (peak step) | clip fraction | gap T - S first → last | gate mean |");
         let _ = writeln!(s, "|---|---|---|---|---|---|---|---|---|---|---|");
         for (round, x) in rl {
-            let _ = writeln!(s, "| {round} | {:?} | {} | {} | {} | {:.2} | {} | {} ({}) | {} | {} → {} | {} |", x.objective, x.groups, x.zero_variance_groups, x.episodes_used, x.reward_mean,
-                if x.sampler_gap.tokens > 0 { format!("{:.5}", x.sampler_gap.mean_abs) } else { "- (T ≠ 1)".into() }, f(x.kl_last, 5), f(x.kl_peak, 3), f(x.clip_fraction_mean, 3), f(x.gap_first, 3), f(x.gap_last, 3), f(x.gate_mean, 3));
+            let _ = writeln!(
+                s,
+                "| {round} | {:?} | {} | {} | {} | {:.2} | {} | {} ({}) | {} | {} → {} | {} |",
+                x.objective,
+                x.groups,
+                x.zero_variance_groups,
+                x.episodes_used,
+                x.reward_mean,
+                if x.sampler_gap.tokens > 0 { format!("{:.5}", x.sampler_gap.mean_abs) } else { "- (T ≠ 1)".into() },
+                f(x.kl_last, 5),
+                f(x.kl_peak, 3),
+                f(x.clip_fraction_mean, 3),
+                f(x.gap_first, 3),
+                f(x.gap_last, 3),
+                f(x.gate_mean, 3)
+            );
         }
     }
-    let sft: Vec<(usize, &super::records::TrainRecord, usize)> = records.iter().filter_map(|r| Some((r.round, r.sft.as_ref()?, r.filter.as_ref()?.kept))).collect();
+    let sft: Vec<(usize, &super::records::TrainRecord, usize)> =
+        records.iter().filter_map(|r| Some((r.round, r.sft.as_ref()?, r.filter.as_ref()?.kept))).collect();
     if !sft.is_empty() {
         let _ = writeln!(s, "\n## Training on the filtered successes after the RL update (`rl.then_sft`, train-sft/)\n");
         let _ = writeln!(s, "| round | episodes kept | steps | loss |");
@@ -193,7 +242,8 @@ fn rl_section(s: &mut String, records: &[RoundRecord]) {
             let _ = writeln!(s, "| {round} | {kept} | {} | {} → {} |", t.steps, f(t.first_loss, 3), f(t.last_loss, 3));
         }
     }
-    let hinted: Vec<(usize, &super::records::HintedRecord)> = records.iter().filter_map(|r| r.rollout.as_ref().and_then(|x| x.hinted.as_ref()).map(|h| (r.round, h))).collect();
+    let hinted: Vec<(usize, &super::records::HintedRecord)> =
+        records.iter().filter_map(|r| r.rollout.as_ref().and_then(|x| x.hinted.as_ref()).map(|h| (r.round, h))).collect();
     if !hinted.is_empty() {
         let _ = writeln!(s, "\n## Hinted rollouts (unsolved train tasks, sampled again with the hint; trained on without it)\n");
         let _ = writeln!(s, "| round | tasks | episodes | successes | tasks solved | of difficulty 2+ |");
@@ -206,9 +256,15 @@ fn rl_section(s: &mut String, records: &[RoundRecord]) {
 
 pub fn curves(records: &[RoundRecord]) -> String {
     let x = |r: &RoundRecord| r.round as f64;
-    let mut success = vec![Series { name: "all (test)".into(), points: records.iter().map(|r| (x(r), 100.0 * r.success())).collect(), dashed: false, bold: true }];
+    let mut success =
+        vec![Series { name: "all (test)".into(), points: records.iter().map(|r| (x(r), 100.0 * r.success())).collect(), dashed: false, bold: true }];
     if dev_everywhere(records) {
-        success.push(Series { name: "all (dev)".into(), points: records.iter().filter_map(|r| Some((x(r), 100.0 * r.dev_success()?.0))).collect(), dashed: true, bold: false });
+        success.push(Series {
+            name: "all (dev)".into(),
+            points: records.iter().filter_map(|r| Some((x(r), 100.0 * r.dev_success()?.0))).collect(),
+            dashed: true,
+            bold: false,
+        });
     }
     if records.iter().all(|r| r.test_no_fewshot.is_some()) {
         success.push(Series {
@@ -219,16 +275,28 @@ pub fn curves(records: &[RoundRecord]) -> String {
         });
     }
     for n in suites(records) {
-        success.push(Series { name: n.clone(), points: records.iter().filter_map(|r| suite_success(&r.test, &n, None).map(|v| (x(r), 100.0 * v))).collect(), dashed: false, bold: false });
+        success.push(Series {
+            name: n.clone(),
+            points: records.iter().filter_map(|r| suite_success(&r.test, &n, None).map(|v| (x(r), 100.0 * v))).collect(),
+            dashed: false,
+            bold: false,
+        });
     }
     // Task files get a line each (test split), beside the suites.
-    let files: BTreeSet<String> = records.iter().flat_map(|r| r.sources.iter().filter(|s| s.source != super::tasks::GENERATED).map(|s| s.source.clone())).collect();
+    let files: BTreeSet<String> =
+        records.iter().flat_map(|r| r.sources.iter().filter(|s| s.source != super::tasks::GENERATED).map(|s| s.source.clone())).collect();
     for f in files {
-        let points = records.iter().filter_map(|r| r.sources.iter().find(|s| s.source == f && s.split == Split::Test).map(|s| (x(r), 100.0 * s.success_rate))).collect();
+        let points =
+            records.iter().filter_map(|r| r.sources.iter().find(|s| s.source == f && s.split == Split::Test).map(|s| (x(r), 100.0 * s.success_rate))).collect();
         let name = Path::new(&f).file_name().map_or(f.clone(), |n| n.to_string_lossy().to_string());
         success.push(Series { name, points, dashed: true, bold: false });
     }
-    let turns = vec![Series { name: "mean turns".into(), points: records.iter().filter_map(|r| r.test.row("all", None).map(|a| (x(r), a.mean_turns))).collect(), dashed: false, bold: true }];
+    let turns = vec![Series {
+        name: "mean turns".into(),
+        points: records.iter().filter_map(|r| r.test.row("all", None).map(|a| (x(r), a.mean_turns))).collect(),
+        dashed: false,
+        bold: true,
+    }];
     svg(&[
         Chart { title: "Success per round (suites: test)".into(), x_label: "round".into(), y_label: "success (%)".into(), y_max: Some(100.0), series: success },
         Chart { title: "Mean turns per test episode".into(), x_label: "round".into(), y_label: "turns".into(), y_max: None, series: turns },

@@ -7,15 +7,16 @@ use std::path::{Path, PathBuf};
 use anyhow::Context;
 
 use super::config::{LoopConfig, TrainMode};
+use super::jobs::{self, RlJob, SftJob};
 use super::records::{read_json, FilterRecord, HintedRecord, RlRecord, RolloutRecord, SourceResult, TrainRecord};
 use super::tasks::TaskSets;
 use crate::agent::episode::Limits;
+use crate::agent::hint::{self, HintSpec};
 use crate::agent::metrics::EvalReport;
 use crate::agent::prompts::{PromptOptions, Prompts};
 use crate::data::dataset::{read_dataset, DatasetRow};
 use crate::data::jsonl::{read_jsonl, write_json_atomic};
 use crate::data::{ReadMode, Split, Task, Trajectory};
-use crate::agent::hint::{self, HintSpec};
 use crate::distil::rl::Rewards;
 use crate::distil::{filter_to_dir, strip_hint, ChatEncoder, FilterParams, FilterReport, DATASET_FILE, REPORT_FILE};
 use crate::model::lora::{LoraAdapter, LoraConfig};
@@ -24,7 +25,6 @@ use crate::rollout::{run_rollout, Remote, RolloutParams};
 use crate::sample::SamplingParams;
 use crate::train::rl::{Objective, RlParams, RlStepMetrics};
 use crate::train::{OptimParams, SftParams};
-use super::jobs::{self, RlJob, SftJob};
 
 pub const TRAJECTORIES: &str = "trajectories.jsonl";
 pub const EVAL_FILE: &str = "eval.json";
@@ -103,7 +103,10 @@ impl Stages<'_> {
             read_json(&report_path)?
         } else {
             let tasks = if split == Split::Dev { &self.sets.dev } else { &self.sets.test };
-            say(self.quiet, format_args!("  {name}: {} {split} tasks x {} samples{}", tasks.len(), e.samples, if fewshot { "" } else { ", no few-shot examples" }));
+            say(
+                self.quiet,
+                format_args!("  {name}: {} {split} tasks x {} samples{}", tasks.len(), e.samples, if fewshot { "" } else { ", no few-shot examples" }),
+            );
             std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
             run_rollout(&self.model, &self.prompts, tasks, &self.params(e.samples, e.temperature, e.top_p, 0, fewshot, None, 0), &path, self.quiet)?;
             let trajs: Vec<Trajectory> = read_jsonl(&path, ReadMode::Strict)?.into_items();
@@ -139,7 +142,16 @@ impl Stages<'_> {
         let dir = round_dir.join("rollout");
         std::fs::create_dir_all(&dir).with_context(|| format!("creating {}", dir.display()))?;
         let path = dir.join(TRAJECTORIES);
-        say(self.quiet, format_args!("  rollout: {} train tasks (difficulties {difficulties:?}) x {} samples, {} unsolved tasks x {}", rest.len(), r.samples, hard.len(), r.samples + r.extra_samples_unsolved));
+        say(
+            self.quiet,
+            format_args!(
+                "  rollout: {} train tasks (difficulties {difficulties:?}) x {} samples, {} unsolved tasks x {}",
+                rest.len(),
+                r.samples,
+                hard.len(),
+                r.samples + r.extra_samples_unsolved
+            ),
+        );
         let (mut run, mut secs, mut tokens) = (0usize, 0f64, 0usize);
         for (group, samples) in [(&rest, r.samples), (&hard, r.samples + r.extra_samples_unsolved)] {
             if group.is_empty() {
@@ -200,7 +212,10 @@ impl Stages<'_> {
             tasks_solved: won.len(),
             hard_tasks_solved: won.iter().filter(|(_, d)| *d >= 2).count(),
         };
-        say(self.quiet, format_args!("  hinted rollout: {} successes, {} tasks solved ({} of difficulty 2+)", rec.successes, rec.tasks_solved, rec.hard_tasks_solved));
+        say(
+            self.quiet,
+            format_args!("  hinted rollout: {} successes, {} tasks solved ({} of difficulty 2+)", rec.successes, rec.tasks_solved, rec.hard_tasks_solved),
+        );
         Ok((trajs, rec))
     }
 
@@ -234,7 +249,16 @@ impl Stages<'_> {
         // Hinted episodes are trained on as if sampled without the hint.
         let trajs = trajs.iter().map(|t| strip_hint(t, &self.model)).collect::<Result<Vec<_>, _>>()?;
         let out = filter_to_dir(&trajs, &params, encoder, Some(self.model.tokenizer.stop_ids()), &dir)?;
-        say(self.quiet, format_args!("  filter: kept {} of {} episodes ({} tasks), {} trained tokens", out.report.total.kept, out.report.total.episodes, out.report.total.tasks_kept, out.trained_tokens()));
+        say(
+            self.quiet,
+            format_args!(
+                "  filter: kept {} of {} episodes ({} tasks), {} trained tokens",
+                out.report.total.kept,
+                out.report.total.episodes,
+                out.report.total.tasks_kept,
+                out.trained_tokens()
+            ),
+        );
         Ok((out.report, out.rows))
     }
 
@@ -304,9 +328,26 @@ impl Stages<'_> {
             std_floor: r.std_floor,
             ..RlParams::new(c.objective, self.cfg.rl_optim(round), self.model.config().max_position_embeddings, dir.clone())
         };
-        say(self.quiet, format_args!("  train ({:?}): {} episodes; log-probs under the starting adapter, the base model{} first", c.objective, trajs.len(), if c.objective == Objective::Sdar { " and the teacher" } else { "" }));
+        say(
+            self.quiet,
+            format_args!(
+                "  train ({:?}): {} episodes; log-probs under the starting adapter, the base model{} first",
+                c.objective,
+                trajs.len(),
+                if c.objective == Objective::Sdar { " and the teacher" } else { "" }
+            ),
+        );
         let rewards = Rewards { success: r.success_reward, invalid_penalty: r.invalid_penalty };
-        let job = jobs::run_rl(RlJob { model: &self.model, adapter, trajectories: trajs, rewards, hint_of: &hint_of, placement: self.cfg.hint.placement, params, quiet: self.quiet })?;
+        let job = jobs::run_rl(RlJob {
+            model: &self.model,
+            adapter,
+            trajectories: trajs,
+            rewards,
+            hint_of: &hint_of,
+            placement: self.cfg.hint.placement,
+            params,
+            quiet: self.quiet,
+        })?;
         let outcome = &job.outcome;
         anyhow::ensure!(outcome.finished, "training stopped before the end of its schedule ({} steps)", outcome.steps);
         let steps_log = &job.steps;

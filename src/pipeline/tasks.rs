@@ -9,9 +9,9 @@ use rand::seq::SliceRandom;
 use rand::SeedableRng;
 
 use super::config::TasksConfig;
+use crate::data::{Split, Task};
 use crate::tasks::select::generated;
 use crate::tasks::taskfile::load_tasks_numbered;
-use crate::data::{Split, Task};
 
 /// Where a task comes from: `generated`, or the task file's path as given.
 pub const GENERATED: &str = "generated";
@@ -50,14 +50,18 @@ impl TaskSets {
         };
         if t.generated() {
             for (split, per) in [(Split::Train, t.train_per), (Split::Dev, t.dev_per), (Split::Test, t.test_per)] {
-                for task in generated(&t.suites, &t.difficulties, split, t.seed, per).context("field `tasks.suites` / `tasks.difficulties` (suites that run tasks from files take tasks.train_files and the like)")? {
+                for task in generated(&t.suites, &t.difficulties, split, t.seed, per)
+                    .context("field `tasks.suites` / `tasks.difficulties` (suites that run tasks from files take tasks.train_files and the like)")?
+                {
                     let at = format!("generated task `{}`", task.id);
                     add(&mut sets, task, split, GENERATED, &at)?;
                 }
             }
         }
         let mut held_back: Vec<Task> = Vec::new();
-        for (split, patterns, field) in [(Split::Train, &t.train_files, "train_files"), (Split::Dev, &t.dev_files, "dev_files"), (Split::Test, &t.test_files, "test_files")] {
+        for (split, patterns, field) in
+            [(Split::Train, &t.train_files, "train_files"), (Split::Dev, &t.dev_files, "dev_files"), (Split::Test, &t.test_files, "test_files")]
+        {
             for path in expand(patterns, field)? {
                 let shown = path.display().to_string();
                 let tasks = load_tasks_numbered(&path).with_context(|| format!("field `tasks.{field}`"))?;
@@ -85,7 +89,12 @@ impl TaskSets {
             let (dev, train): (Vec<Task>, Vec<Task>) = std::mem::take(&mut sets.train).into_iter().partition(|t| ids.contains(&t.id));
             sets.train = train;
             sets.dev.extend(dev.into_iter().map(|t| Task { split: Split::Dev, ..t }));
-            format!("{n} tasks held back from tasks.train_files (seed {}, dev_fraction {}){}", t.seed, t.dev_fraction, if t.generated() { ", plus the generated dev split" } else { "" })
+            format!(
+                "{n} tasks held back from tasks.train_files (seed {}, dev_fraction {}){}",
+                t.seed,
+                t.dev_fraction,
+                if t.generated() { ", plus the generated dev split" } else { "" }
+            )
         } else {
             format!("{} generated tasks ({} per suite and difficulty)", sets.dev.len(), t.dev_per)
         };
@@ -207,7 +216,8 @@ mod tests {
         assert!(s.dev_origin.contains("held back"), "{}", s.dev_origin);
         assert_eq!(s.sources(), vec![train, test]);
         // Mixed with a generated suite: both kinds in every split.
-        let mixed = TaskSets::resolve(&TasksConfig { suites: vec!["arithmetic".into()], difficulties: vec![1], train_per: 2, dev_per: 2, test_per: 2, ..t }).unwrap();
+        let mixed =
+            TaskSets::resolve(&TasksConfig { suites: vec!["arithmetic".into()], difficulties: vec![1], train_per: 2, dev_per: 2, test_per: 2, ..t }).unwrap();
         assert_eq!((mixed.train.len(), mixed.dev.len(), mixed.test.len()), (10, 4, 3));
     }
 

@@ -3,19 +3,14 @@
 use std::path::{Path, PathBuf};
 
 use super::plot::{svg, Chart, Series};
+use crate::atomic::write_file;
 use crate::data::jsonl::read_jsonl;
 use crate::data::ReadMode;
-use crate::atomic::write_file;
 use crate::train::rl::RlStepMetrics;
 use crate::train::StepMetrics;
 
 fn line<M>(steps: &[M], name: &str, f: &dyn Fn(&M) -> Option<f64>, dashed: bool) -> Series {
-    Series {
-        name: name.into(),
-        points: steps.iter().enumerate().filter_map(|(i, m)| f(m).map(|v| ((i + 1) as f64, v))).collect(),
-        dashed,
-        bold: !dashed,
-    }
+    Series { name: name.into(), points: steps.iter().enumerate().filter_map(|(i, m)| f(m).map(|v| ((i + 1) as f64, v))).collect(), dashed, bold: !dashed }
 }
 
 fn chart(title: &str, x_label: &str, y_label: &str, series: Vec<Series>) -> Chart {
@@ -41,14 +36,33 @@ pub fn sft_svg(steps: &[StepMetrics]) -> String {
 /// RL steps in order (`x_label` says whether they span several rounds).
 pub fn rl_svg(steps: &[RlStepMetrics], x_label: &str) -> String {
     svg(&[
-        chart("Reward per step", x_label, "reward", vec![line(steps, "mean", &|m| Some(m.reward_mean), false), line(steps, "std", &|m| Some(m.reward_std), true)]),
-        chart("KL to the base, entropy / 100", x_label, "nats", vec![line(steps, "KL (k3)", &|m| Some(m.kl), false), line(steps, "entropy / 100", &|m| Some(m.entropy / 100.0), true)]),
-        chart("Clipping and flat groups", x_label, "share", vec![line(steps, "clip fraction", &|m| Some(m.clip_fraction), false), line(steps, "zero-variance groups", &|m| Some(m.zero_variance_groups), true)]),
+        chart(
+            "Reward per step",
+            x_label,
+            "reward",
+            vec![line(steps, "mean", &|m| Some(m.reward_mean), false), line(steps, "std", &|m| Some(m.reward_std), true)],
+        ),
+        chart(
+            "KL to the base, entropy / 100",
+            x_label,
+            "nats",
+            vec![line(steps, "KL (k3)", &|m| Some(m.kl), false), line(steps, "entropy / 100", &|m| Some(m.entropy / 100.0), true)],
+        ),
+        chart(
+            "Clipping and flat groups",
+            x_label,
+            "share",
+            vec![line(steps, "clip fraction", &|m| Some(m.clip_fraction), false), line(steps, "zero-variance groups", &|m| Some(m.zero_variance_groups), true)],
+        ),
         chart(
             "SDAR: teacher - student gap, gate",
             x_label,
             "",
-            vec![line(steps, "mean gap T - S", &|m| m.gap_mean, false), line(steps, "gate mean", &|m| m.gate_mean, true), line(steps, "share g > 0.5", &|m| m.gate_above_half, true)],
+            vec![
+                line(steps, "mean gap T - S", &|m| m.gap_mean, false),
+                line(steps, "gate mean", &|m| m.gate_mean, true),
+                line(steps, "share g > 0.5", &|m| m.gate_above_half, true),
+            ],
         ),
     ])
 }
@@ -83,14 +97,24 @@ mod tests {
     #[test]
     fn plots_carry_every_step_of_the_run() {
         let dir = tempfile::tempdir().unwrap();
-        let rl: Vec<RlStepMetrics> = (1..=5).map(|step| RlStepMetrics { step, reward_mean: step as f64, kl: 0.01 * step as f64, ..Default::default() }).collect();
+        let rl: Vec<RlStepMetrics> =
+            (1..=5).map(|step| RlStepMetrics { step, reward_mean: step as f64, kl: 0.01 * step as f64, ..Default::default() }).collect();
         write_jsonl_atomic(&dir.path().join("metrics.jsonl"), &rl).unwrap();
         let svg = std::fs::read_to_string(write_rl_plot(dir.path()).unwrap()).unwrap();
         assert_eq!((count(&svg, "<polyline"), count(&svg, "<circle")), (6, 30));
         assert!(svg.contains("Reward per step") && svg.contains("SDAR"));
 
         let sft: Vec<StepMetrics> = (1..=7)
-            .map(|step| StepMetrics { step, epoch: 0, loss: 3.0 / step as f64, lr: 1e-3, grad_norm: 1.0, tokens_per_s: 10.0, step_tokens: 8, trained_tokens: 8 * step as u64 })
+            .map(|step| StepMetrics {
+                step,
+                epoch: 0,
+                loss: 3.0 / step as f64,
+                lr: 1e-3,
+                grad_norm: 1.0,
+                tokens_per_s: 10.0,
+                step_tokens: 8,
+                trained_tokens: 8 * step as u64,
+            })
             .collect();
         write_jsonl_atomic(&dir.path().join("metrics.jsonl"), &sft).unwrap();
         let svg = std::fs::read_to_string(write_sft_plot(dir.path()).unwrap()).unwrap();

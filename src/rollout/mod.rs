@@ -143,14 +143,7 @@ pub fn rollout(
 }
 
 /// Runs rollouts with a progress bar; shared by `rollout`, `eval` and the loop.
-pub fn run_rollout(
-    model: &LoadedModel,
-    prompts: &Prompts,
-    tasks: &[Task],
-    params: &RolloutParams,
-    out: &Path,
-    quiet: bool,
-) -> anyhow::Result<RolloutSummary> {
+pub fn run_rollout(model: &LoadedModel, prompts: &Prompts, tasks: &[Task], params: &RolloutParams, out: &Path, quiet: bool) -> anyhow::Result<RolloutSummary> {
     let total = tasks.len() as u64 * params.samples_per_task as u64;
     let pb = crate::progress::bar(total, "episodes", quiet);
     let mut ok = 0u64;

@@ -9,10 +9,10 @@ use std::collections::HashMap;
 use anyhow::{bail, Context};
 use serde_json::{json, Value};
 
+use super::prefix::PrefixCache;
 use crate::agent::policy::{Policy, TurnOutput, TurnRequest};
 use crate::data::{FinishReason, Message, Role};
 use crate::model::{KvCache, LoadedModel};
-use super::prefix::PrefixCache;
 use crate::sample::{generate_into, SamplingParams, Sequence};
 
 struct EpisodeState {
@@ -125,9 +125,7 @@ fn turn_end_id(model: &LoadedModel) -> u32 {
     let tok = &model.tokenizer;
     let messages = [json!({"role": "user", "content": "u"}), json!({"role": "assistant", "content": PROBE})];
     let after = model.render_chat(&messages, None, false).ok().and_then(|s| s.find(PROBE).map(|i| s[i + PROBE.len()..].to_string()));
-    after
-        .and_then(|rest| tok.stop_ids().iter().copied().find(|&id| tok.id_to_token(id).is_some_and(|t| rest.starts_with(&t))))
-        .unwrap_or(tok.eos_id())
+    after.and_then(|rest| tok.stop_ids().iter().copied().find(|&id| tok.id_to_token(id).is_some_and(|t| rest.starts_with(&t)))).unwrap_or(tok.eos_id())
 }
 
 /// Whether the chat template renders a `tool` message with its content. Qwen2.5's template wraps it in
@@ -190,13 +188,7 @@ impl Policy for EnginePolicy<'_> {
             let stop = if out.finish == FinishReason::Stop { out.tokens.last().copied() } else { None };
             st.text.push_str(&self.view.sampled_text(&out.text, stop));
             self.episodes.insert(ep, st);
-            results.push(TurnOutput {
-                text: out.text,
-                prompt_delta_ids: ids,
-                sampled_ids: out.tokens,
-                logprobs: out.logprobs,
-                finish: out.finish,
-            });
+            results.push(TurnOutput { text: out.text, prompt_delta_ids: ids, sampled_ids: out.tokens, logprobs: out.logprobs, finish: out.finish });
         }
         Ok(results)
     }

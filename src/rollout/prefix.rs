@@ -27,11 +27,7 @@ fn lcp(a: &[u32], b: &[u32]) -> usize {
 impl PrefixCache {
     /// The longest cached prefix of `prompt` that leaves it at least one token of its own.
     fn lookup(&self, prompt: &[u32]) -> Option<(Arc<KvCache>, usize)> {
-        self.entries
-            .iter()
-            .filter(|(p, _)| p.len() < prompt.len() && prompt.starts_with(p))
-            .max_by_key(|(p, _)| p.len())
-            .map(|(p, c)| (c.clone(), p.len()))
+        self.entries.iter().filter(|(p, _)| p.len() < prompt.len() && prompt.starts_with(p)).max_by_key(|(p, _)| p.len()).map(|(p, c)| (c.clone(), p.len()))
     }
 
     /// For each prompt: a cache holding its first `n` tokens, and `n` (`None`: start from an empty cache).

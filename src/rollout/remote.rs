@@ -45,17 +45,15 @@ pub fn turn_seed(seed: u64, stream: u64, turn: u64) -> u64 {
 }
 
 impl<'m> RemotePolicy<'m> {
-    pub fn new(model: &'m LoadedModel, clients: Vec<Client>, concurrency: usize, params: SamplingParams, streams: Vec<u64>, on_tokens: Box<dyn FnMut(usize) + 'm>) -> Self {
-        RemotePolicy {
-            model,
-            view: ChatView::new(model),
-            clients,
-            concurrency: concurrency.max(1),
-            params,
-            streams,
-            episodes: HashMap::new(),
-            on_tokens,
-        }
+    pub fn new(
+        model: &'m LoadedModel,
+        clients: Vec<Client>,
+        concurrency: usize,
+        params: SamplingParams,
+        streams: Vec<u64>,
+        on_tokens: Box<dyn FnMut(usize) + 'm>,
+    ) -> Self {
+        RemotePolicy { model, view: ChatView::new(model), clients, concurrency: concurrency.max(1), params, streams, episodes: HashMap::new(), on_tokens }
     }
 
     /// The turn's sampled ids and log-probs from a server's reply: its own ids where returned, else the text

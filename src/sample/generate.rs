@@ -107,11 +107,7 @@ pub fn generate_into(
     }
     let mut st: Vec<Active> = seqs
         .iter()
-        .map(|_| Active {
-            out: GenOutput { tokens: vec![], logprobs: vec![], text: String::new(), finish: FinishReason::Length },
-            done: false,
-            logits: vec![],
-        })
+        .map(|_| Active { out: GenOutput { tokens: vec![], logprobs: vec![], text: String::new(), finish: FinishReason::Length }, done: false, logits: vec![] })
         .collect();
 
     // Prefill pending tokens, packing sequences into forward passes of bounded size.
@@ -124,11 +120,8 @@ pub fn generate_into(
             j += 1;
         }
         let pendings: Vec<Vec<u32>> = seqs[i..j].iter_mut().map(|s| std::mem::take(&mut s.pending)).collect();
-        let mut batch: Vec<SeqInput> = seqs[i..j]
-            .iter_mut()
-            .zip(&pendings)
-            .map(|(s, p)| SeqInput { cache: &mut s.cache, tokens: p, logits: Logits::Last })
-            .collect();
+        let mut batch: Vec<SeqInput> =
+            seqs[i..j].iter_mut().zip(&pendings).map(|(s, p)| SeqInput { cache: &mut s.cache, tokens: p, logits: Logits::Last }).collect();
         let logits = model.forward(&mut batch)?;
         for (a, l) in st[i..j].iter_mut().zip(logits) {
             a.logits = l;
@@ -138,11 +131,8 @@ pub fn generate_into(
 
     loop {
         // Each sequence samples from its own logits with its own stream: in parallel, the same tokens.
-        let picks: Vec<Option<(u32, f32)>> = st
-            .par_iter()
-            .zip(seqs.par_iter_mut())
-            .map(|(a, s)| (!a.done).then(|| sample(&a.logits, params, &mut s.rng)))
-            .collect();
+        let picks: Vec<Option<(u32, f32)>> =
+            st.par_iter().zip(seqs.par_iter_mut()).map(|(a, s)| (!a.done).then(|| sample(&a.logits, params, &mut s.rng))).collect();
         let mut stepped = 0;
         for (((a, s), &limit), pick) in st.iter_mut().zip(seqs.iter_mut()).zip(max_new_tokens).zip(picks) {
             let Some((t, lp)) = pick else { continue };

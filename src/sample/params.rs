@@ -40,11 +40,7 @@ pub fn stream_rng(seed: u64, stream: u64) -> ChaCha8Rng {
 pub fn sample(logits: &[f32], p: &SamplingParams, rng: &mut ChaCha8Rng) -> (u32, f32) {
     let max = logits.iter().fold(f32::NEG_INFINITY, |a, &x| a.max(x));
     let log_z = max + logits.iter().map(|&x| (x - max).exp()).sum::<f32>().ln();
-    let token = if p.temperature <= 0.0 {
-        argmax(logits)
-    } else {
-        sample_tempered(logits, p, rng)
-    };
+    let token = if p.temperature <= 0.0 { argmax(logits) } else { sample_tempered(logits, p, rng) };
     (token as u32, logits[token] - log_z)
 }
 

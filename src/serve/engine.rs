@@ -42,9 +42,16 @@ struct Admitted {
 pub enum Event {
     /// One sampled token: its id, log-prob and the text it completes (may be empty while a character is split
     /// over tokens).
-    Token { id: u32, logprob: f32, text: String },
+    Token {
+        id: u32,
+        logprob: f32,
+        text: String,
+    },
     /// `stopped`: an end-of-turn token or stop string ended it (false: the token limit or the context).
-    Done { stopped: bool, prompt_tokens: usize },
+    Done {
+        stopped: bool,
+        prompt_tokens: usize,
+    },
     Error(String),
 }
 
@@ -275,7 +282,8 @@ impl Engine {
                 end += 1;
             }
             let tails: Vec<Vec<u32>> = out[i..end].iter().map(|a| a.ids[a.cache.len()..].to_vec()).collect();
-            let mut batch: Vec<SeqInput> = out[i..end].iter_mut().zip(&tails).map(|(a, t)| SeqInput { cache: &mut a.cache, tokens: t, logits: Logits::Last }).collect();
+            let mut batch: Vec<SeqInput> =
+                out[i..end].iter_mut().zip(&tails).map(|(a, t)| SeqInput { cache: &mut a.cache, tokens: t, logits: Logits::Last }).collect();
             match model.forward(&mut batch) {
                 Ok(logits) => {
                     for (a, l) in out[i..end].iter_mut().zip(logits) {

@@ -195,7 +195,8 @@ fn generate(req: tiny_http::Request, ctx: &Ctx, ep: Endpoint, body: &[u8]) {
         // Written by hand and flushed per event: tiny_http's chunked encoder holds 8 KB back.
         let mut sse = Sse { rx, ep, p, id, created: now(), buf: Vec::new(), done: false, started: false, gathered: Gathered::default() };
         let mut w = req.into_writer();
-        let mut ok = w.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n").is_ok();
+        let mut ok =
+            w.write_all(b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nCache-Control: no-cache\r\nTransfer-Encoding: chunked\r\n\r\n").is_ok();
         while ok && sse.next_event() {
             if sse.buf.is_empty() {
                 continue; // an empty chunk would end the body

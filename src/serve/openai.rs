@@ -2,9 +2,9 @@
 use serde_json::{json, Value};
 
 use super::engine::{Event, Prompt};
-use crate::tools::toolcall::{parse_turn, render_calls, Action};
 use crate::data::ToolCall;
 use crate::sample::SamplingParams;
+use crate::tools::toolcall::{parse_turn, render_calls, Action};
 
 /// A request error: HTTP status and message.
 #[derive(Debug)]
@@ -83,7 +83,9 @@ pub fn parse(ep: Endpoint, v: &Value, default_model: &str) -> Result<Parsed, Api
     let stop_strings = match v.get("stop") {
         None | Some(Value::Null) => vec![],
         Some(Value::String(s)) => vec![s.clone()],
-        Some(Value::Array(a)) => a.iter().map(|s| s.as_str().map(str::to_string).ok_or_else(|| ApiError::bad("`stop`: expected strings"))).collect::<Result<_, _>>()?,
+        Some(Value::Array(a)) => {
+            a.iter().map(|s| s.as_str().map(str::to_string).ok_or_else(|| ApiError::bad("`stop`: expected strings"))).collect::<Result<_, _>>()?
+        }
         Some(x) => return Err(ApiError::bad(format!("`stop`: expected a string or a list of strings, got {x}"))),
     };
     let params = SamplingParams { temperature, top_k, top_p, seed, max_new_tokens: max_tokens, stop_tokens: vec![], stop_strings };
@@ -256,7 +258,8 @@ pub fn reply(ep: Endpoint, p: &Parsed, id: &str, created: u64, g: &Gathered) -> 
             let (message, calls) = assistant_message(&g.text, p.tools);
             let mut choice = json!({"index": 0, "message": message, "finish_reason": finish_reason(g.stopped, calls), "logprobs": Value::Null});
             if p.logprobs {
-                let content: Vec<Value> = g.pieces.iter().zip(&g.logprobs).map(|(t, l)| json!({"token": t, "logprob": l, "bytes": t.as_bytes(), "top_logprobs": []})).collect();
+                let content: Vec<Value> =
+                    g.pieces.iter().zip(&g.logprobs).map(|(t, l)| json!({"token": t, "logprob": l, "bytes": t.as_bytes(), "top_logprobs": []})).collect();
                 choice["logprobs"] = json!({"content": content});
             }
             if p.token_ids {

@@ -182,15 +182,7 @@ const SHARED_BLOCK: usize = 64;
 /// `scale` times the chain `q0 k0 + q1 k1 + ...` over the head's registers, reduced as [`Lanes::sum`] does.
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 #[inline(always)]
-fn head_scores<L: Lanes>(
-    q: &[f32],
-    keys: &[f32],
-    first: usize,
-    ts: std::ops::Range<usize>,
-    (stride, off): (usize, usize),
-    scale: f32,
-    s: &mut [f32],
-) {
+fn head_scores<L: Lanes>(q: &[f32], keys: &[f32], first: usize, ts: std::ops::Range<usize>, (stride, off): (usize, usize), scale: f32, s: &mut [f32]) {
     let hd = q.len();
     let mut t = ts.start;
     while t < ts.end {
@@ -478,19 +470,19 @@ mod tests {
                 let (stride, off) = (2 * hd, hd);
                 let (sk, sv) = (rand_vec(&mut rng, n_shared * stride), rand_vec(&mut rng, n_shared * stride));
                 let lens = [n_shared + 9, n_shared + 1, n_shared / 2 + 1, n_shared + 40];
-                let owns: Vec<(Vec<f32>, Vec<f32>)> = lens.iter().map(|&n| {
-                    let own = n.saturating_sub(n_shared);
-                    (rand_vec(&mut rng, own * stride), rand_vec(&mut rng, own * stride))
-                }).collect();
+                let owns: Vec<(Vec<f32>, Vec<f32>)> = lens
+                    .iter()
+                    .map(|&n| {
+                        let own = n.saturating_sub(n_shared);
+                        (rand_vec(&mut rng, own * stride), rand_vec(&mut rng, own * stride))
+                    })
+                    .collect();
                 let qs: Vec<Vec<f32>> = lens.iter().map(|_| rand_vec(&mut rng, heads * hd)).collect();
                 let scale = 1.0 / (hd as f32).sqrt();
                 let mut outs = vec![vec![f32::NAN; heads * hd]; lens.len()];
                 let mut scores = Vec::new();
-                let mut rows: Vec<RowQuery> = outs
-                    .iter_mut()
-                    .enumerate()
-                    .map(|(i, out)| RowQuery { q: &qs[i], own: (&owns[i].0[..], &owns[i].1[..]), n: lens[i], out })
-                    .collect();
+                let mut rows: Vec<RowQuery> =
+                    outs.iter_mut().enumerate().map(|(i, out)| RowQuery { q: &qs[i], own: (&owns[i].0[..], &owns[i].1[..]), n: lens[i], out }).collect();
                 attend_rows(simd, AttendRows { rows: &mut rows, heads, shared: (&sk, &sv), stride, off, scale, scores: &mut scores });
                 for (i, together) in outs.iter().enumerate() {
                     for h in 0..heads {

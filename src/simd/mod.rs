@@ -81,9 +81,11 @@ impl Simd {
             _ => return Err(SimdError::Unknown(name.to_string())),
         };
         let avail = Self::available();
-        avail.iter().copied().find(|s| s.0 == level).ok_or_else(|| {
-            SimdError::Unavailable(name.to_string(), avail.iter().map(|s| s.name()).collect::<Vec<_>>().join(", "))
-        })
+        avail
+            .iter()
+            .copied()
+            .find(|s| s.0 == level)
+            .ok_or_else(|| SimdError::Unavailable(name.to_string(), avail.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ")))
     }
 
     /// The path this process uses: `AUTODIDACT_SIMD` if set, else the best one. Fixed at the first call.

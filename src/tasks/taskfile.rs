@@ -6,22 +6,17 @@ use std::path::{Path, PathBuf};
 
 use serde_json::Value;
 
-use crate::tasks::suites::{self, qa::builtin_spec};
-use crate::tools::toolcall::tool_name;
 use crate::data::jsonl::{read_jsonl, JsonlError, ReadMode, SkippedLine};
 use crate::data::{Expected, Matcher, Task};
+use crate::tasks::suites::{self, qa::builtin_spec};
+use crate::tools::toolcall::tool_name;
 
 #[derive(Debug, thiserror::Error)]
 pub enum TaskFileError {
     #[error(transparent)]
     Jsonl(#[from] JsonlError),
     #[error("{}:{line}: field `{field}`: {message}", path.display())]
-    Invalid {
-        path: PathBuf,
-        line: usize,
-        field: String,
-        message: String,
-    },
+    Invalid { path: PathBuf, line: usize, field: String, message: String },
 }
 
 /// A validation failure: the offending field (a path such as `expected.calls[0].name`) and what is wrong.
@@ -32,10 +27,7 @@ pub struct FieldError {
 }
 
 fn bad(field: impl Into<String>, message: impl Into<String>) -> FieldError {
-    FieldError {
-        field: field.into(),
-        message: message.into(),
-    }
+    FieldError { field: field.into(), message: message.into() }
 }
 
 /// Reads and validates every task of a file; ids must be unique within the file.
@@ -100,42 +92,22 @@ pub fn validate_task(task: &mut Task) -> Result<(), FieldError> {
         let field = format!("tools[{i}]");
         if let Value::String(name) = tool {
             *tool = builtin_spec(name)
-                .or_else(|| {
-                    suite
-                        .tools(task.difficulty.max(1))
-                        .into_iter()
-                        .find(|t| tool_name(t) == Some(name.as_str()))
-                })
+                .or_else(|| suite.tools(task.difficulty.max(1)).into_iter().find(|t| tool_name(t) == Some(name.as_str())))
                 .ok_or_else(|| bad(&field, format!("unknown built-in tool `{name}`")))?;
         }
         if tool.get("type").and_then(Value::as_str) != Some("function") {
-            return Err(bad(
-                &field,
-                "must be {\"type\": \"function\", \"function\": {...}} or a built-in tool name",
-            ));
+            return Err(bad(&field, "must be {\"type\": \"function\", \"function\": {...}} or a built-in tool name"));
         }
-        let name = tool_name(tool)
-            .filter(|n| !n.trim().is_empty())
-            .ok_or_else(|| bad(format!("{field}.function.name"), "missing"))?;
+        let name = tool_name(tool).filter(|n| !n.trim().is_empty()).ok_or_else(|| bad(format!("{field}.function.name"), "missing"))?;
         if let Some(p) = tool.pointer("/function/parameters") {
             if !p.is_object() {
-                return Err(bad(
-                    format!("{field}.function.parameters"),
-                    "must be a JSON schema object",
-                ));
+                return Err(bad(format!("{field}.function.parameters"), "must be a JSON schema object"));
             }
             crate::tools::schema::compile(p).map_err(|e| bad(format!("{field}.function.parameters"), e))?;
         }
         if let Some(allowed) = suite.tool_names() {
             if !allowed.contains(&name) {
-                return Err(bad(
-                    &field,
-                    format!(
-                        "unknown tool `{name}` for suite `{}` (available: {})",
-                        suite.name(),
-                        allowed.join(", ")
-                    ),
-                ));
+                return Err(bad(&field, format!("unknown tool `{name}` for suite `{}` (available: {})", suite.name(), allowed.join(", "))));
             }
         }
         if !names.insert(name.to_string()) {
@@ -143,14 +115,9 @@ pub fn validate_task(task: &mut Task) -> Result<(), FieldError> {
         }
     }
     validate_expected(task, &names)?;
-    let sandbox = suite
-        .sandbox(task)
-        .map_err(|e| bad("data", e.to_string()))?;
+    let sandbox = suite.sandbox(task).map_err(|e| bad("data", e.to_string()))?;
     if matches!(task.expected, Expected::State { .. }) && sandbox.state().is_none() {
-        return Err(bad(
-            "expected",
-            format!("suite `{}` has no state to compare with", suite.name()),
-        ));
+        return Err(bad("expected", format!("suite `{}` has no state to compare with", suite.name())));
     }
     Ok(())
 }
@@ -167,18 +134,12 @@ fn validate_expected(task: &Task, tools: &BTreeSet<String>) -> Result<(), FieldE
                 }
                 for a in std::iter::once(&spec.answer).chain(&spec.aliases) {
                     if crate::tools::verify::numbers_in(a).is_empty() {
-                        return Err(bad(
-                            format!("{field}.answer"),
-                            format!("`{a}` has no number for the number matcher"),
-                        ));
+                        return Err(bad(format!("{field}.answer"), format!("`{a}` has no number for the number matcher")));
                     }
                 }
             }
             Matcher::F1 { threshold } if !(0.0..=1.0).contains(&threshold) => {
-                return Err(bad(
-                    format!("{field}.matcher.threshold"),
-                    "must be in [0, 1]",
-                ));
+                return Err(bad(format!("{field}.matcher.threshold"), "must be in [0, 1]"));
             }
             _ => {}
         }
@@ -186,38 +147,22 @@ fn validate_expected(task: &Task, tools: &BTreeSet<String>) -> Result<(), FieldE
     };
     match &task.expected {
         Expected::Answer(spec) => check_answer("expected", spec),
-        Expected::State {
-            answer: Some(spec), ..
-        } => check_answer("expected.answer", spec),
+        Expected::State { answer: Some(spec), .. } => check_answer("expected.answer", spec),
         Expected::State { .. } => Ok(()),
         Expected::Calls { calls } => {
             for (i, c) in calls.iter().enumerate() {
                 let field = format!("expected.calls[{i}]");
                 if !tools.contains(&c.name) {
-                    return Err(bad(
-                        format!("{field}.name"),
-                        format!("`{}` is not one of the task's tools", c.name),
-                    ));
+                    return Err(bad(format!("{field}.name"), format!("`{}` is not one of the task's tools", c.name)));
                 }
-                let spec = task
-                    .tools
-                    .iter()
-                    .find(|t| tool_name(t) == Some(c.name.as_str()));
-                let props = spec
-                    .and_then(|s| s.pointer("/function/parameters/properties"))
-                    .and_then(Value::as_object);
+                let spec = task.tools.iter().find(|t| tool_name(t) == Some(c.name.as_str()));
+                let props = spec.and_then(|s| s.pointer("/function/parameters/properties")).and_then(Value::as_object);
                 for (arg, allowed) in &c.arguments {
                     if allowed.is_empty() {
-                        return Err(bad(
-                            format!("{field}.arguments.{arg}"),
-                            "needs at least one allowed value",
-                        ));
+                        return Err(bad(format!("{field}.arguments.{arg}"), "needs at least one allowed value"));
                     }
                     if props.is_some_and(|p| !p.contains_key(arg)) {
-                        return Err(bad(
-                            format!("{field}.arguments.{arg}"),
-                            format!("`{}` has no parameter `{arg}`", c.name),
-                        ));
+                        return Err(bad(format!("{field}.arguments.{arg}"), format!("`{}` has no parameter `{arg}`", c.name)));
                     }
                 }
             }

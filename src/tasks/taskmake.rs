@@ -39,7 +39,12 @@ pub struct MakeOptions {
 /// `number`, `number:ABS_TOL`, `exact`, `f1` or `f1:THRESHOLD`.
 pub fn parse_matcher(s: &str) -> Result<Matcher, MakeError> {
     let (kind, arg) = s.split_once(':').map_or((s, None), |(k, a)| (k, Some(a)));
-    let num = |a: &str| a.parse::<f64>().ok().filter(|v| v.is_finite() && *v >= 0.0).ok_or_else(|| MakeError::Option(format!("--matcher {s}: `{a}` is not a non-negative number")));
+    let num = |a: &str| {
+        a.parse::<f64>()
+            .ok()
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .ok_or_else(|| MakeError::Option(format!("--matcher {s}: `{a}` is not a non-negative number")))
+    };
     match (kind, arg) {
         ("number", None) => Ok(Matcher::Number { abs_tol: 1e-6, rel_tol: 0.0 }),
         ("number", Some(a)) => Ok(Matcher::Number { abs_tol: num(a)?, rel_tol: 0.0 }),
@@ -106,7 +111,10 @@ pub fn make_tasks(path: &Path, o: &MakeOptions) -> Result<Vec<Task>, MakeError> 
         let answer = text_of(row.get(&o.answer_field)).ok_or_else(|| err(line, &o.answer_field, "missing or empty".into()))?;
         let aliases = match row.get(&o.aliases_field) {
             None | Some(Value::Null) => vec![],
-            Some(Value::Array(a)) => a.iter().map(|v| text_of(Some(v)).ok_or_else(|| err(line, &o.aliases_field, "aliases must be non-empty strings".into()))).collect::<Result<_, _>>()?,
+            Some(Value::Array(a)) => a
+                .iter()
+                .map(|v| text_of(Some(v)).ok_or_else(|| err(line, &o.aliases_field, "aliases must be non-empty strings".into())))
+                .collect::<Result<_, _>>()?,
             Some(v) => text_of(Some(v)).map(|s| s.split('|').map(|x| x.trim().to_string()).filter(|x| !x.is_empty()).collect()).unwrap_or_default(),
         };
         let id = text_of(row.get(&o.id_field)).unwrap_or_else(|| format!("{}-{}", o.id_prefix, n + 1));

@@ -47,17 +47,11 @@ impl Rational {
         }
         let g = gcd(num, den).max(1);
         let sign = if den < 0 { -1 } else { 1 };
-        Ok(Self {
-            num: sign * num / g,
-            den: sign * den / g,
-        })
+        Ok(Self { num: sign * num / g, den: sign * den / g })
     }
 
     pub fn int(n: i64) -> Self {
-        Self {
-            num: n as i128,
-            den: 1,
-        }
+        Self { num: n as i128, den: 1 }
     }
 
     pub fn num(&self) -> i128 {
@@ -75,16 +69,11 @@ impl Rational {
         let g = gcd(self.den, o.den);
         let a = self.num.checked_mul(o.den / g).ok_or(CalcError::Overflow)?;
         let b = o.num.checked_mul(self.den / g).ok_or(CalcError::Overflow)?;
-        let den = (self.den / g)
-            .checked_mul(o.den)
-            .ok_or(CalcError::Overflow)?;
+        let den = (self.den / g).checked_mul(o.den).ok_or(CalcError::Overflow)?;
         Self::new(a.checked_add(b).ok_or(CalcError::Overflow)?, den)
     }
     pub fn checked_neg(self) -> Result<Self, CalcError> {
-        Ok(Self {
-            num: self.num.checked_neg().ok_or(CalcError::Overflow)?,
-            den: self.den,
-        })
+        Ok(Self { num: self.num.checked_neg().ok_or(CalcError::Overflow)?, den: self.den })
     }
     pub fn checked_sub(self, o: Self) -> Result<Self, CalcError> {
         self.checked_add(o.checked_neg()?)
@@ -93,12 +82,8 @@ impl Rational {
         // Cross-cancel first so that exact results that fit are not lost to intermediate overflow.
         let g1 = gcd(self.num, o.den).max(1);
         let g2 = gcd(o.num, self.den).max(1);
-        let num = (self.num / g1)
-            .checked_mul(o.num / g2)
-            .ok_or(CalcError::Overflow)?;
-        let den = (self.den / g2)
-            .checked_mul(o.den / g1)
-            .ok_or(CalcError::Overflow)?;
+        let num = (self.num / g1).checked_mul(o.num / g2).ok_or(CalcError::Overflow)?;
+        let den = (self.den / g2).checked_mul(o.den / g1).ok_or(CalcError::Overflow)?;
         Self::new(num, den)
     }
     pub fn checked_div(self, o: Self) -> Result<Self, CalcError> {
@@ -122,10 +107,7 @@ impl Rational {
     }
 
     fn parse_decimal(s: &str) -> Result<Self, CalcError> {
-        let err = || CalcError::Syntax {
-            pos: 0,
-            msg: format!("not a number: `{s}`"),
-        };
+        let err = || CalcError::Syntax { pos: 0, msg: format!("not a number: `{s}`") };
         let (neg, body) = match s.strip_prefix('-') {
             Some(b) => (true, b),
             None => (false, s),
@@ -134,20 +116,13 @@ impl Rational {
         if int_part.is_empty() && frac_part.is_empty() {
             return Err(err());
         }
-        if !int_part
-            .bytes()
-            .chain(frac_part.bytes())
-            .all(|b| b.is_ascii_digit())
-        {
+        if !int_part.bytes().chain(frac_part.bytes()).all(|b| b.is_ascii_digit()) {
             return Err(err());
         }
         let mut num: i128 = 0;
         let mut den: i128 = 1;
         for b in int_part.bytes().chain(frac_part.bytes()) {
-            num = num
-                .checked_mul(10)
-                .and_then(|n| n.checked_add((b - b'0') as i128))
-                .ok_or(CalcError::Overflow)?;
+            num = num.checked_mul(10).and_then(|n| n.checked_add((b - b'0') as i128)).ok_or(CalcError::Overflow)?;
         }
         for _ in 0..frac_part.len() {
             den = den.checked_mul(10).ok_or(CalcError::Overflow)?;
@@ -161,11 +136,7 @@ impl Rational {
         let scaled = self.num.checked_mul(scale).ok_or(CalcError::Overflow)?;
         let q = scaled / self.den;
         let r = scaled % self.den;
-        let q = if (r.abs().checked_mul(2).ok_or(CalcError::Overflow)?) >= self.den {
-            q + scaled.signum()
-        } else {
-            q
-        };
+        let q = if (r.abs().checked_mul(2).ok_or(CalcError::Overflow)?) >= self.den { q + scaled.signum() } else { q };
         Self::new(q, scale)
     }
 
@@ -184,11 +155,7 @@ impl Rational {
             frac.push(char::from(b'0' + (rem / den) as u8));
             rem %= den;
         }
-        let sign = if neg && (int != 0 || !frac.is_empty()) {
-            "-"
-        } else {
-            ""
-        };
+        let sign = if neg && (int != 0 || !frac.is_empty()) { "-" } else { "" };
         if frac.is_empty() {
             format!("{sign}{int}")
         } else {
@@ -234,11 +201,7 @@ pub fn eval(expr: &str) -> Result<Rational, CalcError> {
     if expr.chars().count() > MAX_EXPR_CHARS {
         return Err(CalcError::TooLong(MAX_EXPR_CHARS));
     }
-    let mut p = Parser {
-        s: expr.as_bytes(),
-        pos: 0,
-        depth: 0,
-    };
+    let mut p = Parser { s: expr.as_bytes(), pos: 0, depth: 0 };
     let v = p.expr()?;
     p.skip_ws();
     if p.pos < p.s.len() {
@@ -269,17 +232,10 @@ impl Parser<'_> {
             Some(&c) => format!("{msg} `{}`", c as char),
             None => format!("{msg} (end of expression)"),
         };
-        CalcError::Syntax {
-            pos: self.pos,
-            msg: what,
-        }
+        CalcError::Syntax { pos: self.pos, msg: what }
     }
     fn skip_ws(&mut self) {
-        while self
-            .s
-            .get(self.pos)
-            .is_some_and(|c| c.is_ascii_whitespace())
-        {
+        while self.s.get(self.pos).is_some_and(|c| c.is_ascii_whitespace()) {
             self.pos += 1;
         }
     }
@@ -292,11 +248,7 @@ impl Parser<'_> {
         while let Some(op @ (b'+' | b'-')) = self.peek() {
             self.pos += 1;
             let r = self.term()?;
-            v = if op == b'+' {
-                v.checked_add(r)?
-            } else {
-                v.checked_sub(r)?
-            };
+            v = if op == b'+' { v.checked_add(r)? } else { v.checked_sub(r)? };
         }
         Ok(v)
     }
@@ -312,11 +264,7 @@ impl Parser<'_> {
             }
             self.pos += 1;
             let r = self.factor()?;
-            v = if op == b'/' {
-                v.checked_div(r)?
-            } else {
-                v.checked_mul(r)?
-            };
+            v = if op == b'/' { v.checked_div(r)? } else { v.checked_mul(r)? };
         }
         Ok(v)
     }
@@ -351,19 +299,11 @@ impl Parser<'_> {
     }
     fn number(&mut self) -> Result<Rational, CalcError> {
         let start = self.pos;
-        while self
-            .s
-            .get(self.pos)
-            .is_some_and(|c| c.is_ascii_digit() || *c == b'.' || *c == b',' || *c == b'_')
-        {
+        while self.s.get(self.pos).is_some_and(|c| c.is_ascii_digit() || *c == b'.' || *c == b',' || *c == b'_') {
             self.pos += 1;
         }
         // Thousands separators (`1,234`) are common in word problems.
-        let text: String = self.s[start..self.pos]
-            .iter()
-            .filter(|c| **c != b',' && **c != b'_')
-            .map(|&c| c as char)
-            .collect();
+        let text: String = self.s[start..self.pos].iter().filter(|c| **c != b',' && **c != b'_').map(|&c| c as char).collect();
         Rational::parse_decimal(&text).map_err(|e| match e {
             CalcError::Syntax { msg, .. } => CalcError::Syntax { pos: start, msg },
             other => other,
@@ -400,33 +340,21 @@ mod tests {
     fn errors_instead_of_wrong_values() {
         assert_eq!(eval("1/0"), Err(CalcError::DivisionByZero));
         assert_eq!(eval("1/(2-2)"), Err(CalcError::DivisionByZero));
-        assert_eq!(
-            eval("99999999999999999999 * 99999999999999999999 * 99999999999"),
-            Err(CalcError::Overflow)
-        );
-        assert_eq!(
-            eval("999999999999999999999999999999999999999999"),
-            Err(CalcError::Overflow)
-        );
+        assert_eq!(eval("99999999999999999999 * 99999999999999999999 * 99999999999"), Err(CalcError::Overflow));
+        assert_eq!(eval("999999999999999999999999999999999999999999"), Err(CalcError::Overflow));
         assert!(matches!(eval("2 +"), Err(CalcError::Syntax { .. })));
         assert!(matches!(eval("2 + abc"), Err(CalcError::Syntax { .. })));
         assert!(matches!(eval("(2"), Err(CalcError::Syntax { .. })));
         assert!(matches!(eval("1.2.3"), Err(CalcError::Syntax { .. })));
         assert_eq!(eval(&"(".repeat(100)), Err(CalcError::TooDeep));
-        assert_eq!(
-            eval(&"1+".repeat(200)),
-            Err(CalcError::TooLong(MAX_EXPR_CHARS))
-        );
+        assert_eq!(eval(&"1+".repeat(200)), Err(CalcError::TooLong(MAX_EXPR_CHARS)));
     }
 
     #[test]
     fn rounding_and_decimals() {
         let r = Rational::parse("2/3").unwrap();
         assert_eq!(r.to_decimal_string(2), "0.67");
-        assert_eq!(
-            Rational::parse("-2.5").unwrap().round_to(0).unwrap(),
-            Rational::int(-3)
-        );
+        assert_eq!(Rational::parse("-2.5").unwrap().round_to(0).unwrap(), Rational::int(-3));
         assert_eq!(Rational::parse("-0.001").unwrap().to_decimal_string(2), "0");
         assert!(Rational::parse("1/8").unwrap().is_exact_in(3));
         assert!(!Rational::parse("1/3").unwrap().is_exact_in(10));

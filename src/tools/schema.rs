@@ -28,7 +28,11 @@ pub fn validate(value: &Value, schema: &Value, path: &str) -> Result<(), String>
     let Some(e) = validator.iter_errors(value).next() else { return Ok(()) };
     let at = e.instance_path().to_string().split('/').skip(1).fold(path.to_string(), |acc, seg| {
         let seg = seg.replace("~1", "/").replace("~0", "~");
-        if seg.parse::<usize>().is_ok() { format!("{acc}[{seg}]") } else { format!("{acc}.{seg}") }
+        if seg.parse::<usize>().is_ok() {
+            format!("{acc}[{seg}]")
+        } else {
+            format!("{acc}.{seg}")
+        }
     });
     Err(match e.kind() {
         ValidationErrorKind::Required { property } => format!("missing required argument `{at}.{}`", property.as_str().unwrap_or_default()),
@@ -75,46 +79,18 @@ mod tests {
 
     #[test]
     fn accepts_valid_and_names_the_bad_field() {
-        assert!(validate(
-            &json!({"value": 1.5, "unit": "m", "n": 3.0, "tags": ["a"]}),
-            &schema(),
-            "arguments"
-        )
-        .is_ok());
-        let e = validate(
-            &json!({"value": "1.5", "unit": "m"}),
-            &schema(),
-            "arguments",
-        )
-        .unwrap_err();
+        assert!(validate(&json!({"value": 1.5, "unit": "m", "n": 3.0, "tags": ["a"]}), &schema(), "arguments").is_ok());
+        let e = validate(&json!({"value": "1.5", "unit": "m"}), &schema(), "arguments").unwrap_err();
         assert!(e.contains("arguments.value") && e.contains("number"), "{e}");
         let e = validate(&json!({"value": 1}), &schema(), "arguments").unwrap_err();
-        assert!(
-            e.contains("missing required argument `arguments.unit`"),
-            "{e}"
-        );
+        assert!(e.contains("missing required argument `arguments.unit`"), "{e}");
         let e = validate(&json!({"value": 1, "unit": "mi"}), &schema(), "arguments").unwrap_err();
         assert!(e.contains("one of"), "{e}");
-        let e = validate(
-            &json!({"value": 1, "unit": "m", "x": 1}),
-            &schema(),
-            "arguments",
-        )
-        .unwrap_err();
+        let e = validate(&json!({"value": 1, "unit": "m", "x": 1}), &schema(), "arguments").unwrap_err();
         assert!(e.contains("unknown argument `arguments.x`"), "{e}");
-        let e = validate(
-            &json!({"value": 1, "unit": "m", "n": 1.5}),
-            &schema(),
-            "arguments",
-        )
-        .unwrap_err();
+        let e = validate(&json!({"value": 1, "unit": "m", "n": 1.5}), &schema(), "arguments").unwrap_err();
         assert!(e.contains("integer"), "{e}");
-        let e = validate(
-            &json!({"value": 1, "unit": "m", "tags": ["a", 2]}),
-            &schema(),
-            "arguments",
-        )
-        .unwrap_err();
+        let e = validate(&json!({"value": 1, "unit": "m", "tags": ["a", 2]}), &schema(), "arguments").unwrap_err();
         assert!(e.contains("arguments.tags[1]"), "{e}");
     }
 

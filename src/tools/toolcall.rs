@@ -31,11 +31,7 @@ pub fn render_call(call: &ToolCall) -> String {
     obj.insert("name".into(), Value::String(call.name.clone()));
     obj.insert("arguments".into(), call.arguments.clone());
     // Keys in fixed order: name first, as models have seen it.
-    let body = format!(
-        "{{\"name\": {}, \"arguments\": {}}}",
-        to_py_json(&obj["name"]),
-        to_py_json(&obj["arguments"])
-    );
+    let body = format!("{{\"name\": {}, \"arguments\": {}}}", to_py_json(&obj["name"]), to_py_json(&obj["arguments"]));
     format!("{CALL_OPEN}\n{body}\n{CALL_CLOSE}")
 }
 
@@ -57,22 +53,14 @@ pub fn to_py_json(v: &Value) -> String {
 struct PyFormatter;
 
 impl serde_json::ser::Formatter for PyFormatter {
-    fn begin_array_value<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
+    fn begin_array_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
         if first {
             Ok(())
         } else {
             w.write_all(b", ")
         }
     }
-    fn begin_object_key<W: ?Sized + std::io::Write>(
-        &mut self,
-        w: &mut W,
-        first: bool,
-    ) -> std::io::Result<()> {
+    fn begin_object_key<W: ?Sized + std::io::Write>(&mut self, w: &mut W, first: bool) -> std::io::Result<()> {
         if first {
             Ok(())
         } else {
@@ -98,18 +86,13 @@ pub fn parse_turn(text: &str) -> Result<Action, StepError> {
         match serde_json::from_str::<Value>(t) {
             Ok(v) if looks_like_call(&v) => return calls_from_value(v, 0).map(Action::Calls),
             Ok(_) => {}
-            Err(e) if t.contains("\"name\"") => {
-                return Err(malformed(format!("the tool call is not valid JSON: {e}")))
-            }
+            Err(e) if t.contains("\"name\"") => return Err(malformed(format!("the tool call is not valid JSON: {e}"))),
             Err(_) => {}
         }
     }
     match extract_answer(text) {
         Some(a) => Ok(Action::Answer(a)),
-        None => Err(StepError::new(
-            StepErrorKind::EmptyMessage,
-            "the message has neither a tool call nor an answer",
-        )),
+        None => Err(StepError::new(StepErrorKind::EmptyMessage, "the message has neither a tool call nor an answer")),
     }
 }
 
@@ -144,11 +127,7 @@ fn parse_blocks(text: &str) -> Result<Vec<ToolCall>, StepError> {
         let mut stream = serde_json::Deserializer::from_str(body).into_iter::<Value>();
         let value = match stream.next() {
             Some(Ok(v)) => v,
-            Some(Err(e)) => {
-                return Err(
-                    malformed(format!("tool call {block} is not valid JSON: {e}")).at(calls.len()),
-                )
-            }
+            Some(Err(e)) => return Err(malformed(format!("tool call {block} is not valid JSON: {e}")).at(calls.len())),
             None => return Err(malformed(format!("tool call {block} is empty")).at(calls.len())),
         };
         let tail = body[stream.byte_offset()..].trim_start();
@@ -159,10 +138,7 @@ fn parse_blocks(text: &str) -> Result<Vec<ToolCall>, StepError> {
             tail
         } else {
             let snippet: String = tail.chars().take(30).collect();
-            return Err(malformed(format!(
-                "unexpected text after the JSON of tool call {block}: `{snippet}`"
-            ))
-            .at(calls.len()));
+            return Err(malformed(format!("unexpected text after the JSON of tool call {block}: `{snippet}`")).at(calls.len()));
         };
         let first = calls.len();
         calls.extend(calls_from_value(value, first)?);
@@ -183,11 +159,7 @@ fn looks_like_call(v: &Value) -> bool {
 
 fn calls_from_value(v: Value, first_index: usize) -> Result<Vec<ToolCall>, StepError> {
     match v {
-        Value::Array(items) => items
-            .into_iter()
-            .enumerate()
-            .map(|(i, item)| call_from_value(item, first_index + i))
-            .collect(),
+        Value::Array(items) => items.into_iter().enumerate().map(|(i, item)| call_from_value(item, first_index + i)).collect(),
         other => Ok(vec![call_from_value(other, first_index)?]),
     }
 }
@@ -198,34 +170,16 @@ fn call_from_value(v: Value, index: usize) -> Result<ToolCall, StepError> {
     };
     let name = match obj.remove("name") {
         Some(Value::String(s)) if !s.trim().is_empty() => s.trim().to_string(),
-        _ => {
-            return Err(StepError::new(
-                StepErrorKind::MissingName,
-                "the tool call has no \"name\" string",
-            )
-            .at(index))
-        }
+        _ => return Err(StepError::new(StepErrorKind::MissingName, "the tool call has no \"name\" string").at(index)),
     };
     let arguments = match obj.remove("arguments").or_else(|| obj.remove("parameters")) {
         None | Some(Value::Null) => Value::Object(Map::new()),
         Some(Value::Object(a)) => Value::Object(a),
         Some(Value::String(s)) => match serde_json::from_str::<Value>(&s) {
             Ok(Value::Object(a)) => Value::Object(a),
-            _ => {
-                return Err(StepError::new(
-                    StepErrorKind::BadArguments,
-                    format!("\"arguments\" of `{name}` must be a JSON object"),
-                )
-                .at(index))
-            }
+            _ => return Err(StepError::new(StepErrorKind::BadArguments, format!("\"arguments\" of `{name}` must be a JSON object")).at(index)),
         },
-        Some(_) => {
-            return Err(StepError::new(
-                StepErrorKind::BadArguments,
-                format!("\"arguments\" of `{name}` must be a JSON object"),
-            )
-            .at(index))
-        }
+        Some(_) => return Err(StepError::new(StepErrorKind::BadArguments, format!("\"arguments\" of `{name}` must be a JSON object")).at(index)),
     };
     Ok(ToolCall { name, arguments })
 }
@@ -233,35 +187,16 @@ fn call_from_value(v: Value, index: usize) -> Result<ToolCall, StepError> {
 /// Every call must name an offered tool and pass its parameter schema.
 pub fn check_calls(calls: &[ToolCall], tools: &[Value], max_calls: usize) -> Result<(), StepError> {
     if calls.len() > max_calls {
-        return Err(StepError::new(
-            StepErrorKind::TooManyCalls,
-            format!(
-                "{} tool calls in one message; at most {max_calls} are allowed",
-                calls.len()
-            ),
-        ));
+        return Err(StepError::new(StepErrorKind::TooManyCalls, format!("{} tool calls in one message; at most {max_calls} are allowed", calls.len())));
     }
     for (i, call) in calls.iter().enumerate() {
         let Some(spec) = find_tool(tools, &call.name) else {
             let names: Vec<&str> = tools.iter().filter_map(tool_name).collect();
-            return Err(StepError::new(
-                StepErrorKind::UnknownTool,
-                format!(
-                    "unknown tool `{}`; available tools: {}",
-                    call.name,
-                    names.join(", ")
-                ),
-            )
-            .at(i));
+            return Err(StepError::new(StepErrorKind::UnknownTool, format!("unknown tool `{}`; available tools: {}", call.name, names.join(", "))).at(i));
         };
         if let Some(params) = spec.pointer("/function/parameters") {
-            schema::validate(&call.arguments, params, "arguments").map_err(|msg| {
-                StepError::new(
-                    StepErrorKind::SchemaViolation,
-                    format!("`{}`: {msg}", call.name),
-                )
-                .at(i)
-            })?;
+            schema::validate(&call.arguments, params, "arguments")
+                .map_err(|msg| StepError::new(StepErrorKind::SchemaViolation, format!("`{}`: {msg}", call.name)).at(i))?;
         }
     }
     Ok(())
@@ -280,10 +215,7 @@ fn strip_code_fence(t: &str) -> &str {
         return t;
     };
     let inner = inner.strip_prefix("json").unwrap_or(inner);
-    inner
-        .trim()
-        .strip_suffix("```")
-        .map_or(inner.trim(), str::trim)
+    inner.trim().strip_suffix("```").map_or(inner.trim(), str::trim)
 }
 
 fn strip_open_fence(t: &str) -> &str {
@@ -299,20 +231,15 @@ mod tests {
     use serde_json::json;
 
     fn calc_tools() -> Vec<Value> {
-        vec![
-            json!({"type": "function", "function": {"name": "calculator", "description": "d",
+        vec![json!({"type": "function", "function": {"name": "calculator", "description": "d",
             "parameters": {"type": "object", "properties": {"expression": {"type": "string"}},
-            "required": ["expression"], "additionalProperties": false}}}),
-        ]
+            "required": ["expression"], "additionalProperties": false}}})]
     }
 
     #[test]
     fn renders_hermes_style() {
         let c = ToolCall::new("calculator", json!({"expression": "2+3", "n": [1, 2]}));
-        assert_eq!(
-            render_call(&c),
-            "<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2+3\", \"n\": [1, 2]}}\n</tool_call>"
-        );
+        assert_eq!(render_call(&c), "<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2+3\", \"n\": [1, 2]}}\n</tool_call>");
     }
 
     #[test]
@@ -326,97 +253,45 @@ mod tests {
             "```json\n{\"name\": \"calculator\", \"parameters\": {\"expression\": \"1+1\"}}\n```",
         ];
         for f in forms {
-            assert_eq!(
-                parse_turn(f).unwrap(),
-                Action::Calls(vec![one.clone()]),
-                "{f}"
-            );
+            assert_eq!(parse_turn(f).unwrap(), Action::Calls(vec![one.clone()]), "{f}");
         }
         let two = "<tool_call>[{\"name\": \"a\", \"arguments\": {}}, {\"name\": \"b\"}]</tool_call>\n<tool_call>{\"name\": \"c\", \"arguments\": {\"x\": 1}}</tool_call>";
-        let Action::Calls(calls) = parse_turn(two).unwrap() else {
-            panic!("expected calls")
-        };
-        assert_eq!(
-            calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(),
-            ["a", "b", "c"]
-        );
+        let Action::Calls(calls) = parse_turn(two).unwrap() else { panic!("expected calls") };
+        assert_eq!(calls.iter().map(|c| c.name.as_str()).collect::<Vec<_>>(), ["a", "b", "c"]);
         assert_eq!(calls[1].arguments, json!({}));
     }
 
     #[test]
     fn answers() {
-        assert_eq!(
-            parse_turn("The sum is 5.\nAnswer: 5").unwrap(),
-            Action::Answer("5".into())
-        );
-        assert_eq!(
-            parse_turn("**Answer:** Paris").unwrap(),
-            Action::Answer("Paris".into())
-        );
+        assert_eq!(parse_turn("The sum is 5.\nAnswer: 5").unwrap(), Action::Answer("5".into()));
+        assert_eq!(parse_turn("**Answer:** Paris").unwrap(), Action::Answer("Paris".into()));
         assert_eq!(parse_turn("  42 ").unwrap(), Action::Answer("42".into()));
-        assert_eq!(
-            parse_turn("{\"x\": 1}").unwrap(),
-            Action::Answer("{\"x\": 1}".into())
-        );
-        assert_eq!(
-            parse_turn("  \n").unwrap_err().kind,
-            StepErrorKind::EmptyMessage
-        );
-        assert_eq!(
-            parse_turn("Answer:").unwrap_err().kind,
-            StepErrorKind::EmptyMessage
-        );
+        assert_eq!(parse_turn("{\"x\": 1}").unwrap(), Action::Answer("{\"x\": 1}".into()));
+        assert_eq!(parse_turn("  \n").unwrap_err().kind, StepErrorKind::EmptyMessage);
+        assert_eq!(parse_turn("Answer:").unwrap_err().kind, StepErrorKind::EmptyMessage);
     }
 
     #[test]
     fn structured_errors() {
         let kind = |t: &str| parse_and_check(t, &calc_tools(), 4).unwrap_err().kind;
-        assert_eq!(
-            kind("<tool_call>{\"name\": \"calculator\", \"arguments\": {</tool_call>"),
-            StepErrorKind::MalformedJson
-        );
-        assert_eq!(
-            kind("<tool_call>{\"name\": \"calculator\"}}</tool_call>"),
-            StepErrorKind::MalformedJson
-        );
-        assert_eq!(
-            kind("{\"name\": \"calculator\", \"arguments\": "),
-            StepErrorKind::MalformedJson
-        );
-        assert_eq!(
-            kind("<tool_call></tool_call>"),
-            StepErrorKind::MalformedJson
-        );
-        assert_eq!(
-            kind("<tool_call>{\"arguments\": {}}</tool_call>"),
-            StepErrorKind::MissingName
-        );
-        assert_eq!(
-            kind("<tool_call>{\"name\": \"calculator\", \"arguments\": 3}</tool_call>"),
-            StepErrorKind::BadArguments
-        );
-        assert_eq!(
-            kind("<tool_call>{\"name\": \"calculator\", \"arguments\": \"nope\"}</tool_call>"),
-            StepErrorKind::BadArguments
-        );
-        assert_eq!(
-            kind("<tool_call>{\"name\": \"search\", \"arguments\": {}}</tool_call>"),
-            StepErrorKind::UnknownTool
-        );
-        assert_eq!(
-            kind("<tool_call>{\"name\": \"calculator\", \"arguments\": {}}</tool_call>"),
-            StepErrorKind::SchemaViolation
-        );
-        assert_eq!(
-            kind("<tool_call>{\"name\": \"calculator\", \"arguments\": {\"expression\": 7}}</tool_call>"),
-            StepErrorKind::SchemaViolation
-        );
-        let many = render_calls(&vec![
-            ToolCall::new("calculator", json!({"expression": "1"}));
-            5
-        ]);
+        assert_eq!(kind("<tool_call>{\"name\": \"calculator\", \"arguments\": {</tool_call>"), StepErrorKind::MalformedJson);
+        assert_eq!(kind("<tool_call>{\"name\": \"calculator\"}}</tool_call>"), StepErrorKind::MalformedJson);
+        assert_eq!(kind("{\"name\": \"calculator\", \"arguments\": "), StepErrorKind::MalformedJson);
+        assert_eq!(kind("<tool_call></tool_call>"), StepErrorKind::MalformedJson);
+        assert_eq!(kind("<tool_call>{\"arguments\": {}}</tool_call>"), StepErrorKind::MissingName);
+        assert_eq!(kind("<tool_call>{\"name\": \"calculator\", \"arguments\": 3}</tool_call>"), StepErrorKind::BadArguments);
+        assert_eq!(kind("<tool_call>{\"name\": \"calculator\", \"arguments\": \"nope\"}</tool_call>"), StepErrorKind::BadArguments);
+        assert_eq!(kind("<tool_call>{\"name\": \"search\", \"arguments\": {}}</tool_call>"), StepErrorKind::UnknownTool);
+        assert_eq!(kind("<tool_call>{\"name\": \"calculator\", \"arguments\": {}}</tool_call>"), StepErrorKind::SchemaViolation);
+        assert_eq!(kind("<tool_call>{\"name\": \"calculator\", \"arguments\": {\"expression\": 7}}</tool_call>"), StepErrorKind::SchemaViolation);
+        let many = render_calls(&vec![ToolCall::new("calculator", json!({"expression": "1"})); 5]);
         assert_eq!(kind(&many), StepErrorKind::TooManyCalls);
-        let e = parse_and_check("<tool_call>{\"name\": \"calculator\", \"arguments\": {\"expression\": \"1\"}}</tool_call><tool_call>{\"name\": \"x\"}</tool_call>", &calc_tools(), 4).unwrap_err();
+        let e = parse_and_check(
+            "<tool_call>{\"name\": \"calculator\", \"arguments\": {\"expression\": \"1\"}}</tool_call><tool_call>{\"name\": \"x\"}</tool_call>",
+            &calc_tools(),
+            4,
+        )
+        .unwrap_err();
         assert_eq!(e.call_index, Some(1));
     }
 
@@ -440,20 +315,14 @@ mod tests {
             json_leaf().prop_recursive(3, 24, 4, |inner| {
                 prop_oneof![
                     prop::collection::vec(inner.clone(), 0..4).prop_map(Value::Array),
-                    prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4)
-                        .prop_map(|m| Value::Object(m.into_iter().collect())),
+                    prop::collection::btree_map("[a-z_]{1,8}", inner, 0..4).prop_map(|m| Value::Object(m.into_iter().collect())),
                 ]
             })
         }
 
         fn call() -> impl Strategy<Value = ToolCall> {
-            (
-                "[a-zA-Z_][a-zA-Z0-9_.-]{0,15}",
-                prop::collection::btree_map("[a-z_]{1,8}", json_value(), 0..5),
-            )
-                .prop_map(|(name, args)| {
-                    ToolCall::new(name, Value::Object(args.into_iter().collect()))
-                })
+            ("[a-zA-Z_][a-zA-Z0-9_.-]{0,15}", prop::collection::btree_map("[a-z_]{1,8}", json_value(), 0..5))
+                .prop_map(|(name, args)| ToolCall::new(name, Value::Object(args.into_iter().collect())))
         }
 
         proptest! {

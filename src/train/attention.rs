@@ -47,7 +47,14 @@ impl Attention {
     fn check(&self, l: &Layout) -> Result<()> {
         let (n, w) = l.shape().dims2()?;
         if n != self.b * self.t || w != self.width() || self.kv_heads == 0 || !self.heads.is_multiple_of(self.kv_heads) {
-            candle_core::bail!("attention: input {n} x {w} does not fit {} x {} rows of {} heads / {} kv heads of {}", self.b, self.t, self.heads, self.kv_heads, self.head_dim);
+            candle_core::bail!(
+                "attention: input {n} x {w} does not fit {} x {} rows of {} heads / {} kv heads of {}",
+                self.b,
+                self.t,
+                self.heads,
+                self.kv_heads,
+                self.head_dim
+            );
         }
         Ok(())
     }
@@ -116,7 +123,14 @@ impl CustomOp1 for Attention {
                     self.probs(s, q, k, p)?;
                     let mut y = vec![0f32; t * hd];
                     for (c0, c1) in chunks(t) {
-                        matmul(&mut MatMut::rows_of(&mut y, c0 * hd, c1 - c0, hd, hd)?, Mat::rows_of(p, c0 * t, c1 - c0, c1, t)?, v.row_block(0, c1)?, 1.0, false, Par::Serial)?;
+                        matmul(
+                            &mut MatMut::rows_of(&mut y, c0 * hd, c1 - c0, hd, hd)?,
+                            Mat::rows_of(p, c0 * t, c1 - c0, c1, t)?,
+                            v.row_block(0, c1)?,
+                            1.0,
+                            false,
+                            Par::Serial,
+                        )?;
                     }
                     Ok(y)
                 },

@@ -60,7 +60,6 @@ impl std::fmt::Display for BenchResult {
     }
 }
 
-
 /// Resets the peak-RSS counter (Linux `clear_refs` 5) so each shape reports its own peak.
 fn reset_peak_rss() -> bool {
     std::fs::write("/proc/self/clear_refs", "5").is_ok()
@@ -123,5 +122,3 @@ pub fn bench_train(model: &TrainModel, p: &BenchParams, mut on_result: impl FnMu
     }
     Ok(out)
 }
-
-

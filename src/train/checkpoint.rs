@@ -74,9 +74,8 @@ pub fn load(dir: &Path, cfg: &ModelConfig, base_model: Option<&str>, names: impl
     for name in names(&adapter) {
         for (kind, out) in [("m", &mut m), ("v", &mut v)] {
             let key = format!("{kind}.{name}");
-            let (shape, vals) = tensors
-                .remove(&key)
-                .ok_or_else(|| TrainError::Checkpoint { path: opt_path.clone(), msg: format!("missing optimizer tensor `{key}`") })?;
+            let (shape, vals) =
+                tensors.remove(&key).ok_or_else(|| TrainError::Checkpoint { path: opt_path.clone(), msg: format!("missing optimizer tensor `{key}`") })?;
             out.push(Tensor::from_vec(vals, shape, &Device::Cpu)?);
         }
     }

@@ -101,7 +101,8 @@ impl CustomOp3 for LoraLinear {
         let (x, b, g) = (x.contiguous()?, b.contiguous()?, grad.contiguous()?);
         let (n, din) = x.dims2()?;
         let out = g.dim(1)?;
-        let ((xg, xl), (gg, gl), (bg, bl), (ag, al), (wg, wl)) = (x.storage_and_layout(), g.storage_and_layout(), b.storage_and_layout(), a.storage_and_layout(), self.w.storage_and_layout());
+        let ((xg, xl), (gg, gl), (bg, bl), (ag, al), (wg, wl)) =
+            (x.storage_and_layout(), g.storage_and_layout(), b.storage_and_layout(), a.storage_and_layout(), self.w.storage_and_layout());
         let am = Mat::from_layout(cpu(&ag, OP)?.as_slice::<f32>()?, al)?;
         let wm = Mat::from_layout(cpu(&wg, OP)?.as_slice::<f32>()?, wl)?;
         let (xs, gs, bs) = (contiguous(cpu(&xg, OP)?, xl, OP)?, contiguous(cpu(&gg, OP)?, gl, OP)?, contiguous(cpu(&bg, OP)?, bl, OP)?);

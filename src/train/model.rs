@@ -14,8 +14,8 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::attention::{attention, Attention};
-use super::lora_linear::{LoraLinear, LoraPart};
 use super::head;
+use super::lora_linear::{LoraLinear, LoraPart};
 use super::ops::{frozen_linear, rms_norm, rope_qk_at, swiglu, RopeTables};
 use super::{Result, TrainError};
 use crate::model::lora::{LoraAdapter, LoraConfig, LoraPair, Proj};

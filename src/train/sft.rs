@@ -51,8 +51,17 @@ impl SftParams {
         let o = &self.optim;
         format!(
             "rows={rows} lr={} warmup={} min_lr_ratio={} epochs={} max_steps={:?} batch={} accum={} clip={} adam={:?} seed={} max_len={}",
-            o.lr, o.warmup, o.min_lr_ratio, o.epochs, self.max_steps, o.batch_size, o.grad_accum,
-            o.max_grad_norm, o.adam(), o.seed, self.max_seq_len
+            o.lr,
+            o.warmup,
+            o.min_lr_ratio,
+            o.epochs,
+            self.max_steps,
+            o.batch_size,
+            o.grad_accum,
+            o.max_grad_norm,
+            o.adam(),
+            o.seed,
+            self.max_seq_len
         )
     }
 }
@@ -207,7 +216,14 @@ pub(super) fn dropout_seed(seed: u64, step: usize, micro: usize) -> u64 {
 /// A checkpoint in `ckpt_dir` to continue from: the adapter's variables, the optimizer and the loop state. None
 /// when there is none; an error when it was written with other parameters (`fingerprint`). Metric lines of steps
 /// after the checkpoint are dropped (they will be redone).
-pub(super) fn resume(model: &TrainModel, adapter: &LoraAdapter, ckpt_dir: &Path, fingerprint: &str, metrics_path: &Path, adam: AdamWParams) -> Result<Option<(LoraVars, AdamW, TrainState)>> {
+pub(super) fn resume(
+    model: &TrainModel,
+    adapter: &LoraAdapter,
+    ckpt_dir: &Path,
+    fingerprint: &str,
+    metrics_path: &Path,
+    adam: AdamWParams,
+) -> Result<Option<(LoraVars, AdamW, TrainState)>> {
     if !ckpt_dir.join(checkpoint::STATE_FILE).is_file() {
         return Ok(None);
     }
@@ -235,7 +251,15 @@ pub(super) struct Schedule {
 
 /// The end of a step: the loss must be finite, the accumulated gradients are clipped (their norm must be finite)
 /// and AdamW updates. Returns the norm before clipping and the learning rate used.
-pub(super) fn apply_step(opt: &mut AdamW, named: &[(String, &candle_core::Var)], grads: Vec<Option<Tensor>>, mean_loss: f64, step: usize, s: &Schedule, ckpt_dir: &Path) -> Result<(f64, f64)> {
+pub(super) fn apply_step(
+    opt: &mut AdamW,
+    named: &[(String, &candle_core::Var)],
+    grads: Vec<Option<Tensor>>,
+    mean_loss: f64,
+    step: usize,
+    s: &Schedule,
+    ckpt_dir: &Path,
+) -> Result<(f64, f64)> {
     let last_good = ckpt_dir.join(checkpoint::STATE_FILE).is_file().then(|| ckpt_dir.to_path_buf());
     if !mean_loss.is_finite() {
         return Err(TrainError::NonFinite { step, what: "loss", value: mean_loss, checkpoint: last_good });
@@ -251,7 +275,15 @@ pub(super) fn apply_step(opt: &mut AdamW, named: &[(String, &candle_core::Var)],
 }
 
 /// Writes a checkpoint at the last step of the run (or of `stop_after`) and every `save_every` steps.
-pub(super) fn save_if_due(ckpt_dir: &Path, vars: &LoraVars, opt: &AdamW, names: &[String], state: &TrainState, stop_at: usize, save_every: usize) -> Result<()> {
+pub(super) fn save_if_due(
+    ckpt_dir: &Path,
+    vars: &LoraVars,
+    opt: &AdamW,
+    names: &[String],
+    state: &TrainState,
+    stop_at: usize,
+    save_every: usize,
+) -> Result<()> {
     if state.step == stop_at || (save_every > 0 && state.step.is_multiple_of(save_every)) {
         checkpoint::save(ckpt_dir, &vars.to_adapter()?, opt, names, state)?;
     }

@@ -5,42 +5,25 @@ use std::collections::BTreeSet;
 use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
 use autodidact::agent::prompts::{PromptOptions, Prompts};
 use autodidact::agent::scripted::{reference_script, ScriptedPolicy, TurnScript};
+use autodidact::data::{Expected, Message, Role, Split, Task, Termination, Trajectory};
 use autodidact::tasks::suites::{self, generate, generate_many, TaskKey};
 use autodidact::tasks::taskfile::validate_task;
 use autodidact::tools::toolcall::{check_calls, parse_turn, render_call, Action};
-use autodidact::data::{Expected, Message, Role, Split, Task, Termination, Trajectory};
 
 fn content(t: &Task) -> String {
-    format!(
-        "{}\0{}",
-        t.instruction,
-        serde_json::to_string(&t.data).unwrap()
-    )
+    format!("{}\0{}", t.instruction, serde_json::to_string(&t.data).unwrap())
 }
 
-fn run(
-    tasks: &[&Task],
-    script: impl FnMut(usize, usize, &[Message]) -> TurnScript,
-) -> Vec<Trajectory> {
+fn run(tasks: &[&Task], script: impl FnMut(usize, usize, &[Message]) -> TurnScript) -> Vec<Trajectory> {
     let prompts = Prompts::embedded().unwrap();
     let cfg = RunConfig {
         // Byte tokens make prompts long; the token cap is not what these tests probe.
-        limits: Limits {
-            max_tool_calls: 64,
-            max_episode_tokens: 1 << 20,
-            ..Limits::default()
-        },
+        limits: Limits { max_tool_calls: 64, max_episode_tokens: 1 << 20, ..Limits::default() },
         prompts: &prompts,
         prompt_options: PromptOptions::default(),
         identity: Default::default(),
     };
-    let jobs: Vec<Job> = tasks
-        .iter()
-        .map(|t| Job {
-            task: t,
-            sample_index: 0,
-        })
-        .collect();
+    let jobs: Vec<Job> = tasks.iter().map(|t| Job { task: t, sample_index: 0 }).collect();
     let mut policy = ScriptedPolicy::new(script);
     let mut out = Vec::new();
     run_episodes(&mut policy, &jobs, &cfg, |t| out.push(t)).unwrap();
@@ -52,29 +35,13 @@ fn run(
 #[test]
 fn six_generative_suites_with_three_levels() {
     let names: Vec<&str> = suites::generative().map(|s| s.name()).collect();
-    assert_eq!(
-        names,
-        ["arithmetic", "units", "tables", "files", "search", "grid"]
-    );
+    assert_eq!(names, ["arithmetic", "units", "tables", "files", "search", "grid"]);
     for s in suites::generative() {
         let range = s.difficulties().unwrap();
         assert!(*range.start() == 1 && *range.end() >= 3, "{}", s.name());
-        assert!(generate(
-            s,
-            TaskKey {
-                seed: 0,
-                split: Split::Train,
-                difficulty: range.end() + 1,
-                index: 0
-            }
-        )
-        .is_err());
+        assert!(generate(s, TaskKey { seed: 0, split: Split::Train, difficulty: range.end() + 1, index: 0 }).is_err());
     }
-    assert!(suites::get("nope")
-        .err()
-        .unwrap()
-        .to_string()
-        .contains("known: arithmetic"));
+    assert!(suites::get("nope").err().unwrap().to_string().contains("known: arithmetic"));
 }
 
 #[test]
@@ -84,12 +51,7 @@ fn generation_is_deterministic_and_seed_dependent() {
         let b = generate_many(s, 7, Split::Train, 2, 20).unwrap();
         assert_eq!(a, b, "{}", s.name());
         let c = generate_many(s, 8, Split::Train, 2, 20).unwrap();
-        assert_ne!(
-            a.iter().map(content).collect::<Vec<_>>(),
-            c.iter().map(content).collect::<Vec<_>>(),
-            "{}",
-            s.name()
-        );
+        assert_ne!(a.iter().map(content).collect::<Vec<_>>(), c.iter().map(content).collect::<Vec<_>>(), "{}", s.name());
     }
 }
 
@@ -125,22 +87,10 @@ fn generated_tasks_are_valid_and_round_trip_as_json() {
                 let before = t.clone();
                 validate_task(&mut t).unwrap_or_else(|e| panic!("{}: {e:?}", t.id));
                 assert_eq!(t, before, "validation must not change a generated task");
-                assert_eq!(
-                    t.optimal_steps,
-                    Some(t.reference.as_ref().unwrap().calls.len() as u32)
-                );
-                assert!(
-                    t.optimal_steps.unwrap() < t.max_turns,
-                    "{}: no turn left for the answer",
-                    t.id
-                );
+                assert_eq!(t.optimal_steps, Some(t.reference.as_ref().unwrap().calls.len() as u32));
+                assert!(t.optimal_steps.unwrap() < t.max_turns, "{}: no turn left for the answer", t.id);
                 if d == 1 {
-                    assert_eq!(
-                        t.optimal_steps,
-                        Some(1),
-                        "{}: level 1 must take one call",
-                        t.id
-                    );
+                    assert_eq!(t.optimal_steps, Some(1), "{}: level 1 must take one call", t.id);
                 }
             }
         }
@@ -165,21 +115,12 @@ fn reference_plans_solve_every_task_in_optimal_steps() {
     let refs: Vec<&Task> = tasks.iter().collect();
     let trajs = run(&refs, reference_script(&refs));
     for (t, tr) in tasks.iter().zip(&trajs) {
-        assert!(
-            tr.verdict.success,
-            "{}: {} ({:?})\n{}",
-            t.id, tr.verdict.reason, tr.termination, t.instruction
-        );
+        assert!(tr.verdict.success, "{}: {} ({:?})\n{}", t.id, tr.verdict.reason, tr.termination, t.instruction);
         assert_eq!(tr.termination, Termination::FinalAnswer);
         assert_eq!(Some(tr.counts.tool_calls), t.optimal_steps, "{}", t.id);
         assert_eq!(tr.counts.turns, t.optimal_steps.unwrap() + 1);
         assert_eq!(tr.counts.invalid_steps, 0);
-        assert!(
-            tr.turns.iter().all(|r| r.valid && r.errors.is_empty()),
-            "{}: {:?}",
-            t.id,
-            tr.turns
-        );
+        assert!(tr.turns.iter().all(|r| r.valid && r.errors.is_empty()), "{}: {:?}", t.id, tr.turns);
     }
 }
 
@@ -200,11 +141,7 @@ fn wrong_answers_and_unfinished_plans_are_rejected() {
         }
     });
     for (t, tr) in tasks.iter().zip(&trajs) {
-        assert!(
-            !tr.verdict.success,
-            "{}: a wrong outcome was accepted: {}",
-            t.id, tr.verdict.reason
-        );
+        assert!(!tr.verdict.success, "{}: a wrong outcome was accepted: {}", t.id, tr.verdict.reason);
         assert_eq!(tr.verdict.score, 0.0);
     }
 }
@@ -220,60 +157,30 @@ fn fewshot_examples_are_valid_for_their_suites() {
             let mut sandbox = None;
             let documents = ex.iter().any(|m| m.tool_calls.iter().any(|c| c.name == "search" || c.name == "open"));
             if matches!(s.name(), "arithmetic" | "units" | "qa") && !documents {
-                let t = generate(
-                    suites::get("units").unwrap(),
-                    TaskKey {
-                        seed: 0,
-                        split: Split::Train,
-                        difficulty: 1,
-                        index: 0,
-                    },
-                )
-                .unwrap();
+                let t = generate(suites::get("units").unwrap(), TaskKey { seed: 0, split: Split::Train, difficulty: 1, index: 0 }).unwrap();
                 sandbox = Some(suites::get("units").unwrap().sandbox(&t).unwrap());
             }
             let mut pending: Vec<String> = Vec::new();
             for (i, m) in ex.iter().enumerate() {
                 match m.role {
-                    Role::Assistant => match parse_turn(&m.content)
-                        .unwrap_or_else(|e| panic!("{}: {e}", s.name()))
-                    {
+                    Role::Assistant => match parse_turn(&m.content).unwrap_or_else(|e| panic!("{}: {e}", s.name())) {
                         Action::Calls(calls) => {
                             assert_eq!(m.tool_calls, calls);
                             if s.name() != "function_call" {
-                                check_calls(&calls, &tools, 4)
-                                    .unwrap_or_else(|e| panic!("{}: {e}", s.name()));
-                                assert_eq!(
-                                    m.content,
-                                    render_call(&calls[0]),
-                                    "{}: examples should use the rendered form",
-                                    s.name()
-                                );
+                                check_calls(&calls, &tools, 4).unwrap_or_else(|e| panic!("{}: {e}", s.name()));
+                                assert_eq!(m.content, render_call(&calls[0]), "{}: examples should use the rendered form", s.name());
                             }
                             if let Some(sb) = sandbox.as_mut() {
                                 pending = calls.iter().map(|c| sb.call(c).unwrap()).collect();
                             }
                         }
                         Action::Answer(a) => {
-                            assert!(
-                                i == ex.len() - 1,
-                                "{}: an answer before the end of an example",
-                                s.name()
-                            );
-                            assert!(
-                                m.content.starts_with("Answer: "),
-                                "{}: answers must use `Answer: `, got {a}",
-                                s.name()
-                            );
+                            assert!(i == ex.len() - 1, "{}: an answer before the end of an example", s.name());
+                            assert!(m.content.starts_with("Answer: "), "{}: answers must use `Answer: `, got {a}", s.name());
                         }
                     },
                     Role::Tool if sandbox.is_some() => {
-                        assert_eq!(
-                            m.content,
-                            pending.remove(0),
-                            "{}: example tool output differs from the tool",
-                            s.name()
-                        );
+                        assert_eq!(m.content, pending.remove(0), "{}: example tool output differs from the tool", s.name());
                     }
                     _ => {}
                 }
@@ -286,33 +193,13 @@ fn fewshot_examples_are_valid_for_their_suites() {
 fn initial_messages_switch_fewshot_and_tools() {
     use autodidact::agent::prompts::initial_messages;
     let prompts = Prompts::embedded().unwrap();
-    let t = generate(
-        suites::get("tables").unwrap(),
-        TaskKey {
-            seed: 0,
-            split: Split::Train,
-            difficulty: 1,
-            index: 0,
-        },
-    )
-    .unwrap();
+    let t = generate(suites::get("tables").unwrap(), TaskKey { seed: 0, split: Split::Train, difficulty: 1, index: 0 }).unwrap();
     let (with, n) = initial_messages(&t, &prompts, PromptOptions::default()).unwrap();
     assert!(n > 0 && with.len() == n + 2);
-    assert!(
-        with[0].content.contains("<tools>\n{") && with[0].content.contains("\"name\": \"lookup\"")
-    );
+    assert!(with[0].content.contains("<tools>\n{") && with[0].content.contains("\"name\": \"lookup\""));
     assert!(!with[0].content.contains("{tools}"));
     assert_eq!(with.last().unwrap().content, t.instruction);
-    let (without, n0) = initial_messages(
-        &t,
-        &prompts,
-        PromptOptions {
-            fewshot: false,
-            tools_in_system: false,
-            hint: None,
-        },
-    )
-    .unwrap();
+    let (without, n0) = initial_messages(&t, &prompts, PromptOptions { fewshot: false, tools_in_system: false, hint: None }).unwrap();
     assert_eq!((without.len(), n0), (2, 0));
     assert!(!without[0].content.contains("<tools>") && !without[0].content.contains("{tools}"));
 }

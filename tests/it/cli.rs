@@ -41,12 +41,8 @@ fn info_reports_the_architecture() {
 fn info_into_a_closed_pipe_exits_quietly() {
     // `autodidact info | head -8` in scripts: a reader that has gone is not a crash.
     let model = common::default_model();
-    let mut child = bin()
-        .args(["info", "--model", model.to_str().unwrap()])
-        .stdout(std::process::Stdio::piped())
-        .stderr(std::process::Stdio::piped())
-        .spawn()
-        .unwrap();
+    let mut child =
+        bin().args(["info", "--model", model.to_str().unwrap()]).stdout(std::process::Stdio::piped()).stderr(std::process::Stdio::piped()).spawn().unwrap();
     drop(child.stdout.take());
     let out = child.wait_with_output().unwrap();
     let err = String::from_utf8_lossy(&out.stderr);
@@ -83,7 +79,10 @@ fn tasks_make_turns_question_answer_rows_into_task_files_that_load() {
     let dir = tempfile::tempdir().unwrap();
     let csv = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tasks/examples_qa.csv");
     let stem = dir.path().join("qa");
-    let out = bin().args(["tasks", "make", "--input", csv.to_str().unwrap(), "--out", stem.to_str().unwrap(), "--split", "auto", "--matcher", "number:0.01"]).output().unwrap();
+    let out = bin()
+        .args(["tasks", "make", "--input", csv.to_str().unwrap(), "--out", stem.to_str().unwrap(), "--split", "auto", "--matcher", "number:0.01"])
+        .output()
+        .unwrap();
     assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
     let mut total = 0;
     for (split, n) in [("train", 7), ("dev", 1), ("test", 2)] {
@@ -111,9 +110,24 @@ fn a_second_writer_is_refused_and_a_killed_one_leaves_no_lock() {
     let out = dir.path().join("eval");
     let model = common::default_model();
     let args = |out: &std::path::Path| -> Vec<String> {
-        ["eval", "--model", model.to_str().unwrap(), "--suites", "arithmetic", "--difficulties", "1", "--tasks-per", "1", "-k", "2", "--out", out.to_str().unwrap(), "--json"]
-            .map(String::from)
-            .to_vec()
+        [
+            "eval",
+            "--model",
+            model.to_str().unwrap(),
+            "--suites",
+            "arithmetic",
+            "--difficulties",
+            "1",
+            "--tasks-per",
+            "1",
+            "-k",
+            "2",
+            "--out",
+            out.to_str().unwrap(),
+            "--json",
+        ]
+        .map(String::from)
+        .to_vec()
     };
     let mut first = bin().args(args(&out)).stdout(std::process::Stdio::null()).stderr(std::process::Stdio::null()).spawn().unwrap();
     let lock = out.join(".autodidact.lock");
@@ -174,6 +188,17 @@ fn rl_training_refuses_sft_step_flags() {
         let err = String::from_utf8_lossy(&o.stderr);
         assert!(!o.status.success() && err.contains(flag[0]) && err.contains("--groups-per-step"), "{err}");
     }
+}
+
+/// `train --help` shows the optimiser defaults the loop uses (configs/README.md's table is checked against the same
+/// values in a unit test).
+#[test]
+fn train_help_shows_the_shared_optimiser_defaults() {
+    let o = bin().args(["train", "--help"]).output().unwrap();
+    let help = String::from_utf8_lossy(&o.stdout);
+    let (s, r) = (autodidact::train::OptimParams::SFT, autodidact::train::OptimParams::RL);
+    assert!(help.contains(&format!("[default: {} for sft, {} for grpo and sdar]", s.lr, r.lr)), "{help}");
+    assert!(help.contains(&format!("[default: {}]", s.save_every)), "{help}");
 }
 
 /// `bench` on a tiny model: every batch size measured, and each throughput converted to arithmetic with the

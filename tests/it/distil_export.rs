@@ -85,12 +85,16 @@ fn fresh_adapter_generates_like_the_base_and_mismatches_are_refused() {
     tiny::write_hf(&model, "llama", 3);
     let spec = model.to_str().unwrap();
     let base = LoadedModel::load(spec).unwrap();
-    let fresh = LoraAdapter::new(LoraConfig { r: 8, alpha: 16.0, dropout: 0.05, targets: Proj::ALL.to_vec(), base_model: base.base_name.clone() }, base.config(), 1).unwrap();
+    let fresh =
+        LoraAdapter::new(LoraConfig { r: 8, alpha: 16.0, dropout: 0.05, targets: Proj::ALL.to_vec(), base_model: base.base_name.clone() }, base.config(), 1)
+            .unwrap();
     let fresh_dir = dir.path().join("fresh");
     fresh.save(&fresh_dir).unwrap();
     let params = SamplingParams { max_new_tokens: 24, ..SamplingParams::default() };
     let prompt = base.encode_chat(&[serde_json::json!({"role": "user", "content": "hello"})], None, true).unwrap();
-    let gen = |m: &LoadedModel| generate(&m.transformer, &m.tokenizer, &[GenRequest { prompt: prompt.clone(), stream: 0 }], &params, &mut |_| {}).unwrap().remove(0).tokens;
+    let gen = |m: &LoadedModel| {
+        generate(&m.transformer, &m.tokenizer, &[GenRequest { prompt: prompt.clone(), stream: 0 }], &params, &mut |_| {}).unwrap().remove(0).tokens
+    };
     let base_tokens = gen(&base);
     let mut with = LoadedModel::load(spec).unwrap();
     with.attach_adapter(&fresh_dir).unwrap();

@@ -5,12 +5,12 @@ use super::common;
 use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
 use autodidact::agent::prompts::{PromptOptions, Prompts};
 use autodidact::agent::scripted::reference_script;
-use autodidact::tasks::suites::{self, generate_many};
 use autodidact::data::dataset::{chat_messages, spans};
 use autodidact::data::jsonl::write_jsonl_atomic;
 use autodidact::data::{Split, Task, Trajectory};
 use autodidact::distil::{build_row, ChatEncoder, RowError};
 use autodidact::model::LoadedModel;
+use autodidact::tasks::suites::{self, generate_many};
 use common::template_policy::TemplatePolicy;
 use common::tiny;
 

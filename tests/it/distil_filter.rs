@@ -5,12 +5,12 @@ use std::process::Command;
 use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
 use autodidact::agent::prompts::{PromptOptions, Prompts};
 use autodidact::agent::scripted::{ScriptedPolicy, TurnScript};
-use autodidact::tasks::suites::{self, generate, TaskKey};
-use autodidact::tools::toolcall::render_call;
 use autodidact::data::dataset::{read_dataset, DatasetRow};
 use autodidact::data::jsonl::write_jsonl_atomic;
 use autodidact::data::{Message, Split, Task, Termination, Trajectory};
 use autodidact::distil::{build_row, select, DropReason, FilterParams};
+use autodidact::tasks::suites::{self, generate, TaskKey};
+use autodidact::tools::toolcall::render_call;
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_autodidact"))
@@ -185,15 +185,8 @@ fn audit_refuses_a_row_that_trains_nothing() {
 fn malformed_dataset_line_names_file_line_and_field() {
     let dir = tempfile::tempdir().unwrap();
     let p = dir.path().join("dataset.jsonl");
-    let good = DatasetRow {
-        id: "t#0".into(),
-        suite: "s".into(),
-        difficulty: 1,
-        messages: vec![],
-        tools: vec![],
-        token_ids: vec![1, 2, 3],
-        loss_mask: vec![0, 1, 1],
-    };
+    let good =
+        DatasetRow { id: "t#0".into(), suite: "s".into(), difficulty: 1, messages: vec![], tools: vec![], token_ids: vec![1, 2, 3], loss_mask: vec![0, 1, 1] };
     let mut bad = serde_json::to_value(&good).unwrap();
     bad["token_ids"] = serde_json::json!([1, "two", 3]);
     std::fs::write(&p, format!("{}\n{}\n", serde_json::to_string(&good).unwrap(), bad)).unwrap();
@@ -207,7 +200,8 @@ fn malformed_dataset_line_names_file_line_and_field() {
     assert!(e.contains("dataset.jsonl:1:") && e.contains("field `loss_mask`") && e.contains("2 values for 3"), "{e}");
 
     // The train command reports it the same way, before loading any model.
-    let o = bin().args(["train", "--data", p.to_str().unwrap(), "--out", dir.path().join("run").to_str().unwrap(), "--model", "no/such/model"]).output().unwrap();
+    let o =
+        bin().args(["train", "--data", p.to_str().unwrap(), "--out", dir.path().join("run").to_str().unwrap(), "--model", "no/such/model"]).output().unwrap();
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("dataset.jsonl:1:") && err.contains("loss_mask"), "{err}");

@@ -6,11 +6,11 @@ use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
 use autodidact::agent::hint::{privileged, HintPlacement, HintSource, HintSpec};
 use autodidact::agent::prompts::{PromptOptions, Prompts};
 use autodidact::agent::scripted::reference_script;
-use autodidact::tasks::suites::{self, generate_many};
 use autodidact::data::{Split, Task, Trajectory};
 use autodidact::distil::rl::{rl_rows, Rewards, Teacher};
 use autodidact::distil::{build_row, strip_hint, teacher_view};
 use autodidact::model::LoadedModel;
+use autodidact::tasks::suites::{self, generate_many};
 use common::template_policy::TemplatePolicy;
 use common::tiny;
 
@@ -53,7 +53,10 @@ fn hints_splice_out_for_training_and_in_for_the_teacher() {
             assert_eq!(h.privileged.as_deref(), Some(hint.as_str()));
             let at = placement.index(h.fewshot_messages);
             assert!(h.messages[at].content.ends_with(&hint), "{placement:?}");
-            assert!(h.messages.iter().chain(&p.messages).filter(|m| m.content.contains("Hint:")).count() == 1, "the hint is in one message of the hinted episode only");
+            assert!(
+                h.messages.iter().chain(&p.messages).filter(|m| m.content.contains("Hint:")).count() == 1,
+                "the hint is in one message of the hinted episode only"
+            );
             assert!(h.token_ids.len() > p.token_ids.len() + 10);
             // Out: the hinted episode without its hint is the plain one.
             let s = strip_hint(h, &model).unwrap();

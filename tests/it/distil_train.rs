@@ -87,10 +87,8 @@ fn bench_reports_every_shape() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("tiny");
     tiny::write_hf(&model, "llama", 1);
-    let o = bin()
-        .args(["train", "--bench", "--model", model.to_str().unwrap(), "--bench-shapes", "1x32,2x48", "--bench-repeats", "1", "--json"])
-        .output()
-        .unwrap();
+    let o =
+        bin().args(["train", "--bench", "--model", model.to_str().unwrap(), "--bench-shapes", "1x32,2x48", "--bench-repeats", "1", "--json"]).output().unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let v: serde_json::Value = serde_json::from_slice(&o.stdout).unwrap();
     let r = v["results"].as_array().unwrap();

@@ -9,12 +9,12 @@ use std::io::Write;
 use std::sync::OnceLock;
 use std::time::{Duration, Instant};
 
-use autodidact::tasks::suites::arithmetic::{calculator, calculator_spec};
-use autodidact::tasks::taskfile::load_tasks;
-use autodidact::tools::toolcall::{check_calls, parse_turn, Action};
 use autodidact::data::ToolCall;
 use autodidact::model::LoadedModel;
 use autodidact::pipeline::config::LoopConfig;
+use autodidact::tasks::suites::arithmetic::{calculator, calculator_spec};
+use autodidact::tasks::taskfile::load_tasks;
+use autodidact::tools::toolcall::{check_calls, parse_turn, Action};
 use proptest::prelude::*;
 use proptest::test_runner::{Config, TestRunner};
 use serde_json::json;
@@ -89,8 +89,25 @@ fn task_file_lines_load_or_name_the_file_and_line() {
 fn loop_configs_load_or_name_the_file() {
     let dir = tempfile::tempdir().unwrap();
     let path = dir.path().join("fuzz.toml");
-    let key = prop_oneof![Just("name"), Just("rounds"), Just("[tasks]"), Just("train_files"), Just("dev_per"), Just("[train]"), Just("lr"), Just("[prompt_files]"), Just("qa")];
-    let value = prop_oneof![Just("\"x\"".to_string()), Just("1".to_string()), Just("-3".to_string()), Just("[\"*.jsonl\"]".to_string()), Just("1e309".to_string()), "[\\PC]{0,8}"];
+    let key = prop_oneof![
+        Just("name"),
+        Just("rounds"),
+        Just("[tasks]"),
+        Just("train_files"),
+        Just("dev_per"),
+        Just("[train]"),
+        Just("lr"),
+        Just("[prompt_files]"),
+        Just("qa")
+    ];
+    let value = prop_oneof![
+        Just("\"x\"".to_string()),
+        Just("1".to_string()),
+        Just("-3".to_string()),
+        Just("[\"*.jsonl\"]".to_string()),
+        Just("1e309".to_string()),
+        "[\\PC]{0,8}"
+    ];
     runner(300)
         .run(&prop::collection::vec((key, value), 0..8), |lines| {
             let text: String = lines.iter().map(|(k, v)| if k.starts_with('[') { format!("{k}\n") } else { format!("{k} = {v}\n") }).collect();
@@ -109,9 +126,14 @@ fn tiny_gguf() -> Vec<u8> {
     use candle_core::{Device, Tensor};
     let t = QTensor::quantize(&Tensor::zeros((2, 32), candle_core::DType::F32, &Device::Cpu).unwrap(), candle_core::quantized::GgmlDType::Q8_0).unwrap();
     let u = QTensor::quantize(&Tensor::ones(4, candle_core::DType::F32, &Device::Cpu).unwrap(), candle_core::quantized::GgmlDType::F32).unwrap();
-    let (arch, n, toks) = (gguf_file::Value::String("llama".into()), gguf_file::Value::U32(2), gguf_file::Value::Array(vec![gguf_file::Value::String("a".into()), gguf_file::Value::String("b".into())]));
+    let (arch, n, toks) = (
+        gguf_file::Value::String("llama".into()),
+        gguf_file::Value::U32(2),
+        gguf_file::Value::Array(vec![gguf_file::Value::String("a".into()), gguf_file::Value::String("b".into())]),
+    );
     let mut out = std::io::Cursor::new(Vec::new());
-    gguf_file::write(&mut out, &[("general.architecture", &arch), ("llama.block_count", &n), ("tokenizer.ggml.tokens", &toks)], &[("w", &t), ("v", &u)]).unwrap();
+    gguf_file::write(&mut out, &[("general.architecture", &arch), ("llama.block_count", &n), ("tokenizer.ggml.tokens", &toks)], &[("w", &t), ("v", &u)])
+        .unwrap();
     out.into_inner()
 }
 
@@ -123,7 +145,8 @@ fn gguf_headers_with_random_bytes_truncations_and_absurd_sizes_are_errors() {
     // Offsets of the header's counts and of the first string length: where absurd values do the most harm.
     let hot = prop_oneof![Just(8usize), Just(16), Just(24), Just(32), 0..good.len()];
     let value = prop_oneof![Just(u64::MAX), Just(1u64 << 40), Just(1u64 << 62), Just(0u64), any::<u64>()];
-    let strategy = (prop::collection::vec((hot, value), 0..3), prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4), any::<prop::sample::Index>());
+    let strategy =
+        (prop::collection::vec((hot, value), 0..3), prop::collection::vec((any::<prop::sample::Index>(), any::<u8>()), 0..4), any::<prop::sample::Index>());
     runner(300)
         .run(&strategy, |(words, bytes, cut)| {
             let mut b = good.clone();
@@ -151,7 +174,19 @@ fn gguf_headers_with_random_bytes_truncations_and_absurd_sizes_are_errors() {
 fn the_calculator_answers_any_expression_quickly() {
     let expr = prop_oneof![
         "[0-9+\\-*/().^ %a-z]{0,40}",
-        prop::collection::vec(prop_oneof![Just("9".repeat(30)), Just("**".to_string()), Just("^".to_string()), Just("(".to_string()), Just(")".to_string()), Just("/0".to_string()), Just("!".to_string())], 0..20).prop_map(|v| v.concat()),
+        prop::collection::vec(
+            prop_oneof![
+                Just("9".repeat(30)),
+                Just("**".to_string()),
+                Just("^".to_string()),
+                Just("(".to_string()),
+                Just(")".to_string()),
+                Just("/0".to_string()),
+                Just("!".to_string())
+            ],
+            0..20
+        )
+        .prop_map(|v| v.concat()),
     ];
     runner(1000)
         .run(&expr, |e| {

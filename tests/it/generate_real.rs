@@ -4,8 +4,8 @@ use super::common;
 
 use std::sync::OnceLock;
 
-use autodidact::model::LoadedModel;
 use autodidact::data::FinishReason;
+use autodidact::model::LoadedModel;
 use autodidact::sample::{generate, GenOutput, GenRequest, SamplingParams};
 use serde_json::json;
 

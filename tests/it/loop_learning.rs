@@ -5,12 +5,12 @@ use super::common;
 use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
 use autodidact::agent::prompts::{PromptOptions, Prompts};
 use autodidact::agent::scripted::{reference_script, TurnScript};
-use autodidact::tasks::suites::{self, generate_many};
 use autodidact::data::dataset::DatasetRow;
 use autodidact::data::{Message, Split, Task, Trajectory};
 use autodidact::distil::{filter_to_dir, FilterParams};
 use autodidact::model::lora::{LoraAdapter, LoraConfig, Proj};
 use autodidact::model::LoadedModel;
+use autodidact::tasks::suites::{self, generate_many};
 use autodidact::train::model::{next_token_targets, Batch, LoraVars};
 use autodidact::train::{train_sft, OptimParams, SftParams, TrainModel, TrainRow};
 use common::template_policy::TemplatePolicy;
@@ -41,7 +41,11 @@ fn training_on_filtered_successes_raises_their_probability() {
     let n = tasks.len();
     let mut solve = reference_script(&refs);
     let script = move |episode: usize, turn: usize, msgs: &[Message]| -> TurnScript {
-        if episode < n { solve(episode, turn, msgs) } else { "Answer: -1".into() }
+        if episode < n {
+            solve(episode, turn, msgs)
+        } else {
+            "Answer: -1".into()
+        }
     };
     let prompts = Prompts::embedded().unwrap();
     let cfg = RunConfig {
@@ -59,20 +63,18 @@ fn training_on_filtered_successes_raises_their_probability() {
     assert_eq!(f.rows.len(), n, "only the successes are kept");
     assert_eq!(f.report.total.dropped["failed"], n);
     assert!(f.rows.iter().all(|r| r.id.ends_with("#0")), "{:?}", f.rows.iter().map(|r| &r.id).collect::<Vec<_>>());
-    let failed_rows: Vec<DatasetRow> = trajs
-        .iter()
-        .filter(|t| !t.verdict.success)
-        .map(|t| autodidact::distil::build_row(t, None).unwrap().row)
-        .collect();
+    let failed_rows: Vec<DatasetRow> = trajs.iter().filter(|t| !t.verdict.success).map(|t| autodidact::distil::build_row(t, None).unwrap().row).collect();
 
     // The tiny model's 96-token context is shorter than an episode; rope extends to any length.
     let mut mcfg = model.config().clone();
     mcfg.max_position_embeddings = 4096;
     let tm = TrainModel::new(&mcfg, &model.transformer.weights).unwrap();
     let before = mean_logprob(&tm, None, &f.rows);
-    let adapter = LoraAdapter::new(LoraConfig { r: 8, alpha: 16.0, dropout: 0.0, targets: Proj::ALL.to_vec(), base_model: model.base_name.clone() }, &mcfg, 1).unwrap();
+    let adapter =
+        LoraAdapter::new(LoraConfig { r: 8, alpha: 16.0, dropout: 0.0, targets: Proj::ALL.to_vec(), base_model: model.base_name.clone() }, &mcfg, 1).unwrap();
     assert_eq!(mean_logprob(&tm, Some(&adapter), &f.rows), before, "a fresh adapter changes nothing");
-    let rows: Vec<TrainRow> = f.rows.iter().map(|r| TrainRow { id: Some(r.id.clone()), token_ids: r.token_ids.clone(), loss_mask: r.loss_mask.clone() }).collect();
+    let rows: Vec<TrainRow> =
+        f.rows.iter().map(|r| TrainRow { id: Some(r.id.clone()), token_ids: r.token_ids.clone(), loss_mask: r.loss_mask.clone() }).collect();
     let optim = OptimParams { lr: 1e-2, warmup: 2, min_lr_ratio: 0.0, epochs: 15, batch_size: 2, save_every: 0, ..OptimParams::SFT };
     let p = SftParams::new(optim, mcfg.max_position_embeddings, dir.path().join("train"));
     let trained = train_sft(&tm, adapter, &rows, &p, &mut |_| {}).unwrap().adapter;

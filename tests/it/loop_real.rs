@@ -55,7 +55,9 @@ fn write_config(dir: &Path, name: &str, body: &str) -> PathBuf {
 fn test_file(dir: &Path) -> PathBuf {
     let path = dir.join("mine.test.jsonl");
     let task = |id: &str, q: &str, a: &str| {
-        format!(r#"{{"id": "{id}", "suite": "qa", "split": "test", "difficulty": 1, "instruction": "{q}", "tools": ["calculator"], "expected": {{"kind": "answer", "answer": "{a}", "matcher": {{"type": "number"}}}}, "max_turns": 4}}"#)
+        format!(
+            r#"{{"id": "{id}", "suite": "qa", "split": "test", "difficulty": 1, "instruction": "{q}", "tools": ["calculator"], "expected": {{"kind": "answer", "answer": "{a}", "matcher": {{"type": "number"}}}}, "max_turns": 4}}"#
+        )
     };
     std::fs::write(&path, [task("mine-1", "What is 17 times 23?", "391"), task("mine-2", "What is 1000 minus 387?", "613")].join("\n")).unwrap();
     path
@@ -156,7 +158,11 @@ fn loop_runs_end_to_end_and_resumes_after_a_kill() {
         .unwrap();
     assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
     let weights = "adapter/adapter_model.safetensors";
-    assert_eq!(std::fs::read(out.join(weights)).unwrap(), std::fs::read(a.join("round-001/train").join(weights)).unwrap(), "the CLI's adapter differs from the loop's");
+    assert_eq!(
+        std::fs::read(out.join(weights)).unwrap(),
+        std::fs::read(a.join("round-001/train").join(weights)).unwrap(),
+        "the CLI's adapter differs from the loop's"
+    );
     assert_eq!(std::fs::read(out.join("loss.svg")).unwrap(), std::fs::read(a.join("round-001/train/loss.svg")).unwrap());
 
     // The same experiment under another name, killed once its round-1 rollouts have started, then rerun. Its

@@ -61,7 +61,10 @@ fn logits_match_candle_quantized_llama() {
         sum_diff += o.iter().zip(&r).map(|(x, y)| (x - y).abs() as f64).sum::<f64>();
     }
     let mean_diff = sum_diff / (PROMPT.len() * v) as f64;
-    eprintln!("vs candle quantized_llama over {} positions: max |logit diff| {max_diff}, mean {mean_diff}, same top-1 at all {decisive} decisive positions", PROMPT.len());
+    eprintln!(
+        "vs candle quantized_llama over {} positions: max |logit diff| {max_diff}, mean {mean_diff}, same top-1 at all {decisive} decisive positions",
+        PROMPT.len()
+    );
     assert!(2 * decisive >= PROMPT.len(), "only {decisive} decisive positions");
     // candle's int8 activations differ from exact f32 by this much (logits reach |36|); ours are exact up to
     // summation order (next test).
@@ -109,12 +112,8 @@ fn batched_equal_single(m: &Transformer) {
     let single_a = full_logits(m, a);
     let single_b = full_logits(m, b);
     let (mut ca, mut cb) = (m.new_cache(), m.new_cache());
-    let out = m
-        .forward(&mut [
-            SeqInput { cache: &mut ca, tokens: a, logits: Logits::All },
-            SeqInput { cache: &mut cb, tokens: b, logits: Logits::Last },
-        ])
-        .unwrap();
+    let out =
+        m.forward(&mut [SeqInput { cache: &mut ca, tokens: a, logits: Logits::All }, SeqInput { cache: &mut cb, tokens: b, logits: Logits::Last }]).unwrap();
     assert!(out[0] == single_a, "{}", m.simd);
     assert!(out[1] == single_b[(b.len() - 1) * v..], "{}", m.simd);
 
@@ -172,7 +171,11 @@ fn quantized_weights_give_the_exact_f32_logits() {
                 max_diff = max_diff.max(a.iter().zip(b).fold(0f32, |acc, (x, y)| acc.max((x - y).abs())));
                 top1_same += (argmax(a) == argmax(b)) as usize;
             }
-            eprintln!("{simd} {what} kernels vs f32 weights on {}: max |diff| {max_diff} (max |logit| {range}), same top-1 at {top1_same}/{}", Simd::best(), PROMPT.len());
+            eprintln!(
+                "{simd} {what} kernels vs f32 weights on {}: max |diff| {max_diff} (max |logit| {range}), same top-1 at {top1_same}/{}",
+                Simd::best(),
+                PROMPT.len()
+            );
             assert_eq!(top1_same, PROMPT.len(), "{simd} {what}");
             assert!(max_diff < 1e-3, "{simd} {what}: max |diff| {max_diff}");
         }

@@ -39,9 +39,7 @@ fn tiny_llama_matches_candle_llama() {
 
     let cfg: LlamaConfig = serde_json::from_value(tiny::config_json("llama")).unwrap();
     let cfg = cfg.into_config(false);
-    let vb = unsafe {
-        candle_nn::VarBuilder::from_mmaped_safetensors(&[dir.path().join("model.safetensors")], DType::F32, &Device::Cpu).unwrap()
-    };
+    let vb = unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[dir.path().join("model.safetensors")], DType::F32, &Device::Cpu).unwrap() };
     let reference = Llama::load(vb, &cfg).unwrap();
     let mut cache = Cache::new(true, DType::F32, &cfg, &Device::Cpu).unwrap();
     let mut theirs = Vec::new();
@@ -61,9 +59,7 @@ fn tiny_qwen2_with_biases_matches_candle_qwen2() {
     let ours = all_logits(&load_dir(dir.path()), &TOKENS);
 
     let cfg: Config = serde_json::from_value(tiny::config_json("qwen2")).unwrap();
-    let vb = unsafe {
-        candle_nn::VarBuilder::from_mmaped_safetensors(&[dir.path().join("model.safetensors")], DType::F32, &Device::Cpu).unwrap()
-    };
+    let vb = unsafe { candle_nn::VarBuilder::from_mmaped_safetensors(&[dir.path().join("model.safetensors")], DType::F32, &Device::Cpu).unwrap() };
     let mut reference = ModelForCausalLM::new(&cfg, vb).unwrap();
     let mut theirs = Vec::new();
     for (pos, &t) in TOKENS.iter().enumerate() {
@@ -224,9 +220,6 @@ fn prompt_longer_than_context_is_an_error() {
     tiny::write_hf(dir.path(), "llama", 1);
     let m = LoadedModel::load(dir.path().to_str().unwrap()).unwrap();
     let prompt: Vec<u32> = (0..tiny::CONTEXT as u32 + 5).map(|i| i % 200).collect();
-    let e = generate(&m.transformer, &m.tokenizer, &[GenRequest { prompt, stream: 0 }], &SamplingParams::default(), &mut |_| {})
-        .err()
-        .unwrap()
-        .to_string();
+    let e = generate(&m.transformer, &m.tokenizer, &[GenRequest { prompt, stream: 0 }], &SamplingParams::default(), &mut |_| {}).err().unwrap().to_string();
     assert!(e.contains("does not fit the context of 96 tokens"), "{e}");
 }

@@ -117,7 +117,10 @@ fn serve_answers_openai_requests_streamed_or_whole() {
     assert_eq!(code, 200, "{whole}");
     let text = whole["choices"][0]["message"]["content"].as_str().unwrap().to_string();
     assert!(!text.is_empty());
-    assert_eq!(whole["usage"]["completion_tokens"].as_u64().unwrap() as usize, whole["usage"]["total_tokens"].as_u64().unwrap() as usize - whole["usage"]["prompt_tokens"].as_u64().unwrap() as usize);
+    assert_eq!(
+        whole["usage"]["completion_tokens"].as_u64().unwrap() as usize,
+        whole["usage"]["total_tokens"].as_u64().unwrap() as usize - whole["usage"]["prompt_tokens"].as_u64().unwrap() as usize
+    );
 
     // The same request streamed: the deltas add up to the whole reply.
     let mut streamed = json!(chat);
@@ -152,13 +155,10 @@ fn serve_answers_openai_requests_streamed_or_whole() {
     assert!(matches!(r, Err(ureq::Error::Status(400, _))));
 
     // The port is taken: the error names the address.
-    let err = Server::start(LoadedModel::load(common::default_model().to_str().unwrap()).unwrap(), ServeOptions {
-        addr: s.addr.to_string(),
-        served_name: None,
-        adapters: vec![],
-        api_key: None,
-        cache_bytes: 0,
-    })
+    let err = Server::start(
+        LoadedModel::load(common::default_model().to_str().unwrap()).unwrap(),
+        ServeOptions { addr: s.addr.to_string(), served_name: None, adapters: vec![], api_key: None, cache_bytes: 0 },
+    )
     .err()
     .expect("a second server on the same port");
     assert!(err.to_string().contains(&s.addr.to_string()), "{err}");
@@ -186,7 +186,10 @@ fn adapters_load_at_run_time_and_a_fresh_one_changes_nothing() {
     client.load_adapter("fresh", &dir.path().join("fresh")).unwrap();
     client.load_adapter("bent", &dir.path().join("bent")).unwrap();
     let ask = |model: &str| {
-        let (code, v) = post(&format!("{url}/v1/completions"), &json!({"model": model, "prompt": "Once upon a time", "max_tokens": 12, "temperature": 0, "return_token_ids": true}));
+        let (code, v) = post(
+            &format!("{url}/v1/completions"),
+            &json!({"model": model, "prompt": "Once upon a time", "max_tokens": 12, "temperature": 0, "return_token_ids": true}),
+        );
         assert_eq!(code, 200, "{v}");
         v["choices"][0]["token_ids"].clone()
     };

@@ -22,16 +22,8 @@ fn model_path() -> PathBuf {
     let path = root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
     if !path.exists() {
         let script = root.join("scripts/fetch-model.sh");
-        let status = std::process::Command::new("bash")
-            .arg(&script)
-            .status()
-            .unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
-        assert!(
-            status.success(),
-            "{} failed; tests need {}",
-            script.display(),
-            path.display()
-        );
+        let status = std::process::Command::new("bash").arg(&script).status().unwrap_or_else(|e| panic!("cannot run {}: {e}", script.display()));
+        assert!(status.success(), "{} failed; tests need {}", script.display(), path.display());
     }
     path
 }
@@ -49,10 +41,7 @@ fn smol() -> &'static Smol {
         let mut file = std::fs::File::open(&path).expect("open GGUF");
         let content = gguf_file::Content::read(&mut file).expect("read GGUF metadata");
         let tokenizer = Tokenizer::from_gguf(&content.metadata).expect("tokenizer from GGUF");
-        Smol {
-            metadata: content.metadata,
-            tokenizer,
-        }
+        Smol { metadata: content.metadata, tokenizer }
     })
 }
 
@@ -92,10 +81,7 @@ fn reference_ids_match_candle_notes() {
     let t = &smol().tokenizer;
     let text = "<|im_start|>user\nWhat is 12*7?<|im_end|>\n";
     let ids = t.encode(text).unwrap();
-    assert_eq!(
-        ids,
-        [1, 4093, 198, 1780, 314, 216, 33, 34, 26, 39, 47, 2, 198]
-    );
+    assert_eq!(ids, [1, 4093, 198, 1780, 314, 216, 33, 34, 26, 39, 47, 2, 198]);
     assert_eq!(t.decode(&ids, false).unwrap(), text);
     assert_eq!(t.decode(&ids, true).unwrap(), "user\nWhat is 12*7?\n");
 }
@@ -171,20 +157,10 @@ fn hf_export_reloads_with_identical_ids() {
     std::fs::write(&config_path, serde_json::to_string_pretty(&config).unwrap()).unwrap();
 
     let back = Tokenizer::from_files(&json_path, Some(&config_path)).unwrap();
-    for text in TEXTS
-        .iter()
-        .chain(&["<|im_start|>user\nWhat is 12*7?<|im_end|>\n"])
-    {
-        assert_eq!(
-            back.encode(text).unwrap(),
-            s.tokenizer.encode(text).unwrap(),
-            "{text:?}"
-        );
+    for text in TEXTS.iter().chain(&["<|im_start|>user\nWhat is 12*7?<|im_end|>\n"]) {
+        assert_eq!(back.encode(text).unwrap(), s.tokenizer.encode(text).unwrap(), "{text:?}");
     }
-    assert_eq!(
-        (back.bos_id(), back.eos_id(), back.pad_id()),
-        (Some(1), 2, Some(2))
-    );
+    assert_eq!((back.bos_id(), back.eos_id(), back.pad_id()), (Some(1), 2, Some(2)));
     assert_eq!(back.stop_ids(), s.tokenizer.stop_ids());
     assert_eq!(back.special_tokens(), s.tokenizer.special_tokens());
     assert_eq!(back.vocab_size(), 49152);
@@ -193,14 +169,8 @@ fn hf_export_reloads_with_identical_ids() {
 
 #[test]
 fn smollm2_template_with_system_message() {
-    let messages = [
-        json!({"role": "system", "content": "You are a concise math tutor."}),
-        json!({"role": "user", "content": "What is 12*7?"}),
-    ];
-    assert_eq!(
-        smol_template().render(&messages, None, true).unwrap(),
-        SMOL_SYS_USER
-    );
+    let messages = [json!({"role": "system", "content": "You are a concise math tutor."}), json!({"role": "user", "content": "What is 12*7?"})];
+    assert_eq!(smol_template().render(&messages, None, true).unwrap(), SMOL_SYS_USER);
 }
 
 #[test]
@@ -220,16 +190,8 @@ fn smollm2_template_injects_default_system_message() {
 fn rendered_prompt_tokenizes_with_single_special_ids() {
     let t = &smol().tokenizer;
     let ids = t.encode(SMOL_SYS_USER).unwrap();
-    assert_eq!(
-        ids.iter().filter(|&&id| id == 1).count(),
-        3,
-        "three <|im_start|>"
-    );
-    assert_eq!(
-        ids.iter().filter(|&&id| id == 2).count(),
-        2,
-        "two <|im_end|>"
-    );
+    assert_eq!(ids.iter().filter(|&&id| id == 1).count(), 3, "three <|im_start|>");
+    assert_eq!(ids.iter().filter(|&&id| id == 2).count(), 2, "two <|im_end|>");
     let generation_prompt = [vec![1], t.encode("assistant\n").unwrap()].concat();
     assert!(ids.ends_with(&generation_prompt), "{ids:?}");
     assert_eq!(t.decode(&ids, false).unwrap(), SMOL_SYS_USER);
@@ -268,59 +230,29 @@ fn user_only() -> Vec<Value> {
 
 #[test]
 fn qwen25_template_renders_tools_calls_and_results() {
-    assert_eq!(
-        QWEN25_TEMPLATE.len(),
-        2507,
-        "fixture must be the template byte for byte"
-    );
+    assert_eq!(QWEN25_TEMPLATE.len(), 2507, "fixture must be the template byte for byte");
     let t = ChatTemplate::new(QWEN25_TEMPLATE, None, Some("<|im_end|>".into())).unwrap();
-    assert_eq!(
-        t.render(&tool_conversation(), Some(&tools()), true)
-            .unwrap(),
-        QWEN_TOOLS
-    );
-    assert_eq!(
-        t.render(&user_only(), Some(&tools()[..1]), true).unwrap(),
-        QWEN_TOOLS_NOSYS
-    );
-    assert_eq!(
-        t.render(&user_only(), None, true).unwrap(),
-        QWEN_PLAIN_DEFAULT_SYS
-    );
+    assert_eq!(t.render(&tool_conversation(), Some(&tools()), true).unwrap(), QWEN_TOOLS);
+    assert_eq!(t.render(&user_only(), Some(&tools()[..1]), true).unwrap(), QWEN_TOOLS_NOSYS);
+    assert_eq!(t.render(&user_only(), None, true).unwrap(), QWEN_PLAIN_DEFAULT_SYS);
     assert_eq!(t.source(), QWEN25_TEMPLATE);
 }
 
 #[test]
 fn chatml_fallback_renders_documented_format() {
     let t = ChatTemplate::chatml();
-    let sys_user = [
-        json!({"role": "system", "content": "You are a concise math tutor."}),
-        json!({"role": "user", "content": "What is 12*7?"}),
-    ];
+    let sys_user = [json!({"role": "system", "content": "You are a concise math tutor."}), json!({"role": "user", "content": "What is 12*7?"})];
     assert_eq!(t.render(&sys_user, None, true).unwrap(), CHATML_SYS_USER);
-    assert_eq!(
-        t.render(&user_only(), None, true).unwrap(),
-        CHATML_USER_ONLY
-    );
-    assert_eq!(
-        t.render(&tool_conversation(), Some(&tools()), true)
-            .unwrap(),
-        CHATML_TOOLS
-    );
-    assert_eq!(
-        t.render(&user_only(), Some(&tools()[..1]), true).unwrap(),
-        CHATML_TOOLS_NOSYS
-    );
+    assert_eq!(t.render(&user_only(), None, true).unwrap(), CHATML_USER_ONLY);
+    assert_eq!(t.render(&tool_conversation(), Some(&tools()), true).unwrap(), CHATML_TOOLS);
+    assert_eq!(t.render(&user_only(), Some(&tools()[..1]), true).unwrap(), CHATML_TOOLS_NOSYS);
     let string_args = [
         json!({"role": "user", "content": "12*7?"}),
         json!({"role": "assistant", "content": "Let me compute.", "tool_calls": [
             {"type": "function", "function": {"name": "calculator", "arguments": "{\"expression\": \"12*7\"}"}}]}),
         json!({"role": "tool", "content": "84"}),
     ];
-    assert_eq!(
-        t.render(&string_args, Some(&tools()[..1]), false).unwrap(),
-        CHATML_STRING_ARGS
-    );
+    assert_eq!(t.render(&string_args, Some(&tools()[..1]), false).unwrap(), CHATML_STRING_ARGS);
 }
 
 #[test]
@@ -328,10 +260,7 @@ fn chatml_fallback_matches_qwen25_when_a_system_message_is_given() {
     let qwen = ChatTemplate::new(QWEN25_TEMPLATE, None, None).unwrap();
     let chatml = ChatTemplate::chatml();
     let conversation = tool_conversation();
-    assert_eq!(
-        chatml.render(&conversation, Some(&tools()), true).unwrap(),
-        qwen.render(&conversation, Some(&tools()), true).unwrap()
-    );
+    assert_eq!(chatml.render(&conversation, Some(&tools()), true).unwrap(), qwen.render(&conversation, Some(&tools()), true).unwrap());
 }
 
 #[test]
@@ -339,24 +268,14 @@ fn raise_exception_surfaces_the_template_message() {
     let source = "{% if messages[0].role != 'user' %}{{ raise_exception('Conversations must start with a user message') }}{% endif %}ok";
     let t = ChatTemplate::new(source, None, None).unwrap();
     assert_eq!(t.render(&user_only(), None, false).unwrap(), "ok");
-    let err = t
-        .render(
-            &[json!({"role": "assistant", "content": "hi"})],
-            None,
-            false,
-        )
-        .unwrap_err();
+    let err = t.render(&[json!({"role": "assistant", "content": "hi"})], None, false).unwrap_err();
     match &err {
         TemplateError::Raised(message) => {
             assert_eq!(message, "Conversations must start with a user message")
         }
         other => panic!("expected Raised, got {other:?}"),
     }
-    assert!(
-        err.to_string()
-            .contains("Conversations must start with a user message"),
-        "{err}"
-    );
+    assert!(err.to_string().contains("Conversations must start with a user message"), "{err}");
 }
 
 #[test]
@@ -364,10 +283,7 @@ fn compile_errors_name_the_problem() {
     let err = ChatTemplate::new("{% for m in messages %}{{ m.content }", None, None).unwrap_err();
     let msg = err.to_string();
     assert!(matches!(err, TemplateError::Compile(_)), "{err:?}");
-    assert!(
-        msg.contains("syntax error") && msg.contains("line 1"),
-        "{msg}"
-    );
+    assert!(msg.contains("syntax error") && msg.contains("line 1"), "{msg}");
 }
 
 /// Qwen/Qwen2.5-0.5B-Instruct `chat_template` from its tokenizer_config.json, verbatim.
@@ -428,8 +344,7 @@ const QWEN25_TEMPLATE: &str = r#"{%- if tools %}
 "#;
 
 // Reference renders (see the module docs for how they were produced).
-const SMOL_SYS_USER: &str =
-    "<|im_start|>system\nYou are a concise math tutor.<|im_end|>\n<|im_start|>user\n\
+const SMOL_SYS_USER: &str = "<|im_start|>system\nYou are a concise math tutor.<|im_end|>\n<|im_start|>user\n\
     What is 12*7?<|im_end|>\n<|im_start|>assistant\n";
 
 const SMOL_USER_ONLY: &str = "<|im_start|>system\n\
@@ -471,8 +386,7 @@ const QWEN_PLAIN_DEFAULT_SYS: &str = "<|im_start|>system\n\
     You are Qwen, created by Alibaba Cloud. You are a helpful assistant.<|im_end|>\n\
     <|im_start|>user\nWhat is 12*7?<|im_end|>\n<|im_start|>assistant\n";
 
-const CHATML_SYS_USER: &str =
-    "<|im_start|>system\nYou are a concise math tutor.<|im_end|>\n<|im_start|>user\n\
+const CHATML_SYS_USER: &str = "<|im_start|>system\nYou are a concise math tutor.<|im_end|>\n<|im_start|>user\n\
     What is 12*7?<|im_end|>\n<|im_start|>assistant\n";
 
 const CHATML_USER_ONLY: &str = "<|im_start|>user\nWhat is 12*7?<|im_end|>\n<|im_start|>assistant\n";

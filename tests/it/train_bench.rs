@@ -16,10 +16,13 @@ fn bench_default_model() {
     drop(model);
     let mut p = BenchParams::default();
     if let Ok(s) = std::env::var("TRAIN_BENCH_SHAPES") {
-        p.shapes = s.split(',').map(|x| {
-            let (b, t) = x.split_once('x').expect("shape like 1x256");
-            (b.parse().unwrap(), t.parse().unwrap())
-        }).collect();
+        p.shapes = s
+            .split(',')
+            .map(|x| {
+                let (b, t) = x.split_once('x').expect("shape like 1x256");
+                (b.parse().unwrap(), t.parse().unwrap())
+            })
+            .collect();
     }
     if let Ok(r) = std::env::var("TRAIN_BENCH_REPEATS") {
         p.repeats = r.parse().unwrap();
@@ -43,7 +46,13 @@ fn bench_matmul_layouts() {
     let wt = w.t().unwrap().contiguous().unwrap(); // in x out
     let g = Tensor::randn(0f32, 1., (m, n), &d).unwrap();
     let time = |f: &dyn Fn() -> Tensor| {
-        let mut v: Vec<f64> = (0..7).map(|_| { let t = Instant::now(); f(); t.elapsed().as_secs_f64() }).collect();
+        let mut v: Vec<f64> = (0..7)
+            .map(|_| {
+                let t = Instant::now();
+                f();
+                t.elapsed().as_secs_f64()
+            })
+            .collect();
         v.sort_by(f64::total_cmp);
         v[3]
     };

@@ -107,7 +107,12 @@ fn inference_deltas_equal_merged_matrices() {
     let mut rng = ChaCha8Rng::seed_from_u64(1);
     let t = 3;
     for (l, (base, mer)) in w.layers.iter().zip(&merged.layers).enumerate() {
-        for (stacked, bm, mm) in [(Stacked::Qkv, &base.qkv, &mer.qkv), (Stacked::O, &base.o, &mer.o), (Stacked::GateUp, &base.gate_up, &mer.gate_up), (Stacked::Down, &base.down, &mer.down)] {
+        for (stacked, bm, mm) in [
+            (Stacked::Qkv, &base.qkv, &mer.qkv),
+            (Stacked::O, &base.o, &mer.o),
+            (Stacked::GateUp, &base.gate_up, &mer.gate_up),
+            (Stacked::Down, &base.down, &mer.down),
+        ] {
             let x: Vec<f32> = (0..t * bm.cols).map(|_| rng.random_range(-1.0..1.0)).collect();
             let mut with_delta = vec![0f32; t * bm.rows];
             bm.matmul(autodidact::simd::Simd::active(), &Input::new(&x, t, bm.cols), &mut with_delta);

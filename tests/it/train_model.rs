@@ -54,10 +54,13 @@ fn training_logits(m: &TrainModel, lora: Option<&LoraVars>, seqs: &[Vec<u32>]) -
 
 fn max_abs_diff(a: &[Vec<f32>], b: &[Vec<f32>]) -> f32 {
     assert_eq!(a.len(), b.len());
-    a.iter().zip(b).flat_map(|(x, y)| {
-        assert_eq!(x.len(), y.len());
-        x.iter().zip(y).map(|(p, q)| (p - q).abs())
-    }).fold(0.0, f32::max)
+    a.iter()
+        .zip(b)
+        .flat_map(|(x, y)| {
+            assert_eq!(x.len(), y.len());
+            x.iter().zip(y).map(|(p, q)| (p - q).abs())
+        })
+        .fold(0.0, f32::max)
 }
 
 fn lora_cfg(targets: &[Proj]) -> LoraConfig {
@@ -141,7 +144,11 @@ fn lora_gradients_match_finite_differences_through_the_model() {
                 let bump = |d: f32| {
                     let mut a = adapter.clone();
                     let pair = a.layers[layer].get_mut(p).unwrap();
-                    if is_a { pair.a[i] += d } else { pair.b[i] += d }
+                    if is_a {
+                        pair.a[i] += d
+                    } else {
+                        pair.b[i] += d
+                    }
                     loss_of(&a)
                 };
                 let num = (bump(h) - bump(-h)) / (2.0 * h as f64);
@@ -162,10 +169,7 @@ fn fresh_adapter_matches_base_model_real() {
     let m = TrainModel::new(&cfg, w).unwrap();
     let lcfg = LoraConfig { r: 8, alpha: 16.0, dropout: 0.0, targets: Proj::ALL.to_vec(), base_model: "smollm2".into() };
     let vars = LoraVars::from_adapter(&LoraAdapter::new(lcfg, &cfg, 0).unwrap(), m.device()).unwrap();
-    let seqs = vec![
-        vec![1, 4093, 198, 1780, 314, 216, 33, 34, 26, 39, 47, 2, 198],
-        vec![1, 4093, 198, 1780, 314, 216, 33],
-    ];
+    let seqs = vec![vec![1, 4093, 198, 1780, 314, 216, 33, 34, 26, 39, 47, 2, 198], vec![1, 4093, 198, 1780, 314, 216, 33]];
     let reference = reference_logits(&Transformer::new(cfg.clone(), f32_copy(w)), &seqs);
     let ours = training_logits(&m, Some(&vars), &seqs);
     let d = max_abs_diff(&reference, &ours);

@@ -1,9 +1,9 @@
 //! Every op the training forward differentiates through, checked against central finite differences.
 use std::sync::Arc;
 
-use autodidact::train::lora_linear::{LoraLinear, LoraPart};
 use autodidact::train::attention::{attention, Attention};
 use autodidact::train::head::target_logprobs;
+use autodidact::train::lora_linear::{LoraLinear, LoraPart};
 use autodidact::train::ops::{frozen_linear, rms_norm, rope_qk, swiglu, RopeTables};
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};

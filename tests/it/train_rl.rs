@@ -4,9 +4,9 @@ use std::path::Path;
 
 use autodidact::model::lora::{LoraAdapter, LoraConfig, Proj};
 use autodidact::train::model::{next_token_targets, Batch, LoraVars, Target};
-use autodidact::train::OptimParams;
 use autodidact::train::rl::{token_terms, train_rl, Objective, RlCoefs, RlParams, RlRow, RlStepMetrics, TeacherView, TokenInputs, REFERENCE_FILE};
 use autodidact::train::tiny::{tiny_config, tiny_weights};
+use autodidact::train::OptimParams;
 use autodidact::train::TrainModel;
 use candle_core::Tensor;
 use rand::{Rng, SeedableRng};
@@ -173,7 +173,13 @@ fn every_term_matches_finite_differences() {
     for (row, got) in logits.iter().zip(&both) {
         let max = row.iter().cloned().fold(f32::MIN, f32::max) as f64;
         let z: f64 = row.iter().map(|&x| (x as f64 - max).exp()).sum();
-        let h: f64 = -row.iter().map(|&x| { let lp = x as f64 - max - z.ln(); lp.exp() * lp }).sum::<f64>();
+        let h: f64 = -row
+            .iter()
+            .map(|&x| {
+                let lp = x as f64 - max - z.ln();
+                lp.exp() * lp
+            })
+            .sum::<f64>();
         assert!((h - got[1] as f64).abs() < 1e-4, "entropy {} vs {h}", got[1]);
     }
     let gates: Vec<f64> = consts.iter().zip(&s0).map(|(x, &s)| 1.0 / (1.0 + (-5.0 * (x.teacher.unwrap() - s as f64)).exp())).collect();
@@ -184,7 +190,8 @@ fn every_term_matches_finite_differences() {
         ("sdar", RlCoefs { kl_coef: 0.0, entropy_coef: 0.0, sdar_lambda: 1.0, clip_eps: 0.2, sdar_beta: 5.0 }),
     ];
     for (name, c) in terms {
-        let consts: Vec<TokenInputs> = if name == "policy gradient" { consts.clone() } else { consts.iter().map(|x| TokenInputs { advantage: 0.0, ..*x }).collect() };
+        let consts: Vec<TokenInputs> =
+            if name == "policy gradient" { consts.clone() } else { consts.iter().map(|x| TokenInputs { advantage: 0.0, ..*x }).collect() };
         let consts: Vec<TokenInputs> = if name == "sdar" { consts } else { consts.iter().map(|x| TokenInputs { teacher: None, ..*x }).collect() };
         let (_, surrogate) = batch_loss(&m, &vars, &batch, &targets, &consts, &c, &gates);
         let grads = surrogate.backward().unwrap();
@@ -264,7 +271,10 @@ fn a_killed_rl_run_resumes_exactly() {
     let m = model();
     let rows = random_groups(6, 3, 4);
     let (d1, d2) = (tempfile::tempdir().unwrap(), tempfile::tempdir().unwrap());
-    let p1 = { let p = params(d1.path(), Objective::Sdar); RlParams { optim: OptimParams { epochs: 2, save_every: 1, ..p.optim }, ..p } };
+    let p1 = {
+        let p = params(d1.path(), Objective::Sdar);
+        RlParams { optim: OptimParams { epochs: 2, save_every: 1, ..p.optim }, ..p }
+    };
     let mut epochs = Vec::new();
     let straight = train_rl(&m, adapter(&m), &rows, &p1, &mut |s| epochs.push(s.epoch)).unwrap();
     assert_eq!(epochs, [0, 0, 0, 1, 1, 1], "each step is logged with the epoch its batch came from");
@@ -304,10 +314,8 @@ fn packing_a_groups_shared_prompt_computes_the_same_numbers() {
     let plain_targets = next_token_targets(&refs.iter().zip(&masks).map(|(s, m)| (*s, m.as_slice())).collect::<Vec<_>>());
     let (packed, starts) = Batch::packed(&refs, prompt.len()).unwrap();
     assert_eq!(packed.t, 40 + 10 + 17 + 24);
-    let packed_targets: Vec<Target> = plain_targets
-        .iter()
-        .map(|t| Target { seq: 0, pos: if t.pos < 40 { t.pos } else { starts[t.seq] + t.pos - 40 }, target: t.target })
-        .collect();
+    let packed_targets: Vec<Target> =
+        plain_targets.iter().map(|t| Target { seq: 0, pos: if t.pos < 40 { t.pos } else { starts[t.seq] + t.pos - 40 }, target: t.target }).collect();
     let run = |batch: &Batch, targets: &[Target]| {
         let out = m.target_logprobs_entropy(batch, Some(&vars), targets).unwrap();
         let vals = out.to_vec2::<f32>().unwrap();

@@ -30,7 +30,18 @@ fn rows(n: usize, seed: u64) -> Vec<TrainRow> {
 }
 
 fn params(out: &Path) -> SftParams {
-    let optim = OptimParams { lr: 3e-3, warmup: 2, min_lr_ratio: 0.0, epochs: 1, batch_size: 3, grad_accum: 2, max_grad_norm: 1.0, seed: 5, save_every: 0, ..OptimParams::SFT };
+    let optim = OptimParams {
+        lr: 3e-3,
+        warmup: 2,
+        min_lr_ratio: 0.0,
+        epochs: 1,
+        batch_size: 3,
+        grad_accum: 2,
+        max_grad_norm: 1.0,
+        seed: 5,
+        save_every: 0,
+        ..OptimParams::SFT
+    };
     SftParams { max_steps: Some(8), ..SftParams::new(optim, 64, out.to_path_buf()) }
 }
 
@@ -43,7 +54,10 @@ fn loss_falls_on_a_few_rows() {
     let m = model();
     let data = rows(4, 1);
     let dir = tempfile::tempdir().unwrap();
-    let p = { let p = params(dir.path()); SftParams { max_steps: Some(30), optim: OptimParams { lr: 1e-2, batch_size: 4, grad_accum: 1, warmup: 3, ..p.optim }, ..p } };
+    let p = {
+        let p = params(dir.path());
+        SftParams { max_steps: Some(30), optim: OptimParams { lr: 1e-2, batch_size: 4, grad_accum: 1, warmup: 3, ..p.optim }, ..p }
+    };
     let mut losses = Vec::new();
     let out = train_sft(&m, fresh_adapter(&m, 0.0), &data, &p, &mut |s: &StepMetrics| losses.push(s.loss)).unwrap();
     assert_eq!(out.steps, 30);
@@ -110,7 +124,10 @@ fn resume_is_bit_identical() {
     let straight = tempfile::tempdir().unwrap();
     let resumed = tempfile::tempdir().unwrap();
     // Dropout on, several epochs (batch order reshuffled per epoch), accumulation, clipping, warmup + cosine.
-    let p = |dir: &Path| { let p = params(dir); SftParams { max_steps: None, optim: OptimParams { epochs: 3, save_every: 2, ..p.optim }, ..p } };
+    let p = |dir: &Path| {
+        let p = params(dir);
+        SftParams { max_steps: None, optim: OptimParams { epochs: 3, save_every: 2, ..p.optim }, ..p }
+    };
     let a = fresh_adapter(&m, 0.1);
     let mut straight_losses = Vec::new();
     let full = train_sft(&m, a.clone(), &data, &p(straight.path()), &mut |s: &StepMetrics| straight_losses.push(s.loss)).unwrap();
@@ -123,7 +140,9 @@ fn resume_is_bit_identical() {
     assert!(!first.finished);
     // Resuming with another initial adapter must not matter: the checkpoint wins.
     let mut resumed_losses = Vec::new();
-    let rest = train_sft(&m, fresh_adapter(&m, 0.1), &data, &SftParams { resume: true, ..p(resumed.path()) }, &mut |s: &StepMetrics| resumed_losses.push(s.loss)).unwrap();
+    let rest =
+        train_sft(&m, fresh_adapter(&m, 0.1), &data, &SftParams { resume: true, ..p(resumed.path()) }, &mut |s: &StepMetrics| resumed_losses.push(s.loss))
+            .unwrap();
     assert_eq!(rest.steps, total);
     assert_eq!(resumed_losses, straight_losses[half..].to_vec());
     assert_eq!(flat(&rest.adapter), flat(&full.adapter), "resumed adapter differs");
@@ -139,7 +158,17 @@ fn resume_with_changed_parameters_is_refused() {
     let data = rows(6, 4);
     let dir = tempfile::tempdir().unwrap();
     train_sft(&m, fresh_adapter(&m, 0.0), &data, &SftParams { stop_after: Some(2), ..params(dir.path()) }, &mut |_: &StepMetrics| {}).unwrap();
-    let e = train_sft(&m, fresh_adapter(&m, 0.0), &data, &{ let p = params(dir.path()); SftParams { resume: true, optim: OptimParams { lr: 1.0, ..p.optim }, ..p } }, &mut |_: &StepMetrics| {}).unwrap_err();
+    let e = train_sft(
+        &m,
+        fresh_adapter(&m, 0.0),
+        &data,
+        &{
+            let p = params(dir.path());
+            SftParams { resume: true, optim: OptimParams { lr: 1.0, ..p.optim }, ..p }
+        },
+        &mut |_: &StepMetrics| {},
+    )
+    .unwrap_err();
     assert!(matches!(e, TrainError::Checkpoint { .. }), "{e}");
     assert!(e.to_string().contains("different parameters"));
 }

@@ -26,13 +26,8 @@ impl Tokenizer {
             .into_iter()
             .enumerate()
             .map(|(index, merge)| match merge.split_once(' ') {
-                Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => {
-                    Ok((a.to_string(), b.to_string()))
-                }
-                _ => Err(TokenizerError::BadMerge {
-                    index,
-                    merge: merge.to_string(),
-                }),
+                Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => Ok((a.to_string(), b.to_string())),
+                _ => Err(TokenizerError::BadMerge { index, merge: merge.to_string() }),
             })
             .collect::<Result<Vec<_>, _>>()?;
         let token_types = match metadata.get("tokenizer.ggml.token_type") {
@@ -40,11 +35,7 @@ impl Tokenizer {
             None => vec![1; vocab_size],
         };
         if token_types.len() != vocab_size {
-            return Err(TokenizerError::LengthMismatch {
-                field: "tokenizer.ggml.token_type",
-                len: token_types.len(),
-                vocab_size,
-            });
+            return Err(TokenizerError::LengthMismatch { field: "tokenizer.ggml.token_type", len: token_types.len(), vocab_size });
         }
         let pre = match metadata.get("tokenizer.ggml.pre") {
             Some(_) => gguf_str(metadata, "tokenizer.ggml.pre")?,
@@ -79,64 +70,34 @@ impl Tokenizer {
                 _ => {}
             }
         }
-        inner
-            .add_special_tokens(
-                special
-                    .iter()
-                    .map(|(_, t)| AddedToken::from(t.clone(), true)),
-            )
-            .map_err(TokenizerError::Build)?;
-        inner
-            .add_tokens(
-                user_defined
-                    .into_iter()
-                    .map(|t| AddedToken::from(t, false).normalized(false)),
-            )
-            .map_err(TokenizerError::Build)?;
+        inner.add_special_tokens(special.iter().map(|(_, t)| AddedToken::from(t.clone(), true))).map_err(TokenizerError::Build)?;
+        inner.add_tokens(user_defined.into_iter().map(|t| AddedToken::from(t, false).normalized(false))).map_err(TokenizerError::Build)?;
 
         let id_field = |field: &str| -> Result<Option<u32>, TokenizerError> {
             match gguf_opt_int(metadata, field)? {
                 None => Ok(None),
                 Some(id) if (id as usize) < vocab_size => Ok(Some(id as u32)),
-                Some(id) => Err(TokenizerError::IdOutOfRange {
-                    field: field.to_string(),
-                    id,
-                    vocab_size,
-                }),
+                Some(id) => Err(TokenizerError::IdOutOfRange { field: field.to_string(), id, vocab_size }),
             }
         };
         let bos_id = id_field("tokenizer.ggml.bos_token_id")?;
-        let eos_id = id_field("tokenizer.ggml.eos_token_id")?.ok_or_else(|| {
-            TokenizerError::MissingField {
-                field: "tokenizer.ggml.eos_token_id".into(),
-            }
-        })?;
+        let eos_id = id_field("tokenizer.ggml.eos_token_id")?.ok_or_else(|| TokenizerError::MissingField { field: "tokenizer.ggml.eos_token_id".into() })?;
         let pad_id = id_field("tokenizer.ggml.padding_token_id")?;
-        let extra_stops = [
-            id_field("tokenizer.ggml.eot_token_id")?,
-            id_field("tokenizer.ggml.eom_token_id")?,
-        ];
+        let extra_stops = [id_field("tokenizer.ggml.eot_token_id")?, id_field("tokenizer.ggml.eom_token_id")?];
         let add_bos = match metadata.get("tokenizer.ggml.add_bos_token") {
             Some(GgufValue::Bool(b)) => *b,
             Some(_) => return Err(wrong_type("tokenizer.ggml.add_bos_token", "a bool")),
             None => false,
         };
         let model_max_length = match metadata.get("general.architecture") {
-            Some(GgufValue::String(arch)) => {
-                gguf_opt_int(metadata, &format!("{arch}.context_length"))?.map(|n| n as usize)
-            }
+            Some(GgufValue::String(arch)) => gguf_opt_int(metadata, &format!("{arch}.context_length"))?.map(|n| n as usize),
             _ => None,
         };
 
         let special_tokens: Vec<String> = special.into_iter().map(|(_, t)| t).collect();
         let mut stop_ids: BTreeSet<u32> = extra_stops.into_iter().flatten().collect();
         stop_ids.insert(eos_id);
-        stop_ids.extend(
-            STOP_TOKENS
-                .iter()
-                .filter(|t| special_tokens.iter().any(|s| s == *t))
-                .filter_map(|t| inner.token_to_id(t)),
-        );
+        stop_ids.extend(STOP_TOKENS.iter().filter(|t| special_tokens.iter().any(|s| s == *t)).filter_map(|t| inner.token_to_id(t)));
         let mut tokenizer = Self {
             inner,
             bos_id,
@@ -149,9 +110,7 @@ impl Tokenizer {
             model_max_length,
             plain: Default::default(),
         };
-        tokenizer
-            .set_bos_post_processor()
-            .map_err(TokenizerError::Build)?;
+        tokenizer.set_bos_post_processor().map_err(TokenizerError::Build)?;
         Ok(tokenizer)
     }
 }
@@ -160,72 +119,34 @@ type PreTokenizerParts = (Option<NormalizerWrapper>, PreTokenizerWrapper);
 
 fn pre_tokenizer_for(pre: &str) -> tokenizers::Result<PreTokenizerParts> {
     let split = |regex: &str| -> tokenizers::Result<PreTokenizerWrapper> {
-        Ok(Split::new(
-            SplitPattern::Regex(regex.to_string()),
-            SplitDelimiterBehavior::Isolated,
-            false,
-        )?
-        .into())
+        Ok(Split::new(SplitPattern::Regex(regex.to_string()), SplitDelimiterBehavior::Isolated, false)?.into())
     };
     Ok(match pre {
-        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" => (
-            None,
-            Sequence::new(vec![
-                Digits::new(true).into(),
-                ByteLevel::new(false, true, true).into(),
-            ])
-            .into(),
-        ),
-        "llama-bpe" | "llama3" | "dbrx" | "smaug-bpe" => (
-            None,
-            Sequence::new(vec![
-                split(LLAMA3_REGEX)?,
-                ByteLevel::new(false, true, false).into(),
-            ])
-            .into(),
-        ),
-        "qwen2" | "stablelm2" => (
-            Some(NFC.into()),
-            Sequence::new(vec![
-                split(QWEN2_REGEX)?,
-                ByteLevel::new(false, false, false).into(),
-            ])
-            .into(),
-        ),
+        "smollm" | "starcoder" | "refact" | "command-r" | "codeshell" | "exaone" => {
+            (None, Sequence::new(vec![Digits::new(true).into(), ByteLevel::new(false, true, true).into()]).into())
+        }
+        "llama-bpe" | "llama3" | "dbrx" | "smaug-bpe" => (None, Sequence::new(vec![split(LLAMA3_REGEX)?, ByteLevel::new(false, true, false).into()]).into()),
+        "qwen2" | "stablelm2" => (Some(NFC.into()), Sequence::new(vec![split(QWEN2_REGEX)?, ByteLevel::new(false, false, false).into()]).into()),
         _ => (None, ByteLevel::new(false, true, true).into()),
     })
 }
 
 fn wrong_type(field: &str, expected: &'static str) -> TokenizerError {
-    TokenizerError::WrongType {
-        field: field.to_string(),
-        expected,
-    }
+    TokenizerError::WrongType { field: field.to_string(), expected }
 }
 
-fn gguf_get<'a>(
-    md: &'a HashMap<String, GgufValue>,
-    field: &str,
-) -> Result<&'a GgufValue, TokenizerError> {
-    md.get(field).ok_or_else(|| TokenizerError::MissingField {
-        field: field.to_string(),
-    })
+fn gguf_get<'a>(md: &'a HashMap<String, GgufValue>, field: &str) -> Result<&'a GgufValue, TokenizerError> {
+    md.get(field).ok_or_else(|| TokenizerError::MissingField { field: field.to_string() })
 }
 
-fn gguf_str<'a>(
-    md: &'a HashMap<String, GgufValue>,
-    field: &str,
-) -> Result<&'a str, TokenizerError> {
+fn gguf_str<'a>(md: &'a HashMap<String, GgufValue>, field: &str) -> Result<&'a str, TokenizerError> {
     match gguf_get(md, field)? {
         GgufValue::String(s) => Ok(s),
         _ => Err(wrong_type(field, "a string")),
     }
 }
 
-fn gguf_str_array<'a>(
-    md: &'a HashMap<String, GgufValue>,
-    field: &str,
-) -> Result<Vec<&'a str>, TokenizerError> {
+fn gguf_str_array<'a>(md: &'a HashMap<String, GgufValue>, field: &str) -> Result<Vec<&'a str>, TokenizerError> {
     match gguf_get(md, field)? {
         GgufValue::Array(items) => items
             .iter()
@@ -252,29 +173,17 @@ fn int_value(v: &GgufValue) -> Option<i64> {
     })
 }
 
-fn gguf_int_array(
-    md: &HashMap<String, GgufValue>,
-    field: &str,
-) -> Result<Vec<i64>, TokenizerError> {
+fn gguf_int_array(md: &HashMap<String, GgufValue>, field: &str) -> Result<Vec<i64>, TokenizerError> {
     match gguf_get(md, field)? {
-        GgufValue::Array(items) => items
-            .iter()
-            .map(|v| int_value(v).ok_or_else(|| wrong_type(field, "an array of integers")))
-            .collect(),
+        GgufValue::Array(items) => items.iter().map(|v| int_value(v).ok_or_else(|| wrong_type(field, "an array of integers"))).collect(),
         _ => Err(wrong_type(field, "an array of integers")),
     }
 }
 
 /// Writers disagree on the integer width of ids (u32 is usual, some write i32 or u64), so accept any.
-fn gguf_opt_int(
-    md: &HashMap<String, GgufValue>,
-    field: &str,
-) -> Result<Option<u64>, TokenizerError> {
+fn gguf_opt_int(md: &HashMap<String, GgufValue>, field: &str) -> Result<Option<u64>, TokenizerError> {
     match md.get(field) {
         None => Ok(None),
-        Some(v) => int_value(v)
-            .and_then(|x| u64::try_from(x).ok())
-            .map(Some)
-            .ok_or_else(|| wrong_type(field, "a non-negative integer")),
+        Some(v) => int_value(v).and_then(|x| u64::try_from(x).ok()).map(Some).ok_or_else(|| wrong_type(field, "a non-negative integer")),
     }
 }

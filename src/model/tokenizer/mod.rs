@@ -25,27 +25,11 @@ use tokenizers::{AddedToken, SplitDelimiterBehavior};
 
 /// Token strings that end a turn or a document in the model families we run. They count as stop tokens only
 /// when the vocabulary has them as special tokens, so a plain-text lookalike never stops generation.
-const STOP_TOKENS: [&str; 7] = [
-    "<|im_end|>",
-    "<|endoftext|>",
-    "<|eot_id|>",
-    "<|end_of_text|>",
-    "<|eom_id|>",
-    "<end_of_turn>",
-    "<|end|>",
-];
+const STOP_TOKENS: [&str; 7] = ["<|im_end|>", "<|endoftext|>", "<|eot_id|>", "<|end_of_text|>", "<|eom_id|>", "<end_of_turn>", "<|end|>"];
 
 /// End-of-sequence candidates, in order of preference, for `tokenizer.json` files whose config names none.
 /// Chat-turn ends come first because we generate chat turns.
-const EOS_FALLBACK: [&str; 7] = [
-    "<|im_end|>",
-    "<|eot_id|>",
-    "<|end_of_text|>",
-    "<|endoftext|>",
-    "</s>",
-    "<eos>",
-    "<|end|>",
-];
+const EOS_FALLBACK: [&str; 7] = ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", "<|endoftext|>", "</s>", "<eos>", "<|end|>"];
 
 /// Beginning-of-sequence candidates for `tokenizer.json` files whose config names none.
 const BOS_FALLBACK: [&str; 3] = ["<|begin_of_text|>", "<s>", "<bos>"];
@@ -69,29 +53,16 @@ pub enum TokenizerError {
     #[error("GGUF metadata has no `{field}`")]
     MissingField { field: String },
     #[error("GGUF metadata field `{field}` is not {expected}")]
-    WrongType {
-        field: String,
-        expected: &'static str,
-    },
+    WrongType { field: String, expected: &'static str },
     #[error("unsupported tokenizer model {0} in GGUF (only \"gpt2\" byte-level BPE is supported)")]
     UnsupportedModel(String),
     #[error("GGUF `tokenizer.ggml.merges` entry {index} ({merge:?}) is not two tokens separated by a space")]
     BadMerge { index: usize, merge: String },
     #[error("GGUF `{field}` has {len} entries but `tokenizer.ggml.tokens` has {vocab_size}")]
-    LengthMismatch {
-        field: &'static str,
-        len: usize,
-        vocab_size: usize,
-    },
+    LengthMismatch { field: &'static str, len: usize, vocab_size: usize },
     #[error("GGUF `{field}` = {id} is outside the vocabulary of {vocab_size} tokens")]
-    IdOutOfRange {
-        field: String,
-        id: u64,
-        vocab_size: usize,
-    },
-    #[error(
-        "cannot build the byte-level BPE tokenizer from GGUF `tokenizer.ggml.tokens`/`merges`"
-    )]
+    IdOutOfRange { field: String, id: u64, vocab_size: usize },
+    #[error("cannot build the byte-level BPE tokenizer from GGUF `tokenizer.ggml.tokens`/`merges`")]
     Build(#[source] tokenizers::Error),
     #[error("cannot read {path}")]
     Io {
@@ -114,11 +85,7 @@ pub enum TokenizerError {
     #[error("{path}: `{field}` must be a string or an object with a string \"content\"")]
     BadConfigToken { path: PathBuf, field: &'static str },
     #[error("{path}: `{field}` token {token:?} is not in the vocabulary")]
-    TokenNotInVocab {
-        path: PathBuf,
-        field: &'static str,
-        token: String,
-    },
+    TokenNotInVocab { path: PathBuf, field: &'static str, token: String },
     #[error("{path}: no end-of-sequence token: no `eos_token` in tokenizer_config.json and none of {EOS_FALLBACK:?} in the vocabulary")]
     NoEos { path: PathBuf },
     #[error("cannot encode text")]
@@ -169,34 +136,17 @@ impl Tokenizer {
     /// `bos_token`/`eos_token`/`pad_token` may be strings or `{"content": ...}` objects. Without a config
     /// (or without `eos_token` in it) the roles are guessed from well-known special tokens; a tokenizer with
     /// no recognisable end-of-sequence token is an error, because generation could never stop.
-    pub fn from_files(
-        tokenizer_json: &Path,
-        tokenizer_config_json: Option<&Path>,
-    ) -> Result<Self, TokenizerError> {
-        let inner = tokenizers::Tokenizer::from_file(tokenizer_json).map_err(|source| {
-            TokenizerError::Load {
-                path: tokenizer_json.to_path_buf(),
-                source,
-            }
-        })?;
+    pub fn from_files(tokenizer_json: &Path, tokenizer_config_json: Option<&Path>) -> Result<Self, TokenizerError> {
+        let inner = tokenizers::Tokenizer::from_file(tokenizer_json).map_err(|source| TokenizerError::Load { path: tokenizer_json.to_path_buf(), source })?;
         let config = match tokenizer_config_json {
             Some(path) => {
-                let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Io {
-                    path: path.to_path_buf(),
-                    source,
-                })?;
-                let value: JsonValue =
-                    serde_json::from_str(&text).map_err(|source| TokenizerError::Json {
-                        path: path.to_path_buf(),
-                        source,
-                    })?;
+                let text = std::fs::read_to_string(path).map_err(|source| TokenizerError::Io { path: path.to_path_buf(), source })?;
+                let value: JsonValue = serde_json::from_str(&text).map_err(|source| TokenizerError::Json { path: path.to_path_buf(), source })?;
                 Some((path, value))
             }
             None => None,
         };
-        let config_path = tokenizer_config_json
-            .unwrap_or(tokenizer_json)
-            .to_path_buf();
+        let config_path = tokenizer_config_json.unwrap_or(tokenizer_json).to_path_buf();
 
         let role = |field: &'static str| -> Result<Option<u32>, TokenizerError> {
             let Some((path, value)) = &config else {
@@ -205,22 +155,11 @@ impl Tokenizer {
             let token = match value.get(field) {
                 None | Some(JsonValue::Null) => return Ok(None),
                 Some(JsonValue::String(s)) => s.as_str(),
-                Some(obj) => obj
-                    .get("content")
-                    .and_then(JsonValue::as_str)
-                    .ok_or_else(|| TokenizerError::BadConfigToken {
-                        path: path.to_path_buf(),
-                        field,
-                    })?,
+                Some(obj) => {
+                    obj.get("content").and_then(JsonValue::as_str).ok_or_else(|| TokenizerError::BadConfigToken { path: path.to_path_buf(), field })?
+                }
             };
-            inner
-                .token_to_id(token)
-                .map(Some)
-                .ok_or_else(|| TokenizerError::TokenNotInVocab {
-                    path: path.to_path_buf(),
-                    field,
-                    token: token.to_string(),
-                })
+            inner.token_to_id(token).map(Some).ok_or_else(|| TokenizerError::TokenNotInVocab { path: path.to_path_buf(), field, token: token.to_string() })
         };
         let first_known = |names: &[&str]| names.iter().find_map(|t| inner.token_to_id(t));
         let bos_id = match role("bos_token")? {
@@ -229,34 +168,21 @@ impl Tokenizer {
         };
         let eos_id = match role("eos_token")? {
             Some(id) => id,
-            None => {
-                first_known(&EOS_FALLBACK).ok_or(TokenizerError::NoEos { path: config_path })?
-            }
+            None => first_known(&EOS_FALLBACK).ok_or(TokenizerError::NoEos { path: config_path })?,
         };
         let pad_id = role("pad_token")?;
         let settings = config.as_ref().map(|(_, v)| v);
-        let add_bos = settings
-            .and_then(|v| v.get("add_bos_token"))
-            .and_then(JsonValue::as_bool)
-            .unwrap_or(false);
+        let add_bos = settings.and_then(|v| v.get("add_bos_token")).and_then(JsonValue::as_bool).unwrap_or(false);
         let model_max_length = settings
             .and_then(|v| v.get("model_max_length"))
             .and_then(JsonValue::as_f64)
             .filter(|n| *n >= 1.0 && *n <= MAX_SENSIBLE_CONTEXT)
             .map(|n| n as usize);
 
-        let mut added: Vec<(u32, AddedToken)> = inner
-            .get_added_tokens_decoder()
-            .into_iter()
-            .filter(|(_, t)| t.special)
-            .collect();
+        let mut added: Vec<(u32, AddedToken)> = inner.get_added_tokens_decoder().into_iter().filter(|(_, t)| t.special).collect();
         added.sort_by_key(|(id, _)| *id);
         let special_tokens: Vec<String> = added.into_iter().map(|(_, t)| t.content).collect();
-        let mut stop_ids: BTreeSet<u32> = STOP_TOKENS
-            .iter()
-            .filter(|t| special_tokens.iter().any(|s| s == *t))
-            .filter_map(|t| inner.token_to_id(t))
-            .collect();
+        let mut stop_ids: BTreeSet<u32> = STOP_TOKENS.iter().filter(|t| special_tokens.iter().any(|s| s == *t)).filter_map(|t| inner.token_to_id(t)).collect();
         stop_ids.insert(eos_id);
         let vocab_size = inner.get_vocab_size(true);
         Ok(Self {
@@ -275,10 +201,7 @@ impl Tokenizer {
 
     /// Special tokens written in the text (as rendered chat templates do) become their single ids.
     pub fn encode(&self, text: &str) -> Result<Vec<u32>, TokenizerError> {
-        let encoding = self
-            .inner
-            .encode(text, false)
-            .map_err(TokenizerError::Encode)?;
+        let encoding = self.inner.encode(text, false).map_err(TokenizerError::Encode)?;
         Ok(encoding.get_ids().to_vec())
     }
 
@@ -333,23 +256,15 @@ impl Tokenizer {
 
     /// The leftmost special token in `text` (the longest one at that position).
     fn first_special(&self, text: &str) -> Option<(usize, &str)> {
-        self.special_tokens
-            .iter()
-            .filter_map(|s| text.find(s.as_str()).map(|at| (at, s.as_str())))
-            .min_by(|a, b| a.0.cmp(&b.0).then(b.1.len().cmp(&a.1.len())))
+        self.special_tokens.iter().filter_map(|s| text.find(s.as_str()).map(|at| (at, s.as_str()))).min_by(|a, b| a.0.cmp(&b.0).then(b.1.len().cmp(&a.1.len())))
     }
 
     /// Unknown ids are an error rather than silently dropped, so a model/tokenizer mismatch shows up.
     pub fn decode(&self, ids: &[u32], skip_special: bool) -> Result<String, TokenizerError> {
         if let Some(&id) = ids.iter().find(|&&id| id as usize >= self.vocab_size) {
-            return Err(TokenizerError::UnknownId {
-                id,
-                vocab_size: self.vocab_size,
-            });
+            return Err(TokenizerError::UnknownId { id, vocab_size: self.vocab_size });
         }
-        self.inner
-            .decode(ids, skip_special)
-            .map_err(TokenizerError::Decode)
+        self.inner.decode(ids, skip_special).map_err(TokenizerError::Decode)
     }
 
     /// The raw vocabulary string (byte-level form, e.g. `Ġthe`), not decoded text.
@@ -420,9 +335,7 @@ impl Tokenizer {
 
     /// `tokenizer.json` for a GGUF -> Hugging Face export; `tokenizers` and `transformers` load it as is.
     pub fn to_tokenizer_json(&self) -> Result<String, TokenizerError> {
-        self.inner
-            .to_string(true)
-            .map_err(TokenizerError::Serialize)
+        self.inner.to_string(true).map_err(TokenizerError::Serialize)
     }
 
     /// `tokenizer_config.json` to go with [`Self::to_tokenizer_json`].
@@ -454,32 +367,19 @@ impl Tokenizer {
     /// Hugging Face adds BOS in the post-processor when `encode(..., add_special_tokens=True)`, so an
     /// exported tokenizer for an `add_bos` model must carry it; our own `encode` never runs it.
     fn set_bos_post_processor(&mut self) -> tokenizers::Result<()> {
-        let bos = match (
-            self.add_bos,
-            self.bos_id
-                .and_then(|id| self.id_to_token(id).map(|t| (t, id))),
-        ) {
+        let bos = match (self.add_bos, self.bos_id.and_then(|id| self.id_to_token(id).map(|t| (t, id)))) {
             (true, Some(bos)) => bos,
             _ => {
-                self.inner
-                    .with_post_processor(Some(PostProcessorWrapper::ByteLevel(ByteLevel::new(
-                        false, false, true,
-                    ))));
+                self.inner.with_post_processor(Some(PostProcessorWrapper::ByteLevel(ByteLevel::new(false, false, true))));
                 return Ok(());
             }
         };
         let template = TemplateProcessing::builder()
             .try_single(vec![bos.0.as_str(), "$A:0"])?
-            .try_pair(vec![
-                bos.0.as_str(),
-                "$A:0",
-                &format!("{}:1", bos.0),
-                "$B:1",
-            ])?
+            .try_pair(vec![bos.0.as_str(), "$A:0", &format!("{}:1", bos.0), "$B:1"])?
             .special_tokens(vec![(bos.0.clone(), bos.1)])
             .build()?;
-        self.inner
-            .with_post_processor(Some(PostProcessorWrapper::Template(template)));
+        self.inner.with_post_processor(Some(PostProcessorWrapper::Template(template)));
         Ok(())
     }
 }

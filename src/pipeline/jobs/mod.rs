@@ -17,7 +17,9 @@ use crate::model::LoadedModel;
 /// The adapter a job starts from: the one in `from` (its own shape), or a fresh one of `shape` seeded by `seed`.
 pub fn start_adapter(model: &LoadedModel, from: Option<&Path>, shape: &LoraConfig, seed: u64) -> anyhow::Result<LoraAdapter> {
     Ok(match from {
-        Some(dir) => LoraAdapter::load(dir, model.config(), Some(&model.base_name)).with_context(|| format!("loading the starting adapter {}", dir.display()))?,
+        Some(dir) => {
+            LoraAdapter::load(dir, model.config(), Some(&model.base_name)).with_context(|| format!("loading the starting adapter {}", dir.display()))?
+        }
         None => LoraAdapter::new(LoraConfig { base_model: model.base_name.clone(), ..shape.clone() }, model.config(), seed)?,
     })
 }

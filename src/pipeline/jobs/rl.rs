@@ -49,7 +49,12 @@ pub fn run_rl(job: RlJob) -> anyhow::Result<RlJobOutcome> {
     if !job.quiet {
         let flat = pl.flat.iter().filter(|&&f| f).count();
         let hints = if p.objective == Objective::Sdar { format!(", {without_hint} episodes without a hint") } else { String::new() };
-        eprintln!("{:?} on {} episodes of {} tasks ({flat} with equal rewards), {total} steps after a reference pass{hints}", p.objective, rows.len(), pl.groups.len());
+        eprintln!(
+            "{:?} on {} episodes of {} tasks ({flat} with equal rewards), {total} steps after a reference pass{hints}",
+            p.objective,
+            rows.len(),
+            pl.groups.len()
+        );
     }
     let mut tm = TrainModel::new(job.model.config(), &job.model.transformer.weights)?;
     let temperature = sampling_temperature(job.trajectories)?;
@@ -58,7 +63,13 @@ pub fn run_rl(job: RlJob) -> anyhow::Result<RlJobOutcome> {
     let t0 = Instant::now();
     let outcome = train_rl(&tm, job.adapter, &rows, p, &mut |s: &RlStepMetrics| {
         pb.set_position(s.step as u64);
-        pb.set_message(format!("reward {:.2}, kl {:.4} (max {:.2}){}", s.reward_mean, s.kl, s.kl_max, s.gap_mean.map(|g| format!(", gap {g:.3}")).unwrap_or_default()));
+        pb.set_message(format!(
+            "reward {:.2}, kl {:.4} (max {:.2}){}",
+            s.reward_mean,
+            s.kl,
+            s.kl_max,
+            s.gap_mean.map(|g| format!(", gap {g:.3}")).unwrap_or_default()
+        ));
     });
     pb.finish_and_clear();
     let outcome = outcome?;

@@ -30,7 +30,8 @@ pub struct SftJobOutcome {
 
 /// Trains (or resumes, with `params.resume`) and draws the curves.
 pub fn run_sft(job: SftJob) -> anyhow::Result<SftJobOutcome> {
-    let rows: Vec<TrainRow> = job.rows.iter().map(|r| TrainRow { id: Some(r.id.clone()), token_ids: r.token_ids.clone(), loss_mask: r.loss_mask.clone() }).collect();
+    let rows: Vec<TrainRow> =
+        job.rows.iter().map(|r| TrainRow { id: Some(r.id.clone()), token_ids: r.token_ids.clone(), loss_mask: r.loss_mask.clone() }).collect();
     let lengths: Vec<usize> = rows.iter().map(|r| r.token_ids.len()).collect();
     let total = job.params.total_steps(&lengths);
     if !job.quiet {

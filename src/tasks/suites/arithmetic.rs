@@ -5,8 +5,8 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 use super::{pick, tool_spec, unknown_tool, Draft, Sandbox, Suite, SuiteError, TaskRng};
-use crate::tools::rational::{self, Rational};
 use crate::data::{AnswerSpec, Expected, Matcher, Reference, Task, TaskData, ToolCall};
+use crate::tools::rational::{self, Rational};
 
 pub struct Arithmetic;
 
@@ -22,19 +22,14 @@ pub fn calculator_spec() -> Value {
 /// Runs the calculator tool.
 pub fn calculator(call: &ToolCall) -> Result<String, String> {
     let expr = super::arg_str(call, "expression")?;
-    rational::eval(expr)
-        .map(rational::format_result)
-        .map_err(|e| e.to_string())
+    rational::eval(expr).map(rational::format_result).map_err(|e| e.to_string())
 }
 
 pub(crate) const NAMES: &[&str] = &[
-    "Tom", "Anna", "Ravi", "Mei", "Lucas", "Sara", "Omar", "Lena", "Kofi", "Ines", "Yuki", "Pablo",
-    "Nora", "Ivan", "Amara", "Jonas", "Leila", "Hugo", "Zara", "Felix",
+    "Tom", "Anna", "Ravi", "Mei", "Lucas", "Sara", "Omar", "Lena", "Kofi", "Ines", "Yuki", "Pablo", "Nora", "Ivan", "Amara", "Jonas", "Leila", "Hugo", "Zara",
+    "Felix",
 ];
-const ITEMS: &[&str] = &[
-    "apples", "pencils", "stickers", "marbles", "cookies", "books", "cards", "shells", "stamps",
-    "eggs",
-];
+const ITEMS: &[&str] = &["apples", "pencils", "stickers", "marbles", "cookies", "books", "cards", "shells", "stamps", "eggs"];
 
 impl Suite for Arithmetic {
     fn name(&self) -> &'static str {
@@ -58,26 +53,13 @@ impl Suite for Arithmetic {
             2 => two_ops(rng),
             _ => three_ops(rng),
         };
-        let value = rational::eval(&expr).map_err(|e| SuiteError::BadTask {
-            task: expr.clone(),
-            message: e.to_string(),
-        })?;
+        let value = rational::eval(&expr).map_err(|e| SuiteError::BadTask { task: expr.clone(), message: e.to_string() })?;
         let answer = rational::format_result(value);
         Ok(Draft {
             instruction,
             data: TaskData::None,
-            expected: Expected::Answer(AnswerSpec {
-                answer: answer.clone(),
-                aliases: vec![],
-                matcher: Matcher::Number {
-                    abs_tol: 1e-6,
-                    rel_tol: 0.0,
-                },
-            }),
-            reference: Reference {
-                calls: vec![ToolCall::new("calculator", json!({ "expression": expr }))],
-                answer,
-            },
+            expected: Expected::Answer(AnswerSpec { answer: answer.clone(), aliases: vec![], matcher: Matcher::Number { abs_tol: 1e-6, rel_tol: 0.0 } }),
+            reference: Reference { calls: vec![ToolCall::new("calculator", json!({ "expression": expr }))], answer },
         })
     }
     fn sandbox(&self, _task: &Task) -> Result<Box<dyn Sandbox>, SuiteError> {
@@ -112,18 +94,12 @@ fn one_op(rng: &mut TaskRng) -> (String, String) {
         }
         2 => {
             let (a, b) = (rng.random_range(3..41), rng.random_range(6..49));
-            (
-                format!("{name} buys {a} boxes of {items}. Each box holds {b} {items}. How many {items} is that in total?"),
-                format!("{a} * {b}"),
-            )
+            (format!("{name} buys {a} boxes of {items}. Each box holds {b} {items}. How many {items} is that in total?"), format!("{a} * {b}"))
         }
         _ => {
             let (q, b) = (rng.random_range(12..100), rng.random_range(3..13));
             let total = q * b;
-            (
-                format!("{name} shares {total} {items} equally among {b} friends. How many {items} does each friend get?"),
-                format!("{total} / {b}"),
-            )
+            (format!("{name} shares {total} {items} equally among {b} friends. How many {items} does each friend get?"), format!("{total} / {b}"))
         }
     }
 }
@@ -133,11 +109,7 @@ fn two_ops(rng: &mut TaskRng) -> (String, String) {
     let items = pick(rng, ITEMS);
     match rng.random_range(0..4) {
         0 => {
-            let (a, b, c) = (
-                rng.random_range(5..200),
-                rng.random_range(2..20),
-                rng.random_range(3..25),
-            );
+            let (a, b, c) = (rng.random_range(5..200), rng.random_range(2..20), rng.random_range(3..25));
             (
                 format!("{name} has {a} {items} and buys {b} packs with {c} {items} in each pack. How many {items} does {name} have now?"),
                 format!("{a} + {b} * {c}"),
@@ -164,14 +136,9 @@ fn two_ops(rng: &mut TaskRng) -> (String, String) {
         _ => {
             let n = rng.random_range(2..10);
             let quarters = rng.random_range(4..41);
-            let price = Rational::new(quarters, 4)
-                .map(|p| p.to_decimal_string(2))
-                .unwrap_or_else(|_| "1".into());
+            let price = Rational::new(quarters, 4).map(|p| p.to_decimal_string(2)).unwrap_or_else(|_| "1".into());
             let cost_ceiling = (n as i128 * quarters + 3) / 4;
-            let bill = [20, 50, 100, 200]
-                .into_iter()
-                .find(|b| *b as i128 > cost_ceiling)
-                .unwrap_or(500);
+            let bill = [20, 50, 100, 200].into_iter().find(|b| *b as i128 > cost_ceiling).unwrap_or(500);
             (
                 format!("{name} buys {n} {items} at {price} dollars each and pays with a {bill}-dollar bill. How much change does {name} get, in dollars?"),
                 format!("{bill} - {n} * {price}"),
@@ -186,9 +153,7 @@ fn three_ops(rng: &mut TaskRng) -> (String, String) {
     match rng.random_range(0..3) {
         0 => {
             let (a, b) = (rng.random_range(2..15), rng.random_range(2..15));
-            let price = Rational::new(rng.random_range(5..80), 4)
-                .map(|p| p.to_decimal_string(2))
-                .unwrap_or_else(|_| "2".into());
+            let price = Rational::new(rng.random_range(5..80), 4).map(|p| p.to_decimal_string(2)).unwrap_or_else(|_| "2".into());
             let d = rng.random_range(1..6);
             (
                 format!("A shop sells {items} at {price} dollars each. {name} buys {a} on Monday and {b} on Tuesday and gets a discount of {d} dollars. How much does {name} pay, in dollars?"),

@@ -12,10 +12,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 use super::arithmetic::NAMES;
-use super::{
-    arg_str, coined_words, pick, tool_spec, unknown_tool, Draft, Sandbox, Suite, SuiteError,
-    TaskRng,
-};
+use super::{arg_str, coined_words, pick, tool_spec, unknown_tool, Draft, Sandbox, Suite, SuiteError, TaskRng};
 use crate::data::{AnswerSpec, Expected, GoalState, Matcher, Reference, Task, TaskData, ToolCall};
 
 pub struct Files;
@@ -90,10 +87,7 @@ impl Vfs {
     }
 
     pub fn state(&self) -> GoalState {
-        GoalState::Files {
-            dirs: self.dirs.clone(),
-            files: self.files.clone(),
-        }
+        GoalState::Files { dirs: self.dirs.clone(), files: self.files.clone() }
     }
 
     fn is_dir(&self, p: &str) -> bool {
@@ -102,15 +96,11 @@ impl Vfs {
 
     fn check_room(&self, extra_nodes: usize, extra_bytes: usize) -> Result<(), String> {
         if self.dirs.len() + self.files.len() + extra_nodes > MAX_NODES {
-            return Err(format!(
-                "the file system is full (at most {MAX_NODES} entries)"
-            ));
+            return Err(format!("the file system is full (at most {MAX_NODES} entries)"));
         }
         let total: usize = self.files.values().map(String::len).sum();
         if total + extra_bytes > MAX_TOTAL_BYTES {
-            return Err(format!(
-                "the file system is full (at most {MAX_TOTAL_BYTES} bytes)"
-            ));
+            return Err(format!("the file system is full (at most {MAX_TOTAL_BYTES} bytes)"));
         }
         Ok(())
     }
@@ -123,23 +113,11 @@ impl Vfs {
         if !self.is_dir(&p) {
             return Err(format!("no such directory: {p}"));
         }
-        let dirs = self
-            .dirs
-            .iter()
-            .filter(|d| parent(d) == p && d.as_str() != p)
-            .map(|d| format!("{}/", base(d)));
-        let files = self
-            .files
-            .keys()
-            .filter(|f| parent(f) == p)
-            .map(|f| base(f).to_string());
+        let dirs = self.dirs.iter().filter(|d| parent(d) == p && d.as_str() != p).map(|d| format!("{}/", base(d)));
+        let files = self.files.keys().filter(|f| parent(f) == p).map(|f| base(f).to_string());
         let mut entries: Vec<String> = dirs.chain(files).collect();
         entries.sort();
-        Ok(if entries.is_empty() {
-            "(empty)".into()
-        } else {
-            entries.join("\n")
-        })
+        Ok(if entries.is_empty() { "(empty)".into() } else { entries.join("\n") })
     }
 
     pub fn cat(&self, path: &str) -> Result<String, String> {
@@ -157,10 +135,7 @@ impl Vfs {
             return Err(format!("{p} is a directory"));
         }
         if !self.is_dir(parent(&p)) {
-            return Err(format!(
-                "no such directory: {} (create it with mkdir first)",
-                parent(&p)
-            ));
+            return Err(format!("no such directory: {} (create it with mkdir first)", parent(&p)));
         }
         if content.len() > MAX_FILE_BYTES {
             return Err(format!("content longer than {MAX_FILE_BYTES} bytes"));
@@ -211,27 +186,14 @@ impl Vfs {
             return Err(format!("{d} already exists"));
         }
         if !self.is_dir(parent(&d)) {
-            return Err(format!(
-                "no such directory: {} (create it with mkdir first)",
-                parent(&d)
-            ));
+            return Err(format!("no such directory: {} (create it with mkdir first)", parent(&d)));
         }
         if is_under(&d, &s) {
             return Err(format!("cannot move {s} into itself"));
         }
         let moved = |p: &str| format!("{d}{}", &p[s.len()..]);
-        let files: Vec<String> = self
-            .files
-            .keys()
-            .filter(|p| is_under(p, &s))
-            .cloned()
-            .collect();
-        let dirs: Vec<String> = self
-            .dirs
-            .iter()
-            .filter(|p| is_under(p, &s))
-            .cloned()
-            .collect();
+        let files: Vec<String> = self.files.keys().filter(|p| is_under(p, &s)).cloned().collect();
+        let dirs: Vec<String> = self.dirs.iter().filter(|p| is_under(p, &s)).cloned().collect();
         for f in files {
             if let Some(c) = self.files.remove(&f) {
                 self.files.insert(moved(&f), c);
@@ -282,11 +244,7 @@ impl Vfs {
         if total > hits.len() {
             hits.push(format!("(and {} more matches)", total - hits.len()));
         }
-        Ok(if hits.is_empty() {
-            "no matches".into()
-        } else {
-            hits.join("\n")
-        })
+        Ok(if hits.is_empty() { "no matches".into() } else { hits.join("\n") })
     }
 }
 
@@ -298,23 +256,13 @@ impl Sandbox for FilesSandbox {
     fn call(&mut self, call: &ToolCall) -> Result<String, String> {
         let fs = &mut self.fs;
         match call.name.as_str() {
-            "ls" => fs.ls(call
-                .arguments
-                .get("path")
-                .and_then(Value::as_str)
-                .unwrap_or("/")),
+            "ls" => fs.ls(call.arguments.get("path").and_then(Value::as_str).unwrap_or("/")),
             "cat" => fs.cat(arg_str(call, "path")?),
             "write" => fs.write(arg_str(call, "path")?, arg_str(call, "content")?),
             "mkdir" => fs.mkdir(arg_str(call, "path")?),
             "mv" => fs.mv(arg_str(call, "src")?, arg_str(call, "dst")?),
             "rm" => fs.rm(arg_str(call, "path")?),
-            "grep" => fs.grep(
-                arg_str(call, "pattern")?,
-                call.arguments
-                    .get("path")
-                    .and_then(Value::as_str)
-                    .unwrap_or("/"),
-            ),
+            "grep" => fs.grep(arg_str(call, "pattern")?, call.arguments.get("path").and_then(Value::as_str).unwrap_or("/")),
             _ => Err(unknown_tool(call)),
         }
     }
@@ -373,62 +321,34 @@ impl Suite for Files {
             2 => tree.level2(rng),
             _ => tree.level3(rng),
         };
-        let bad = |m: String| SuiteError::BadTask {
-            task: g.instruction.clone(),
-            message: m,
-        };
-        let mut sandbox = FilesSandbox {
-            fs: Vfs::new(&tree.dirs, &tree.files).map_err(bad)?,
-        };
+        let bad = |m: String| SuiteError::BadTask { task: g.instruction.clone(), message: m };
+        let mut sandbox = FilesSandbox { fs: Vfs::new(&tree.dirs, &tree.files).map_err(bad)? };
         super::replay(&mut sandbox, &g.calls).map_err(bad)?;
         let expected = match &g.answer {
-            Some(a) => Expected::Answer(AnswerSpec {
-                answer: a.clone(),
-                aliases: vec![],
-                matcher: Matcher::Exact,
-            }),
-            None => Expected::State {
-                state: sandbox.fs.state(),
-                answer: None,
-            },
+            Some(a) => Expected::Answer(AnswerSpec { answer: a.clone(), aliases: vec![], matcher: Matcher::Exact }),
+            None => Expected::State { state: sandbox.fs.state(), answer: None },
         };
         Ok(Draft {
             instruction: g.instruction,
-            data: TaskData::Files {
-                dirs: tree.dirs,
-                files: tree.files,
-            },
+            data: TaskData::Files { dirs: tree.dirs, files: tree.files },
             expected,
-            reference: Reference {
-                calls: g.calls,
-                answer: g.answer.unwrap_or_else(|| "done".into()),
-            },
+            reference: Reference { calls: g.calls, answer: g.answer.unwrap_or_else(|| "done".into()) },
         })
     }
     fn sandbox(&self, task: &Task) -> Result<Box<dyn Sandbox>, SuiteError> {
         match &task.data {
-            TaskData::Files { dirs, files } => Ok(Box::new(FilesSandbox {
-                fs: Vfs::new(dirs, files).map_err(|m| SuiteError::BadTask {
-                    task: task.id.clone(),
-                    message: m,
-                })?,
-            })),
-            _ => Err(SuiteError::BadTask {
-                task: task.id.clone(),
-                message: "`data` must be of kind `files`".into(),
-            }),
+            TaskData::Files { dirs, files } => {
+                Ok(Box::new(FilesSandbox { fs: Vfs::new(dirs, files).map_err(|m| SuiteError::BadTask { task: task.id.clone(), message: m })? }))
+            }
+            _ => Err(SuiteError::BadTask { task: task.id.clone(), message: "`data` must be of kind `files`".into() }),
         }
     }
 }
 
 const TOP_DIRS: &[&str] = &["/home", "/docs", "/logs", "/projects", "/notes", "/work"];
 const NEW_DIRS: &[&str] = &["/archive", "/backup", "/old", "/done", "/shared"];
-const CONF_KEYS: &[&str] = &[
-    "port", "timeout", "retries", "user", "mode", "level", "region", "color",
-];
-const TXT_NAMES: &[&str] = &[
-    "notes", "todo", "report", "plan", "ideas", "minutes", "summary", "letter",
-];
+const CONF_KEYS: &[&str] = &["port", "timeout", "retries", "user", "mode", "level", "region", "color"];
+const TXT_NAMES: &[&str] = &["notes", "todo", "report", "plan", "ideas", "minutes", "summary", "letter"];
 const DAYS: &[&str] = &["Monday", "Tuesday", "Wednesday", "Thursday", "Friday"];
 
 /// A drafted tree plus the per-file facts questions are made from.
@@ -460,13 +380,7 @@ impl Tree {
         tops.truncate(rng.random_range(3..5));
         tops.sort();
         let mut taken = BTreeSet::new();
-        let mut t = Tree {
-            dirs: tops.iter().cloned().collect(),
-            files: BTreeMap::new(),
-            confs: vec![],
-            topics: vec![],
-            tops,
-        };
+        let mut t = Tree { dirs: tops.iter().cloned().collect(), files: BTreeMap::new(), confs: vec![], topics: vec![], tops };
         for dir in t.tops.clone() {
             let mut names: Vec<&str> = TXT_NAMES.to_vec();
             names.shuffle(rng);
@@ -476,17 +390,11 @@ impl Tree {
                 let topic = coined_words(rng, 1, &mut taken).remove(0).to_lowercase();
                 let who = pick(rng, NAMES);
                 let day = pick(rng, DAYS);
-                t.files.insert(
-                    path.clone(),
-                    format!("Topic: {topic}\n{who} will review it on {day}.\n"),
-                );
+                t.files.insert(path.clone(), format!("Topic: {topic}\n{who} will review it on {day}.\n"));
                 t.topics.push((path, topic));
             }
             if rng.random_bool(0.6) {
-                let path = format!(
-                    "{dir}/{}.conf",
-                    coined_words(rng, 1, &mut taken).remove(0).to_lowercase()
-                );
+                let path = format!("{dir}/{}.conf", coined_words(rng, 1, &mut taken).remove(0).to_lowercase());
                 let mut keys = CONF_KEYS.to_vec();
                 keys.shuffle(rng);
                 let pairs: Vec<(String, String)> = keys
@@ -506,18 +414,14 @@ impl Tree {
                 t.confs.push((path, pairs));
             }
             for i in 0..rng.random_range(0..3) {
-                t.files.insert(
-                    format!("{dir}/cache{i}.tmp"),
-                    format!("temporary data {}\n", rng.random_range(0..1000)),
-                );
+                t.files.insert(format!("{dir}/cache{i}.tmp"), format!("temporary data {}\n", rng.random_range(0..1000)));
             }
         }
         if t.confs.is_empty() {
             let dir = t.tops[0].clone();
             let path = format!("{dir}/app.conf");
             let pairs = vec![("port".to_string(), rng.random_range(1000..9999).to_string())];
-            t.files
-                .insert(path.clone(), format!("port = {}\n", pairs[0].1));
+            t.files.insert(path.clone(), format!("port = {}\n", pairs[0].1));
             t.confs.push((path, pairs));
         }
         t
@@ -538,32 +442,16 @@ impl Tree {
         match rng.random_range(0..5) {
             0 => {
                 let (path, k, v) = self.conf_question(rng);
-                Goal {
-                    instruction: format!("What is the value of {k} in {path}?"),
-                    calls: vec![call("cat", json!({ "path": path }))],
-                    answer: Some(v.into()),
-                }
+                Goal { instruction: format!("What is the value of {k} in {path}?"), calls: vec![call("cat", json!({ "path": path }))], answer: Some(v.into()) }
             }
             1 => {
                 let d = self.new_dir(rng);
-                Goal {
-                    instruction: format!("Create the directory {d}."),
-                    calls: vec![call("mkdir", json!({ "path": d }))],
-                    answer: None,
-                }
+                Goal { instruction: format!("Create the directory {d}."), calls: vec![call("mkdir", json!({ "path": d }))], answer: None }
             }
-            2 => Goal {
-                instruction: format!("Delete the file {txt}."),
-                calls: vec![call("rm", json!({ "path": txt }))],
-                answer: None,
-            },
+            2 => Goal { instruction: format!("Delete the file {txt}."), calls: vec![call("rm", json!({ "path": txt }))], answer: None },
             3 => {
                 let dst = format!("{}/old_{}", parent(&txt), base(&txt));
-                Goal {
-                    instruction: format!("Rename {txt} to {dst}."),
-                    calls: vec![call("mv", json!({"src": txt, "dst": dst}))],
-                    answer: None,
-                }
+                Goal { instruction: format!("Rename {txt} to {dst}."), calls: vec![call("mv", json!({"src": txt, "dst": dst}))], answer: None }
             }
             _ => {
                 let dir = pick(rng, &self.tops);
@@ -585,10 +473,7 @@ impl Tree {
                 let dir = parent(path);
                 Goal {
                     instruction: format!("What is the value of {k} in the .conf file in {dir}?"),
-                    calls: vec![
-                        call("ls", json!({ "path": dir })),
-                        call("cat", json!({ "path": path })),
-                    ],
+                    calls: vec![call("ls", json!({ "path": dir })), call("cat", json!({ "path": path }))],
                     answer: Some(v.into()),
                 }
             }
@@ -598,10 +483,7 @@ impl Tree {
                 let dst = format!("{dst_dir}/copy_of_{}", base(src));
                 Goal {
                     instruction: format!("Copy {src} to {dst}."),
-                    calls: vec![
-                        call("cat", json!({ "path": src })),
-                        call("write", json!({"path": dst, "content": self.files[src]})),
-                    ],
+                    calls: vec![call("cat", json!({ "path": src })), call("write", json!({"path": dst, "content": self.files[src]}))],
                     answer: None,
                 }
             }
@@ -610,10 +492,7 @@ impl Tree {
                 let d = self.new_dir(rng);
                 Goal {
                     instruction: format!("Move {src} into a new directory {d}."),
-                    calls: vec![
-                        call("mkdir", json!({ "path": d })),
-                        call("mv", json!({"src": src, "dst": d})),
-                    ],
+                    calls: vec![call("mkdir", json!({ "path": d })), call("mv", json!({"src": src, "dst": d}))],
                     answer: None,
                 }
             }
@@ -622,47 +501,20 @@ impl Tree {
 
     fn level3(&self, rng: &mut TaskRng) -> Goal {
         // At least two .tmp files, so that the plan takes three calls or more.
-        let with_tmp: Vec<&String> = self
-            .tops
-            .iter()
-            .filter(|d| {
-                self.files
-                    .keys()
-                    .filter(|f| parent(f) == d.as_str() && f.ends_with(".tmp"))
-                    .count()
-                    >= 2
-            })
-            .collect();
+        let with_tmp: Vec<&String> =
+            self.tops.iter().filter(|d| self.files.keys().filter(|f| parent(f) == d.as_str() && f.ends_with(".tmp")).count() >= 2).collect();
         if !with_tmp.is_empty() && rng.random_bool(0.5) {
             let dir = *pick(rng, &with_tmp);
             let mut calls = vec![call("ls", json!({ "path": dir }))];
-            calls.extend(
-                self.files
-                    .keys()
-                    .filter(|f| parent(f) == dir.as_str() && f.ends_with(".tmp"))
-                    .map(|f| call("rm", json!({ "path": f }))),
-            );
-            return Goal {
-                instruction: format!("Delete every .tmp file in {dir}."),
-                calls,
-                answer: None,
-            };
+            calls.extend(self.files.keys().filter(|f| parent(f) == dir.as_str() && f.ends_with(".tmp")).map(|f| call("rm", json!({ "path": f }))));
+            return Goal { instruction: format!("Delete every .tmp file in {dir}."), calls, answer: None };
         }
         let (src, topic) = pick(rng, &self.topics);
-        let top = self
-            .tops
-            .iter()
-            .find(|t| is_under(src, t))
-            .cloned()
-            .unwrap_or_else(|| "/".into());
+        let top = self.tops.iter().find(|t| is_under(src, t)).cloned().unwrap_or_else(|| "/".into());
         let d = self.new_dir(rng);
         Goal {
             instruction: format!("Find the file under {top} that mentions {topic} and move it into a new directory {d}."),
-            calls: vec![
-                call("grep", json!({"pattern": topic, "path": top})),
-                call("mkdir", json!({ "path": d })),
-                call("mv", json!({"src": src, "dst": d})),
-            ],
+            calls: vec![call("grep", json!({"pattern": topic, "path": top})), call("mkdir", json!({ "path": d })), call("mv", json!({"src": src, "dst": d}))],
             answer: None,
         }
     }
@@ -673,10 +525,7 @@ mod tests {
     use super::*;
 
     fn fs() -> Vfs {
-        let files = BTreeMap::from([
-            ("/docs/a.txt".to_string(), "hello\nworld\n".to_string()),
-            ("/docs/sub/b.txt".to_string(), "hello there\n".to_string()),
-        ]);
+        let files = BTreeMap::from([("/docs/a.txt".to_string(), "hello\nworld\n".to_string()), ("/docs/sub/b.txt".to_string(), "hello there\n".to_string())]);
         Vfs::new(&BTreeSet::from(["/empty".to_string()]), &files).unwrap()
     }
 
@@ -688,10 +537,7 @@ mod tests {
         assert_eq!(v.ls("/empty").unwrap(), "(empty)");
         assert_eq!(v.cat("/docs/../docs/./a.txt").unwrap(), "hello\nworld\n");
         assert!(v.cat("/docs").unwrap_err().contains("directory"));
-        assert_eq!(
-            v.grep("hello", "/docs").unwrap(),
-            "/docs/a.txt:1:hello\n/docs/sub/b.txt:1:hello there"
-        );
+        assert_eq!(v.grep("hello", "/docs").unwrap(), "/docs/a.txt:1:hello\n/docs/sub/b.txt:1:hello there");
         assert!(v.write("/nope/x.txt", "x").unwrap_err().contains("mkdir"));
         v.mv("/docs/sub", "/empty").unwrap();
         assert_eq!(v.cat("/empty/sub/b.txt").unwrap(), "hello there\n");
@@ -707,9 +553,7 @@ mod tests {
     #[test]
     fn caps_hold() {
         let mut v = fs();
-        assert!(v
-            .write("/docs/big", &"x".repeat(MAX_FILE_BYTES + 1))
-            .is_err());
+        assert!(v.write("/docs/big", &"x".repeat(MAX_FILE_BYTES + 1)).is_err());
         let mut last = Ok(String::new());
         for i in 0..MAX_NODES + 5 {
             last = v.mkdir(&format!("/d{i}"));

@@ -12,10 +12,7 @@ pub struct NoExecSandbox;
 
 impl Sandbox for NoExecSandbox {
     fn call(&mut self, call: &ToolCall) -> Result<String, String> {
-        Err(format!(
-            "`{}` is declared but not executed in function-call tasks",
-            call.name
-        ))
+        Err(format!("`{}` is declared but not executed in function-call tasks", call.name))
     }
 }
 
@@ -36,9 +33,7 @@ impl Suite for FunctionCall {
         1
     }
     fn draft(&self, _rng: &mut TaskRng, _difficulty: u8) -> Result<Draft, SuiteError> {
-        Err(SuiteError::NotGenerative {
-            suite: self.name().into(),
-        })
+        Err(SuiteError::NotGenerative { suite: self.name().into() })
     }
     fn sandbox(&self, _task: &Task) -> Result<Box<dyn Sandbox>, SuiteError> {
         Ok(Box::new(NoExecSandbox))

@@ -12,12 +12,7 @@ use crate::data::{Expected, GoalState, Reference, Task, TaskData, ToolCall};
 
 pub struct Grid;
 
-const DIRS: [(&str, isize, isize); 4] = [
-    ("up", -1, 0),
-    ("down", 1, 0),
-    ("left", 0, -1),
-    ("right", 0, 1),
-];
+const DIRS: [(&str, isize, isize); 4] = [("up", -1, 0), ("down", 1, 0), ("left", 0, -1), ("right", 0, 1)];
 
 #[derive(Debug, Clone)]
 pub struct Maze {
@@ -27,10 +22,7 @@ pub struct Maze {
 
 impl Maze {
     pub fn from_rows(rows: &[String], goal: [usize; 2]) -> Result<Self, String> {
-        let walls: Vec<Vec<bool>> = rows
-            .iter()
-            .map(|r| r.chars().map(|c| c == '#').collect())
-            .collect();
+        let walls: Vec<Vec<bool>> = rows.iter().map(|r| r.chars().map(|c| c == '#').collect()).collect();
         let width = walls.first().map_or(0, Vec::len);
         if walls.is_empty() || width == 0 || walls.iter().any(|r| r.len() != width) {
             return Err("grid rows must be non-empty and of equal length".into());
@@ -46,10 +38,7 @@ impl Maze {
     }
 
     fn open(&self, [r, c]: [usize; 2]) -> bool {
-        self.walls
-            .get(r)
-            .and_then(|row| row.get(c))
-            .is_some_and(|w| !w)
+        self.walls.get(r).and_then(|row| row.get(c)).is_some_and(|w| !w)
     }
 
     fn step(&self, [r, c]: [usize; 2], dr: isize, dc: isize) -> Option<[usize; 2]> {
@@ -118,11 +107,7 @@ pub struct GridSandbox {
 
 impl GridSandbox {
     fn position(&self) -> String {
-        let mut s = format!(
-            "You are at row {}, column {}.",
-            self.at[0] + 1,
-            self.at[1] + 1
-        );
+        let mut s = format!("You are at row {}, column {}.", self.at[0] + 1, self.at[1] + 1);
         if self.at == self.maze.goal {
             s.push_str(" You reached the goal.");
         }
@@ -135,9 +120,7 @@ impl Sandbox for GridSandbox {
         match call.name.as_str() {
             "move" => {
                 let dir = arg_str(call, "direction")?.trim().to_ascii_lowercase();
-                let &(name, dr, dc) = DIRS.iter().find(|d| d.0 == dir).ok_or_else(|| {
-                    format!("unknown direction `{dir}`; use up, down, left or right")
-                })?;
+                let &(name, dr, dc) = DIRS.iter().find(|d| d.0 == dir).ok_or_else(|| format!("unknown direction `{dir}`; use up, down, left or right"))?;
                 match self.maze.step(self.at, dr, dc) {
                     Some(next) => {
                         self.at = next;
@@ -147,11 +130,7 @@ impl Sandbox for GridSandbox {
                     None => Ok(format!("A wall blocks the way {name}. {}", self.position())),
                 }
             }
-            "look" => Ok(format!(
-                "{}\n{}",
-                self.maze.render(self.at),
-                self.position()
-            )),
+            "look" => Ok(format!("{}\n{}", self.maze.render(self.at), self.position())),
             _ => Err(unknown_tool(call)),
         }
     }
@@ -195,17 +174,8 @@ impl Suite for Grid {
             _ => (rng.random_range(6..8), 0.28, 5..=9),
         };
         loop {
-            let rows: Vec<String> = (0..size)
-                .map(|_| {
-                    (0..size)
-                        .map(|_| if rng.random_bool(density) { '#' } else { '.' })
-                        .collect()
-                })
-                .collect();
-            let open: Vec<[usize; 2]> = (0..size)
-                .flat_map(|r| (0..size).map(move |c| [r, c]))
-                .filter(|&[r, c]| rows[r].as_bytes()[c] == b'.')
-                .collect();
+            let rows: Vec<String> = (0..size).map(|_| (0..size).map(|_| if rng.random_bool(density) { '#' } else { '.' }).collect()).collect();
+            let open: Vec<[usize; 2]> = (0..size).flat_map(|r| (0..size).map(move |c| [r, c])).filter(|&[r, c]| rows[r].as_bytes()[c] == b'.').collect();
             if open.len() < 2 {
                 continue;
             }
@@ -224,29 +194,17 @@ impl Suite for Grid {
                 "Reach the goal G on this map. A is you, # is a wall, rows go down and columns go right.\n{}\nWhen you stand on G, reply Answer: done.",
                 maze.render(start)
             );
-            let calls = moves
-                .iter()
-                .map(|d| ToolCall::new("move", json!({ "direction": d })))
-                .collect();
+            let calls = moves.iter().map(|d| ToolCall::new("move", json!({ "direction": d }))).collect();
             return Ok(Draft {
                 instruction,
                 data: TaskData::Grid { rows, start, goal },
-                expected: Expected::State {
-                    state: GoalState::Grid { position: goal },
-                    answer: None,
-                },
-                reference: Reference {
-                    calls,
-                    answer: "done".into(),
-                },
+                expected: Expected::State { state: GoalState::Grid { position: goal }, answer: None },
+                reference: Reference { calls, answer: "done".into() },
             });
         }
     }
     fn sandbox(&self, task: &Task) -> Result<Box<dyn Sandbox>, SuiteError> {
-        let bad = |m: String| SuiteError::BadTask {
-            task: task.id.clone(),
-            message: m,
-        };
+        let bad = |m: String| SuiteError::BadTask { task: task.id.clone(), message: m };
         match &task.data {
             TaskData::Grid { rows, start, goal } => {
                 let maze = Maze::from_rows(rows, *goal).map_err(bad)?;
@@ -266,10 +224,7 @@ mod tests {
 
     #[test]
     fn walls_block_and_bfs_detours() {
-        let rows: Vec<String> = ["...", ".#.", "..."]
-            .iter()
-            .map(|s| s.to_string())
-            .collect();
+        let rows: Vec<String> = ["...", ".#.", "..."].iter().map(|s| s.to_string()).collect();
         let maze = Maze::from_rows(&rows, [2, 1]).unwrap();
         assert_eq!(maze.shortest_path([0, 1]).unwrap().len(), 4);
         let mut s = GridSandbox { maze, at: [0, 1] };
@@ -281,9 +236,6 @@ mod tests {
             s.call(&mv(d)).unwrap();
         }
         assert_eq!(s.state(), Some(GoalState::Grid { position: [2, 1] }));
-        assert!(s
-            .call(&ToolCall::new("look", json!({})))
-            .unwrap()
-            .contains("reached the goal"));
+        assert!(s.call(&ToolCall::new("look", json!({}))).unwrap().contains("reached the goal"));
     }
 }

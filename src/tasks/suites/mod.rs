@@ -42,19 +42,9 @@ pub enum SuiteError {
     #[error("suite `{suite}` does not generate tasks (it runs tasks from files)")]
     NotGenerative { suite: String },
     #[error("suite `{suite}` has no difficulty {difficulty} (it has {range:?})")]
-    BadDifficulty {
-        suite: String,
-        difficulty: u8,
-        range: RangeInclusive<u8>,
-    },
-    #[error(
-        "suite `{suite}` could not draft a task for the {split} split after {attempts} attempts"
-    )]
-    SplitExhausted {
-        suite: String,
-        split: Split,
-        attempts: u32,
-    },
+    BadDifficulty { suite: String, difficulty: u8, range: RangeInclusive<u8> },
+    #[error("suite `{suite}` could not draft a task for the {split} split after {attempts} attempts")]
+    SplitExhausted { suite: String, split: Split, attempts: u32 },
     #[error("task `{task}`: {message}")]
     BadTask { task: String, message: String },
 }
@@ -103,16 +93,8 @@ pub trait Suite: Sync {
     fn sandbox(&self, task: &Task) -> Result<Box<dyn Sandbox>, SuiteError>;
 }
 
-static SUITES: [&dyn Suite; 8] = [
-    &arithmetic::Arithmetic,
-    &units::Units,
-    &tables::Tables,
-    &files::Files,
-    &search::Search,
-    &grid::Grid,
-    &qa::Qa,
-    &function_call::FunctionCall,
-];
+static SUITES: [&dyn Suite; 8] =
+    [&arithmetic::Arithmetic, &units::Units, &tables::Tables, &files::Files, &search::Search, &grid::Grid, &qa::Qa, &function_call::FunctionCall];
 
 /// Every suite, generative ones first.
 pub fn all() -> &'static [&'static dyn Suite] {
@@ -121,10 +103,7 @@ pub fn all() -> &'static [&'static dyn Suite] {
 
 /// The six suites that generate tasks.
 pub fn generative() -> impl Iterator<Item = &'static dyn Suite> {
-    SUITES
-        .iter()
-        .copied()
-        .filter(|s| s.difficulties().is_some())
+    SUITES.iter().copied().filter(|s| s.difficulties().is_some())
 }
 
 pub fn get(name: &str) -> Result<&'static dyn Suite, SuiteError> {
@@ -132,14 +111,7 @@ pub fn get(name: &str) -> Result<&'static dyn Suite, SuiteError> {
         .iter()
         .copied()
         .find(|s| s.name() == name)
-        .ok_or_else(|| SuiteError::UnknownSuite {
-            name: name.to_string(),
-            known: SUITES
-                .iter()
-                .map(|s| s.name())
-                .collect::<Vec<_>>()
-                .join(", "),
-        })
+        .ok_or_else(|| SuiteError::UnknownSuite { name: name.to_string(), known: SUITES.iter().map(|s| s.name()).collect::<Vec<_>>().join(", ") })
 }
 
 /// Share of drafts that belong to the test split (1/4) and to the dev split (1/8).
@@ -149,17 +121,9 @@ const MAX_ATTEMPTS: u32 = 10_000;
 
 /// The task at `key`: deterministic, and never the same content in two splits.
 pub fn generate(suite: &dyn Suite, key: TaskKey) -> Result<Task, SuiteError> {
-    let range = suite
-        .difficulties()
-        .ok_or_else(|| SuiteError::NotGenerative {
-            suite: suite.name().into(),
-        })?;
+    let range = suite.difficulties().ok_or_else(|| SuiteError::NotGenerative { suite: suite.name().into() })?;
     if !range.contains(&key.difficulty) {
-        return Err(SuiteError::BadDifficulty {
-            suite: suite.name().into(),
-            difficulty: key.difficulty,
-            range,
-        });
+        return Err(SuiteError::BadDifficulty { suite: suite.name().into(), difficulty: key.difficulty, range });
     }
     let mut rng = task_rng(suite.name(), key);
     for _ in 0..MAX_ATTEMPTS {
@@ -168,14 +132,7 @@ pub fn generate(suite: &dyn Suite, key: TaskKey) -> Result<Task, SuiteError> {
             continue;
         }
         return Ok(Task {
-            id: format!(
-                "{}-{}-d{}-s{}-{}",
-                suite.name(),
-                key.split,
-                key.difficulty,
-                key.seed,
-                key.index
-            ),
+            id: format!("{}-{}-d{}-s{}-{}", suite.name(), key.split, key.difficulty, key.seed, key.index),
             suite: suite.name().into(),
             split: key.split,
             difficulty: key.difficulty,
@@ -188,34 +145,12 @@ pub fn generate(suite: &dyn Suite, key: TaskKey) -> Result<Task, SuiteError> {
             reference: Some(draft.reference),
         });
     }
-    Err(SuiteError::SplitExhausted {
-        suite: suite.name().into(),
-        split: key.split,
-        attempts: MAX_ATTEMPTS,
-    })
+    Err(SuiteError::SplitExhausted { suite: suite.name().into(), split: key.split, attempts: MAX_ATTEMPTS })
 }
 
 /// `count` tasks at indices `0..count`.
-pub fn generate_many(
-    suite: &dyn Suite,
-    seed: u64,
-    split: Split,
-    difficulty: u8,
-    count: u64,
-) -> Result<Vec<Task>, SuiteError> {
-    (0..count)
-        .map(|index| {
-            generate(
-                suite,
-                TaskKey {
-                    seed,
-                    split,
-                    difficulty,
-                    index,
-                },
-            )
-        })
-        .collect()
+pub fn generate_many(suite: &dyn Suite, seed: u64, split: Split, difficulty: u8, count: u64) -> Result<Vec<Task>, SuiteError> {
+    (0..count).map(|index| generate(suite, TaskKey { seed, split, difficulty, index })).collect()
 }
 
 /// The split a task's content belongs to.
@@ -234,10 +169,7 @@ pub fn split_of(instruction: &str, data: &TaskData) -> Split {
 }
 
 pub fn task_rng(suite: &str, key: TaskKey) -> TaskRng {
-    let text = format!(
-        "{suite}\0{}\0{}\0{}\0{}",
-        key.seed, key.split, key.difficulty, key.index
-    );
+    let text = format!("{suite}\0{}\0{}\0{}\0{}", key.seed, key.split, key.difficulty, key.index);
     let mut state = fnv1a(&[text.as_bytes()]);
     let mut seed = [0u8; 32];
     for chunk in seed.chunks_mut(8) {
@@ -275,17 +207,11 @@ pub fn pick<'a, T>(rng: &mut TaskRng, items: &'a [T]) -> &'a T {
 }
 
 pub fn arg_str<'a>(call: &'a ToolCall, name: &str) -> Result<&'a str, String> {
-    call.arguments
-        .get(name)
-        .and_then(Value::as_str)
-        .ok_or_else(|| format!("missing string argument `{name}`"))
+    call.arguments.get(name).and_then(Value::as_str).ok_or_else(|| format!("missing string argument `{name}`"))
 }
 
 pub fn arg_f64(call: &ToolCall, name: &str) -> Result<f64, String> {
-    call.arguments
-        .get(name)
-        .and_then(Value::as_f64)
-        .ok_or_else(|| format!("missing number argument `{name}`"))
+    call.arguments.get(name).and_then(Value::as_f64).ok_or_else(|| format!("missing number argument `{name}`"))
 }
 
 pub fn unknown_tool(call: &ToolCall) -> String {
@@ -299,9 +225,8 @@ pub fn replay(sandbox: &mut dyn Sandbox, calls: &[ToolCall]) -> Result<Vec<Strin
 }
 
 const SYLLABLES: &[&str] = &[
-    "var", "nol", "esk", "tar", "mib", "quo", "zen", "dra", "lun", "fey", "rok", "sal", "ter",
-    "vin", "bar", "cor", "del", "fim", "gal", "hes", "jor", "kel", "mar", "nev", "pol", "ris",
-    "sut", "tov", "ulm", "wes",
+    "var", "nol", "esk", "tar", "mib", "quo", "zen", "dra", "lun", "fey", "rok", "sal", "ter", "vin", "bar", "cor", "del", "fim", "gal", "hes", "jor", "kel",
+    "mar", "nev", "pol", "ris", "sut", "tov", "ulm", "wes",
 ];
 
 /// A made-up capitalised word of 2-3 syllables, so that generated facts cannot be answered from the model's
@@ -316,11 +241,7 @@ pub fn coined_word(rng: &mut TaskRng) -> String {
 }
 
 /// `n` distinct coined words, none equal to anything in `taken` (compared case-insensitively).
-pub fn coined_words(
-    rng: &mut TaskRng,
-    n: usize,
-    taken: &mut std::collections::BTreeSet<String>,
-) -> Vec<String> {
+pub fn coined_words(rng: &mut TaskRng, n: usize, taken: &mut std::collections::BTreeSet<String>) -> Vec<String> {
     let mut out = Vec::with_capacity(n);
     while out.len() < n {
         let w = coined_word(rng);

@@ -31,10 +31,7 @@ impl Sandbox for QaSandbox {
         match call.name.as_str() {
             "calculator" => calculator(call),
             "convert" => self.units.call(call),
-            _ => self
-                .search
-                .handle(call)
-                .unwrap_or_else(|| Err(unknown_tool(call))),
+            _ => self.search.handle(call).unwrap_or_else(|| Err(unknown_tool(call))),
         }
     }
 }
@@ -50,35 +47,20 @@ impl Suite for Qa {
         Some(&["calculator", "convert", "search", "open"])
     }
     fn tools(&self, _difficulty: u8) -> Vec<Value> {
-        vec![
-            calculator_spec(),
-            convert_spec(),
-            search_spec(),
-            open_spec(),
-        ]
+        vec![calculator_spec(), convert_spec(), search_spec(), open_spec()]
     }
     fn max_turns(&self, _difficulty: u8) -> u32 {
         6
     }
     fn draft(&self, _rng: &mut TaskRng, _difficulty: u8) -> Result<Draft, SuiteError> {
-        Err(SuiteError::NotGenerative {
-            suite: self.name().into(),
-        })
+        Err(SuiteError::NotGenerative { suite: self.name().into() })
     }
     fn sandbox(&self, task: &Task) -> Result<Box<dyn Sandbox>, SuiteError> {
         let docs = match &task.data {
             TaskData::Documents { documents } => documents.clone(),
             TaskData::None => Vec::new(),
-            _ => {
-                return Err(SuiteError::BadTask {
-                    task: task.id.clone(),
-                    message: "`data` must be of kind `documents` or `none`".into(),
-                })
-            }
+            _ => return Err(SuiteError::BadTask { task: task.id.clone(), message: "`data` must be of kind `documents` or `none`".into() }),
         };
-        Ok(Box::new(QaSandbox {
-            search: SearchSandbox::new(docs),
-            units: UnitsSandbox::new(),
-        }))
+        Ok(Box::new(QaSandbox { search: SearchSandbox::new(docs), units: UnitsSandbox::new() }))
     }
 }

@@ -10,10 +10,7 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 use super::arithmetic::NAMES;
-use super::{
-    arg_str, coined_words, pick, tool_spec, unknown_tool, Draft, Sandbox, Suite, SuiteError,
-    TaskRng,
-};
+use super::{arg_str, coined_words, pick, tool_spec, unknown_tool, Draft, Sandbox, Suite, SuiteError, TaskRng};
 use crate::data::{AnswerSpec, Document, Expected, Matcher, Reference, Task, TaskData, ToolCall};
 
 pub struct Search;
@@ -23,28 +20,15 @@ pub const TOP_K: usize = 4;
 const MAX_SNIPPET_CHARS: usize = 160;
 
 pub fn search_spec() -> Value {
-    tool_spec(
-        "search",
-        "Search the documents. Returns the best matches as: id | title | first sentence.",
-        json!({"query": {"type": "string"}}),
-        &["query"],
-    )
+    tool_spec("search", "Search the documents. Returns the best matches as: id | title | first sentence.", json!({"query": {"type": "string"}}), &["query"])
 }
 
 pub fn open_spec() -> Value {
-    tool_spec(
-        "open",
-        "Show a whole document by its id.",
-        json!({"doc_id": {"type": "string"}}),
-        &["doc_id"],
-    )
+    tool_spec("open", "Show a whole document by its id.", json!({"doc_id": {"type": "string"}}), &["doc_id"])
 }
 
 fn tokens(s: &str) -> Vec<String> {
-    s.split(|c: char| !c.is_alphanumeric())
-        .filter(|t| !t.is_empty())
-        .map(str::to_lowercase)
-        .collect()
+    s.split(|c: char| !c.is_alphanumeric()).filter(|t| !t.is_empty()).map(str::to_lowercase).collect()
 }
 
 /// The first sentence, capped.
@@ -84,12 +68,7 @@ impl Index {
             lens.push(toks.len());
             tfs.push(tf);
         }
-        Self {
-            docs,
-            tfs,
-            lens,
-            df,
-        }
+        Self { docs, tfs, lens, df }
     }
 
     /// Indices of the best documents, best first; ties keep corpus order. Documents with score 0 are dropped.
@@ -105,8 +84,7 @@ impl Index {
                         let tf = *self.tfs[i].get(t).unwrap_or(&0) as f64;
                         let df = *self.df.get(t).unwrap_or(&0) as f64;
                         let idf = (1.0 + (n - df + 0.5) / (df + 0.5)).ln();
-                        idf * tf * 2.2
-                            / (tf + 1.2 * (0.25 + 0.75 * self.lens[i] as f64 / avg.max(1.0)))
+                        idf * tf * 2.2 / (tf + 1.2 * (0.25 + 0.75 * self.lens[i] as f64 / avg.max(1.0)))
                     })
                     .sum::<f64>();
                 (score, i)
@@ -124,9 +102,7 @@ pub struct SearchSandbox {
 
 impl SearchSandbox {
     pub fn new(docs: Vec<Document>) -> Self {
-        Self {
-            index: Index::new(docs),
-        }
+        Self { index: Index::new(docs) }
     }
 
     pub fn handle(&self, call: &ToolCall) -> Option<Result<String, String>> {
@@ -146,17 +122,8 @@ impl SearchSandbox {
             })),
             "open" => Some(arg_str(call, "doc_id").and_then(|id| {
                 let id = id.trim();
-                let d = self
-                    .index
-                    .docs
-                    .iter()
-                    .find(|d| d.id == id)
-                    .ok_or_else(|| format!("no document with id `{id}`"))?;
-                Ok(if d.title.is_empty() {
-                    d.text.clone()
-                } else {
-                    format!("{}\n{}", d.title, d.text)
-                })
+                let d = self.index.docs.iter().find(|d| d.id == id).ok_or_else(|| format!("no document with id `{id}`"))?;
+                Ok(if d.title.is_empty() { d.text.clone() } else { format!("{}\n{}", d.title, d.text) })
             })),
             _ => None,
         }
@@ -196,61 +163,31 @@ impl Suite for Search {
             // Redraw when a reference query does not surface its document, so that the plan is always valid.
             let sandbox = SearchSandbox::new(world.docs.clone());
             let mut needs = q.needs.iter();
-            let ok = q
-                .calls
-                .iter()
-                .all(|c| match (c.name.as_str(), sandbox.handle(c)) {
-                    ("search", Some(Ok(out))) => needs
-                        .next()
-                        .is_some_and(|doc| out.lines().any(|l| l.starts_with(&format!("{doc} |")))),
-                    (_, result) => matches!(result, Some(Ok(_))),
-                });
+            let ok = q.calls.iter().all(|c| match (c.name.as_str(), sandbox.handle(c)) {
+                ("search", Some(Ok(out))) => needs.next().is_some_and(|doc| out.lines().any(|l| l.starts_with(&format!("{doc} |")))),
+                (_, result) => matches!(result, Some(Ok(_))),
+            });
             if !ok {
                 continue;
             }
             return Ok(Draft {
                 instruction: q.instruction,
-                data: TaskData::Documents {
-                    documents: world.docs,
-                },
-                expected: Expected::Answer(AnswerSpec {
-                    answer: q.answer.clone(),
-                    aliases: vec![],
-                    matcher: Matcher::Exact,
-                }),
-                reference: Reference {
-                    calls: q.calls,
-                    answer: q.answer,
-                },
+                data: TaskData::Documents { documents: world.docs },
+                expected: Expected::Answer(AnswerSpec { answer: q.answer.clone(), aliases: vec![], matcher: Matcher::Exact }),
+                reference: Reference { calls: q.calls, answer: q.answer },
             });
         }
     }
     fn sandbox(&self, task: &Task) -> Result<Box<dyn Sandbox>, SuiteError> {
         match &task.data {
-            TaskData::Documents { documents } => {
-                Ok(Box::new(SearchSandbox::new(documents.clone())))
-            }
-            _ => Err(SuiteError::BadTask {
-                task: task.id.clone(),
-                message: "`data` must be of kind `documents`".into(),
-            }),
+            TaskData::Documents { documents } => Ok(Box::new(SearchSandbox::new(documents.clone()))),
+            _ => Err(SuiteError::BadTask { task: task.id.clone(), message: "`data` must be of kind `documents`".into() }),
         }
     }
 }
 
-const PROFESSIONS: &[&str] = &[
-    "painter",
-    "engineer",
-    "baker",
-    "sailor",
-    "teacher",
-    "chemist",
-    "poet",
-    "architect",
-];
-const PRODUCTS: &[&str] = &[
-    "bicycles", "lamps", "glass", "clocks", "boats", "paper", "rope", "tiles",
-];
+const PROFESSIONS: &[&str] = &["painter", "engineer", "baker", "sailor", "teacher", "chemist", "poet", "architect"];
+const PRODUCTS: &[&str] = &["bicycles", "lamps", "glass", "clocks", "boats", "paper", "rope", "tiles"];
 
 struct City {
     name: String,
@@ -300,11 +237,7 @@ fn open_call(id: &str) -> ToolCall {
 impl World {
     fn generate(rng: &mut TaskRng) -> Self {
         let mut taken = BTreeSet::new();
-        let (nc, np, nk) = (
-            rng.random_range(3..6),
-            rng.random_range(3..6),
-            rng.random_range(2..4),
-        );
+        let (nc, np, nk) = (rng.random_range(3..6), rng.random_range(3..6), rng.random_range(2..4));
         let city_names = coined_words(rng, nc, &mut taken);
         let regions = coined_words(rng, 3, &mut taken);
         let rivers = coined_words(rng, nc, &mut taken);
@@ -318,13 +251,7 @@ impl World {
         let cities: Vec<City> = city_names
             .into_iter()
             .zip(rivers)
-            .map(|(name, river)| City {
-                name,
-                region: pick(rng, &regions).clone(),
-                river,
-                founded: rng.random_range(1100..1900),
-                doc: next_id(),
-            })
+            .map(|(name, river)| City { name, region: pick(rng, &regions).clone(), river, founded: rng.random_range(1100..1900), doc: next_id() })
             .collect();
         let people: Vec<Person> = surnames
             .into_iter()
@@ -395,120 +322,56 @@ impl World {
             docs.push(Document {
                 id: next_id(),
                 title: format!("{honoured} Prize"),
-                text: format!(
-                    "The {honoured} Prize is an award given in {place}. It was first awarded in {}.",
-                    rng.random_range(1900..2020)
-                ),
+                text: format!("The {honoured} Prize is an award given in {place}. It was first awarded in {}.", rng.random_range(1900..2020)),
             });
         }
         docs.sort_by_key(|d| d.id.trim_start_matches('d').parse::<usize>().unwrap_or(0));
-        World {
-            docs,
-            cities,
-            people,
-            companies,
-        }
+        World { docs, cities, people, companies }
     }
 
     fn level1(&self, rng: &mut TaskRng) -> Question {
         let (instruction, doc, query, answer) = match rng.random_range(0..4) {
             0 => {
                 let c = pick(rng, &self.cities);
-                (
-                    format!("In which region is the city of {}?", c.name),
-                    &c.doc,
-                    c.name.clone(),
-                    c.region.clone(),
-                )
+                (format!("In which region is the city of {}?", c.name), &c.doc, c.name.clone(), c.region.clone())
             }
             1 => {
                 let p = pick(rng, &self.people);
-                (
-                    format!("Which city is {} from?", p.name),
-                    &p.doc,
-                    p.name.clone(),
-                    self.cities[p.city].name.clone(),
-                )
+                (format!("Which city is {} from?", p.name), &p.doc, p.name.clone(), self.cities[p.city].name.clone())
             }
             2 => {
                 let p = pick(rng, &self.people);
-                (
-                    format!("What is the profession of {}?", p.name),
-                    &p.doc,
-                    p.name.clone(),
-                    p.profession.to_string(),
-                )
+                (format!("What is the profession of {}?", p.name), &p.doc, p.name.clone(), p.profession.to_string())
             }
             _ => {
                 let k = pick(rng, &self.companies);
-                (
-                    format!("In which city is the company {} based?", k.name),
-                    &k.doc,
-                    k.name.clone(),
-                    self.cities[k.city].name.clone(),
-                )
+                (format!("In which city is the company {} based?", k.name), &k.doc, k.name.clone(), self.cities[k.city].name.clone())
             }
         };
-        Question {
-            instruction,
-            calls: vec![search_call(&query)],
-            needs: vec![doc.clone()],
-            answer,
-        }
+        Question { instruction, calls: vec![search_call(&query)], needs: vec![doc.clone()], answer }
     }
 
     /// A fact that needs `open`: (question about `what`, doc id, search query, answer).
-    fn deep_fact(
-        &self,
-        rng: &mut TaskRng,
-        kind: usize,
-        i: usize,
-        what: &str,
-    ) -> (String, String, String, String) {
+    fn deep_fact(&self, rng: &mut TaskRng, kind: usize, i: usize, what: &str) -> (String, String, String, String) {
         match kind {
             0 => {
                 let c = &self.cities[i];
                 if rng.random_bool(0.5) {
-                    (
-                        format!("In which year was {what} founded?"),
-                        c.doc.clone(),
-                        c.name.clone(),
-                        c.founded.to_string(),
-                    )
+                    (format!("In which year was {what} founded?"), c.doc.clone(), c.name.clone(), c.founded.to_string())
                 } else {
-                    (
-                        format!("On which river does {what} lie?"),
-                        c.doc.clone(),
-                        c.name.clone(),
-                        c.river.clone(),
-                    )
+                    (format!("On which river does {what} lie?"), c.doc.clone(), c.name.clone(), c.river.clone())
                 }
             }
             1 => {
                 let p = &self.people[i];
-                (
-                    format!("In which year was {what} born?"),
-                    p.doc.clone(),
-                    p.name.clone(),
-                    p.born.to_string(),
-                )
+                (format!("In which year was {what} born?"), p.doc.clone(), p.name.clone(), p.born.to_string())
             }
             _ => {
                 let k = &self.companies[i];
                 if rng.random_bool(0.5) {
-                    (
-                        format!("What does {what} make?"),
-                        k.doc.clone(),
-                        k.name.clone(),
-                        k.product.to_string(),
-                    )
+                    (format!("What does {what} make?"), k.doc.clone(), k.name.clone(), k.product.to_string())
                 } else {
-                    (
-                        format!("In which year was {what} founded?"),
-                        k.doc.clone(),
-                        k.name.clone(),
-                        k.founded.to_string(),
-                    )
+                    (format!("In which year was {what} founded?"), k.doc.clone(), k.name.clone(), k.founded.to_string())
                 }
             }
         }
@@ -532,28 +395,15 @@ impl World {
                 }
             };
             let (instruction, doc, query, answer) = self.deep_fact(rng, kind, i, &what);
-            return Question {
-                instruction,
-                calls: vec![search_call(&query), open_call(&doc)],
-                needs: vec![doc],
-                answer,
-            };
+            return Question { instruction, calls: vec![search_call(&query), open_call(&doc)], needs: vec![doc], answer };
         }
         // Two hops over snippets: a person's or company's city, then that city's region.
         let (subject, doc, city) = if rng.random_bool(0.5) {
             let p = pick(rng, &self.people);
-            (
-                format!("the city that {} is from", p.name),
-                (p.doc.clone(), p.name.clone()),
-                p.city,
-            )
+            (format!("the city that {} is from", p.name), (p.doc.clone(), p.name.clone()), p.city)
         } else {
             let k = pick(rng, &self.companies);
-            (
-                format!("the city where {} is based", k.name),
-                (k.doc.clone(), k.name.clone()),
-                k.city,
-            )
+            (format!("the city where {} is based", k.name), (k.doc.clone(), k.name.clone()), k.city)
         };
         let c = &self.cities[city];
         Question {
@@ -568,26 +418,15 @@ impl World {
         if rng.random_bool(0.5) {
             // Person -> city (snippet) -> a deep city fact.
             let p = pick(rng, &self.people);
-            let (instruction, doc, query, answer) =
-                self.deep_fact(rng, 0, p.city, &format!("the city that {} is from", p.name));
-            Question {
-                instruction,
-                calls: vec![search_call(&p.name), search_call(&query), open_call(&doc)],
-                needs: vec![p.doc.clone(), doc],
-                answer,
-            }
+            let (instruction, doc, query, answer) = self.deep_fact(rng, 0, p.city, &format!("the city that {} is from", p.name));
+            Question { instruction, calls: vec![search_call(&p.name), search_call(&query), open_call(&doc)], needs: vec![p.doc.clone(), doc], answer }
         } else {
             // Company -> founder (second sentence, so open) -> founder's birth year (open again).
             let k = pick(rng, &self.companies);
             let f = &self.people[k.founder];
             Question {
                 instruction: format!("In which year was the founder of {} born?", k.name),
-                calls: vec![
-                    search_call(&k.name),
-                    open_call(&k.doc),
-                    search_call(&f.name),
-                    open_call(&f.doc),
-                ],
+                calls: vec![search_call(&k.name), open_call(&k.doc), search_call(&f.name), open_call(&f.doc)],
                 needs: vec![k.doc.clone(), f.doc.clone()],
                 answer: f.born.to_string(),
             }
@@ -600,11 +439,7 @@ mod tests {
     use super::*;
 
     fn doc(id: &str, title: &str, text: &str) -> Document {
-        Document {
-            id: id.into(),
-            title: title.into(),
-            text: text.into(),
-        }
+        Document { id: id.into(), title: title.into(), text: text.into() }
     }
 
     #[test]
@@ -612,20 +447,13 @@ mod tests {
         let s = SearchSandbox::new(vec![
             doc("d1", "Varnol", "Varnol is a city. It lies on a river."),
             doc("d2", "Tarmib", "Tarmib is a city. It was founded long ago."),
-            doc(
-                "d3",
-                "Varnol Prize",
-                "The Varnol Prize is an award given in Tarmib.",
-            ),
+            doc("d3", "Varnol Prize", "The Varnol Prize is an award given in Tarmib."),
         ]);
         let out = s.handle(&search_call("Tarmib founded")).unwrap().unwrap();
         assert!(out.starts_with("d2 | Tarmib | Tarmib is a city."), "{out}");
         let out = s.handle(&search_call("zzz")).unwrap().unwrap();
         assert_eq!(out, "no results");
-        assert_eq!(
-            s.handle(&open_call("d1")).unwrap().unwrap(),
-            "Varnol\nVarnol is a city. It lies on a river."
-        );
+        assert_eq!(s.handle(&open_call("d1")).unwrap().unwrap(), "Varnol\nVarnol is a city. It lies on a river.");
         assert!(s.handle(&open_call("d9")).unwrap().is_err());
     }
 }

@@ -8,11 +8,9 @@ use rand::Rng;
 use serde_json::{json, Value};
 
 use super::arithmetic::{calculator, calculator_spec};
-use super::{
-    arg_f64, arg_str, pick, tool_spec, unknown_tool, Draft, Sandbox, Suite, SuiteError, TaskRng,
-};
-use crate::tools::rational::Rational;
+use super::{arg_f64, arg_str, pick, tool_spec, unknown_tool, Draft, Sandbox, Suite, SuiteError, TaskRng};
 use crate::data::{AnswerSpec, Expected, Matcher, Reference, Task, TaskData, ToolCall};
+use crate::tools::rational::Rational;
 
 pub struct Units;
 
@@ -46,26 +44,10 @@ const EDGES: &[(&str, &str, &str, &str)] = &[
 
 /// Category, units, and the object used in product and sum word problems.
 const CATEGORIES: &[(&str, &[&str], &str)] = &[
-    (
-        "length",
-        &["mm", "cm", "m", "km", "in", "ft", "yd", "mi"],
-        "A plank is {v} long",
-    ),
-    (
-        "mass",
-        &["mg", "g", "kg", "t", "oz", "lb"],
-        "A bag weighs {v}",
-    ),
-    (
-        "time",
-        &["s", "min", "h", "day", "week"],
-        "A task takes {v}",
-    ),
-    (
-        "volume",
-        &["ml", "l", "cup", "pt", "qt", "gal"],
-        "A bottle holds {v}",
-    ),
+    ("length", &["mm", "cm", "m", "km", "in", "ft", "yd", "mi"], "A plank is {v} long"),
+    ("mass", &["mg", "g", "kg", "t", "oz", "lb"], "A bag weighs {v}"),
+    ("time", &["s", "min", "h", "day", "week"], "A task takes {v}"),
+    ("volume", &["ml", "l", "cup", "pt", "qt", "gal"], "A bottle holds {v}"),
     ("temperature", &["C", "F", "K"], ""),
 ];
 
@@ -73,10 +55,7 @@ const CATEGORIES: &[(&str, &[&str], &str)] = &[
 const OUTPUT_PLACES: u32 = 9;
 
 fn all_units() -> Vec<&'static str> {
-    CATEGORIES
-        .iter()
-        .flat_map(|c| c.1.iter().copied())
-        .collect()
+    CATEGORIES.iter().flat_map(|c| c.1.iter().copied()).collect()
 }
 
 fn category(unit: &str) -> Option<usize> {
@@ -96,31 +75,16 @@ fn graph() -> BTreeMap<&'static str, Vec<Edge>> {
         // The table holds exact decimal literals, so parsing cannot fail; a typo would fail every units test.
         let scale = Rational::parse(scale).unwrap_or(Rational::ONE);
         let offset = Rational::parse(offset).unwrap_or(Rational::ZERO);
-        g.entry(a).or_default().push(Edge {
-            to: b,
-            scale,
-            offset,
-        });
+        g.entry(a).or_default().push(Edge { to: b, scale, offset });
         let inv = Rational::ONE.checked_div(scale).unwrap_or(Rational::ONE);
-        let inv_offset = offset
-            .checked_neg()
-            .and_then(|o| o.checked_mul(inv))
-            .unwrap_or(Rational::ZERO);
-        g.entry(b).or_default().push(Edge {
-            to: a,
-            scale: inv,
-            offset: inv_offset,
-        });
+        let inv_offset = offset.checked_neg().and_then(|o| o.checked_mul(inv)).unwrap_or(Rational::ZERO);
+        g.entry(b).or_default().push(Edge { to: a, scale: inv, offset: inv_offset });
     }
     g
 }
 
 /// Shortest chain of units from `from` to `to`, both ends included.
-fn path(
-    g: &BTreeMap<&'static str, Vec<Edge>>,
-    from: &'static str,
-    to: &str,
-) -> Option<Vec<&'static str>> {
+fn path(g: &BTreeMap<&'static str, Vec<Edge>>, from: &'static str, to: &str) -> Option<Vec<&'static str>> {
     let mut prev: BTreeMap<&str, &str> = BTreeMap::new();
     let mut queue = VecDeque::from([from]);
     prev.insert(from, from);
@@ -145,25 +109,13 @@ fn path(
     None
 }
 
-fn convert_exact(
-    g: &BTreeMap<&'static str, Vec<Edge>>,
-    v: Rational,
-    from: &str,
-    to: &str,
-) -> Result<Rational, String> {
-    let edges = g
-        .get(from)
-        .ok_or_else(|| format!("unknown unit `{from}`"))?;
+fn convert_exact(g: &BTreeMap<&'static str, Vec<Edge>>, v: Rational, from: &str, to: &str) -> Result<Rational, String> {
+    let edges = g.get(from).ok_or_else(|| format!("unknown unit `{from}`"))?;
     let e = edges.iter().find(|e| e.to == to).ok_or_else(|| {
         let targets: Vec<&str> = edges.iter().map(|e| e.to).collect();
-        format!(
-            "no direct conversion from {from} to {to}; from {from} you can convert to: {}",
-            targets.join(", ")
-        )
+        format!("no direct conversion from {from} to {to}; from {from} you can convert to: {}", targets.join(", "))
     })?;
-    v.checked_mul(e.scale)
-        .and_then(|x| x.checked_add(e.offset))
-        .map_err(|err| err.to_string())
+    v.checked_mul(e.scale).and_then(|x| x.checked_add(e.offset)).map_err(|err| err.to_string())
 }
 
 pub fn convert_spec() -> Value {
@@ -201,23 +153,13 @@ impl Sandbox for UnitsSandbox {
             "calculator" => calculator(call),
             "convert" => {
                 let (from, to) = (arg_str(call, "from")?, arg_str(call, "to")?);
-                let value = call
-                    .arguments
-                    .get("value")
-                    .ok_or("missing number argument `value`")?;
+                let value = call.arguments.get("value").ok_or("missing number argument `value`")?;
                 // Parse the JSON number's text so that decimals stay exact.
-                let v = Rational::parse(&value.to_string()).or_else(|_| {
-                    arg_f64(call, "value").and_then(|f| {
-                        Rational::parse(&format!("{f:.9}")).map_err(|e| e.to_string())
-                    })
-                });
+                let v = Rational::parse(&value.to_string())
+                    .or_else(|_| arg_f64(call, "value").and_then(|f| Rational::parse(&format!("{f:.9}")).map_err(|e| e.to_string())));
                 let v = v.map_err(|e| format!("bad value: {e}"))?;
                 let out = convert_exact(&self.graph, v, from, to)?;
-                Ok(format!(
-                    "{} {from} = {} {to}",
-                    value,
-                    out.to_decimal_string(OUTPUT_PLACES)
-                ))
+                Ok(format!("{} {from} = {} {to}", value, out.to_decimal_string(OUTPUT_PLACES)))
             }
             _ => Err(unknown_tool(call)),
         }
@@ -267,10 +209,7 @@ struct Plan {
 
 fn finish(plan: Plan) -> Result<Draft, SuiteError> {
     let answer = plan.exact.to_decimal_string(2);
-    let bad = |m: String| SuiteError::BadTask {
-        task: plan.instruction.clone(),
-        message: m,
-    };
+    let bad = |m: String| SuiteError::BadTask { task: plan.instruction.clone(), message: m };
     let ref_value = Rational::parse(&plan.final_value).map_err(|e| bad(e.to_string()))?;
     Ok(Draft {
         instruction: plan.instruction.clone(),
@@ -279,15 +218,9 @@ fn finish(plan: Plan) -> Result<Draft, SuiteError> {
             answer,
             aliases: vec![],
             // Answers are asked rounded to 2 decimals; chains of 9-decimal outputs stay well inside this.
-            matcher: Matcher::Number {
-                abs_tol: 0.006,
-                rel_tol: 0.0,
-            },
+            matcher: Matcher::Number { abs_tol: 0.006, rel_tol: 0.0 },
         }),
-        reference: Reference {
-            calls: plan.calls,
-            answer: ref_value.to_decimal_string(2),
-        },
+        reference: Reference { calls: plan.calls, answer: ref_value.to_decimal_string(2) },
     })
 }
 
@@ -315,24 +248,15 @@ fn run_chain(
     calls: &mut Vec<ToolCall>,
 ) -> (Rational, Rational) {
     for w in units.windows(2) {
-        calls.push(ToolCall::new(
-            "convert",
-            json!({"value": num_json(shown), "from": w[0], "to": w[1]}),
-        ));
+        calls.push(ToolCall::new("convert", json!({"value": num_json(shown), "from": w[0], "to": w[1]})));
         exact = convert_exact(g, exact, w[0], w[1]).unwrap_or(exact);
-        let printed = convert_exact(g, shown, w[0], w[1])
-            .unwrap_or(shown)
-            .to_decimal_string(OUTPUT_PLACES);
+        let printed = convert_exact(g, shown, w[0], w[1]).unwrap_or(shown).to_decimal_string(OUTPUT_PLACES);
         shown = Rational::parse(&printed).unwrap_or(shown);
     }
     (exact, shown)
 }
 
-fn pair_at_distance(
-    rng: &mut TaskRng,
-    g: &BTreeMap<&'static str, Vec<Edge>>,
-    hops: usize,
-) -> Vec<&'static str> {
+fn pair_at_distance(rng: &mut TaskRng, g: &BTreeMap<&'static str, Vec<Edge>>, hops: usize) -> Vec<&'static str> {
     loop {
         let cat = pick(rng, CATEGORIES);
         let from = *pick(rng, cat.1);
@@ -351,12 +275,7 @@ fn chain(rng: &mut TaskRng, g: &BTreeMap<&'static str, Vec<Edge>>, hops: usize) 
     let v = random_value(rng, from);
     let mut calls = Vec::new();
     let (exact, shown) = run_chain(g, (v, v), &p, &mut calls);
-    Plan {
-        instruction: format!("Convert {} {from} to {to}.", v.to_decimal_string(2)),
-        exact,
-        calls,
-        final_value: shown.to_decimal_string(OUTPUT_PLACES),
-    }
+    Plan { instruction: format!("Convert {} {from} to {to}.", v.to_decimal_string(2)), exact, calls, final_value: shown.to_decimal_string(OUTPUT_PLACES) }
 }
 
 /// `n` objects of `v u1` each, asked in a neighbouring unit: multiply, then convert.
@@ -375,15 +294,8 @@ fn product(rng: &mut TaskRng, g: &BTreeMap<&'static str, Vec<Edge>>) -> Plan {
     let expr = format!("{} * {n}", v.to_decimal_string(2));
     let mut calls = vec![ToolCall::new("calculator", json!({ "expression": expr }))];
     let (exact, shown) = run_chain(g, (total, total), &[from, to], &mut calls);
-    let subject = cat
-        .2
-        .replace("{v}", &format!("{} {from}", v.to_decimal_string(2)));
-    Plan {
-        instruction: format!("{subject}. How much is that for {n} of them, in {to}?"),
-        exact,
-        calls,
-        final_value: shown.to_decimal_string(OUTPUT_PLACES),
-    }
+    let subject = cat.2.replace("{v}", &format!("{} {from}", v.to_decimal_string(2)));
+    Plan { instruction: format!("{subject}. How much is that for {n} of them, in {to}?"), exact, calls, final_value: shown.to_decimal_string(OUTPUT_PLACES) }
 }
 
 /// `a u1 + b u2`, asked in `u3`: the plan meets in the unit that needs the fewest calls.
@@ -394,59 +306,23 @@ fn sum(rng: &mut TaskRng, g: &BTreeMap<&'static str, Vec<Edge>>) -> Plan {
             continue;
         }
         let (a, b, t) = (*pick(rng, c.1), *pick(rng, c.1), *pick(rng, c.1));
-        if a != b
-            && path(g, a, b).is_some_and(|p| p.len() <= 3)
-            && path(g, b, t).is_some_and(|p| p.len() == 2)
-            && t != a
-        {
+        if a != b && path(g, a, b).is_some_and(|p| p.len() <= 3) && path(g, b, t).is_some_and(|p| p.len() == 2) && t != a {
             break (c, a, b, t);
         }
     };
     let hops = |x: &'static str, y: &str| path(g, x, y).map_or(usize::MAX / 4, |p| p.len() - 1);
-    let meet = cat
-        .1
-        .iter()
-        .copied()
-        .min_by_key(|&m| (hops(u1, m) + hops(u2, m) + hops(m, u3), m))
-        .unwrap_or(u2);
+    let meet = cat.1.iter().copied().min_by_key(|&m| (hops(u1, m) + hops(u2, m) + hops(m, u3), m)).unwrap_or(u2);
     let (a, b) = (random_value(rng, u1), random_value(rng, u2));
     let mut calls = Vec::new();
-    let (ea, sa) = run_chain(
-        g,
-        (a, a),
-        &path(g, u1, meet).unwrap_or_default(),
-        &mut calls,
-    );
-    let (eb, sb) = run_chain(
-        g,
-        (b, b),
-        &path(g, u2, meet).unwrap_or_default(),
-        &mut calls,
-    );
-    let expr = format!(
-        "{} + {}",
-        sa.to_decimal_string(OUTPUT_PLACES),
-        sb.to_decimal_string(OUTPUT_PLACES)
-    );
+    let (ea, sa) = run_chain(g, (a, a), &path(g, u1, meet).unwrap_or_default(), &mut calls);
+    let (eb, sb) = run_chain(g, (b, b), &path(g, u2, meet).unwrap_or_default(), &mut calls);
+    let expr = format!("{} + {}", sa.to_decimal_string(OUTPUT_PLACES), sb.to_decimal_string(OUTPUT_PLACES));
     calls.push(ToolCall::new("calculator", json!({ "expression": expr })));
-    let sums = (
-        ea.checked_add(eb).unwrap_or(ea),
-        sa.checked_add(sb).unwrap_or(sa),
-    );
+    let sums = (ea.checked_add(eb).unwrap_or(ea), sa.checked_add(sb).unwrap_or(sa));
     let (exact, shown) = run_chain(g, sums, &path(g, meet, u3).unwrap_or_default(), &mut calls);
-    let subject = cat
-        .2
-        .replace("{v}", &format!("{} {u1}", a.to_decimal_string(2)));
-    let other = cat
-        .2
-        .replace("{v}", &format!("{} {u2}", b.to_decimal_string(2)))
-        .replacen("A ", "another ", 1);
-    Plan {
-        instruction: format!("{subject} and {other}. What is the total, in {u3}?"),
-        exact,
-        calls,
-        final_value: shown.to_decimal_string(OUTPUT_PLACES),
-    }
+    let subject = cat.2.replace("{v}", &format!("{} {u1}", a.to_decimal_string(2)));
+    let other = cat.2.replace("{v}", &format!("{} {u2}", b.to_decimal_string(2))).replacen("A ", "another ", 1);
+    Plan { instruction: format!("{subject} and {other}. What is the total, in {u3}?"), exact, calls, final_value: shown.to_decimal_string(OUTPUT_PLACES) }
 }
 
 #[cfg(test)]
@@ -456,21 +332,13 @@ mod tests {
     #[test]
     fn conversions_are_exact_and_chains_are_refused() {
         let mut s = UnitsSandbox::new();
-        let c = |v: Value, f: &str, t: &str| {
-            ToolCall::new("convert", json!({"value": v, "from": f, "to": t}))
-        };
-        assert_eq!(
-            s.call(&c(json!(2.5), "km", "m")).unwrap(),
-            "2.5 km = 2500 m"
-        );
+        let c = |v: Value, f: &str, t: &str| ToolCall::new("convert", json!({"value": v, "from": f, "to": t}));
+        assert_eq!(s.call(&c(json!(2.5), "km", "m")).unwrap(), "2.5 km = 2500 m");
         assert_eq!(s.call(&c(json!(100), "C", "F")).unwrap(), "100 C = 212 F");
         assert_eq!(s.call(&c(json!(212), "F", "C")).unwrap(), "212 F = 100 C");
         assert_eq!(s.call(&c(json!(1), "in", "cm")).unwrap(), "1 in = 2.54 cm");
         let e = s.call(&c(json!(1), "mi", "cm")).unwrap_err();
-        assert!(
-            e.contains("no direct conversion") && e.contains("km"),
-            "{e}"
-        );
+        assert!(e.contains("no direct conversion") && e.contains("km"), "{e}");
         assert!(s.call(&c(json!(1), "kg", "m")).is_err());
     }
 

@@ -103,7 +103,18 @@ pub struct RlParams {
 impl RlParams {
     /// A fresh run into `out_dir`: the given objective and optimiser settings, the method's coefficients.
     pub fn new(objective: Objective, optim: OptimParams, max_seq_len: usize, out_dir: PathBuf) -> Self {
-        RlParams { objective, coefs: RlCoefs::default(), optim, groups_per_step: 4, max_seq_len, out_dir, resume: false, stop_after: None, shared_prefix: true, std_floor: 0.0 }
+        RlParams {
+            objective,
+            coefs: RlCoefs::default(),
+            optim,
+            groups_per_step: 4,
+            max_seq_len,
+            out_dir,
+            resume: false,
+            stop_after: None,
+            shared_prefix: true,
+            std_floor: 0.0,
+        }
     }
 }
 
@@ -251,7 +262,12 @@ fn validate(rows: &[RlRow], p: &RlParams) -> Result<()> {
                 for tg in targets_of(r) {
                     let tp = tg.pos as isize + 1 + t.shift;
                     if tp < 1 || t.token_ids.get(tp as usize) != Some(&tg.target) {
-                        return Err(TrainError::Data(format!("{}: the teacher's tokens do not contain the generated token at {} (shift {})", r.id, tg.pos + 1, t.shift)));
+                        return Err(TrainError::Data(format!(
+                            "{}: the teacher's tokens do not contain the generated token at {} (shift {})",
+                            r.id,
+                            tg.pos + 1,
+                            t.shift
+                        )));
                     }
                 }
             }
@@ -283,7 +299,9 @@ fn unit(seqs: &[(&[u32], &[Target])], pack: bool) -> Result<Unit> {
         let targets = seqs
             .iter()
             .zip(&starts)
-            .flat_map(|((_, t), &start)| t.iter().map(move |t| Target { seq: 0, pos: if t.pos < prefix { t.pos } else { start + t.pos - prefix }, target: t.target }))
+            .flat_map(|((_, t), &start)| {
+                t.iter().map(move |t| Target { seq: 0, pos: if t.pos < prefix { t.pos } else { start + t.pos - prefix }, target: t.target })
+            })
             .collect();
         return Ok(Unit { batch, targets });
     }
@@ -331,7 +349,15 @@ fn logprobs(model: &TrainModel, vars: Option<&LoraVars>, seqs: &[(&[u32], Vec<Ta
 }
 
 /// The constants of the episodes that train (`members`), computed with the starting adapter.
-fn reference_pass(model: &TrainModel, vars: &LoraVars, rows: &[RlRow], members: &[usize], group_of: &[usize], p: &RlParams, fingerprint: String) -> Result<Reference> {
+fn reference_pass(
+    model: &TrainModel,
+    vars: &LoraVars,
+    rows: &[RlRow],
+    members: &[usize],
+    group_of: &[usize],
+    p: &RlParams,
+    fingerprint: String,
+) -> Result<Reference> {
     let units = units_of(members, rows, group_of, p.shared_prefix, p.optim.batch_size);
     let student: Vec<(&[u32], Vec<Target>)> = rows.iter().map(|r| (r.token_ids.as_slice(), targets_of(r))).collect();
     let old = logprobs(model, Some(vars), &student, &units, p.shared_prefix)?;
@@ -423,7 +449,8 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
 
     let resumed = if p.resume { resume(model, &adapter, &ckpt_dir, &fingerprint, &metrics_path, o.adam())? } else { None };
     let (vars, mut opt, mut state, reference) = if let Some((vars, opt, state)) = resumed {
-        let reference = read_reference(&ref_path)?.ok_or_else(|| TrainError::Checkpoint { path: ref_path.clone(), msg: "missing beside the checkpoint".into() })?;
+        let reference =
+            read_reference(&ref_path)?.ok_or_else(|| TrainError::Checkpoint { path: ref_path.clone(), msg: "missing beside the checkpoint".into() })?;
         if reference.fingerprint != fingerprint {
             return Err(TrainError::Checkpoint { path: ref_path, msg: "computed for other data or parameters".into() });
         }
@@ -553,7 +580,17 @@ impl StepAcc {
     }
 
     #[allow(clippy::too_many_arguments)]
-    fn metrics(&self, state: &TrainState, epoch: usize, step_tokens: usize, lr: f64, grad_norm: f64, secs: f64, rewards: &[f64], zero_share: f64) -> RlStepMetrics {
+    fn metrics(
+        &self,
+        state: &TrainState,
+        epoch: usize,
+        step_tokens: usize,
+        lr: f64,
+        grad_norm: f64,
+        secs: f64,
+        rewards: &[f64],
+        zero_share: f64,
+    ) -> RlStepMetrics {
         let n = self.tokens.max(1) as f64;
         let reward_mean = rewards.iter().sum::<f64>() / rewards.len().max(1) as f64;
         let reward_std = (rewards.iter().map(|r| (r - reward_mean).powi(2)).sum::<f64>() / rewards.len().max(1) as f64).sqrt();

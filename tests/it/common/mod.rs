@@ -13,10 +13,7 @@ pub fn default_model() -> PathBuf {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
         let path = root.join("models/SmolLM2-135M-Instruct.Q4_1.gguf");
         if !path.exists() {
-            let status = std::process::Command::new("bash")
-                .arg(root.join("scripts/fetch-model.sh"))
-                .status()
-                .expect("run scripts/fetch-model.sh");
+            let status = std::process::Command::new("bash").arg(root.join("scripts/fetch-model.sh")).status().expect("run scripts/fetch-model.sh");
             assert!(status.success(), "scripts/fetch-model.sh failed");
         }
         path

@@ -89,8 +89,7 @@ pub fn write_hf(dir: &Path, arch: &str, seed: u64) {
     let ts = tensors(arch, seed);
     let bytes: Vec<(String, Vec<usize>, Vec<u8>)> =
         ts.iter().map(|(n, s, v)| (n.clone(), s.clone(), v.iter().flat_map(|x| x.to_le_bytes()).collect())).collect();
-    let views: Vec<(String, TensorView)> =
-        bytes.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap())).collect();
+    let views: Vec<(String, TensorView)> = bytes.iter().map(|(n, s, b)| (n.clone(), TensorView::new(Dtype::F32, s.clone(), b).unwrap())).collect();
     safetensors::serialize_to_file(views, None, &dir.join("model.safetensors")).unwrap();
     byte_level_tokenizer().save(dir.join("tokenizer.json"), false).unwrap();
     let cfg = serde_json::json!({"eos_token": "<|im_end|>", "bos_token": null, "chat_template": CHATML});
