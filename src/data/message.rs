@@ -11,7 +11,7 @@ pub enum Role {
 }
 
 /// A call of one tool: the name plus a JSON object of arguments. This is the only call type in the crate;
-/// rendering to and parsing from model text lives in `agent::toolcall`.
+/// rendering to and parsing from model text lives in `tools::toolcall`.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct ToolCall {
     pub name: String,
