@@ -20,6 +20,7 @@ use super::prompts::{initial_messages, PromptError, PromptOptions, Prompts};
 use crate::data::{
     Counts, Expected, FinishReason, Message, Role, RunIdentity, StepError, StepErrorKind, Task, Termination, ToolCall, Trajectory, TurnRecord, Verdict,
 };
+use crate::tasks::mcp::{server_of, McpServers};
 use crate::tasks::suites::{self, Sandbox, SuiteError};
 use crate::tools::toolcall::{parse_and_check, Action};
 use crate::tools::verify::{verify, Outcome};
@@ -71,6 +72,18 @@ pub struct RunConfig<'a> {
     pub prompt_options: PromptOptions,
     /// Copied into every trajectory.
     pub identity: RunIdentity,
+    /// The MCP servers of `mcp` tasks.
+    pub mcp: Option<&'a McpServers>,
+}
+
+impl RunConfig<'_> {
+    /// A fresh sandbox for one episode of `task`: its MCP server's, or its suite's.
+    fn sandbox(&self, task: &Task) -> Result<Box<dyn Sandbox>, SuiteError> {
+        match (server_of(task), self.mcp) {
+            (Some(_), Some(servers)) => servers.sandbox(task),
+            _ => suites::get(&task.suite)?.sandbox(task),
+        }
+    }
 }
 
 /// One episode to run: a task and which sample of it this is.
@@ -139,7 +152,11 @@ pub fn run_episodes<P: Policy + ?Sized>(
     mut on_done: impl FnMut(Trajectory),
 ) -> Result<RunStats, EpisodeError> {
     for job in jobs {
-        suites::get(&job.task.suite)?.sandbox(job.task)?;
+        // Checked before any episode starts; an MCP server starts only when its episode first calls it.
+        match (server_of(job.task), cfg.mcp) {
+            (Some(_), Some(servers)) => servers.check(job.task)?,
+            _ => drop(cfg.sandbox(job.task)?),
+        }
         cfg.prompts.get(&job.task.suite)?;
     }
     let limits = &cfg.limits;
@@ -201,7 +218,7 @@ pub fn run_episodes<P: Policy + ?Sized>(
 }
 
 fn start<'a>(job: usize, j: Job<'a>, cfg: &RunConfig<'_>) -> Result<Episode<'a>, EpisodeError> {
-    let sandbox = suites::get(&j.task.suite)?.sandbox(j.task)?;
+    let sandbox = cfg.sandbox(j.task)?;
     let (messages, fewshot) = initial_messages(j.task, cfg.prompts, cfg.prompt_options)?;
     let privileged = cfg.prompt_options.hint.and_then(|spec| super::hint::privileged(j.task, spec.source));
     let max_turns = cfg.limits.max_turns.map_or(j.task.max_turns, |m| m.min(j.task.max_turns));

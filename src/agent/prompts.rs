@@ -64,6 +64,7 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("grid", include_str!("../../prompts/grid.md")),
     ("qa", include_str!("../../prompts/qa.md")),
     ("function_call", include_str!("../../prompts/function_call.md")),
+    ("mcp", include_str!("../../prompts/mcp.md")),
 ];
 
 #[derive(Debug, Clone)]

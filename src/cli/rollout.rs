@@ -13,6 +13,7 @@ use autodidact::agent::prompts::{PromptOptions, Prompts};
 use autodidact::data::jsonl::{read_jsonl, write_json_atomic};
 use autodidact::data::{ReadMode, Trajectory};
 use autodidact::rollout::{run_rollout, RolloutParams, RolloutSummary};
+use autodidact::tasks::mcp::{McpConfig, McpServers};
 
 #[derive(Args, Debug, Clone)]
 pub struct EpisodeArgs {
@@ -78,6 +79,7 @@ impl EpisodeArgs {
             },
             adapter,
             remote: None,
+            mcp: None,
         }
     }
 }
@@ -134,6 +136,9 @@ pub struct RunArgs {
     pub episodes: EpisodeArgs,
     #[command(flatten)]
     pub sampling: SamplingArgs,
+    /// MCP tool servers for `mcp` tasks: a TOML file of `[servers.NAME]` tables (tasks/README.md).
+    #[arg(long)]
+    pub mcp_config: Option<PathBuf>,
 }
 
 /// Everything a rollout needs, resolved (tasks and prompts first: bad input fails before the model loads).
@@ -146,13 +151,19 @@ struct Prepared {
 
 impl RunArgs {
     fn prepare(&self) -> anyhow::Result<Prepared> {
-        let tasks = self.tasks.tasks()?;
+        let mut tasks = self.tasks.tasks()?;
+        let mcp_config = match &self.mcp_config {
+            Some(path) => McpConfig::load(path).map_err(anyhow::Error::msg)?,
+            None => McpConfig::default(),
+        };
+        let mcp = McpServers::for_tasks(&mcp_config, &mut tasks)?;
         let prompts = self.episodes.prompts()?;
         let remote = self.backend.remote(self.model.adapter.as_deref())?;
         // With a server, the adapter is applied there; here only the tokenizer and template are used.
         let model = if remote.is_some() { autodidact::model::load_model(&self.model.model)? } else { self.model.load()? };
         let mut params = self.episodes.params(&self.sampling, self.model.adapter.as_ref().map(|p| p.display().to_string()));
         params.remote = remote;
+        params.mcp = mcp;
         Ok(Prepared { tasks, prompts, model, params })
     }
 }

@@ -100,6 +100,10 @@ pub enum TaskData {
         /// Absolute path -> content.
         files: BTreeMap<String, String>,
     },
+    /// The task runs on a configured MCP tool server (suite `mcp`).
+    Mcp {
+        server: String,
+    },
     Grid {
         /// Rows of `.` (open) and `#` (wall).
         rows: Vec<String>,

@@ -46,6 +46,9 @@ pub struct LoopConfig {
     /// here). A resumed run may point at other servers: this section is not part of the run's identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub backend: Option<crate::backend::BackendConfig>,
+    /// MCP tool servers for `mcp` tasks: `[mcp.servers.NAME]` tables (command, args, env, cwd, scope, timeout_ms).
+    #[serde(default, skip_serializing_if = "crate::tasks::mcp::McpConfig::is_empty")]
+    pub mcp: crate::tasks::mcp::McpConfig,
 }
 
 fn default_runs_dir() -> PathBuf {

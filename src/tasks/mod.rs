@@ -3,7 +3,9 @@
 //!
 //! - `suites`: the `Suite` trait, registry, deterministic generation and one file per suite with its sandbox.
 //! - `taskfile`: loading and validating user task files; `taskmake`: building task files from plain records.
+//! - `mcp`: MCP tool servers (stdio) as the sandboxes of `mcp` tasks.
 //! - `select`: generated tasks for a split (suites x difficulties x count) and task files, for every command.
+pub mod mcp;
 pub mod select;
 pub mod suites;
 pub mod taskfile;

@@ -87,6 +87,19 @@ pub fn validate_task(task: &mut Task) -> Result<(), FieldError> {
     if task.max_turns == 0 {
         return Err(bad("max_turns", "must be at least 1"));
     }
+    let mcp = super::mcp::server_of(task).is_some();
+    if mcp != (suite.name() == "mcp") {
+        return Err(bad(if mcp { "suite" } else { "data" }, "MCP tasks have suite `mcp` and data `{\"kind\": \"mcp\", \"server\": NAME}`"));
+    }
+    if mcp {
+        // Tools are the server's (all of them, or those named here), resolved when the run starts the server.
+        for (i, tool) in task.tools.iter().enumerate() {
+            if tool.as_str().is_none_or(|n| n.trim().is_empty()) {
+                return Err(bad(format!("tools[{i}]"), "an MCP task names its server's tools by name (or lists none to offer all)"));
+            }
+        }
+        return validate_expected(task, &task.tools.iter().filter_map(|t| t.as_str().map(str::to_string)).collect());
+    }
     let mut names = BTreeSet::new();
     for (i, tool) in task.tools.iter_mut().enumerate() {
         let field = format!("tools[{i}]");

@@ -22,6 +22,7 @@ fn run(tasks: &[&Task], script: impl FnMut(usize, usize, &[Message]) -> TurnScri
         prompts: &prompts,
         prompt_options: PromptOptions::default(),
         identity: Default::default(),
+        mcp: None,
     };
     let jobs: Vec<Job> = tasks.iter().map(|t| Job { task: t, sample_index: 0 }).collect();
     let mut policy = ScriptedPolicy::new(script);

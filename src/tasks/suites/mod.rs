@@ -28,6 +28,7 @@ pub mod arithmetic;
 pub mod files;
 pub mod function_call;
 pub mod grid;
+pub mod mcp;
 pub mod qa;
 pub mod search;
 pub mod tables;
@@ -93,8 +94,8 @@ pub trait Suite: Sync {
     fn sandbox(&self, task: &Task) -> Result<Box<dyn Sandbox>, SuiteError>;
 }
 
-static SUITES: [&dyn Suite; 8] =
-    [&arithmetic::Arithmetic, &units::Units, &tables::Tables, &files::Files, &search::Search, &grid::Grid, &qa::Qa, &function_call::FunctionCall];
+static SUITES: [&dyn Suite; 9] =
+    [&arithmetic::Arithmetic, &units::Units, &tables::Tables, &files::Files, &search::Search, &grid::Grid, &qa::Qa, &function_call::FunctionCall, &mcp::Mcp];
 
 /// Every suite, generative ones first.
 pub fn all() -> &'static [&'static dyn Suite] {

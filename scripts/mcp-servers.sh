@@ -1,0 +1,22 @@
+#!/usr/bin/env bash
+# Installs the MCP servers the tests and demonstrations use, pinned, into .cache/mcp-venv (ignored by git), and
+# prints that environment's bin folder. Idempotent: a complete install is reused.
+#   mcp==1.30.0 (mcp-server-sqlite 2025.4.25 fails to start under mcp 2.x), mcp-server-time==2026.1.26 (the newest
+#   that accepts mcp 1.30.0), mcp-server-sqlite==2025.4.25.
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+venv="$root/.cache/mcp-venv"
+pins=("mcp==1.30.0" "mcp-server-time==2026.1.26" "mcp-server-sqlite==2025.4.25")
+stamp="$venv/.installed"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${pins[*]}" ]; then
+  echo "$venv/bin"
+  exit 0
+fi
+rm -rf "$venv"
+python3 -m venv "$venv" >&2
+if ! "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}" >&2; then
+  echo "error: could not install ${pins[*]} from PyPI into $venv (network or index unavailable?)" >&2
+  exit 1
+fi
+echo "${pins[*]}" > "$stamp"
+echo "$venv/bin"

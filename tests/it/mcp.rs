@@ -1,0 +1,229 @@
+//! MCP tool servers as sandboxes: a real server from PyPI (`mcp-server-time`, installed pinned by
+//! scripts/mcp-servers.sh) answers the handshake, lists its tools and runs calls inside episodes; servers that
+//! misbehave give errors naming them, and no server outlives its client or a killed run.
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use serde_json::json;
+
+use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
+use autodidact::agent::prompts::{PromptOptions, Prompts};
+use autodidact::agent::scripted::{ScriptedPolicy, TurnScript};
+use autodidact::data::{Message, Role, Task, Trajectory};
+use autodidact::tasks::mcp::client::PROTOCOL_VERSIONS;
+use autodidact::tasks::mcp::{Client, McpConfig, McpServers, Scope, ServerSpec};
+
+/// The bin folder of the pinned MCP servers, installed once per test run.
+fn servers_bin() -> &'static Path {
+    static BIN: OnceLock<PathBuf> = OnceLock::new();
+    BIN.get_or_init(|| {
+        let root = Path::new(env!("CARGO_MANIFEST_DIR"));
+        let out = std::process::Command::new("bash").arg(root.join("scripts/mcp-servers.sh")).output().expect("run scripts/mcp-servers.sh");
+        assert!(
+            out.status.success(),
+            "the MCP servers for these tests could not be installed from PyPI (scripts/mcp-servers.sh): {}",
+            String::from_utf8_lossy(&out.stderr)
+        );
+        PathBuf::from(String::from_utf8_lossy(&out.stdout).trim())
+    })
+}
+
+fn time_server() -> ServerSpec {
+    ServerSpec {
+        command: servers_bin().join("mcp-server-time").display().to_string(),
+        args: vec!["--local-timezone".into(), "UTC".into()],
+        env: BTreeMap::new(),
+        cwd: None,
+        scope: Scope::Episode,
+        timeout_ms: 30_000,
+    }
+}
+
+/// A misbehaving server for the fault tests, in Python (which the real servers need anyway).
+fn fixture(dir: &Path, mode: &str) -> ServerSpec {
+    let script = dir.join("fixture.py");
+    std::fs::write(
+        &script,
+        r#"
+import json, os, sys, time
+mode = sys.argv[1]
+marker = sys.argv[2]
+if mode == "nonjson":
+    print("Starting server...", flush=True)
+def send(m):
+    sys.stdout.write(json.dumps(m) + "\n"); sys.stdout.flush()
+tool = {"name": "env", "description": "the server's environment", "inputSchema": {"type": "object"}}
+if mode == "badschema":
+    tool["inputSchema"] = {"type": 5}
+for line in sys.stdin:
+    m = json.loads(line)
+    if "id" not in m:
+        continue
+    if m["method"] == "initialize":
+        version = "1999-01-01" if mode == "badversion" else m["params"]["protocolVersion"]
+        send({"jsonrpc": "2.0", "id": m["id"], "result": {"protocolVersion": version, "capabilities": {"tools": {}}, "serverInfo": {"name": "fixture", "version": "0"}}})
+    elif m["method"] == "tools/list":
+        send({"jsonrpc": "2.0", "id": m["id"], "result": {"tools": [tool]}})
+    elif m["method"] == "tools/call":
+        if mode == "hang":
+            time.sleep(3600)
+        if mode == "dies" and not os.path.exists(marker):
+            open(marker, "w").close()
+            sys.stderr.write("fixture: dying on purpose\n"); sys.stderr.flush()
+            os._exit(3)
+        send({"jsonrpc": "2.0", "id": m["id"], "result": {"content": [{"type": "text", "text": json.dumps(sorted(os.environ))}]}})
+"#,
+    )
+    .unwrap();
+    ServerSpec {
+        command: servers_bin().join("python").display().to_string(),
+        args: vec![script.display().to_string(), mode.into(), dir.join(format!("{mode}.marker")).display().to_string()],
+        env: BTreeMap::from([("ONLY_THIS".to_string(), "1".to_string())]),
+        cwd: None,
+        scope: Scope::Episode,
+        timeout_ms: 2_000,
+    }
+}
+
+/// The process exists and is not a zombie (an orphan's zombie may wait for a reaper that never comes here).
+fn alive(pid: u32) -> bool {
+    let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else { return false };
+    let state = stat.rsplit_once(')').and_then(|(_, rest)| rest.trim_start().chars().next());
+    !matches!(state, Some('Z') | Some('X') | None)
+}
+
+#[test]
+fn a_real_server_answers_the_handshake_lists_and_runs_its_tools() {
+    let mut c = Client::start("time", &time_server()).unwrap();
+    assert!(PROTOCOL_VERSIONS.contains(&c.protocol_version.as_str()));
+    let tools = c.list_tools().unwrap();
+    assert!(tools.iter().any(|t| t["name"] == "convert_time"), "{tools:?}");
+    let args = json!({"source_timezone": "Asia/Tokyo", "time": "14:30", "target_timezone": "Asia/Kolkata"});
+    let text = c.call_tool("convert_time", &args).unwrap().unwrap();
+    assert!(text.contains("11:00:00+05:30"), "{text}");
+    let bad = c.call_tool("convert_time", &json!({"source_timezone": "Nowhere/Atlantis", "time": "14:30", "target_timezone": "UTC"})).unwrap();
+    assert!(bad.is_err(), "an unknown time zone is the tool's error (isError): {bad:?}");
+    let pid = c.pid();
+    drop(c);
+    std::thread::sleep(Duration::from_millis(100));
+    assert!(!alive(pid), "the server outlived its client");
+}
+
+#[test]
+fn mcp_tasks_run_as_episodes_on_the_servers_tools() {
+    let line = json!({"id": "tz-1", "suite": "mcp", "split": "test", "difficulty": 1, "instruction": "It is 14:30 in Tokyo. What time is it in Kolkata (HH:MM)?",
+        "tools": ["convert_time"], "data": {"kind": "mcp", "server": "time"},
+        "expected": {"kind": "answer", "answer": "11:00", "matcher": {"type": "exact"}}, "max_turns": 3});
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tz.jsonl");
+    std::fs::write(&file, format!("{line}\n")).unwrap();
+    let mut tasks = autodidact::tasks::taskfile::load_tasks(&file).unwrap();
+    // Without servers configured, the task is refused naming the server.
+    let e = McpServers::for_tasks(&McpConfig::default(), tasks.iter_mut()).unwrap_err().to_string();
+    assert!(e.contains("`time`") && e.contains("tz-1") && e.contains("not configured"), "{e}");
+    let config = McpConfig { servers: BTreeMap::from([("time".to_string(), time_server())]) };
+    let servers = McpServers::for_tasks(&config, tasks.iter_mut()).unwrap().unwrap();
+    assert_eq!(tasks[0].tool_names(), ["convert_time"], "the named tool, with the server's schema");
+    assert!(tasks[0].tools[0].pointer("/function/parameters/properties/target_timezone").is_some());
+
+    let prompts = Prompts::embedded().unwrap();
+    let cfg =
+        RunConfig { limits: Limits::default(), prompts: &prompts, prompt_options: PromptOptions::default(), identity: Default::default(), mcp: Some(&servers) };
+    let call = "<tool_call>\n{\"name\": \"convert_time\", \"arguments\": {\"source_timezone\": \"Asia/Tokyo\", \"time\": \"14:30\", \"target_timezone\": \"Asia/Kolkata\"}}\n</tool_call>";
+    let jobs: Vec<Job> = (0..2).map(|s| Job { task: &tasks[0], sample_index: s }).collect();
+    let mut out: Vec<Trajectory> = Vec::new();
+    let mut policy = ScriptedPolicy::new(|_, turn, _: &[Message]| TurnScript::from(if turn == 0 { call } else { "Answer: 11:00" }));
+    run_episodes(&mut policy, &jobs, &cfg, |t| out.push(t)).unwrap();
+    assert_eq!(out.len(), 2);
+    for t in &out {
+        assert!(t.verdict.success, "{:?}", t.verdict);
+        let tool = t.messages.iter().find(|m| m.role == Role::Tool).unwrap();
+        assert!(tool.content.contains("11:00:00+05:30"), "{}", tool.content);
+        assert_eq!(t.tools.as_deref(), Some(&tasks[0].tools[..]), "the offered specs travel in the trajectory");
+    }
+}
+
+#[test]
+fn misbehaving_servers_are_errors_naming_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let start = |mode: &str| Client::start(mode, &fixture(dir.path(), mode)).err().map(|e| e.to_string()).unwrap_or_default();
+    let e = start("nonjson");
+    assert!(e.contains("`nonjson`") && e.contains("not JSON-RPC") && e.contains("Starting server"), "{e}");
+    let e = start("badversion");
+    assert!(e.contains("`badversion`") && e.contains("1999-01-01"), "{e}");
+    let missing = ServerSpec { command: "no-such-mcp-server".into(), ..fixture(dir.path(), "ok") };
+    let e = Client::start("ghost", &missing).err().unwrap().to_string();
+    assert!(e.contains("`ghost`") && e.contains("no-such-mcp-server"), "{e}");
+
+    // A tool whose schema cannot be used is refused when the run starts.
+    let mut task: Task = serde_json::from_value(json!({"id": "s-1", "suite": "mcp", "split": "test", "difficulty": 1, "instruction": "x",
+        "tools": [], "data": {"kind": "mcp", "server": "badschema"}, "expected": {"kind": "answer", "answer": "1", "matcher": {"type": "exact"}}, "max_turns": 2}))
+    .unwrap();
+    let config = McpConfig { servers: BTreeMap::from([("badschema".to_string(), fixture(dir.path(), "badschema"))]) };
+    let e = McpServers::for_tasks(&config, std::iter::once(&mut task)).unwrap_err().to_string();
+    assert!(e.contains("`badschema`") && e.contains("`env`") && e.contains("schema"), "{e}");
+}
+
+#[test]
+fn a_hung_or_dead_server_is_a_tool_failure_and_is_restarted() {
+    let dir = tempfile::tempdir().unwrap();
+    let task = |server: &str| -> Task {
+        serde_json::from_value(json!({"id": format!("{server}-1"), "suite": "mcp", "split": "test", "difficulty": 1, "instruction": "x",
+            "tools": [], "data": {"kind": "mcp", "server": server}, "expected": {"kind": "answer", "answer": "1", "matcher": {"type": "exact"}}, "max_turns": 2}))
+        .unwrap()
+    };
+    let config = McpConfig { servers: ["hang", "dies"].iter().map(|m| (m.to_string(), fixture(dir.path(), m))).collect() };
+    let servers = McpServers::new(config);
+    let call = autodidact::data::ToolCall::new("env", json!({}));
+
+    let mut hung = servers.sandbox(&task("hang")).unwrap();
+    let t0 = std::time::Instant::now();
+    let e = hung.call(&call).unwrap_err();
+    assert!(e.contains("`hang`") && e.contains("no answer") && t0.elapsed() < Duration::from_secs(10), "{e}");
+
+    let mut dies = servers.sandbox(&task("dies")).unwrap();
+    let e = dies.call(&call).unwrap_err();
+    assert!(e.contains("`dies`") && e.contains("exited") && e.contains("dying on purpose"), "{e}");
+    // The next call runs on a fresh server, which sees only its configured environment.
+    let env: Vec<String> = serde_json::from_str(&dies.call(&call).unwrap()).unwrap();
+    assert!(env.contains(&"ONLY_THIS".to_string()) && !env.contains(&"PATH".to_string()) && !env.contains(&"HOME".to_string()), "{env:?}");
+}
+
+/// Run as a child of the test below: starts a server, writes its pid, and waits to be killed.
+#[test]
+fn child_holding_a_server() {
+    let Ok(pid_file) = std::env::var("AUTODIDACT_MCP_TEST_PID_FILE") else { return };
+    let c = Client::start("time", &time_server()).unwrap();
+    std::fs::write(&pid_file, c.pid().to_string()).unwrap();
+    std::thread::sleep(Duration::from_secs(60));
+}
+
+#[test]
+fn a_killed_run_leaves_no_server_behind() {
+    let dir = tempfile::tempdir().unwrap();
+    let pid_file = dir.path().join("pid");
+    servers_bin();
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--exact", "mcp::child_holding_a_server", "--test-threads=1"])
+        .env("AUTODIDACT_MCP_TEST_PID_FILE", &pid_file)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t0 = std::time::Instant::now();
+    while !pid_file.exists() {
+        assert!(t0.elapsed() < Duration::from_secs(60), "the child never started its server");
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    std::thread::sleep(Duration::from_millis(100));
+    let pid: u32 = std::fs::read_to_string(&pid_file).unwrap().trim().parse().unwrap();
+    assert!(alive(pid));
+    child.kill().unwrap();
+    child.wait().unwrap();
+    let t0 = std::time::Instant::now();
+    while alive(pid) && t0.elapsed() < Duration::from_secs(5) {
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    assert!(!alive(pid), "server {pid} outlived the killed run");
+}
