@@ -150,7 +150,9 @@ fn wrong_answers_and_unfinished_plans_are_rejected() {
 #[test]
 fn fewshot_examples_are_valid_for_their_suites() {
     let prompts = Prompts::embedded().unwrap();
-    for s in suites::all() {
+    // `mcp` tasks offer whatever tools their server has, so its built-in prompt shows none (a config brings its
+    // own, e.g. prompts/mcp-sqlite.md, checked in the MCP tests).
+    for s in suites::all().iter().filter(|s| s.name() != "mcp") {
         let p = prompts.get(s.name()).unwrap();
         assert!(!p.examples.is_empty(), "{} has no examples", s.name());
         let tools = s.tools(1);

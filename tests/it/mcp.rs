@@ -145,6 +145,16 @@ fn mcp_tasks_run_as_episodes_on_the_servers_tools() {
     }
 }
 
+/// The SQLite demonstration's prompt parses, and its examples call the server's read-only query tool.
+#[test]
+fn the_sqlite_demonstrations_prompt_shows_its_tools() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("prompts/mcp-sqlite.md");
+    let prompts = Prompts::embedded_with([("mcp", path.as_path())]).unwrap();
+    let p = prompts.get("mcp").unwrap();
+    assert_eq!(p.examples.len(), 2);
+    assert!(p.examples.iter().all(|ex| ex.iter().flat_map(|m| &m.tool_calls).all(|c| c.name == "read_query")));
+}
+
 #[test]
 fn misbehaving_servers_are_errors_naming_them() {
     let dir = tempfile::tempdir().unwrap();
