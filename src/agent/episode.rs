@@ -22,6 +22,7 @@ use crate::data::{
 };
 use crate::tasks::mcp::{server_of, McpServers};
 use crate::tasks::suites::{self, Sandbox, SuiteError};
+use crate::tools::scorer::score;
 use crate::tools::toolcall::{parse_and_check, Action};
 use crate::tools::verify::{verify, Outcome};
 
@@ -377,7 +378,11 @@ impl Episode<'_> {
             Verdict { success: false, score: 0.0, reason: format!("no final answer: the episode ended by {termination:?}") }
         };
         debug_assert!(self.messages.iter().filter(|m| m.role == Role::Assistant).count() >= self.turns.len());
-        Trajectory {
+        let scorer = match &self.task.expected {
+            Expected::Scorer(spec) => Some(spec),
+            _ => None,
+        };
+        let mut t = Trajectory {
             task_id: self.task.id.clone(),
             suite: self.task.suite.clone(),
             split: self.task.split,
@@ -396,6 +401,11 @@ impl Episode<'_> {
             counts: self.counts,
             wall_ms: self.started.elapsed().as_millis() as u64,
             termination,
+        };
+        // The user's scorer judges every finished episode, whatever ended it.
+        if let Some(spec) = scorer {
+            t.verdict = score(spec, &t);
         }
+        t
     }
 }

@@ -10,5 +10,5 @@ pub mod trajectory;
 
 pub use jsonl::{JsonlAppender, JsonlError, JsonlRead, ReadMode};
 pub use message::{Message, Role, ToolCall};
-pub use task::{AnswerSpec, Document, Expected, ExpectedCall, GoalState, Matcher, Reference, Split, Table, Task, TaskData};
+pub use task::{AnswerSpec, Document, Expected, ExpectedCall, GoalState, Matcher, Reference, ScorerSpec, Split, Table, Task, TaskData};
 pub use trajectory::{BackendInfo, Counts, FinishReason, RunIdentity, SamplingInfo, StepError, StepErrorKind, Termination, Trajectory, TurnRecord, Verdict};

@@ -142,6 +142,31 @@ pub enum Expected {
         #[serde(default, skip_serializing_if = "Option::is_none")]
         answer: Option<AnswerSpec>,
     },
+    /// The user's own reward: a program reads the finished episode (its trajectory, without a verdict) as JSON on
+    /// stdin and prints a score in [0, 1].
+    Scorer(ScorerSpec),
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct ScorerSpec {
+    /// The program and its arguments, run without a shell (a path, or a name on PATH).
+    pub command: Vec<String>,
+    /// The scorer's whole environment.
+    #[serde(default, skip_serializing_if = "BTreeMap::is_empty")]
+    pub env: BTreeMap<String, String>,
+    /// A success is a score of at least this.
+    #[serde(default = "full_score")]
+    pub threshold: f64,
+    #[serde(default = "scorer_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn full_score() -> f64 {
+    1.0
+}
+
+fn scorer_timeout_ms() -> u64 {
+    30_000
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

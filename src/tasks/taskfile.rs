@@ -159,6 +159,15 @@ fn validate_expected(task: &Task, tools: &BTreeSet<String>) -> Result<(), FieldE
         Ok(())
     };
     match &task.expected {
+        Expected::Scorer(spec) => {
+            if spec.command.first().is_none_or(|c| c.trim().is_empty()) {
+                return Err(bad("expected.command", "must name the scorer program"));
+            }
+            if !(0.0..=1.0).contains(&spec.threshold) {
+                return Err(bad("expected.threshold", "must be in [0, 1]"));
+            }
+            Ok(())
+        }
         Expected::Answer(spec) => check_answer("expected", spec),
         Expected::State { answer: Some(spec), .. } => check_answer("expected.answer", spec),
         Expected::State { .. } => Ok(()),

@@ -4,7 +4,12 @@
 //! - `schema`: tool-argument checks against JSON schemas.
 //! - `verify`: matchers, expected-call matching and goal states.
 //! - `rational`: the calculator's exact arithmetic.
+//! - `scorer`: the user's own reward program for `Expected::Scorer` tasks.
+//! - `process`: how the user's programs (MCP servers, scorers) are started: no shell, only their configured
+//!   environment, their own process group.
+pub mod process;
 pub mod rational;
 pub mod schema;
+pub mod scorer;
 pub mod toolcall;
 pub mod verify;

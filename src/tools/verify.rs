@@ -30,6 +30,8 @@ pub fn verify(expected: &Expected, outcome: &Outcome<'_>) -> Verdict {
             Some(actual) => check_calls(calls, actual),
             None => verdict(false, 0.0, "no valid turn to judge"),
         },
+        // Scored on the whole episode once it is written (`scorer::score`).
+        Expected::Scorer(_) => verdict(false, 0.0, "not scored yet"),
         Expected::State { state, answer } => {
             let Some(actual) = &outcome.state else {
                 return verdict(false, 0.0, "the sandbox has no state");

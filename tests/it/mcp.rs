@@ -237,3 +237,30 @@ fn a_killed_run_leaves_no_server_behind() {
     }
     assert!(!alive(pid), "server {pid} outlived the killed run");
 }
+
+/// A task judged by the user's scorer: the program sees the finished episode and its score is the verdict.
+#[test]
+fn a_scorer_task_is_judged_by_the_users_program() {
+    let dir = tempfile::tempdir().unwrap();
+    // Full marks when the episode's last assistant message says 42, a half otherwise.
+    let script = dir.path().join("score.py");
+    std::fs::write(&script, "import json, sys\nt = json.load(sys.stdin)\nlast = [m['content'] for m in t['messages'] if m['role'] == 'assistant'][-1]\nprint(1.0 if '42' in last else 0.5)\n").unwrap();
+    let line = json!({"id": "s-1", "suite": "qa", "split": "test", "difficulty": 1, "instruction": "Say 42.", "tools": ["calculator"],
+        "expected": {"kind": "scorer", "command": [servers_bin().join("python").display().to_string(), script.display().to_string()]}, "max_turns": 2});
+    let file = dir.path().join("s.jsonl");
+    std::fs::write(&file, format!("{line}\n")).unwrap();
+    let tasks = autodidact::tasks::taskfile::load_tasks(&file).unwrap();
+    let prompts = Prompts::embedded().unwrap();
+    let cfg = RunConfig { limits: Limits::default(), prompts: &prompts, prompt_options: PromptOptions::default(), identity: Default::default(), mcp: None };
+    let jobs: Vec<Job> = (0..2).map(|s| Job { task: &tasks[0], sample_index: s }).collect();
+    let mut out: Vec<Trajectory> = Vec::new();
+    let mut policy = ScriptedPolicy::new(|ep, _, _: &[Message]| TurnScript::from(if ep == 0 { "Answer: 42" } else { "Answer: 41" }));
+    run_episodes(&mut policy, &jobs, &cfg, |t| out.push(t)).unwrap();
+    out.sort_by_key(|t| t.sample_index);
+    assert_eq!((out[0].verdict.success, out[0].verdict.score), (true, 1.0), "{}", out[0].verdict.reason);
+    assert_eq!((out[1].verdict.success, out[1].verdict.score), (false, 0.5), "{}", out[1].verdict.reason);
+    // A task file that names no program is refused, naming the field.
+    std::fs::write(&file, format!("{}\n", json!({"id": "s-2", "suite": "qa", "split": "test", "difficulty": 1, "instruction": "x", "tools": [], "expected": {"kind": "scorer", "command": []}, "max_turns": 2}))).unwrap();
+    let e = autodidact::tasks::taskfile::load_tasks(&file).unwrap_err().to_string();
+    assert!(e.contains("s.jsonl:1") && e.contains("expected.command"), "{e}");
+}

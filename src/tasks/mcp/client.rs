@@ -3,7 +3,7 @@
 //! configured environment, never through a shell, in its own process group, and is killed when the client is
 //! dropped (and, on Linux, when this process dies).
 use std::io::{BufRead, BufReader, Read, Write};
-use std::process::{Child, ChildStdin, Command, Stdio};
+use std::process::{Child, ChildStdin, Stdio};
 use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
 use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
@@ -11,6 +11,7 @@ use std::time::{Duration, Instant};
 use serde_json::{json, Value};
 
 use super::ServerSpec;
+use crate::tools::process::{isolated, kill_group, resolve_program};
 
 /// The protocol versions this client speaks, newest first; it asks for the first.
 pub const PROTOCOL_VERSIONS: &[&str] = &["2025-06-18", "2025-03-26", "2024-11-05"];
@@ -60,24 +61,11 @@ const STDERR_TAIL: usize = 2000;
 impl Client {
     /// Starts the server and completes the handshake.
     pub fn start(server: &str, spec: &ServerSpec) -> Result<Client, McpError> {
-        let program = spec.program().map_err(|e| McpError::Spawn { server: server.into(), command: spec.command.clone(), source: e })?;
-        let mut cmd = Command::new(&program);
-        cmd.args(&spec.args).env_clear().envs(&spec.env).stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let program = resolve_program(&spec.command).map_err(|e| McpError::Spawn { server: server.into(), command: spec.command.clone(), source: e })?;
+        let mut cmd = isolated(&program, &spec.args, &spec.env);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
         if let Some(dir) = &spec.cwd {
             cmd.current_dir(dir);
-        }
-        #[cfg(unix)]
-        {
-            use std::os::unix::process::CommandExt;
-            cmd.process_group(0);
-            #[cfg(target_os = "linux")]
-            // SAFETY: prctl is async-signal-safe; the closure touches no memory of the parent.
-            unsafe {
-                cmd.pre_exec(|| {
-                    libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
-                    Ok(())
-                });
-            }
         }
         let mut child = cmd.spawn().map_err(|e| McpError::Spawn { server: server.into(), command: program.display().to_string(), source: e })?;
         let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
@@ -276,11 +264,7 @@ fn content_text(r: &Value) -> String {
 
 impl Drop for Client {
     fn drop(&mut self) {
-        #[cfg(unix)]
-        // SAFETY: kill(2) on the child's own process group (created at spawn) with a valid signal.
-        unsafe {
-            libc::kill(-(self.child.id() as i32), libc::SIGKILL);
-        }
+        kill_group(self.child.id());
         let _ = self.child.kill();
         let _ = self.child.wait();
     }

@@ -53,21 +53,6 @@ pub enum Scope {
     Shared,
 }
 
-impl ServerSpec {
-    /// The program to start: `command` itself when it names a path, else the first match on PATH.
-    pub fn program(&self) -> std::io::Result<PathBuf> {
-        if self.command.contains('/') {
-            return Ok(PathBuf::from(&self.command));
-        }
-        std::env::var_os("PATH")
-            .iter()
-            .flat_map(std::env::split_paths)
-            .map(|d| d.join(&self.command))
-            .find(|p| p.is_file())
-            .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("`{}` is not on PATH", self.command)))
-    }
-}
-
 /// The configured servers of a run: a config's `[mcp.servers.NAME]` tables.
 #[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -1,0 +1,46 @@
+//! Starting the user's programs (MCP servers, scorers): the program is looked up without a shell, gets only the
+//! environment it is configured with, runs in its own process group, and on Linux dies with this process.
+use std::path::PathBuf;
+use std::process::Command;
+
+/// `command` itself when it names a path, else the first match on this process's PATH.
+pub fn resolve_program(command: &str) -> std::io::Result<PathBuf> {
+    if command.contains('/') {
+        return Ok(PathBuf::from(command));
+    }
+    std::env::var_os("PATH")
+        .iter()
+        .flat_map(std::env::split_paths)
+        .map(|d| d.join(command))
+        .find(|p| p.is_file())
+        .ok_or_else(|| std::io::Error::new(std::io::ErrorKind::NotFound, format!("`{command}` is not on PATH")))
+}
+
+/// A command for `program` with only `env`, in a process group of its own, killed (on Linux) when this process dies.
+pub fn isolated<'a>(program: &PathBuf, args: &[String], env: impl IntoIterator<Item = (&'a String, &'a String)>) -> Command {
+    let mut cmd = Command::new(program);
+    cmd.args(args).env_clear().envs(env);
+    #[cfg(unix)]
+    {
+        use std::os::unix::process::CommandExt;
+        cmd.process_group(0);
+        #[cfg(target_os = "linux")]
+        // SAFETY: prctl is async-signal-safe; the closure touches no memory of the parent.
+        unsafe {
+            cmd.pre_exec(|| {
+                libc::prctl(libc::PR_SET_PDEATHSIG, libc::SIGKILL);
+                Ok(())
+            });
+        }
+    }
+    cmd
+}
+
+/// Kills `pid`'s process group (the child and anything it started).
+pub fn kill_group(pid: u32) {
+    #[cfg(unix)]
+    // SAFETY: kill(2) on a process group this module created, with a valid signal.
+    unsafe {
+        libc::kill(-(pid as i32), libc::SIGKILL);
+    }
+}
