@@ -1,8 +1,6 @@
 //! `function_call`: user tasks that test calling, not executing. The task declares its own function schemas;
 //! the model's first turn is compared with the expected calls (or with calling nothing) and the episode ends.
-use serde_json::Value;
-
-use super::{Draft, Sandbox, Suite, SuiteError, TaskRng};
+use super::{Sandbox, Suite, SuiteError};
 use crate::data::{Task, ToolCall};
 
 pub struct FunctionCall;
@@ -20,20 +18,11 @@ impl Suite for FunctionCall {
     fn name(&self) -> &'static str {
         "function_call"
     }
-    fn difficulties(&self) -> Option<std::ops::RangeInclusive<u8>> {
-        None
-    }
     fn tool_names(&self) -> Option<&'static [&'static str]> {
         None
     }
-    fn tools(&self, _difficulty: u8) -> Vec<Value> {
-        Vec::new()
-    }
     fn max_turns(&self, _difficulty: u8) -> u32 {
         1
-    }
-    fn draft(&self, _rng: &mut TaskRng, _difficulty: u8) -> Result<Draft, SuiteError> {
-        Err(SuiteError::NotGenerative { suite: self.name().into() })
     }
     fn sandbox(&self, _task: &Task) -> Result<Box<dyn Sandbox>, SuiteError> {
         Ok(Box::new(NoExecSandbox))

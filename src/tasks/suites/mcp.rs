@@ -1,8 +1,6 @@
 //! `mcp`: user tasks answered with the tools of an MCP server (`crate::tasks::mcp`). The server and its tools
 //! come from the run's configuration, so the suite itself neither generates tasks nor holds a sandbox.
-use serde_json::Value;
-
-use super::{Draft, Sandbox, Suite, SuiteError, TaskRng};
+use super::{Sandbox, Suite, SuiteError};
 use crate::data::Task;
 
 pub struct Mcp;
@@ -11,20 +9,11 @@ impl Suite for Mcp {
     fn name(&self) -> &'static str {
         "mcp"
     }
-    fn difficulties(&self) -> Option<std::ops::RangeInclusive<u8>> {
-        None
-    }
     fn tool_names(&self) -> Option<&'static [&'static str]> {
         None
     }
-    fn tools(&self, _difficulty: u8) -> Vec<Value> {
-        Vec::new()
-    }
     fn max_turns(&self, _difficulty: u8) -> u32 {
         6
-    }
-    fn draft(&self, _rng: &mut TaskRng, _difficulty: u8) -> Result<Draft, SuiteError> {
-        Err(SuiteError::NotGenerative { suite: self.name().into() })
     }
     fn sandbox(&self, task: &Task) -> Result<Box<dyn Sandbox>, SuiteError> {
         Err(SuiteError::BadTask {

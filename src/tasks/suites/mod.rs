@@ -80,16 +80,23 @@ pub trait Sandbox: Send {
 
 pub trait Suite: Sync {
     fn name(&self) -> &'static str;
-    /// Difficulties `draft` supports; `None` for suites whose tasks only come from files.
-    fn difficulties(&self) -> Option<RangeInclusive<u8>>;
+    /// Difficulties `draft` supports; `None` (the default) for suites whose tasks only come from files.
+    fn difficulties(&self) -> Option<RangeInclusive<u8>> {
+        None
+    }
     /// Names of the tools the sandbox executes; `None` when any declared tool is accepted (function-call
     /// tasks, where nothing is executed).
     fn tool_names(&self) -> Option<&'static [&'static str]>;
-    /// Specs of the tools a generated task at this difficulty offers.
-    fn tools(&self, difficulty: u8) -> Vec<Value>;
+    /// Specs of the tools a generated task at this difficulty offers (none by default: file tasks bring theirs).
+    fn tools(&self, _difficulty: u8) -> Vec<Value> {
+        Vec::new()
+    }
     fn max_turns(&self, difficulty: u8) -> u32;
-    /// One candidate task; `generate` decides whether it belongs to the requested split.
-    fn draft(&self, rng: &mut TaskRng, difficulty: u8) -> Result<Draft, SuiteError>;
+    /// One candidate task; `generate` decides whether it belongs to the requested split. Suites whose tasks only
+    /// come from files keep the default, which refuses.
+    fn draft(&self, _rng: &mut TaskRng, _difficulty: u8) -> Result<Draft, SuiteError> {
+        Err(SuiteError::NotGenerative { suite: self.name().into() })
+    }
     /// A fresh sandbox holding the task's data.
     fn sandbox(&self, task: &Task) -> Result<Box<dyn Sandbox>, SuiteError>;
 }

@@ -5,7 +5,7 @@ use serde_json::Value;
 use super::arithmetic::{calculator, calculator_spec};
 use super::search::{open_spec, search_spec, SearchSandbox};
 use super::units::{convert_spec, UnitsSandbox};
-use super::{unknown_tool, Draft, Sandbox, Suite, SuiteError, TaskRng};
+use super::{unknown_tool, Sandbox, Suite, SuiteError};
 use crate::data::{Task, TaskData, ToolCall};
 
 pub struct Qa;
@@ -40,9 +40,6 @@ impl Suite for Qa {
     fn name(&self) -> &'static str {
         "qa"
     }
-    fn difficulties(&self) -> Option<std::ops::RangeInclusive<u8>> {
-        None
-    }
     fn tool_names(&self) -> Option<&'static [&'static str]> {
         Some(&["calculator", "convert", "search", "open"])
     }
@@ -51,9 +48,6 @@ impl Suite for Qa {
     }
     fn max_turns(&self, _difficulty: u8) -> u32 {
         6
-    }
-    fn draft(&self, _rng: &mut TaskRng, _difficulty: u8) -> Result<Draft, SuiteError> {
-        Err(SuiteError::NotGenerative { suite: self.name().into() })
     }
     fn sandbox(&self, task: &Task) -> Result<Box<dyn Sandbox>, SuiteError> {
         let docs = match &task.data {
