@@ -11,16 +11,20 @@
 //! Invalid steps and tool failures become messages to the model and flags in the trajectory; nothing panics.
 //! An episode succeeds only if it ends with a final answer and the verifier accepts it.
 use std::collections::VecDeque;
-use std::time::Instant;
+use std::sync::mpsc;
+use std::time::{Duration, Instant};
 
 use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
 
 use super::policy::{Policy, TurnOutput, TurnRequest};
-use super::prompts::{initial_messages, PromptError, PromptOptions, Prompts};
+use super::prompts::{conversation, initial_messages, PromptError, PromptOptions, Prompts};
 use crate::data::{
     Counts, Expected, FinishReason, Message, Role, RunIdentity, StepError, StepErrorKind, Task, Termination, ToolCall, Trajectory, TurnRecord, Verdict,
 };
-use crate::tasks::mcp::{server_of, McpServers};
+use crate::tasks::env::{env_of, EnvSession, Start, Step};
+use crate::tasks::external::External;
+use crate::tasks::mcp::server_of;
 use crate::tasks::suites::{self, Sandbox, SuiteError};
 use crate::tools::scorer::score;
 use crate::tools::toolcall::{parse_and_check, Action};
@@ -73,17 +77,71 @@ pub struct RunConfig<'a> {
     pub prompt_options: PromptOptions,
     /// Copied into every trajectory.
     pub identity: RunIdentity,
-    /// The MCP servers of `mcp` tasks.
-    pub mcp: Option<&'a McpServers>,
+    /// The MCP servers of `mcp` tasks and the environments of `env` tasks.
+    pub external: &'a External,
 }
 
 impl RunConfig<'_> {
-    /// A fresh sandbox for one episode of `task`: its MCP server's, or its suite's.
-    fn sandbox(&self, task: &Task) -> Result<Box<dyn Sandbox>, SuiteError> {
-        match (server_of(task), self.mcp) {
-            (Some(_), Some(servers)) => servers.sandbox(task),
-            _ => suites::get(&task.suite)?.sandbox(task),
+    /// A fresh world for one episode of `task`: its environment, its MCP server's sandbox, or its suite's.
+    fn world(&self, task: &Task) -> Result<World, SuiteError> {
+        match (env_of(task), &self.external.envs, server_of(task), &self.external.mcp) {
+            (Some(_), Some(envs), _, _) => Ok(World::Env(envs.session(task)?)),
+            (_, _, Some(_), Some(servers)) => Ok(World::Sandbox(servers.sandbox(task)?)),
+            _ => Ok(World::Sandbox(suites::get(&task.suite)?.sandbox(task)?)),
         }
+    }
+
+    /// Checks that `task` can run, starting no process.
+    fn check(&self, task: &Task) -> Result<(), SuiteError> {
+        match (env_of(task), &self.external.envs, server_of(task), &self.external.mcp) {
+            (Some(_), Some(envs), _, _) => envs.check(task),
+            (_, _, Some(_), Some(servers)) => servers.check(task),
+            _ => self.world(task).map(drop),
+        }
+    }
+}
+
+/// Where an episode's actions go.
+enum World {
+    Sandbox(Box<dyn Sandbox>),
+    Env(EnvSession),
+}
+
+impl World {
+    /// Whether its work runs on a thread of its own, off the decoding batch: another process answers it.
+    fn external(&self) -> bool {
+        match self {
+            World::Sandbox(s) => s.external(),
+            World::Env(_) => true,
+        }
+    }
+}
+
+/// Work for an episode's world.
+#[derive(Debug, Clone, PartialEq)]
+enum Work {
+    /// The calls to run; `over_limit` names the first call past the episode's cap, which ends it.
+    Tools { calls: Vec<ToolCall>, over_limit: Option<String> },
+    Reset,
+    /// An environment step: the action, and the tool's name when the action is a call.
+    Step { action: Value, tool: Option<String> },
+}
+
+/// What the world gave back.
+enum Reply {
+    Tools(Vec<Result<String, String>>),
+    Reset(Result<Start, String>),
+    Step(Result<Step, String>),
+}
+
+fn perform(world: &mut World, work: &Work) -> Reply {
+    match (world, work) {
+        (World::Sandbox(s), Work::Tools { calls, .. }) => Reply::Tools(calls.iter().map(|c| s.call(c)).collect()),
+        (World::Env(_), Work::Tools { calls, .. }) => Reply::Tools(calls.iter().map(|c| Err(format!("`{}`: an environment's tools are actions", c.name))).collect()),
+        (World::Env(e), Work::Reset) => Reply::Reset(e.start()),
+        (World::Env(e), Work::Step { action, .. }) => Reply::Step(e.step(action.clone())),
+        (World::Sandbox(_), Work::Reset) => Reply::Reset(Err("not an environment".into())),
+        (World::Sandbox(_), Work::Step { .. }) => Reply::Step(Err("not an environment".into())),
     }
 }
 
@@ -109,7 +167,10 @@ pub enum EpisodeError {
 #[derive(Debug, Clone, PartialEq)]
 enum State {
     AwaitModel,
-    ToolResponses(Vec<ToolCall>),
+    /// Work for the world, not yet started.
+    Work(Work),
+    /// The world is on a thread of its own, doing this work.
+    Away(Work),
     Done(Termination),
 }
 
@@ -117,7 +178,10 @@ struct Episode<'a> {
     job: usize,
     task: &'a Task,
     sample_index: u32,
-    sandbox: Box<dyn Sandbox>,
+    /// `None` while away.
+    world: Option<World>,
+    /// The tools offered: the task's, or those its environment gave at reset.
+    tools: Vec<Value>,
     state: State,
     max_turns: u32,
     messages: Vec<Message>,
@@ -143,9 +207,14 @@ pub struct RunStats {
     pub max_batch: usize,
 }
 
+/// How long the model waits, once one away episode is back, for others that are about to come back too, so
+/// that they share a batch.
+const REJOIN_GRACE: Duration = Duration::from_millis(5);
+
 /// Runs every job to completion. Each round asks the policy for one turn of every episode waiting for the
-/// model, in one call; finished trajectories go to `on_done` as soon as they finish. Task, suite and prompt
-/// errors are reported before the policy is called at all.
+/// model, in one call; finished trajectories go to `on_done` as soon as they finish. An episode whose tool calls
+/// or environment step go to another process leaves the batch while they run, on a thread of its own, and
+/// rejoins it when they are answered. Task, suite and prompt errors are reported before the policy is called.
 pub fn run_episodes<P: Policy + ?Sized>(
     policy: &mut P,
     jobs: &[Job<'_>],
@@ -153,11 +222,8 @@ pub fn run_episodes<P: Policy + ?Sized>(
     mut on_done: impl FnMut(Trajectory),
 ) -> Result<RunStats, EpisodeError> {
     for job in jobs {
-        // Checked before any episode starts; an MCP server starts only when its episode first calls it.
-        match (server_of(job.task), cfg.mcp) {
-            (Some(_), Some(servers)) => servers.check(job.task)?,
-            _ => drop(cfg.sandbox(job.task)?),
-        }
+        // A server or environment starts only when its episode first needs it.
+        cfg.check(job.task)?;
         cfg.prompts.get(&job.task.suite)?;
     }
     let limits = &cfg.limits;
@@ -165,6 +231,7 @@ pub fn run_episodes<P: Policy + ?Sized>(
     let mut pending: VecDeque<usize> = (0..jobs.len()).collect();
     let mut active: Vec<Episode<'_>> = Vec::new();
     let mut stats = RunStats { episodes: jobs.len(), ..Default::default() };
+    let (back_tx, back) = mpsc::channel::<(usize, World, Reply)>();
     loop {
         while active.len() < max_active {
             let Some(j) = pending.pop_front() else { break };
@@ -185,7 +252,7 @@ pub fn run_episodes<P: Policy + ?Sized>(
                     TurnRequest {
                         episode: ep.job,
                         messages: &ep.messages,
-                        tools: &ep.task.tools,
+                        tools: &ep.tools,
                         max_new_tokens: limits.max_new_tokens.min(limits.max_episode_tokens.saturating_sub(ep.token_ids.len())),
                     }
                 })
@@ -202,7 +269,22 @@ pub fn run_episodes<P: Policy + ?Sized>(
             }
         }
         for ep in active.iter_mut() {
-            ep.run_tools(limits);
+            ep.dispatch(cfg, limits, &back_tx)?;
+        }
+        // Take back what is done; wait only when the model has nothing else to do.
+        let idle = active.iter().all(|ep| matches!(ep.state, State::Away(_)));
+        let mut returned: Vec<(usize, World, Reply)> = back.try_iter().collect();
+        if idle && returned.is_empty() {
+            returned.extend(back.recv().ok());
+            while let Ok(r) = back.recv_timeout(REJOIN_GRACE) {
+                returned.push(r);
+            }
+        }
+        for (job, world, result) in returned {
+            if let Some(ep) = active.iter_mut().find(|ep| ep.job == job) {
+                ep.world = Some(world);
+                ep.complete(result, cfg, limits)?;
+            }
         }
         let mut i = 0;
         while i < active.len() {
@@ -219,16 +301,24 @@ pub fn run_episodes<P: Policy + ?Sized>(
 }
 
 fn start<'a>(job: usize, j: Job<'a>, cfg: &RunConfig<'_>) -> Result<Episode<'a>, EpisodeError> {
-    let sandbox = cfg.sandbox(j.task)?;
-    let (messages, fewshot) = initial_messages(j.task, cfg.prompts, cfg.prompt_options)?;
+    let world = cfg.world(j.task)?;
     let privileged = cfg.prompt_options.hint.and_then(|spec| super::hint::privileged(j.task, spec.source));
     let max_turns = cfg.limits.max_turns.map_or(j.task.max_turns, |m| m.min(j.task.max_turns));
+    // An environment's conversation starts from its first observation, once reset.
+    let (messages, fewshot, state) = match world {
+        World::Env(_) => (Vec::new(), 0, State::Work(Work::Reset)),
+        World::Sandbox(_) => {
+            let (m, f) = initial_messages(j.task, cfg.prompts, cfg.prompt_options)?;
+            (m, f, State::AwaitModel)
+        }
+    };
     Ok(Episode {
         job,
         task: j.task,
         sample_index: j.sample_index,
-        sandbox,
-        state: State::AwaitModel,
+        world: Some(world),
+        tools: j.task.tools.clone(),
+        state,
         max_turns,
         messages,
         fewshot,
@@ -242,6 +332,24 @@ fn start<'a>(job: usize, j: Job<'a>, cfg: &RunConfig<'_>) -> Result<Episode<'a>,
         judged_calls: None,
         started: Instant::now(),
     })
+}
+
+/// An environment turn as its action: a call where the environment offers tools (one a turn), else the text,
+/// which comes back as `Action::Answer`.
+fn env_action(text: &str, tools: &[Value]) -> Result<Action, StepError> {
+    let action = text.trim();
+    if action.is_empty() {
+        return Err(StepError::new(StepErrorKind::EmptyMessage, "the message is empty"));
+    }
+    if tools.is_empty() {
+        return Ok(Action::Answer(action.to_string()));
+    }
+    match parse_and_check(text, tools, 1) {
+        Ok(Action::Calls(calls)) => Ok(Action::Calls(calls)),
+        Ok(Action::Answer(_)) => Ok(Action::Answer(action.to_string())),
+        Err(e) if e.kind == StepErrorKind::EmptyMessage => Ok(Action::Answer(action.to_string())),
+        Err(e) => Err(e),
+    }
 }
 
 /// The message that tells the model what was wrong with its step.
@@ -277,6 +385,10 @@ impl Episode<'_> {
         }
     }
 
+    fn in_env(&self) -> bool {
+        env_of(self.task).is_some()
+    }
+
     fn apply_turn(&mut self, out: TurnOutput, limits: &Limits) -> Result<(), EpisodeError> {
         if out.logprobs.len() != out.sampled_ids.len() {
             return Err(EpisodeError::PolicyContract(format!("{} logprobs for {} sampled tokens", out.logprobs.len(), out.sampled_ids.len())));
@@ -291,13 +403,13 @@ impl Episode<'_> {
         self.counts.turns += 1;
         self.counts.generated_tokens += generated;
 
-        let parsed = parse_and_check(&out.text, &self.task.tools, limits.max_calls_per_turn);
+        let parsed = if self.in_env() { env_action(&out.text, &self.tools) } else { parse_and_check(&out.text, &self.tools, limits.max_calls_per_turn) };
         let mut msg = Message::assistant(out.text);
         if let Ok(Action::Calls(calls)) = &parsed {
             msg.tool_calls = calls.clone();
         }
         self.messages.push(msg);
-        let mut record = TurnRecord { valid: parsed.is_ok(), errors: Vec::new(), tool_calls: 0, generated_tokens: generated, finish: out.finish };
+        let mut record = TurnRecord { valid: parsed.is_ok(), errors: Vec::new(), tool_calls: 0, generated_tokens: generated, finish: out.finish, reward: None };
         if out.finish == FinishReason::Length {
             // A cut turn is never acted on: its calls or answer may be incomplete.
             self.turns.push(record);
@@ -306,6 +418,18 @@ impl Episode<'_> {
         }
         let judge_calls = matches!(self.task.expected, Expected::Calls { .. });
         self.state = match parsed {
+            Err(e) => {
+                self.counts.invalid_steps += 1;
+                self.messages.push(if self.in_env() && self.tools.is_empty() { Message::user(format!("Error: {}. Reply with one action.", e.message)) } else { feedback(&e) });
+                record.errors.push(e);
+                State::AwaitModel
+            }
+            // In an environment every turn is an action: a call where it offers tools, else the text.
+            Ok(Action::Calls(mut calls)) if self.in_env() => {
+                let call = calls.remove(0);
+                State::Work(Work::Step { action: json!({"name": call.name, "arguments": call.arguments}), tool: Some(call.name) })
+            }
+            Ok(Action::Answer(text)) if self.in_env() => State::Work(Work::Step { action: Value::String(text), tool: None }),
             Ok(Action::Answer(a)) => {
                 if judge_calls {
                     self.judged_calls = Some(Vec::new());
@@ -317,53 +441,100 @@ impl Episode<'_> {
                 self.judged_calls = Some(calls);
                 State::Done(Termination::FinalAnswer)
             }
-            Ok(Action::Calls(calls)) if self.token_ids.len() >= limits.max_episode_tokens => {
-                drop(calls);
-                State::Done(Termination::EpisodeTokenLimit)
-            }
-            Ok(Action::Calls(calls)) => State::ToolResponses(calls),
-            Err(e) => {
-                self.counts.invalid_steps += 1;
-                self.messages.push(feedback(&e));
-                record.errors.push(e);
-                State::AwaitModel
+            Ok(Action::Calls(_)) if self.token_ids.len() >= limits.max_episode_tokens => State::Done(Termination::EpisodeTokenLimit),
+            Ok(Action::Calls(mut calls)) => {
+                let room = limits.max_tool_calls.saturating_sub(self.counts.tool_calls) as usize;
+                let over_limit = calls.get(room).map(|c| c.name.clone());
+                calls.truncate(room);
+                State::Work(Work::Tools { calls, over_limit })
             }
         };
         self.turns.push(record);
         Ok(())
     }
 
-    fn run_tools(&mut self, limits: &Limits) {
-        if !matches!(self.state, State::ToolResponses(_)) {
-            return;
+    /// Starts the episode's work: here, or on a thread of its own when another process does it.
+    fn dispatch(&mut self, cfg: &RunConfig<'_>, limits: &Limits, back: &mpsc::Sender<(usize, World, Reply)>) -> Result<(), EpisodeError> {
+        let State::Work(work) = &self.state else { return Ok(()) };
+        let work = work.clone();
+        let Some(mut world) = self.world.take() else { return Ok(()) };
+        if world.external() {
+            let (job, back, w) = (self.job, back.clone(), work.clone());
+            std::thread::spawn(move || {
+                let reply = perform(&mut world, &w);
+                let _ = back.send((job, world, reply));
+            });
+            self.state = State::Away(work);
+            Ok(())
+        } else {
+            let reply = perform(&mut world, &work);
+            self.world = Some(world);
+            self.state = State::Away(work);
+            self.complete(reply, cfg, limits)
         }
-        let State::ToolResponses(calls) = std::mem::replace(&mut self.state, State::AwaitModel) else {
-            return;
-        };
-        let record = self.turns.last_mut();
-        let mut errors = Vec::new();
-        let mut ran = 0;
-        for (i, call) in calls.iter().enumerate() {
-            if self.counts.tool_calls >= limits.max_tool_calls {
-                self.messages.push(Message::tool(Some(&call.name), format!("Error: the limit of {} tool calls is reached.", limits.max_tool_calls)));
-                self.state = State::Done(Termination::SandboxLimit);
-                break;
-            }
-            self.counts.tool_calls += 1;
-            ran += 1;
-            let content = match self.sandbox.call(call) {
-                Ok(out) => out,
-                Err(msg) => {
-                    errors.push(StepError::new(StepErrorKind::ToolFailed, msg.clone()).at(i));
-                    format!("Error: {msg}")
+    }
+
+    /// Takes in what the world gave back for the work the episode was away on.
+    fn complete(&mut self, reply: Reply, cfg: &RunConfig<'_>, limits: &Limits) -> Result<(), EpisodeError> {
+        let State::Away(work) = std::mem::replace(&mut self.state, State::AwaitModel) else { return Ok(()) };
+        match (work, reply) {
+            (Work::Tools { calls, over_limit }, Reply::Tools(results)) => {
+                let mut errors = Vec::new();
+                for (i, (call, result)) in calls.iter().zip(results).enumerate() {
+                    self.counts.tool_calls += 1;
+                    let content = result.unwrap_or_else(|msg| {
+                        errors.push(StepError::new(StepErrorKind::ToolFailed, msg.clone()).at(i));
+                        format!("Error: {msg}")
+                    });
+                    self.messages.push(Message::tool(Some(&call.name), truncate(content, limits.max_tool_output_chars)));
                 }
-            };
-            self.messages.push(Message::tool(Some(&call.name), truncate(content, limits.max_tool_output_chars)));
+                if let Some(name) = over_limit {
+                    self.messages.push(Message::tool(Some(&name), format!("Error: the limit of {} tool calls is reached.", limits.max_tool_calls)));
+                    self.state = State::Done(Termination::SandboxLimit);
+                }
+                if let Some(r) = self.turns.last_mut() {
+                    r.tool_calls = calls.len() as u32;
+                    r.errors.extend(errors);
+                }
+            }
+            (Work::Reset, Reply::Reset(Ok(start))) => {
+                let user = if self.task.instruction.trim().is_empty() { start.observation } else { format!("{}\n\n{}", self.task.instruction, start.observation) };
+                self.tools = start.tools;
+                let (messages, fewshot) = conversation(self.task, &self.tools, truncate(user, limits.max_tool_output_chars), cfg.prompts, cfg.prompt_options)?;
+                self.messages = messages;
+                self.fewshot = fewshot;
+            }
+            (Work::Step { tool, .. }, Reply::Step(Ok(step))) => {
+                if tool.is_some() {
+                    self.counts.tool_calls += 1;
+                }
+                let obs = truncate(step.observation, limits.max_tool_output_chars);
+                self.messages.push(match &tool {
+                    Some(name) => Message::tool(Some(name), obs),
+                    None => Message::user(obs),
+                });
+                if let Some(r) = self.turns.last_mut() {
+                    r.reward = Some(step.reward);
+                    r.tool_calls = tool.is_some() as u32;
+                }
+                if step.terminated {
+                    self.state = State::Done(Termination::Terminated);
+                } else if step.truncated {
+                    self.state = State::Done(Termination::Truncated);
+                }
+            }
+            (_, Reply::Reset(Err(msg)) | Reply::Step(Err(msg))) => {
+                let e = StepError::new(StepErrorKind::EnvironmentFailed, msg);
+                match self.turns.last_mut() {
+                    Some(r) => r.errors.push(e),
+                    // The reset failed: a trajectory without turns still says why.
+                    None => self.turns.push(TurnRecord { valid: false, errors: vec![e], tool_calls: 0, generated_tokens: 0, finish: FinishReason::Stop, reward: None }),
+                }
+                self.state = State::Done(Termination::EnvironmentFailed);
+            }
+            (work, _) => return Err(EpisodeError::PolicyContract(format!("the world answered other work than {work:?}"))),
         }
-        if let Some(r) = record {
-            r.tool_calls = ran;
-            r.errors.extend(errors);
-        }
+        Ok(())
     }
 
     fn finish(self, identity: &RunIdentity) -> Trajectory {
@@ -371,8 +542,15 @@ impl Episode<'_> {
             State::Done(t) => t,
             _ => Termination::TurnLimit,
         };
-        let verdict = if termination == Termination::FinalAnswer {
-            let outcome = Outcome { answer: self.answer.as_deref(), calls: self.judged_calls.as_deref(), state: self.sandbox.state() };
+        let (state, reward) = match &self.world {
+            Some(World::Sandbox(s)) => (s.state(), None),
+            Some(World::Env(e)) => (None, Some(e.score())),
+            None => (None, None),
+        };
+        let verdict = if termination == Termination::EnvironmentFailed {
+            Verdict { success: false, score: 0.0, reason: "the environment failed".into() }
+        } else if termination == Termination::FinalAnswer || reward.is_some() {
+            let outcome = Outcome { answer: self.answer.as_deref(), calls: self.judged_calls.as_deref(), state, reward };
             verify(&self.task.expected, &outcome)
         } else {
             Verdict { success: false, score: 0.0, reason: format!("no final answer: the episode ended by {termination:?}") }
@@ -390,7 +568,7 @@ impl Episode<'_> {
             identity: identity.clone(),
             sample_index: self.sample_index,
             messages: self.messages,
-            tools: Some(self.task.tools.clone()),
+            tools: Some(self.tools),
             fewshot_messages: self.fewshot,
             privileged: self.privileged,
             token_ids: self.token_ids,

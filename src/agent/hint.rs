@@ -87,7 +87,12 @@ pub fn skill(suite: &str) -> Option<&'static str> {
 
 /// The reference plan as instructions: each call with its arguments, in order, and no answer.
 pub fn plan_hint(task: &Task) -> Option<String> {
-    let r = task.reference.as_ref().filter(|r| !r.calls.is_empty())?;
+    let r = task.reference.as_ref()?;
+    if !r.actions.is_empty() {
+        let steps: Vec<String> = r.actions.iter().enumerate().map(|(i, a)| format!("{}. {a}", i + 1)).collect();
+        return Some(format!("Actions that succeed, one per turn:\n{}", steps.join("\n")));
+    }
+    let r = Some(r).filter(|r| !r.calls.is_empty())?;
     let steps: Vec<String> = r.calls.iter().enumerate().map(|(i, c)| format!("Step {}:\n{}", i + 1, render_call(c))).collect();
     Some(format!("A plan that works, one call per turn:\n{}\nThen read the last result and give the answer as Answer: ...", steps.join("\n")))
 }

@@ -65,6 +65,7 @@ const EMBEDDED: &[(&str, &str)] = &[
     ("qa", include_str!("../../prompts/qa.md")),
     ("function_call", include_str!("../../prompts/function_call.md")),
     ("mcp", include_str!("../../prompts/mcp.md")),
+    ("env", include_str!("../../prompts/env.md")),
 ];
 
 #[derive(Debug, Clone)]
@@ -205,20 +206,27 @@ pub fn tools_block(tools: &[Value]) -> String {
 /// The conversation an episode starts from: system, few-shot turns (optional), the task's instruction. Returns
 /// the messages and how many of them are few-shot turns.
 pub fn initial_messages(task: &Task, prompts: &Prompts, opts: PromptOptions) -> Result<(Vec<Message>, usize), PromptError> {
+    conversation(task, &task.tools, task.instruction.clone(), prompts, opts)
+}
+
+/// `initial_messages` with the tools and the first user message given: an environment's, from its reset.
+pub fn conversation(task: &Task, tools: &[Value], user: String, prompts: &Prompts, opts: PromptOptions) -> Result<(Vec<Message>, usize), PromptError> {
     let p = prompts.get(&task.suite)?;
     let system = if !opts.tools_in_system {
         p.system.replace("{tools}\n", "").replace("{tools}", "")
+    } else if tools.is_empty() {
+        p.system.replace("{tools}", "").trim_end().to_string()
     } else if p.system.contains("{tools}") {
-        p.system.replace("{tools}", &tools_block(&task.tools))
+        p.system.replace("{tools}", &tools_block(tools))
     } else {
-        format!("{}\n\n{}", p.system, tools_block(&task.tools))
+        format!("{}\n\n{}", p.system, tools_block(tools))
     };
     let mut messages = vec![Message::system(system)];
     if opts.fewshot {
         messages.extend(p.examples_for(&task.tool_names()).flatten().cloned());
     }
     let fewshot = messages.len() - 1;
-    messages.push(Message::user(task.instruction.clone()));
+    messages.push(Message::user(user));
     if let Some(spec) = opts.hint {
         if let Some(h) = super::hint::privileged(task, spec.source) {
             let m = &mut messages[spec.placement.index(fewshot)];

@@ -13,7 +13,9 @@ use autodidact::agent::prompts::{PromptOptions, Prompts};
 use autodidact::data::jsonl::{read_jsonl, write_json_atomic};
 use autodidact::data::{ReadMode, Trajectory};
 use autodidact::rollout::{run_rollout, RolloutParams, RolloutSummary};
-use autodidact::tasks::mcp::{McpConfig, McpServers};
+use autodidact::tasks::env::EnvConfig;
+use autodidact::tasks::external::External;
+use autodidact::tasks::mcp::McpConfig;
 
 #[derive(Args, Debug, Clone)]
 pub struct EpisodeArgs {
@@ -79,7 +81,7 @@ impl EpisodeArgs {
             },
             adapter,
             remote: None,
-            mcp: None,
+            external: Default::default(),
         }
     }
 }
@@ -139,6 +141,9 @@ pub struct RunArgs {
     /// MCP tool servers for `mcp` tasks: a TOML file of `[servers.NAME]` tables (tasks/README.md).
     #[arg(long)]
     pub mcp_config: Option<PathBuf>,
+    /// Environments for `env` tasks: a TOML file of `[envs.NAME]` tables (tasks/README.md).
+    #[arg(long)]
+    pub env_config: Option<PathBuf>,
 }
 
 /// Everything a rollout needs, resolved (tasks and prompts first: bad input fails before the model loads).
@@ -156,14 +161,18 @@ impl RunArgs {
             Some(path) => McpConfig::load(path).map_err(anyhow::Error::msg)?,
             None => McpConfig::default(),
         };
-        let mcp = McpServers::for_tasks(&mcp_config, &mut tasks)?;
+        let env_config = match &self.env_config {
+            Some(path) => EnvConfig::load(path).map_err(anyhow::Error::msg)?,
+            None => EnvConfig::default(),
+        };
+        let external = External::for_tasks(&mcp_config, &env_config, &mut tasks)?;
         let prompts = self.episodes.prompts()?;
         let remote = self.backend.remote(self.model.adapter.as_deref())?;
         // With a server, the adapter is applied there; here only the tokenizer and template are used.
         let model = if remote.is_some() { autodidact::model::load_model(&self.model.model)? } else { self.model.load()? };
         let mut params = self.episodes.params(&self.sampling, self.model.adapter.as_ref().map(|p| p.display().to_string()));
         params.remote = remote;
-        params.mcp = mcp;
+        params.external = external;
         Ok(Prepared { tasks, prompts, model, params })
     }
 }

@@ -78,8 +78,13 @@ impl Task {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct Reference {
     /// Calls in order, one per turn.
+    #[serde(default)]
     pub calls: Vec<ToolCall>,
+    #[serde(default)]
     pub answer: String,
+    /// An environment task's winning actions (text commands), one per turn.
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub actions: Vec<String>,
 }
 
 #[derive(Debug, Clone, PartialEq, Default, Serialize, Deserialize)]
@@ -103,6 +108,14 @@ pub enum TaskData {
     /// The task runs on a configured MCP tool server (suite `mcp`).
     Mcp {
         server: String,
+    },
+    /// The task is an episode of a configured environment (suite `env`), reset with this seed and game.
+    Env {
+        env: String,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        seed: Option<u64>,
+        #[serde(default, skip_serializing_if = "Option::is_none")]
+        game: Option<String>,
     },
     Grid {
         /// Rows of `.` (open) and `#` (wall).
@@ -145,6 +158,12 @@ pub enum Expected {
     /// The user's own reward: a program reads the finished episode (its trajectory, without a verdict) as JSON on
     /// stdin and prints a score in [0, 1].
     Scorer(ScorerSpec),
+    /// An environment's reward: the episode's return, divided by the maximum the environment announced at reset
+    /// (if any) and clipped to [0, 1], is the score; a success is a score of at least `threshold`.
+    Reward {
+        #[serde(default = "full_score")]
+        threshold: f64,
+    },
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -35,6 +35,12 @@ pub enum Termination {
     EpisodeTokenLimit,
     /// The sandbox refused more work (tool-call cap).
     SandboxLimit,
+    /// The environment ended the episode (Gymnasium's `terminated`).
+    Terminated,
+    /// The environment cut the episode short (Gymnasium's `truncated`).
+    Truncated,
+    /// The environment failed (crashed, hung, or answered out of protocol).
+    EnvironmentFailed,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, Serialize, Deserialize)]
@@ -56,6 +62,8 @@ pub enum StepErrorKind {
     /// The call was well formed but the tool reported an error (e.g. a missing file). The step stays valid:
     /// tool failures are observations, not format errors.
     ToolFailed,
+    /// The environment could not take the step; the episode ends.
+    EnvironmentFailed,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize, thiserror::Error)]
@@ -87,6 +95,9 @@ pub struct TurnRecord {
     pub tool_calls: u32,
     pub generated_tokens: u32,
     pub finish: FinishReason,
+    /// The environment's reward for this turn's action.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub reward: Option<f64>,
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -143,7 +143,7 @@ fn canonical(v: &Value) -> String {
 fn first_reason(t: &Trajectory) -> Option<DropReason> {
     if t.split != Split::Train {
         Some(DropReason::HeldOut)
-    } else if t.termination != Termination::FinalAnswer {
+    } else if !matches!(t.termination, Termination::FinalAnswer | Termination::Terminated) {
         Some(DropReason::OverCap)
     } else if !t.verdict.success {
         Some(DropReason::Failed)

@@ -49,6 +49,9 @@ pub struct LoopConfig {
     /// MCP tool servers for `mcp` tasks: `[mcp.servers.NAME]` tables (command, args, env, cwd, scope, timeout_ms).
     #[serde(default, skip_serializing_if = "crate::tasks::mcp::McpConfig::is_empty")]
     pub mcp: crate::tasks::mcp::McpConfig,
+    /// Environments for `env` tasks: `[envs.NAME]` tables (command, args, env, cwd, scope, timeout_ms).
+    #[serde(default, skip_serializing_if = "crate::tasks::env::EnvConfig::is_empty")]
+    pub envs: crate::tasks::env::EnvConfig,
 }
 
 fn default_runs_dir() -> PathBuf {

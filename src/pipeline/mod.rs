@@ -46,8 +46,8 @@ pub fn run_loop(cfg: &LoopConfig, quiet: bool) -> anyhow::Result<Vec<RoundRecord
     let dir = cfg.run_dir();
     // Every task file is read and checked before the run folder or the model is touched.
     let mut sets = TaskSets::resolve(&cfg.tasks)?;
-    // MCP tasks get their servers' tools (each server is started once to list them).
-    let mcp = crate::tasks::mcp::McpServers::for_tasks(&cfg.mcp, sets.train.iter_mut().chain(&mut sets.dev).chain(&mut sets.test))?;
+    // MCP tasks get their servers' tools (each server is started once to list them); environments are checked.
+    let external = crate::tasks::external::External::for_tasks(&cfg.mcp, &cfg.envs, sets.train.iter_mut().chain(&mut sets.dev).chain(&mut sets.test))?;
     let prompts = Prompts::embedded_with(cfg.prompt_files.iter().map(|(s, p)| (s.as_str(), p.as_path())))?;
     let _lock = crate::lock::OutputLock::acquire(&dir)?;
     pin_config(cfg, &dir)?;
@@ -57,7 +57,7 @@ pub fn run_loop(cfg: &LoopConfig, quiet: bool) -> anyhow::Result<Vec<RoundRecord
         None => None,
     };
     let remote = backend.as_ref().map(|b| b.base.clone());
-    let mut st = Stages { cfg, dir: dir.clone(), model, prompts, quiet, adapter: None, sets, backend, remote, mcp };
+    let mut st = Stages { cfg, dir: dir.clone(), model, prompts, quiet, adapter: None, sets, backend, remote, external };
     let mut records: Vec<RoundRecord> = Vec::new();
     for round in 0..=cfg.rounds {
         let rdir = round_dir(&dir, round);

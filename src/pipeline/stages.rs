@@ -41,8 +41,8 @@ pub struct Stages<'a> {
     pub backend: Option<Backend>,
     /// The servers rollouts go to, serving the adapter in use.
     pub remote: Option<Remote>,
-    /// The MCP tool servers of `mcp` tasks.
-    pub mcp: Option<std::sync::Arc<crate::tasks::mcp::McpServers>>,
+    /// The MCP servers of `mcp` tasks and the environments of `env` tasks.
+    pub external: crate::tasks::external::External,
 }
 
 /// The loop's servers as connected (serving the base model).
@@ -91,7 +91,7 @@ impl Stages<'_> {
             prompt_options: PromptOptions { fewshot, tools_in_system: true, hint },
             adapter: self.adapter.as_ref().map(|a| a.display().to_string()),
             remote: self.remote.clone(),
-            mcp: self.mcp.clone(),
+            external: self.external.clone(),
         }
     }
 

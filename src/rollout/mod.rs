@@ -27,8 +27,8 @@ pub struct RolloutParams {
     pub adapter: Option<String>,
     /// Sample on these servers instead of in this process.
     pub remote: Option<Remote>,
-    /// The MCP tool servers of `mcp` tasks.
-    pub mcp: Option<std::sync::Arc<crate::tasks::mcp::McpServers>>,
+    /// The MCP servers of `mcp` tasks and the environments of `env` tasks.
+    pub external: crate::tasks::external::External,
 }
 
 /// OpenAI-compatible servers to sample on; episodes are spread over them.
@@ -122,7 +122,7 @@ pub fn rollout(
             },
             backend: p.remote.as_ref().map(|r| crate::backend::info(&r.clients)),
         },
-        mcp: p.mcp.as_deref(),
+        external: &p.external,
     };
     let t0 = Instant::now();
     let mut write_err = None;

@@ -78,7 +78,22 @@ pub fn validate_task(task: &mut Task) -> Result<(), FieldError> {
     if task.id.trim().is_empty() {
         return Err(bad("id", "must not be empty"));
     }
-    if task.instruction.trim().is_empty() {
+    let env = super::env::env_of(task).is_some();
+    if env != (suite.name() == "env") {
+        return Err(bad(if env { "suite" } else { "data" }, "environment tasks have suite `env` and data `{\"kind\": \"env\", \"env\": NAME, \"seed\": N, \"game\": ...}`"));
+    }
+    if env && !matches!(task.expected, Expected::Reward { .. } | Expected::Scorer(_)) {
+        return Err(bad("expected", "an environment task is judged by the environment's reward (`{\"kind\": \"reward\"}`) or a scorer"));
+    }
+    if !env && matches!(task.expected, Expected::Reward { .. }) {
+        return Err(bad("expected", "only environment tasks have a reward to judge by"));
+    }
+    if env {
+        // The instruction may be empty (the first observation says what to do); tools come from `reset`.
+        if !task.tools.is_empty() {
+            return Err(bad("tools", "an environment task's tools are the ones its environment offers at reset; leave this empty"));
+        }
+    } else if task.instruction.trim().is_empty() {
         return Err(bad("instruction", "must not be empty"));
     }
     if task.difficulty == 0 {
@@ -86,6 +101,9 @@ pub fn validate_task(task: &mut Task) -> Result<(), FieldError> {
     }
     if task.max_turns == 0 {
         return Err(bad("max_turns", "must be at least 1"));
+    }
+    if env {
+        return validate_expected(task, &BTreeSet::new());
     }
     let mcp = super::mcp::server_of(task).is_some();
     if mcp != (suite.name() == "mcp") {
@@ -168,6 +186,8 @@ fn validate_expected(task: &Task, tools: &BTreeSet<String>) -> Result<(), FieldE
             }
             Ok(())
         }
+        Expected::Reward { threshold } if !(0.0..=1.0).contains(threshold) => Err(bad("expected.threshold", "must be in [0, 1]")),
+        Expected::Reward { .. } => Ok(()),
         Expected::Answer(spec) => check_answer("expected", spec),
         Expected::State { answer: Some(spec), .. } => check_answer("expected.answer", spec),
         Expected::State { .. } => Ok(()),

@@ -1,7 +1,9 @@
 //! Starting the user's programs (MCP servers, scorers): the program is looked up without a shell, gets only the
 //! environment it is configured with, runs in its own process group, and on Linux dies with this process.
 use std::path::PathBuf;
-use std::process::Command;
+use std::process::{Child, Command};
+use std::sync::mpsc;
+use std::sync::OnceLock;
 
 /// `command` itself when it names a path, else the first match on this process's PATH.
 pub fn resolve_program(command: &str) -> std::io::Result<PathBuf> {
@@ -43,4 +45,25 @@ pub fn kill_group(pid: u32) {
     unsafe {
         libc::kill(-(pid as i32), libc::SIGKILL);
     }
+}
+
+type SpawnRequest = (Command, mpsc::Sender<std::io::Result<Child>>);
+
+/// Starts `cmd` from a thread that lives as long as this process. On Linux a child's death signal follows the
+/// thread that started it, not the process, and episodes start their servers on short-lived threads.
+pub fn spawn(cmd: Command) -> std::io::Result<Child> {
+    static SPAWNER: OnceLock<mpsc::Sender<SpawnRequest>> = OnceLock::new();
+    let spawner = SPAWNER.get_or_init(|| {
+        let (tx, rx) = mpsc::channel::<SpawnRequest>();
+        std::thread::spawn(move || {
+            for (mut cmd, back) in rx {
+                let _ = back.send(cmd.spawn());
+            }
+        });
+        tx
+    });
+    let (back, answer) = mpsc::channel();
+    let gone = || std::io::Error::other("the process-starting thread is gone");
+    spawner.send((cmd, back)).map_err(|_| gone())?;
+    answer.recv().map_err(|_| gone())?
 }

@@ -14,6 +14,8 @@ pub struct Outcome<'a> {
     /// The calls of the turn judged in function-call tasks; `None` when the model made no valid turn.
     pub calls: Option<&'a [ToolCall]>,
     pub state: Option<GoalState>,
+    /// An environment episode's score: its return, normalised to [0, 1].
+    pub reward: Option<f64>,
 }
 
 fn verdict(success: bool, score: f64, reason: impl Into<String>) -> Verdict {
@@ -32,6 +34,10 @@ pub fn verify(expected: &Expected, outcome: &Outcome<'_>) -> Verdict {
         },
         // Scored on the whole episode once it is written (`scorer::score`).
         Expected::Scorer(_) => verdict(false, 0.0, "not scored yet"),
+        Expected::Reward { threshold } => match outcome.reward {
+            Some(r) => verdict(r >= *threshold, r, format!("the environment's reward: {r:.3} (success from {threshold})")),
+            None => verdict(false, 0.0, "no reward: the task does not run in an environment"),
+        },
         Expected::State { state, answer } => {
             let Some(actual) = &outcome.state else {
                 return verdict(false, 0.0, "the sandbox has no state");

@@ -18,7 +18,7 @@ fn big_limits() -> Limits {
 
 fn run_with<P: Policy>(policy: &mut P, tasks: &[&Task], limits: Limits) -> Result<Vec<Trajectory>, EpisodeError> {
     let prompts = Prompts::embedded().unwrap();
-    let cfg = RunConfig { limits, prompts: &prompts, prompt_options: PromptOptions::default(), identity: Default::default(), mcp: None };
+    let cfg = RunConfig { limits, prompts: &prompts, prompt_options: PromptOptions::default(), identity: Default::default(), external: &Default::default() };
     let jobs: Vec<Job> = tasks.iter().map(|t| Job { task: t, sample_index: 3 }).collect();
     let mut out = Vec::new();
     run_episodes(policy, &jobs, &cfg, |t| out.push(t))?;

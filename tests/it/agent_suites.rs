@@ -22,7 +22,7 @@ fn run(tasks: &[&Task], script: impl FnMut(usize, usize, &[Message]) -> TurnScri
         prompts: &prompts,
         prompt_options: PromptOptions::default(),
         identity: Default::default(),
-        mcp: None,
+        external: &Default::default(),
     };
     let jobs: Vec<Job> = tasks.iter().map(|t| Job { task: t, sample_index: 0 }).collect();
     let mut policy = ScriptedPolicy::new(script);
@@ -150,9 +150,10 @@ fn wrong_answers_and_unfinished_plans_are_rejected() {
 #[test]
 fn fewshot_examples_are_valid_for_their_suites() {
     let prompts = Prompts::embedded().unwrap();
-    // `mcp` tasks offer whatever tools their server has, so its built-in prompt shows none (a config brings its
-    // own, e.g. prompts/mcp-sqlite.md, checked in the MCP tests).
-    for s in suites::all().iter().filter(|s| s.name() != "mcp") {
+    // `mcp` tasks offer whatever tools their server has, and `env` tasks act in whatever environment they name, so
+    // their built-in prompts show no examples (a config brings its own, e.g. prompts/mcp-sqlite.md, checked in the
+    // MCP tests).
+    for s in suites::all().iter().filter(|s| !["mcp", "env"].contains(&s.name())) {
         let p = prompts.get(s.name()).unwrap();
         assert!(!p.examples.is_empty(), "{} has no examples", s.name());
         let tools = s.tools(1);

@@ -19,7 +19,7 @@ fn run(tasks: &[&Task], samples: u32, script: impl FnMut(usize, usize, &[Message
         prompts: &prompts,
         prompt_options: PromptOptions::default(),
         identity: Default::default(),
-        mcp: None,
+        external: &Default::default(),
     };
     let jobs: Vec<Job> = tasks.iter().flat_map(|t| (0..samples).map(move |s| Job { task: t, sample_index: s })).collect();
     let mut out = Vec::new();

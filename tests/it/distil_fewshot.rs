@@ -21,7 +21,7 @@ fn rollouts(model: &LoadedModel, tasks: &[Task]) -> Vec<Trajectory> {
         prompts: &prompts,
         prompt_options: PromptOptions { fewshot: true, tools_in_system: true, hint: None },
         identity: Default::default(),
-        mcp: None,
+        external: &Default::default(),
     };
     let refs: Vec<&Task> = tasks.iter().collect();
     let jobs: Vec<Job> = refs.iter().map(|t| Job { task: t, sample_index: 0 }).collect();

@@ -54,7 +54,7 @@ fn rollout(jobs: &[(&Task, u32, Plan)]) -> Vec<Trajectory> {
         prompts: &prompts,
         prompt_options: PromptOptions::default(),
         identity: Default::default(),
-        mcp: None,
+        external: &Default::default(),
     };
     let js: Vec<Job> = jobs.iter().map(|(t, s, _)| Job { task: t, sample_index: *s }).collect();
     let mut policy = ScriptedPolicy::new(|ep: usize, turn: usize, _m: &[Message]| script_for(jobs[ep].0, jobs[ep].2, turn));

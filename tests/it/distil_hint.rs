@@ -21,7 +21,7 @@ fn rollouts(model: &LoadedModel, tasks: &[Task], fewshot: bool, hint: Option<Hin
         prompts: &prompts,
         prompt_options: PromptOptions { fewshot, tools_in_system: true, hint },
         identity: Default::default(),
-        mcp: None,
+        external: &Default::default(),
     };
     let refs: Vec<&Task> = tasks.iter().collect();
     let jobs: Vec<Job> = refs.iter().map(|t| Job { task: t, sample_index: 0 }).collect();

@@ -53,7 +53,7 @@ fn training_on_filtered_successes_raises_their_probability() {
         prompts: &prompts,
         prompt_options: PromptOptions { fewshot: false, tools_in_system: true, hint: None },
         identity: Default::default(),
-        mcp: None,
+        external: &Default::default(),
     };
     let mut trajs: Vec<Trajectory> = Vec::new();
     run_episodes(&mut TemplatePolicy::new(&model, script), &jobs, &cfg, |t| trajs.push(t)).unwrap();

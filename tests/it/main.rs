@@ -12,6 +12,7 @@ mod distil_fewshot;
 mod distil_filter;
 mod distil_hint;
 mod distil_train;
+mod env;
 mod fuzz;
 mod generate_real;
 mod hostile_text;

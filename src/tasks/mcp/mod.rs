@@ -7,41 +7,20 @@
 pub mod client;
 
 use std::collections::BTreeMap;
-use std::path::PathBuf;
 use std::sync::{Arc, Mutex};
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-pub use client::{Client, McpError};
+pub use client::Client;
+pub use crate::tools::rpc::RpcError;
 
 use super::suites::{Sandbox, SuiteError};
 use crate::data::{Task, TaskData, ToolCall};
+use crate::tools::rpc::ProcessSpec;
 
 /// How to start one server (stdio transport).
-#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct ServerSpec {
-    /// The program: a path, or a name looked up on this process's PATH. Never run through a shell.
-    pub command: String,
-    #[serde(default)]
-    pub args: Vec<String>,
-    /// The server's whole environment: nothing else of this process's environment is passed on.
-    #[serde(default)]
-    pub env: BTreeMap<String, String>,
-    /// Working directory (default: this process's).
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    pub cwd: Option<PathBuf>,
-    #[serde(default)]
-    pub scope: Scope,
-    /// Longest wait for one answer, the handshake included.
-    #[serde(default = "default_timeout_ms")]
-    pub timeout_ms: u64,
-}
-
-fn default_timeout_ms() -> u64 {
-    30_000
-}
+pub type ServerSpec = ProcessSpec<Scope>;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]
@@ -94,7 +73,7 @@ pub fn server_of(task: &Task) -> Option<&str> {
 }
 
 /// An MCP tool as a function spec the model is shown.
-fn function_spec(tool: &Value) -> Value {
+pub(crate) fn function_spec(tool: &Value) -> Value {
     json!({"type": "function", "function": {
         "name": tool.get("name").cloned().unwrap_or(Value::Null),
         "description": tool.get("description").cloned().unwrap_or_else(|| json!("")),
@@ -108,7 +87,7 @@ impl McpServers {
     }
 
     /// The servers `tasks` need, with every MCP task's tools resolved; `None` when no task runs on a server.
-    pub fn for_tasks<'t>(config: &McpConfig, tasks: impl IntoIterator<Item = &'t mut Task>) -> Result<Option<Arc<McpServers>>, McpError> {
+    pub fn for_tasks<'t>(config: &McpConfig, tasks: impl IntoIterator<Item = &'t mut Task>) -> Result<Option<Arc<McpServers>>, RpcError> {
         let mut mine: Vec<&mut Task> = tasks.into_iter().filter(|t| server_of(t).is_some()).collect();
         if mine.is_empty() {
             return Ok(None);
@@ -128,11 +107,11 @@ impl McpServers {
     /// Asks each server the tasks name for its tools and gives every MCP task its specs: all the server's tools,
     /// or those the task names. A tool with an unusable schema, or a name the server does not offer, is an error
     /// naming the server and the task.
-    pub fn resolve_tools<'t>(&self, tasks: impl IntoIterator<Item = &'t mut Task>) -> Result<(), McpError> {
+    pub fn resolve_tools<'t>(&self, tasks: impl IntoIterator<Item = &'t mut Task>) -> Result<(), RpcError> {
         let mut offered: BTreeMap<String, Vec<Value>> = BTreeMap::new();
         for task in tasks {
             let Some(server) = server_of(task).map(str::to_string) else { continue };
-            let bad = |what: String| McpError::Protocol { server: server.clone(), what: format!("task `{}`: {what}", task.id) };
+            let bad = |what: String| RpcError::Protocol { peer: format!("server `{server}`"), what: format!("task `{}`: {what}", task.id) };
             let spec = self.spec(&server, &task.id).map_err(|e| bad(e.to_string()))?;
             if !offered.contains_key(&server) {
                 let mut c = Client::start(&server, spec)?;
@@ -141,10 +120,10 @@ impl McpServers {
                     let f = function_spec(&tool);
                     let name = f.pointer("/function/name").and_then(Value::as_str).unwrap_or_default().to_string();
                     if name.is_empty() {
-                        return Err(McpError::Protocol { server: server.clone(), what: format!("offers a tool without a name: {tool}") });
+                        return Err(RpcError::Protocol { peer: format!("server `{server}`"), what: format!("offers a tool without a name: {tool}") });
                     }
                     crate::tools::schema::compile(&f["function"]["parameters"])
-                        .map_err(|e| McpError::Protocol { server: server.clone(), what: format!("tool `{name}` has an unusable input schema: {e}") })?;
+                        .map_err(|e| RpcError::Protocol { peer: format!("server `{server}`"), what: format!("tool `{name}` has an unusable input schema: {e}") })?;
                     specs.push(f);
                 }
                 offered.insert(server.clone(), specs);
@@ -199,6 +178,10 @@ struct McpSandbox {
 }
 
 impl Sandbox for McpSandbox {
+    fn external(&self) -> bool {
+        true
+    }
+
     fn call(&mut self, call: &ToolCall) -> Result<String, String> {
         let mut slot = self.slot.lock().map_err(|_| format!("MCP server `{}`: unavailable", self.server))?;
         if slot.is_none() {

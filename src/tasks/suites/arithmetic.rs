@@ -59,7 +59,7 @@ impl Suite for Arithmetic {
             instruction,
             data: TaskData::None,
             expected: Expected::Answer(AnswerSpec { answer: answer.clone(), aliases: vec![], matcher: Matcher::Number { abs_tol: 1e-6, rel_tol: 0.0 } }),
-            reference: Reference { calls: vec![ToolCall::new("calculator", json!({ "expression": expr }))], answer },
+            reference: Reference { calls: vec![ToolCall::new("calculator", json!({ "expression": expr }))], answer, actions: Vec::new() },
         })
     }
     fn sandbox(&self, _task: &Task) -> Result<Box<dyn Sandbox>, SuiteError> {

@@ -332,7 +332,7 @@ impl Suite for Files {
             instruction: g.instruction,
             data: TaskData::Files { dirs: tree.dirs, files: tree.files },
             expected,
-            reference: Reference { calls: g.calls, answer: g.answer.unwrap_or_else(|| "done".into()) },
+            reference: Reference { calls: g.calls, answer: g.answer.unwrap_or_else(|| "done".into()), actions: Vec::new() },
         })
     }
     fn sandbox(&self, task: &Task) -> Result<Box<dyn Sandbox>, SuiteError> {

@@ -199,7 +199,7 @@ impl Suite for Grid {
                 instruction,
                 data: TaskData::Grid { rows, start, goal },
                 expected: Expected::State { state: GoalState::Grid { position: goal }, answer: None },
-                reference: Reference { calls, answer: "done".into() },
+                reference: Reference { calls, answer: "done".into(), actions: Vec::new() },
             });
         }
     }

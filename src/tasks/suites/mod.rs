@@ -25,6 +25,7 @@ use serde_json::{json, Value};
 use crate::data::{Expected, GoalState, Reference, Split, Task, TaskData, ToolCall};
 
 pub mod arithmetic;
+pub mod env;
 pub mod files;
 pub mod function_call;
 pub mod grid;
@@ -76,6 +77,10 @@ pub trait Sandbox: Send {
     fn state(&self) -> Option<GoalState> {
         None
     }
+    /// Calls go to another process and may take long, so they run off the decoding batch.
+    fn external(&self) -> bool {
+        false
+    }
 }
 
 pub trait Suite: Sync {
@@ -101,8 +106,8 @@ pub trait Suite: Sync {
     fn sandbox(&self, task: &Task) -> Result<Box<dyn Sandbox>, SuiteError>;
 }
 
-static SUITES: [&dyn Suite; 9] =
-    [&arithmetic::Arithmetic, &units::Units, &tables::Tables, &files::Files, &search::Search, &grid::Grid, &qa::Qa, &function_call::FunctionCall, &mcp::Mcp];
+static SUITES: [&dyn Suite; 10] =
+    [&arithmetic::Arithmetic, &units::Units, &tables::Tables, &files::Files, &search::Search, &grid::Grid, &qa::Qa, &function_call::FunctionCall, &mcp::Mcp, &env::Env];
 
 /// Every suite, generative ones first.
 pub fn all() -> &'static [&'static dyn Suite] {

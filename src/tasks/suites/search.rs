@@ -174,7 +174,7 @@ impl Suite for Search {
                 instruction: q.instruction,
                 data: TaskData::Documents { documents: world.docs },
                 expected: Expected::Answer(AnswerSpec { answer: q.answer.clone(), aliases: vec![], matcher: Matcher::Exact }),
-                reference: Reference { calls: q.calls, answer: q.answer },
+                reference: Reference { calls: q.calls, answer: q.answer, actions: Vec::new() },
             });
         }
     }

@@ -72,7 +72,7 @@ impl Suite for Tables {
             instruction: q.instruction,
             data: TaskData::Tables { tables },
             expected: Expected::Answer(AnswerSpec { answer: answer.clone(), aliases: vec![], matcher }),
-            reference: Reference { calls: q.calls, answer },
+            reference: Reference { calls: q.calls, answer, actions: Vec::new() },
         })
     }
     fn sandbox(&self, task: &Task) -> Result<Box<dyn Sandbox>, SuiteError> {

@@ -220,7 +220,7 @@ fn finish(plan: Plan) -> Result<Draft, SuiteError> {
             // Answers are asked rounded to 2 decimals; chains of 9-decimal outputs stay well inside this.
             matcher: Matcher::Number { abs_tol: 0.006, rel_tol: 0.0 },
         }),
-        reference: Reference { calls: plan.calls, answer: ref_value.to_decimal_string(2) },
+        reference: Reference { calls: plan.calls, answer: ref_value.to_decimal_string(2), actions: Vec::new() },
     })
 }
 

@@ -1,0 +1,27 @@
+#!/usr/bin/env bash
+# Installs the Python packages an environment needs, pinned, into .cache/env-NAME-venv (ignored by git), and prints
+# that environment's bin folder. Idempotent: a complete install is reused.
+#   gym:       gymnasium==1.4.0 (the bridge's tests)
+#   textworld: textworld==1.7.0 with gymnasium==1.4.0 (the TextWorld demonstration; tw-make included)
+set -euo pipefail
+root="$(cd "$(dirname "$0")/.." && pwd)"
+name="${1:-}"
+case "$name" in
+  gym) pins=("gymnasium==1.4.0") ;;
+  textworld) pins=("textworld==1.7.0" "gymnasium==1.4.0") ;;
+  *) echo "usage: scripts/env-venv.sh gym|textworld" >&2; exit 2 ;;
+esac
+venv="$root/.cache/env-$name-venv"
+stamp="$venv/.installed"
+if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${pins[*]}" ]; then
+  echo "$venv/bin"
+  exit 0
+fi
+rm -rf "$venv"
+python3 -m venv "$venv" >&2
+if ! "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}" >&2; then
+  echo "error: could not install ${pins[*]} from PyPI into $venv (network or index unavailable?)" >&2
+  exit 1
+fi
+echo "${pins[*]}" > "$stamp"
+echo "$venv/bin"

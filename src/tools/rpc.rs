@@ -1,0 +1,223 @@
+//! JSON-RPC 2.0 with a child process over stdio, one message per line: how MCP servers and environments are
+//! spoken to. The child is started as `process` says (no shell, only its configured environment, its own process
+//! group, killed with this process on Linux) and is killed when its `RpcChild` is dropped. Requests the child
+//! sends are answered: `ping` with an empty result, anything else with "method not found".
+use std::collections::BTreeMap;
+use std::io::{BufRead, BufReader, Read, Write};
+use std::path::PathBuf;
+use std::process::{Child, ChildStdin, Stdio};
+use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use serde::{Deserialize, Serialize};
+use serde_json::{json, Value};
+
+use super::process::{isolated, kill_group, resolve_program, spawn};
+
+/// How to start a child that speaks JSON-RPC on stdio. `S` is what its owner does with it (its scope).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ProcessSpec<S> {
+    /// The program: a path, or a name looked up on this process's PATH. Never run through a shell.
+    pub command: String,
+    #[serde(default)]
+    pub args: Vec<String>,
+    /// The child's whole environment: nothing else of this process's environment is passed on.
+    #[serde(default)]
+    pub env: BTreeMap<String, String>,
+    /// Working directory (default: this process's).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cwd: Option<PathBuf>,
+    #[serde(default)]
+    pub scope: S,
+    /// Longest wait for one answer, the handshake included.
+    #[serde(default = "default_timeout_ms")]
+    pub timeout_ms: u64,
+}
+
+fn default_timeout_ms() -> u64 {
+    30_000
+}
+
+/// `peer` names the child in every message: "server `time`", "environment `textworld`".
+#[derive(Debug, thiserror::Error)]
+pub enum RpcError {
+    #[error("{peer}: cannot start `{command}`: {source}")]
+    Spawn { peer: String, command: String, source: std::io::Error },
+    #[error("{peer}: {what}")]
+    Protocol { peer: String, what: String },
+    #[error("{peer}: `{method}` failed ({code}): {message}")]
+    Rpc { peer: String, method: String, code: i64, message: String },
+    #[error("{peer}: no answer to `{method}` within {ms} ms")]
+    Timeout { peer: String, method: String, ms: u64 },
+    #[error("{peer} exited{}", if stderr.is_empty() { String::new() } else { format!("; its last output on stderr: {stderr}") })]
+    Exited { peer: String, stderr: String },
+}
+
+impl RpcError {
+    /// The child can no longer be used (it must be restarted before the next request).
+    pub fn is_fatal(&self) -> bool {
+        !matches!(self, RpcError::Rpc { .. })
+    }
+}
+
+/// One line the child wrote on stdout.
+enum Line {
+    Message(Value),
+    NotJson(String),
+}
+
+pub struct RpcChild {
+    peer: String,
+    child: Child,
+    stdin: Arc<Mutex<ChildStdin>>,
+    lines: Receiver<Line>,
+    stderr: Arc<Mutex<String>>,
+    next_id: u64,
+    timeout: Duration,
+}
+
+/// Keeps the last this many bytes of a child's stderr for error messages.
+const STDERR_TAIL: usize = 2000;
+
+impl RpcChild {
+    pub fn spawn<S>(peer: String, spec: &ProcessSpec<S>) -> Result<RpcChild, RpcError> {
+        let program = resolve_program(&spec.command).map_err(|e| RpcError::Spawn { peer: peer.clone(), command: spec.command.clone(), source: e })?;
+        let mut cmd = isolated(&program, &spec.args, &spec.env);
+        cmd.stdin(Stdio::piped()).stdout(Stdio::piped()).stderr(Stdio::piped());
+        if let Some(dir) = &spec.cwd {
+            cmd.current_dir(dir);
+        }
+        let mut child = spawn(cmd).map_err(|e| RpcError::Spawn { peer: peer.clone(), command: program.display().to_string(), source: e })?;
+        let (Some(stdin), Some(stdout), Some(stderr)) = (child.stdin.take(), child.stdout.take(), child.stderr.take()) else {
+            let _ = child.kill();
+            return Err(RpcError::Protocol { peer, what: "no pipes to the child process".into() });
+        };
+        let stdin = Arc::new(Mutex::new(stdin));
+        let (tx, lines) = mpsc::channel();
+        let replies = Arc::clone(&stdin);
+        std::thread::spawn(move || {
+            for line in BufReader::new(stdout).lines() {
+                let Ok(line) = line else { break };
+                if line.trim().is_empty() {
+                    continue;
+                }
+                let msg = match serde_json::from_str::<Value>(&line) {
+                    Ok(v) => v,
+                    Err(_) => {
+                        let _ = tx.send(Line::NotJson(line));
+                        continue;
+                    }
+                };
+                if let (Some(id), Some(method)) = (msg.get("id"), msg.get("method").and_then(Value::as_str)) {
+                    let reply = if method == "ping" {
+                        json!({"jsonrpc": "2.0", "id": id, "result": {}})
+                    } else {
+                        json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("the client does not offer `{method}`")}})
+                    };
+                    if let Ok(mut w) = replies.lock() {
+                        let _ = writeln!(w, "{reply}").and_then(|()| w.flush());
+                    }
+                    continue;
+                }
+                if tx.send(Line::Message(msg)).is_err() {
+                    break;
+                }
+            }
+        });
+        let tail = Arc::new(Mutex::new(String::new()));
+        let keep = Arc::clone(&tail);
+        std::thread::spawn(move || {
+            let mut buf = [0u8; 1024];
+            let mut err = stderr;
+            while let Ok(n) = err.read(&mut buf) {
+                if n == 0 {
+                    break;
+                }
+                if let Ok(mut t) = keep.lock() {
+                    t.push_str(&String::from_utf8_lossy(&buf[..n]));
+                    if t.len() > STDERR_TAIL {
+                        let cut = t.len() - STDERR_TAIL;
+                        let cut = (cut..t.len()).find(|&i| t.is_char_boundary(i)).unwrap_or(t.len());
+                        t.drain(..cut);
+                    }
+                }
+            }
+        });
+        Ok(RpcChild { peer, child, stdin, lines, stderr: tail, next_id: 1, timeout: Duration::from_millis(spec.timeout_ms) })
+    }
+
+    /// The child's process id.
+    pub fn pid(&self) -> u32 {
+        self.child.id()
+    }
+
+    /// A protocol error naming the child.
+    pub fn protocol(&self, what: String) -> RpcError {
+        RpcError::Protocol { peer: self.peer.clone(), what }
+    }
+
+    fn exited(&mut self) -> RpcError {
+        // Give the stderr reader a moment to collect the last words.
+        let _ = self.child.wait();
+        std::thread::sleep(Duration::from_millis(20));
+        let stderr = self.stderr.lock().map(|s| s.trim().to_string()).unwrap_or_default();
+        RpcError::Exited { peer: self.peer.clone(), stderr }
+    }
+
+    fn send(&mut self, msg: &Value) -> Result<(), RpcError> {
+        let ok = self.stdin.lock().map(|mut w| writeln!(w, "{msg}").and_then(|()| w.flush()).is_ok()).unwrap_or(false);
+        if ok {
+            Ok(())
+        } else {
+            Err(self.exited())
+        }
+    }
+
+    pub fn notify(&mut self, method: &str) -> Result<(), RpcError> {
+        self.send(&json!({"jsonrpc": "2.0", "method": method}))
+    }
+
+    /// One request and its result; notifications and stale replies in between are skipped.
+    pub fn request(&mut self, method: &str, params: Value) -> Result<Value, RpcError> {
+        let id = self.next_id;
+        self.next_id += 1;
+        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))?;
+        let deadline = Instant::now() + self.timeout;
+        loop {
+            let left = deadline.saturating_duration_since(Instant::now());
+            let msg = match self.lines.recv_timeout(left) {
+                Ok(Line::Message(m)) => m,
+                Ok(Line::NotJson(line)) => {
+                    let shown: String = line.chars().take(200).collect();
+                    return Err(self.protocol(format!("wrote a line that is not JSON-RPC on stdout: `{shown}`")));
+                }
+                Err(RecvTimeoutError::Timeout) => {
+                    return Err(RpcError::Timeout { peer: self.peer.clone(), method: method.into(), ms: self.timeout.as_millis() as u64 })
+                }
+                Err(RecvTimeoutError::Disconnected) => return Err(self.exited()),
+            };
+            if msg.get("id").and_then(Value::as_u64) != Some(id) {
+                continue;
+            }
+            if msg.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+                return Err(self.protocol(format!("answered `{method}` without `\"jsonrpc\": \"2.0\"`")));
+            }
+            if let Some(e) = msg.get("error") {
+                let code = e.get("code").and_then(Value::as_i64).unwrap_or(0);
+                let message = e.get("message").and_then(Value::as_str).unwrap_or("(no message)").to_string();
+                return Err(RpcError::Rpc { peer: self.peer.clone(), method: method.into(), code, message });
+            }
+            return msg.get("result").cloned().ok_or_else(|| self.protocol(format!("answered `{method}` with neither a result nor an error")));
+        }
+    }
+}
+
+impl Drop for RpcChild {
+    fn drop(&mut self) {
+        kill_group(self.child.id());
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
