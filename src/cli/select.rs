@@ -11,13 +11,14 @@ use autodidact::tasks::taskfile::load_tasks_with;
 
 #[derive(Debug, Clone, clap::Args)]
 pub struct TaskSelection {
-    /// Suites to generate tasks from (comma-separated); default: every generative suite.
+    /// Suites to generate tasks from (comma-separated); default: every generative suite, or none when task files
+    /// are given.
     #[arg(long, value_delimiter = ',')]
     pub suites: Vec<String>,
     /// Difficulty levels to generate (comma-separated).
     #[arg(long, value_delimiter = ',', default_value = "1,2,3")]
     pub difficulties: Vec<u8>,
-    /// Generated tasks per suite and difficulty (0 with --task-file runs only the files).
+    /// Generated tasks per suite and difficulty.
     #[arg(long, default_value_t = 10)]
     pub tasks_per: u64,
     /// Which split to generate from; train, dev and test never share a task.
@@ -56,7 +57,7 @@ impl TaskSelection {
     /// Resolves the selection; unknown suites and bad task files fail here, before any model runs.
     pub fn tasks(&self) -> anyhow::Result<Vec<Task>> {
         let mut out = Vec::new();
-        if self.tasks_per > 0 {
+        if self.tasks_per > 0 && (self.task_files.is_empty() || !self.suites.is_empty()) {
             out = generated(&self.suites, &self.difficulties, self.split.into(), self.task_seed, self.tasks_per)
                 .context("--suites / --difficulties (a suite that runs tasks from files takes --task-file)")?;
         }

@@ -140,6 +140,9 @@ pub struct RolloutConfig {
     /// Hinted rollouts (STaR's rationalization): train tasks this round did not solve are sampled again with
     /// privileged context (`hint.source`) in the prompt; their successes are trained on without it.
     pub hinted: bool,
+    /// Strings that end a turn (kept in its text), e.g. `["\n"]` where an action is one line.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub stop: Vec<String>,
 }
 
 impl Default for RolloutConfig {
@@ -156,6 +159,7 @@ impl Default for RolloutConfig {
             fewshot: true,
             seed: 0,
             hinted: false,
+            stop: Vec::new(),
         }
     }
 }

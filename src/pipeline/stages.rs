@@ -86,7 +86,7 @@ impl Stages<'_> {
         let r = &self.cfg.rollout;
         RolloutParams {
             samples_per_task: samples,
-            sampling: SamplingParams { temperature, top_p, top_k, seed, max_new_tokens: r.turn_tokens, stop_tokens: vec![], stop_strings: vec![] },
+            sampling: SamplingParams { temperature, top_p, top_k, seed, max_new_tokens: r.turn_tokens, stop_tokens: vec![], stop_strings: r.stop.clone() },
             limits: Limits::agent(r.turn_tokens, r.episode_tokens, None, r.max_active),
             prompt_options: PromptOptions { fewshot, tools_in_system: true, hint },
             adapter: self.adapter.as_ref().map(|a| a.display().to_string()),
