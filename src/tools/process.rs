@@ -67,3 +67,14 @@ pub fn spawn(cmd: Command) -> std::io::Result<Child> {
     spawner.send((cmd, back)).map_err(|_| gone())?;
     answer.recv().map_err(|_| gone())?
 }
+
+/// A child killed, with its process group, when this is dropped.
+pub struct OwnedChild(pub Child);
+
+impl Drop for OwnedChild {
+    fn drop(&mut self) {
+        kill_group(self.0.id());
+        let _ = self.0.kill();
+        let _ = self.0.wait();
+    }
+}

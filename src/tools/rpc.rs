@@ -1,14 +1,16 @@
 //! JSON-RPC 2.0 with a child process over stdio, one message per line: how MCP servers and environments are
 //! spoken to. The child is started as `process` says (no shell, only its configured environment, its own process
 //! group, killed with this process on Linux) and is killed when its `RpcChild` is dropped. Requests the child
-//! sends are answered: `ping` with an empty result, anything else with "method not found".
-use std::collections::BTreeMap;
+//! sends are answered: `ping` with an empty result, anything else with "method not found". Several threads may
+//! have requests in flight on one child: each answer goes to the request with its id.
+use std::collections::{BTreeMap, HashMap};
 use std::io::{BufRead, BufReader, Read, Write};
 use std::path::PathBuf;
 use std::process::{Child, ChildStdin, Stdio};
-use std::sync::mpsc::{self, Receiver, RecvTimeoutError};
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::mpsc::{self, RecvTimeoutError, Sender};
 use std::sync::{Arc, Mutex};
-use std::time::{Duration, Instant};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -20,7 +22,12 @@ use super::process::{isolated, kill_group, resolve_program, spawn};
 #[serde(deny_unknown_fields)]
 pub struct ProcessSpec<S> {
     /// The program: a path, or a name looked up on this process's PATH. Never run through a shell.
+    #[serde(default)]
     pub command: String,
+    /// An MCP server's streamable HTTP endpoint on loopback, instead of stdio; `command`, if given, starts the
+    /// server (once per run), and the run connects to this address.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub url: Option<String>,
     #[serde(default)]
     pub args: Vec<String>,
     /// The child's whole environment: nothing else of this process's environment is passed on.
@@ -62,19 +69,31 @@ impl RpcError {
     }
 }
 
-/// One line the child wrote on stdout.
+/// What the reader thread hands to a waiting request.
 enum Line {
     Message(Value),
     NotJson(String),
 }
 
+/// Requests waiting for their answers, by id; the reader thread delivers each answer to its request, so that
+/// several episodes can use one child at once.
+#[derive(Default)]
+struct Pending {
+    waiters: HashMap<u64, Sender<Line>>,
+    /// A line that was not JSON: the child is out of protocol and every later request fails with it.
+    broken: Option<String>,
+    /// Stdout closed: the child exited.
+    closed: bool,
+}
+
 pub struct RpcChild {
     peer: String,
-    child: Child,
+    child: Mutex<Child>,
+    pid: u32,
     stdin: Arc<Mutex<ChildStdin>>,
-    lines: Receiver<Line>,
+    pending: Arc<Mutex<Pending>>,
     stderr: Arc<Mutex<String>>,
-    next_id: u64,
+    next_id: AtomicU64,
     timeout: Duration,
 }
 
@@ -95,21 +114,27 @@ impl RpcChild {
             return Err(RpcError::Protocol { peer, what: "no pipes to the child process".into() });
         };
         let stdin = Arc::new(Mutex::new(stdin));
-        let (tx, lines) = mpsc::channel();
+        let pending = Arc::new(Mutex::new(Pending::default()));
         let replies = Arc::clone(&stdin);
+        let deliver = Arc::clone(&pending);
         std::thread::spawn(move || {
             for line in BufReader::new(stdout).lines() {
                 let Ok(line) = line else { break };
                 if line.trim().is_empty() {
                     continue;
                 }
+                let Ok(mut p) = deliver.lock() else { break };
                 let msg = match serde_json::from_str::<Value>(&line) {
                     Ok(v) => v,
                     Err(_) => {
-                        let _ = tx.send(Line::NotJson(line));
+                        for (_, w) in p.waiters.drain() {
+                            let _ = w.send(Line::NotJson(line.clone()));
+                        }
+                        p.broken.get_or_insert(line);
                         continue;
                     }
                 };
+                // A request from the child: `ping` is answered, anything else declined.
                 if let (Some(id), Some(method)) = (msg.get("id"), msg.get("method").and_then(Value::as_str)) {
                     let reply = if method == "ping" {
                         json!({"jsonrpc": "2.0", "id": id, "result": {}})
@@ -121,9 +146,13 @@ impl RpcChild {
                     }
                     continue;
                 }
-                if tx.send(Line::Message(msg)).is_err() {
-                    break;
+                if let Some(w) = msg.get("id").and_then(Value::as_u64).and_then(|id| p.waiters.remove(&id)) {
+                    let _ = w.send(Line::Message(msg));
                 }
+            }
+            if let Ok(mut p) = deliver.lock() {
+                p.closed = true;
+                p.waiters.clear();
             }
         });
         let tail = Arc::new(Mutex::new(String::new()));
@@ -145,12 +174,13 @@ impl RpcChild {
                 }
             }
         });
-        Ok(RpcChild { peer, child, stdin, lines, stderr: tail, next_id: 1, timeout: Duration::from_millis(spec.timeout_ms) })
+        let pid = child.id();
+        Ok(RpcChild { peer, child: Mutex::new(child), pid, stdin, pending, stderr: tail, next_id: AtomicU64::new(1), timeout: Duration::from_millis(spec.timeout_ms) })
     }
 
     /// The child's process id.
     pub fn pid(&self) -> u32 {
-        self.child.id()
+        self.pid
     }
 
     /// A protocol error naming the child.
@@ -158,15 +188,17 @@ impl RpcChild {
         RpcError::Protocol { peer: self.peer.clone(), what }
     }
 
-    fn exited(&mut self) -> RpcError {
+    fn exited(&self) -> RpcError {
         // Give the stderr reader a moment to collect the last words.
-        let _ = self.child.wait();
+        if let Ok(mut c) = self.child.lock() {
+            let _ = c.wait();
+        }
         std::thread::sleep(Duration::from_millis(20));
         let stderr = self.stderr.lock().map(|s| s.trim().to_string()).unwrap_or_default();
         RpcError::Exited { peer: self.peer.clone(), stderr }
     }
 
-    fn send(&mut self, msg: &Value) -> Result<(), RpcError> {
+    fn send(&self, msg: &Value) -> Result<(), RpcError> {
         let ok = self.stdin.lock().map(|mut w| writeln!(w, "{msg}").and_then(|()| w.flush()).is_ok()).unwrap_or(false);
         if ok {
             Ok(())
@@ -175,49 +207,66 @@ impl RpcChild {
         }
     }
 
-    pub fn notify(&mut self, method: &str) -> Result<(), RpcError> {
+    pub fn notify(&self, method: &str) -> Result<(), RpcError> {
         self.send(&json!({"jsonrpc": "2.0", "method": method}))
     }
 
-    /// One request and its result; notifications and stale replies in between are skipped.
-    pub fn request(&mut self, method: &str, params: Value) -> Result<Value, RpcError> {
-        let id = self.next_id;
-        self.next_id += 1;
-        self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params}))?;
-        let deadline = Instant::now() + self.timeout;
-        loop {
-            let left = deadline.saturating_duration_since(Instant::now());
-            let msg = match self.lines.recv_timeout(left) {
-                Ok(Line::Message(m)) => m,
-                Ok(Line::NotJson(line)) => {
-                    let shown: String = line.chars().take(200).collect();
-                    return Err(self.protocol(format!("wrote a line that is not JSON-RPC on stdout: `{shown}`")));
-                }
-                Err(RecvTimeoutError::Timeout) => {
-                    return Err(RpcError::Timeout { peer: self.peer.clone(), method: method.into(), ms: self.timeout.as_millis() as u64 })
-                }
-                Err(RecvTimeoutError::Disconnected) => return Err(self.exited()),
-            };
-            if msg.get("id").and_then(Value::as_u64) != Some(id) {
-                continue;
+    /// One request and its result. Requests from several threads may be in flight at once.
+    pub fn request(&self, method: &str, params: Value) -> Result<Value, RpcError> {
+        let id = self.next_id.fetch_add(1, Ordering::Relaxed);
+        let (tx, rx) = mpsc::channel();
+        {
+            let mut p = self.pending.lock().map_err(|_| self.protocol("poisoned".into()))?;
+            if let Some(line) = &p.broken {
+                return Err(self.not_json(line));
             }
-            if msg.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-                return Err(self.protocol(format!("answered `{method}` without `\"jsonrpc\": \"2.0\"`")));
+            if p.closed {
+                drop(p);
+                return Err(self.exited());
             }
-            if let Some(e) = msg.get("error") {
-                let code = e.get("code").and_then(Value::as_i64).unwrap_or(0);
-                let message = e.get("message").and_then(Value::as_str).unwrap_or("(no message)").to_string();
-                return Err(RpcError::Rpc { peer: self.peer.clone(), method: method.into(), code, message });
-            }
-            return msg.get("result").cloned().ok_or_else(|| self.protocol(format!("answered `{method}` with neither a result nor an error")));
+            p.waiters.insert(id, tx);
         }
+        let forget = || {
+            if let Ok(mut p) = self.pending.lock() {
+                p.waiters.remove(&id);
+            }
+        };
+        if let Err(e) = self.send(&json!({"jsonrpc": "2.0", "id": id, "method": method, "params": params})) {
+            forget();
+            return Err(e);
+        }
+        let msg = match rx.recv_timeout(self.timeout) {
+            Ok(Line::Message(m)) => m,
+            Ok(Line::NotJson(line)) => return Err(self.not_json(&line)),
+            Err(RecvTimeoutError::Timeout) => {
+                forget();
+                return Err(RpcError::Timeout { peer: self.peer.clone(), method: method.into(), ms: self.timeout.as_millis() as u64 });
+            }
+            Err(RecvTimeoutError::Disconnected) => return Err(self.exited()),
+        };
+        if msg.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+            return Err(self.protocol(format!("answered `{method}` without `\"jsonrpc\": \"2.0\"`")));
+        }
+        if let Some(e) = msg.get("error") {
+            let code = e.get("code").and_then(Value::as_i64).unwrap_or(0);
+            let message = e.get("message").and_then(Value::as_str).unwrap_or("(no message)").to_string();
+            return Err(RpcError::Rpc { peer: self.peer.clone(), method: method.into(), code, message });
+        }
+        msg.get("result").cloned().ok_or_else(|| self.protocol(format!("answered `{method}` with neither a result nor an error")))
+    }
+
+    fn not_json(&self, line: &str) -> RpcError {
+        let shown: String = line.chars().take(200).collect();
+        self.protocol(format!("wrote a line that is not JSON-RPC on stdout: `{shown}`"))
     }
 }
 
 impl Drop for RpcChild {
     fn drop(&mut self) {
-        kill_group(self.child.id());
-        let _ = self.child.kill();
-        let _ = self.child.wait();
+        kill_group(self.pid);
+        if let Ok(c) = self.child.get_mut() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
     }
 }

@@ -77,6 +77,7 @@ fn fixture(dir: &Path, mode: &str) -> EnvSpec {
     }
     EnvSpec {
         command: gym_bin().join("python").display().to_string(),
+        url: None,
         args: vec![script.display().to_string(), mode.into()],
         env: BTreeMap::from([("ONLY_THIS".to_string(), "1".to_string())]),
         cwd: None,
@@ -252,6 +253,7 @@ class Guess(gymnasium.Env):
     let bridge = Path::new(env!("CARGO_MANIFEST_DIR")).join("scripts/env_bridge.py");
     let spec = |old: bool| EnvSpec {
         command: gym_bin().join("python").display().to_string(),
+        url: None,
         args: vec![bridge.display().to_string(), "guess:Guess".into(), "--kwargs".into(), json!({"old_api": old}).to_string()],
         env: BTreeMap::from([("PYTHONPATH".to_string(), dir.path().display().to_string())]),
         cwd: None,

@@ -34,6 +34,7 @@ fn servers_bin() -> &'static Path {
 fn time_server() -> ServerSpec {
     ServerSpec {
         command: servers_bin().join("mcp-server-time").display().to_string(),
+        url: None,
         args: vec!["--local-timezone".into(), "UTC".into()],
         env: BTreeMap::new(),
         cwd: None,
@@ -48,8 +49,18 @@ fn fixture(dir: &Path, mode: &str) -> ServerSpec {
     std::fs::write(
         &script,
         r#"
-import json, os, sys, time
+import json, os, sys, threading, time
 mode = sys.argv[1]
+lock = threading.Lock()
+busy = [0, 0]
+def concurrent(i):
+    # Answers after 0.3 s, from a thread of its own, with the most calls it has seen in flight at once.
+    with lock:
+        busy[0] += 1; busy[1] = max(busy)
+    time.sleep(0.3)
+    with lock:
+        most = busy[1]; busy[0] -= 1
+        send({"jsonrpc": "2.0", "id": i, "result": {"content": [{"type": "text", "text": str(most)}]}})
 marker = sys.argv[2]
 if mode == "nonjson":
     print("Starting server...", flush=True)
@@ -68,6 +79,9 @@ for line in sys.stdin:
     elif m["method"] == "tools/list":
         send({"jsonrpc": "2.0", "id": m["id"], "result": {"tools": [tool]}})
     elif m["method"] == "tools/call":
+        if mode == "concurrent":
+            threading.Thread(target=concurrent, args=(m["id"],)).start()
+            continue
         if mode == "hang":
             time.sleep(3600)
         if mode == "dies" and not os.path.exists(marker):
@@ -80,6 +94,7 @@ for line in sys.stdin:
     .unwrap();
     ServerSpec {
         command: servers_bin().join("python").display().to_string(),
+        url: None,
         args: vec![script.display().to_string(), mode.into(), dir.join(format!("{mode}.marker")).display().to_string()],
         env: BTreeMap::from([("ONLY_THIS".to_string(), "1".to_string())]),
         cwd: None,
@@ -97,7 +112,7 @@ fn alive(pid: u32) -> bool {
 
 #[test]
 fn a_real_server_answers_the_handshake_lists_and_runs_its_tools() {
-    let mut c = Client::start("time", &time_server()).unwrap();
+    let c = Client::start("time", &time_server()).unwrap();
     assert!(PROTOCOL_VERSIONS.contains(&c.protocol_version.as_str()));
     let tools = c.list_tools().unwrap();
     assert!(tools.iter().any(|t| t["name"] == "convert_time"), "{tools:?}");
@@ -106,7 +121,7 @@ fn a_real_server_answers_the_handshake_lists_and_runs_its_tools() {
     assert!(text.contains("11:00:00+05:30"), "{text}");
     let bad = c.call_tool("convert_time", &json!({"source_timezone": "Nowhere/Atlantis", "time": "14:30", "target_timezone": "UTC"})).unwrap();
     assert!(bad.is_err(), "an unknown time zone is the tool's error (isError): {bad:?}");
-    let pid = c.pid();
+    let pid = c.pid().unwrap();
     drop(c);
     std::thread::sleep(Duration::from_millis(100));
     assert!(!alive(pid), "the server outlived its client");
@@ -186,7 +201,7 @@ fn a_hung_or_dead_server_is_a_tool_failure_and_is_restarted() {
         .unwrap()
     };
     let config = McpConfig { servers: ["hang", "dies"].iter().map(|m| (m.to_string(), fixture(dir.path(), m))).collect() };
-    let servers = McpServers::new(config);
+    let servers = std::sync::Arc::new(McpServers::new(config));
     let call = autodidact::data::ToolCall::new("env", json!({}));
 
     let mut hung = servers.sandbox(&task("hang")).unwrap();
@@ -207,7 +222,7 @@ fn a_hung_or_dead_server_is_a_tool_failure_and_is_restarted() {
 fn child_holding_a_server() {
     let Ok(pid_file) = std::env::var("AUTODIDACT_MCP_TEST_PID_FILE") else { return };
     let c = Client::start("time", &time_server()).unwrap();
-    std::fs::write(&pid_file, c.pid().to_string()).unwrap();
+    std::fs::write(&pid_file, c.pid().unwrap().to_string()).unwrap();
     std::thread::sleep(Duration::from_secs(60));
 }
 
@@ -264,4 +279,93 @@ fn a_scorer_task_is_judged_by_the_users_program() {
     std::fs::write(&file, format!("{}\n", json!({"id": "s-2", "suite": "qa", "split": "test", "difficulty": 1, "instruction": "x", "tools": [], "expected": {"kind": "scorer", "command": []}, "max_turns": 2}))).unwrap();
     let e = autodidact::tasks::taskfile::load_tasks(&file).unwrap_err().to_string();
     assert!(e.contains("s.jsonl:1") && e.contains("expected.command"), "{e}");
+}
+
+/// A free TCP port on loopback.
+fn free_port() -> u16 {
+    std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+}
+
+/// A server built with the official Python SDK (FastMCP), over streamable HTTP: the run starts it, each episode
+/// gets a session of its own, answers come as server-sent events or as JSON bodies, and the server dies with
+/// the run. Other hosts than loopback are refused.
+#[test]
+fn servers_speak_streamable_http_on_loopback() {
+    let dir = tempfile::tempdir().unwrap();
+    let script = dir.path().join("http_server.py");
+    std::fs::write(
+        &script,
+        r#"
+import sys
+from mcp.server.fastmcp import FastMCP, Context
+m = FastMCP("adder", host="127.0.0.1", port=int(sys.argv[1]), json_response=sys.argv[2] == "json")
+@m.tool()
+def add(a: int, b: int) -> str:
+    """Adds two integers."""
+    return str(a + b)
+@m.tool()
+async def session(ctx: Context) -> str:
+    """This session's id."""
+    return str(id(ctx.session))
+m.run(transport="streamable-http")
+"#,
+    )
+    .unwrap();
+    for mode in ["sse", "json"] {
+        let port = free_port();
+        let spec = ServerSpec {
+            command: servers_bin().join("python").display().to_string(),
+            url: Some(format!("http://127.0.0.1:{port}/mcp")),
+            args: vec![script.display().to_string(), port.to_string(), mode.into()],
+            env: BTreeMap::new(),
+            cwd: None,
+            scope: Scope::Episode,
+            timeout_ms: 30_000,
+        };
+        let task: Task = serde_json::from_value(json!({"id": "add-1", "suite": "mcp", "split": "test", "difficulty": 1, "instruction": "2+3?",
+            "tools": ["add"], "data": {"kind": "mcp", "server": "adder"}, "expected": {"kind": "answer", "answer": "5", "matcher": {"type": "exact"}}, "max_turns": 2}))
+        .unwrap();
+        let mut tasks = vec![task];
+        let servers = McpServers::for_tasks(&McpConfig { servers: BTreeMap::from([("adder".to_string(), spec)]) }, tasks.iter_mut()).unwrap().unwrap();
+        assert_eq!(tasks[0].tool_names(), ["add"], "{mode}");
+        let mut a = servers.sandbox(&tasks[0]).unwrap();
+        let mut b = servers.sandbox(&tasks[0]).unwrap();
+        assert_eq!(a.call(&autodidact::data::ToolCall::new("add", json!({"a": 2, "b": 3}))).unwrap(), "5", "{mode}");
+        let session = autodidact::data::ToolCall::new("session", json!({}));
+        let (sa, sb) = (a.call(&session).unwrap(), b.call(&session).unwrap());
+        assert_ne!(sa, sb, "{mode}: episodes share a session");
+        assert_eq!(a.call(&session).unwrap(), sa, "{mode}: an episode keeps its session");
+        let e = a.call(&autodidact::data::ToolCall::new("add", json!({"a": "x"}))).unwrap_err();
+        assert!(e.to_lowercase().contains("error"), "{mode}: {e}");
+        drop((a, b));
+        drop(servers);
+        std::thread::sleep(Duration::from_millis(200));
+        assert!(std::net::TcpStream::connect(("127.0.0.1", port)).is_err(), "{mode}: the server outlived the run");
+    }
+    // A server elsewhere than on this machine is refused before anything is sent.
+    let far = ServerSpec { command: String::new(), url: Some("http://example.com/mcp".into()), ..time_server() };
+    let e = Client::start("far", &far).err().unwrap().to_string();
+    assert!(e.contains("`far`") && e.contains("loopback"), "{e}");
+}
+
+/// Episodes sharing one server have their calls in flight at once: each answer goes to the call with its id.
+#[test]
+fn a_shared_server_takes_several_episodes_calls_at_once() {
+    let dir = tempfile::tempdir().unwrap();
+    let spec = ServerSpec { scope: Scope::Shared, ..fixture(dir.path(), "concurrent") };
+    let servers = std::sync::Arc::new(McpServers::new(McpConfig { servers: BTreeMap::from([("conc".to_string(), spec)]) }));
+    let task: Task = serde_json::from_value(json!({"id": "c-1", "suite": "mcp", "split": "test", "difficulty": 1, "instruction": "x",
+        "tools": [], "data": {"kind": "mcp", "server": "conc"}, "expected": {"kind": "answer", "answer": "1", "matcher": {"type": "exact"}}, "max_turns": 2}))
+    .unwrap();
+    let answers: Vec<String> = std::thread::scope(|s| {
+        let calls: Vec<_> = (0..4)
+            .map(|_| {
+                let mut sandbox = servers.sandbox(&task).unwrap();
+                s.spawn(move || sandbox.call(&autodidact::data::ToolCall::new("env", json!({}))).unwrap())
+            })
+            .collect();
+        calls.into_iter().map(|h| h.join().unwrap()).collect()
+    });
+    let most: u32 = answers.iter().map(|a| a.parse::<u32>().unwrap()).max().unwrap();
+    assert!(most >= 2, "the calls reached the server one at a time: {answers:?}");
 }

@@ -97,10 +97,14 @@ impl Envs {
     }
 
     fn spec(&self, env: &str, task: &str) -> Result<&EnvSpec, SuiteError> {
-        self.config.0.get(env).ok_or_else(|| SuiteError::BadTask {
+        let spec = self.config.0.get(env).ok_or_else(|| SuiteError::BadTask {
             task: task.into(),
             message: format!("environment `{env}` is not configured (known: {})", self.config.0.keys().cloned().collect::<Vec<_>>().join(", ")),
-        })
+        })?;
+        if spec.url.is_some() || spec.command.trim().is_empty() {
+            return Err(SuiteError::BadTask { task: task.into(), message: format!("environment `{env}` needs a `command` (environments speak over stdio; `url` is for MCP servers)") });
+        }
+        Ok(spec)
     }
 
     /// An episode of `task`, not yet reset.
@@ -199,7 +203,7 @@ impl EnvSession {
                 Err(e) => return Err(self.failed(e)),
             }
         }
-        let Some(child) = self.child.as_mut() else { return Err(self.failed("not running")) };
+        let Some(child) = self.child.as_ref() else { return Err(self.failed("not running")) };
         match child.request(method, params) {
             Ok(v) => Ok(v),
             Err(e) => Err(self.failed(e)),

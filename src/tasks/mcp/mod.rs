@@ -3,11 +3,15 @@
 //! names), and each call runs through `tools/call`. A server runs per episode (the default: no state leaks from one
 //! episode to the next) or is shared by every episode of a run (`scope = "shared"`, for stateless tools). A call
 //! that times out, or a server that dies, is a tool failure in the trajectory; the server is restarted for the
-//! next call.
+//! next call. Over streamable HTTP (`url`), "per episode" is a session of its own on the one server, which the run
+//! starts when it is given a `command`.
 pub mod client;
+pub mod http;
 
 use std::collections::BTreeMap;
+use std::process::Stdio;
 use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
@@ -17,6 +21,7 @@ pub use crate::tools::rpc::RpcError;
 
 use super::suites::{Sandbox, SuiteError};
 use crate::data::{Task, TaskData, ToolCall};
+use crate::tools::process::{isolated, resolve_program, spawn, OwnedChild};
 use crate::tools::rpc::ProcessSpec;
 
 /// How to start one server (stdio transport).
@@ -52,10 +57,15 @@ impl McpConfig {
     }
 }
 
+/// Where an episode finds its client: its own, or the run's shared one (several episodes call it at once).
+type Slot = Arc<Mutex<Option<Arc<Client>>>>;
+
 /// The servers a run's episodes use, with the shared ones kept running.
 pub struct McpServers {
     config: McpConfig,
-    shared: Mutex<BTreeMap<String, Arc<Mutex<Option<Client>>>>>,
+    shared: Mutex<BTreeMap<String, Slot>>,
+    /// HTTP servers the run started, killed when the run ends.
+    launched: Mutex<BTreeMap<String, OwnedChild>>,
 }
 
 impl std::fmt::Debug for McpServers {
@@ -83,7 +93,36 @@ pub(crate) fn function_spec(tool: &Value) -> Value {
 
 impl McpServers {
     pub fn new(config: McpConfig) -> Self {
-        McpServers { config, shared: Mutex::new(BTreeMap::new()) }
+        McpServers { config, shared: Mutex::new(BTreeMap::new()), launched: Mutex::new(BTreeMap::new()) }
+    }
+
+    /// A client of `server`: a fresh process over stdio, or a fresh session over HTTP (starting the server
+    /// first if the run starts it).
+    pub fn connect(&self, server: &str, spec: &ServerSpec) -> Result<Client, RpcError> {
+        let peer = || format!("server `{server}`");
+        if let (Some(url), false) = (&spec.url, spec.command.is_empty()) {
+            let mut launched = self.launched.lock().map_err(|_| RpcError::Protocol { peer: peer(), what: "registry poisoned".into() })?;
+            if !launched.contains_key(server) {
+                let program = resolve_program(&spec.command).map_err(|e| RpcError::Spawn { peer: peer(), command: spec.command.clone(), source: e })?;
+                let mut cmd = isolated(&program, &spec.args, &spec.env);
+                cmd.stdin(Stdio::null()).stdout(Stdio::null()).stderr(Stdio::null());
+                if let Some(dir) = &spec.cwd {
+                    cmd.current_dir(dir);
+                }
+                let child = spawn(cmd).map_err(|e| RpcError::Spawn { peer: peer(), command: program.display().to_string(), source: e })?;
+                let child = OwnedChild(child);
+                http::wait_until_listening(url, Duration::from_millis(spec.timeout_ms)).map_err(|what| RpcError::Protocol { peer: peer(), what })?;
+                launched.insert(server.to_string(), child);
+            }
+        }
+        Client::start(server, spec)
+    }
+
+    /// Stops the server the run started for `server`, so that the next connection starts it again.
+    fn relaunch(&self, server: &str) {
+        if let Ok(mut launched) = self.launched.lock() {
+            launched.remove(server);
+        }
     }
 
     /// The servers `tasks` need, with every MCP task's tools resolved; `None` when no task runs on a server.
@@ -98,10 +137,14 @@ impl McpServers {
     }
 
     fn spec(&self, server: &str, task: &str) -> Result<&ServerSpec, SuiteError> {
-        self.config.servers.get(server).ok_or_else(|| SuiteError::BadTask {
+        let spec = self.config.servers.get(server).ok_or_else(|| SuiteError::BadTask {
             task: task.into(),
             message: format!("MCP server `{server}` is not configured (known: {})", self.config.servers.keys().cloned().collect::<Vec<_>>().join(", ")),
-        })
+        })?;
+        if spec.command.trim().is_empty() && spec.url.is_none() {
+            return Err(SuiteError::BadTask { task: task.into(), message: format!("MCP server `{server}` has neither a `command` nor a `url`") });
+        }
+        Ok(spec)
     }
 
     /// Asks each server the tasks name for its tools and gives every MCP task its specs: all the server's tools,
@@ -114,7 +157,7 @@ impl McpServers {
             let bad = |what: String| RpcError::Protocol { peer: format!("server `{server}`"), what: format!("task `{}`: {what}", task.id) };
             let spec = self.spec(&server, &task.id).map_err(|e| bad(e.to_string()))?;
             if !offered.contains_key(&server) {
-                let mut c = Client::start(&server, spec)?;
+                let c = self.connect(&server, spec)?;
                 let mut specs = Vec::new();
                 for tool in c.list_tools()? {
                     let f = function_spec(&tool);
@@ -156,7 +199,7 @@ impl McpServers {
     }
 
     /// The sandbox of one episode of an MCP task.
-    pub fn sandbox(&self, task: &Task) -> Result<Box<dyn Sandbox>, SuiteError> {
+    pub fn sandbox(self: &Arc<Self>, task: &Task) -> Result<Box<dyn Sandbox>, SuiteError> {
         let server = server_of(task).ok_or_else(|| SuiteError::BadTask { task: task.id.clone(), message: "not an MCP task".into() })?;
         let spec = self.spec(server, &task.id)?.clone();
         let slot = match spec.scope {
@@ -166,15 +209,16 @@ impl McpServers {
                 Arc::clone(shared.entry(server.to_string()).or_default())
             }
         };
-        Ok(Box::new(McpSandbox { server: server.to_string(), spec, slot }))
+        Ok(Box::new(McpSandbox { servers: Arc::clone(self), server: server.to_string(), spec, slot }))
     }
 }
 
 /// Tool calls of one episode, on its own server or the run's shared one. The server starts at the first call.
 struct McpSandbox {
+    servers: Arc<McpServers>,
     server: String,
     spec: ServerSpec,
-    slot: Arc<Mutex<Option<Client>>>,
+    slot: Slot,
 }
 
 impl Sandbox for McpSandbox {
@@ -183,17 +227,27 @@ impl Sandbox for McpSandbox {
     }
 
     fn call(&mut self, call: &ToolCall) -> Result<String, String> {
-        let mut slot = self.slot.lock().map_err(|_| format!("MCP server `{}`: unavailable", self.server))?;
-        if slot.is_none() {
-            *slot = Some(Client::start(&self.server, &self.spec).map_err(|e| e.to_string())?);
-        }
-        let Some(client) = slot.as_mut() else { return Err(format!("MCP server `{}`: unavailable", self.server)) };
+        let unavailable = || format!("MCP server `{}`: unavailable", self.server);
+        let client = {
+            let mut slot = self.slot.lock().map_err(|_| unavailable())?;
+            if slot.is_none() {
+                *slot = Some(Arc::new(self.servers.connect(&self.server, &self.spec).map_err(|e| e.to_string())?));
+            }
+            slot.clone().ok_or_else(unavailable)?
+        };
         match client.call_tool(&call.name, &call.arguments) {
             Ok(result) => result,
             Err(e) => {
                 if e.is_fatal() {
-                    // Dropping the client kills the server; the next call starts a fresh one.
-                    *slot = None;
+                    // The next call starts a fresh server (stdio: the old one is killed with its last client).
+                    if let Ok(mut slot) = self.slot.lock() {
+                        if slot.as_ref().is_some_and(|c| Arc::ptr_eq(c, &client)) {
+                            *slot = None;
+                        }
+                    }
+                    if matches!(e, RpcError::Exited { .. }) {
+                        self.servers.relaunch(&self.server);
+                    }
                 }
                 Err(e.to_string())
             }
