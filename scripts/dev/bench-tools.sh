@@ -44,7 +44,7 @@ text = open("prompts/arithmetic.md").read()
 system = text.split("=== system ===", 1)[1].split("=== example ===", 1)[0]
 open(f"{sys.argv[1]}/mcp-prompt.md", "w").write("Benchmark prompt: the arithmetic suite's system text.\n=== system ===" + system)
 PY
-printf '%-10s %9s %12s %9s %9s %10s %12s\n' arm episodes "episodes/min" "tokens/s" seconds "tool calls" "blocking s"
+printf '%-10s %9s %7s %12s %9s %9s %10s %12s\n' arm episodes solved "episodes/min" "tokens/s" seconds "tool calls" "blocking s"
 for arm in builtin mcp-pypi mcp-0ms mcp-200ms; do
   rm -f "$out/$arm.out.jsonl"
   $ad rollout --task-file "$out/$arm.jsonl" --mcp-config "$out/servers.toml" --prompt-file "mcp=$out/mcp-prompt.md" \
@@ -55,6 +55,6 @@ out, arm = sys.argv[1:]
 s = json.load(open(f"{out}/{arm}.summary.json"))
 calls = sum(json.loads(l)["counts"]["tool_calls"] for l in open(f"{out}/{arm}.out.jsonl"))
 block = calls * 0.2 if arm == "mcp-200ms" else 0
-print(f"{arm:<10} {s['episodes_run']:>9} {s['episodes_per_minute']:>12.1f} {s['generated_tokens_per_second']:>9.1f} {s['seconds']:>9.1f} {calls:>10} {block:>12.1f}")
+print(f"{arm:<10} {s['episodes_run']:>9} {s['successes_run']:>7} {s['episodes_per_minute']:>12.1f} {s['generated_tokens_per_second']:>9.1f} {s['seconds']:>9.1f} {calls:>10} {block:>12.1f}")
 PY
 done

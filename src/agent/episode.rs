@@ -137,11 +137,19 @@ enum Reply {
 fn perform(world: &mut World, work: &Work) -> Reply {
     match (world, work) {
         (World::Sandbox(s), Work::Tools { calls, .. }) => Reply::Tools(calls.iter().map(|c| s.call(c)).collect()),
-        (World::Env(_), Work::Tools { calls, .. }) => Reply::Tools(calls.iter().map(|c| Err(format!("`{}`: an environment's tools are actions", c.name))).collect()),
+        (World::Env(_), w @ Work::Tools { .. }) => failed(w, "an environment's tools are its actions"),
         (World::Env(e), Work::Reset) => Reply::Reset(e.start()),
         (World::Env(e), Work::Step { action, .. }) => Reply::Step(e.step(action.clone())),
-        (World::Sandbox(_), Work::Reset) => Reply::Reset(Err("not an environment".into())),
-        (World::Sandbox(_), Work::Step { .. }) => Reply::Step(Err("not an environment".into())),
+        (World::Sandbox(_), w) => failed(w, "not an environment"),
+    }
+}
+
+/// `work`'s reply when it could not be done at all.
+fn failed(work: &Work, why: &str) -> Reply {
+    match work {
+        Work::Tools { calls, .. } => Reply::Tools(calls.iter().map(|_| Err(why.to_string())).collect()),
+        Work::Reset => Reply::Reset(Err(why.to_string())),
+        Work::Step { .. } => Reply::Step(Err(why.to_string())),
     }
 }
 
@@ -461,7 +469,8 @@ impl Episode<'_> {
         if world.external() {
             let (job, back, w) = (self.job, back.clone(), work.clone());
             std::thread::spawn(move || {
-                let reply = perform(&mut world, &w);
+                // A panic in the user's tool code must not leave the episode away for ever.
+                let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| perform(&mut world, &w))).unwrap_or_else(|_| failed(&w, "the tool panicked"));
                 let _ = back.send((job, world, reply));
             });
             self.state = State::Away(work);

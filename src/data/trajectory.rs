@@ -15,13 +15,6 @@ pub enum FinishReason {
     Length,
 }
 
-impl FinishReason {
-    /// The model ended the turn itself (a stop token or a stop string), rather than running out of tokens.
-    pub fn ended_turn(self) -> bool {
-        self != FinishReason::Length
-    }
-}
-
 /// Why an episode ended.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize, Deserialize)]
 #[serde(rename_all = "snake_case")]

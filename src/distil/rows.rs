@@ -13,7 +13,7 @@ use serde_json::Value;
 
 use crate::agent::hint::HintPlacement;
 use crate::data::dataset::{chat_messages, dataset_messages, DatasetRow};
-use crate::data::{Message, Role, Trajectory};
+use crate::data::{FinishReason, Message, Role, Trajectory};
 
 #[derive(Debug, thiserror::Error)]
 pub enum RowError {
@@ -79,7 +79,8 @@ pub fn build_row(t: &Trajectory, drop_fewshot: Option<&dyn ChatEncoder>) -> Resu
     let mut seen = 0;
     for r in &t.turns {
         seen += r.generated_tokens as usize;
-        if r.finish.ended_turn() && r.generated_tokens > 0 {
+        // A turn ended by a stop string ends with that string's tokens, not with an end-of-turn id.
+        if r.finish == FinishReason::Stop && r.generated_tokens > 0 {
             stop_turn_ends.push(produced_pos[seen - 1]);
         }
     }

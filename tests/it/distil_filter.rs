@@ -207,3 +207,31 @@ fn malformed_dataset_line_names_file_line_and_field() {
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("dataset.jsonl:1:") && err.contains("loss_mask"), "{err}");
 }
+
+/// A turn ended by a stop string (`rollout.stop`) ends with that string's tokens, not an end-of-turn id: its row
+/// passes the audit, and a turn ended by the end-of-turn token is still checked for it.
+#[test]
+fn turns_ended_by_a_stop_string_pass_the_audit() {
+    use autodidact::agent::scripted::EOT;
+    use autodidact::data::dataset::{MaskAudit, RowProvenance};
+    use autodidact::data::FinishReason;
+    let a = task(1, 2, Split::Train);
+    let prompts = Prompts::embedded().unwrap();
+    let cfg = RunConfig { limits: Limits::default(), prompts: &prompts, prompt_options: PromptOptions::default(), identity: Default::default(), external: &Default::default() };
+    let calls = a.reference.as_ref().unwrap().calls.clone();
+    let answer = a.reference.as_ref().unwrap().answer.clone();
+    let mut policy = ScriptedPolicy::new(|_, turn: usize, _m: &[Message]| match calls.get(turn) {
+        Some(c) => TurnScript { text: render_call(c), finish: FinishReason::StopString },
+        None => TurnScript::from(format!("Answer: {answer}")),
+    });
+    let mut out = Vec::new();
+    run_episodes(&mut policy, &[Job { task: &a, sample_index: 0 }], &cfg, |t| out.push(t)).unwrap();
+    assert!(out[0].verdict.success, "{}", out[0].verdict.reason);
+    let built = build_row(&out[0], None).unwrap();
+    assert_eq!(built.stop_turn_ends.len(), 1, "only the turn that ended with the end-of-turn token");
+    let mut audit = MaskAudit::default();
+    let r = &built.row;
+    audit.add(&RowProvenance { id: &r.id, token_ids: &r.token_ids, loss_mask: &r.loss_mask, produced: &built.produced, stop_turn_ends: &built.stop_turn_ends }, Some(&[EOT]));
+    assert!(audit.ok(), "{:?}", audit.problems);
+    assert_eq!(audit.end_of_turn_ids.get(&EOT), Some(&1));
+}
