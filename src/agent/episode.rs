@@ -121,10 +121,16 @@ impl World {
 #[derive(Debug, Clone, PartialEq)]
 enum Work {
     /// The calls to run; `over_limit` names the first call past the episode's cap, which ends it.
-    Tools { calls: Vec<ToolCall>, over_limit: Option<String> },
+    Tools {
+        calls: Vec<ToolCall>,
+        over_limit: Option<String>,
+    },
     Reset,
     /// An environment step: the action, and the tool's name when the action is a call.
-    Step { action: Value, tool: Option<String> },
+    Step {
+        action: Value,
+        tool: Option<String>,
+    },
 }
 
 /// What the world gave back.
@@ -428,7 +434,11 @@ impl Episode<'_> {
         self.state = match parsed {
             Err(e) => {
                 self.counts.invalid_steps += 1;
-                self.messages.push(if self.in_env() && self.tools.is_empty() { Message::user(format!("Error: {}. Reply with one action.", e.message)) } else { feedback(&e) });
+                self.messages.push(if self.in_env() && self.tools.is_empty() {
+                    Message::user(format!("Error: {}. Reply with one action.", e.message))
+                } else {
+                    feedback(&e)
+                });
                 record.errors.push(e);
                 State::AwaitModel
             }
@@ -470,7 +480,8 @@ impl Episode<'_> {
             let (job, back, w) = (self.job, back.clone(), work.clone());
             std::thread::spawn(move || {
                 // A panic in the user's tool code must not leave the episode away for ever.
-                let reply = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| perform(&mut world, &w))).unwrap_or_else(|_| failed(&w, "the tool panicked"));
+                let reply =
+                    std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| perform(&mut world, &w))).unwrap_or_else(|_| failed(&w, "the tool panicked"));
                 let _ = back.send((job, world, reply));
             });
             self.state = State::Away(work);
@@ -507,7 +518,8 @@ impl Episode<'_> {
                 }
             }
             (Work::Reset, Reply::Reset(Ok(start))) => {
-                let user = if self.task.instruction.trim().is_empty() { start.observation } else { format!("{}\n\n{}", self.task.instruction, start.observation) };
+                let user =
+                    if self.task.instruction.trim().is_empty() { start.observation } else { format!("{}\n\n{}", self.task.instruction, start.observation) };
                 self.tools = start.tools;
                 let (messages, fewshot) = conversation(self.task, &self.tools, truncate(user, limits.max_tool_output_chars), cfg.prompts, cfg.prompt_options)?;
                 self.messages = messages;
@@ -537,7 +549,14 @@ impl Episode<'_> {
                 match self.turns.last_mut() {
                     Some(r) => r.errors.push(e),
                     // The reset failed: a trajectory without turns still says why.
-                    None => self.turns.push(TurnRecord { valid: false, errors: vec![e], tool_calls: 0, generated_tokens: 0, finish: FinishReason::Stop, reward: None }),
+                    None => self.turns.push(TurnRecord {
+                        valid: false,
+                        errors: vec![e],
+                        tool_calls: 0,
+                        generated_tokens: 0,
+                        finish: FinishReason::Stop,
+                        reward: None,
+                    }),
                 }
                 self.state = State::Done(Termination::EnvironmentFailed);
             }

@@ -80,7 +80,10 @@ pub fn validate_task(task: &mut Task) -> Result<(), FieldError> {
     }
     let env = super::env::env_of(task).is_some();
     if env != (suite.name() == "env") {
-        return Err(bad(if env { "suite" } else { "data" }, "environment tasks have suite `env` and data `{\"kind\": \"env\", \"env\": NAME, \"seed\": N, \"game\": ...}`"));
+        return Err(bad(
+            if env { "suite" } else { "data" },
+            "environment tasks have suite `env` and data `{\"kind\": \"env\", \"env\": NAME, \"seed\": N, \"game\": ...}`",
+        ));
     }
     if env && !matches!(task.expected, Expected::Reward { .. } | Expected::Scorer(_)) {
         return Err(bad("expected", "an environment task is judged by the environment's reward (`{\"kind\": \"reward\"}`) or a scorer"));

@@ -175,7 +175,16 @@ impl RpcChild {
             }
         });
         let pid = child.id();
-        Ok(RpcChild { peer, child: Mutex::new(child), pid, stdin, pending, stderr: tail, next_id: AtomicU64::new(1), timeout: Duration::from_millis(spec.timeout_ms) })
+        Ok(RpcChild {
+            peer,
+            child: Mutex::new(child),
+            pid,
+            stdin,
+            pending,
+            stderr: tail,
+            next_id: AtomicU64::new(1),
+            timeout: Duration::from_millis(spec.timeout_ms),
+        })
     }
 
     /// The child's process id.

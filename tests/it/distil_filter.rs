@@ -217,7 +217,13 @@ fn turns_ended_by_a_stop_string_pass_the_audit() {
     use autodidact::data::FinishReason;
     let a = task(1, 2, Split::Train);
     let prompts = Prompts::embedded().unwrap();
-    let cfg = RunConfig { limits: Limits::default(), prompts: &prompts, prompt_options: PromptOptions::default(), identity: Default::default(), external: &Default::default() };
+    let cfg = RunConfig {
+        limits: Limits::default(),
+        prompts: &prompts,
+        prompt_options: PromptOptions::default(),
+        identity: Default::default(),
+        external: &Default::default(),
+    };
     let calls = a.reference.as_ref().unwrap().calls.clone();
     let answer = a.reference.as_ref().unwrap().answer.clone();
     let mut policy = ScriptedPolicy::new(|_, turn: usize, _m: &[Message]| match calls.get(turn) {
@@ -231,7 +237,10 @@ fn turns_ended_by_a_stop_string_pass_the_audit() {
     assert_eq!(built.stop_turn_ends.len(), 1, "only the turn that ended with the end-of-turn token");
     let mut audit = MaskAudit::default();
     let r = &built.row;
-    audit.add(&RowProvenance { id: &r.id, token_ids: &r.token_ids, loss_mask: &r.loss_mask, produced: &built.produced, stop_turn_ends: &built.stop_turn_ends }, Some(&[EOT]));
+    audit.add(
+        &RowProvenance { id: &r.id, token_ids: &r.token_ids, loss_mask: &r.loss_mask, produced: &built.produced, stop_turn_ends: &built.stop_turn_ends },
+        Some(&[EOT]),
+    );
     assert!(audit.ok(), "{:?}", audit.problems);
     assert_eq!(audit.end_of_turn_ids.get(&EOT), Some(&1));
 }

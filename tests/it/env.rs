@@ -102,7 +102,8 @@ fn run(tasks: &[Task], envs: EnvConfig, script: impl FnMut(usize, usize, &[Messa
     let mut tasks = tasks.to_vec();
     let external = External::for_tasks(&McpConfig::default(), &envs, tasks.iter_mut()).unwrap();
     let prompts = Prompts::embedded().unwrap();
-    let cfg = RunConfig { limits: Limits::default(), prompts: &prompts, prompt_options: PromptOptions::default(), identity: Default::default(), external: &external };
+    let cfg =
+        RunConfig { limits: Limits::default(), prompts: &prompts, prompt_options: PromptOptions::default(), identity: Default::default(), external: &external };
     let jobs: Vec<Job> = tasks.iter().map(|t| Job { task: t, sample_index: 0 }).collect();
     let mut out = Vec::new();
     let mut policy = ScriptedPolicy::new(script);
@@ -185,7 +186,11 @@ fn failing_environments_end_only_their_episode_and_leave_no_process() {
         assert!(!t.verdict.success);
         let e = &t.turns.last().unwrap().errors[0];
         assert_eq!(e.kind, StepErrorKind::EnvironmentFailed);
-        assert!(e.message.contains(&format!("environment `{mode}`")) && e.message.contains(&format!("task `{mode}-1`")) && e.message.contains(why), "{}", e.message);
+        assert!(
+            e.message.contains(&format!("environment `{mode}`")) && e.message.contains(&format!("task `{mode}-1`")) && e.message.contains(why),
+            "{}",
+            e.message
+        );
     }
     assert!(by_id("ok-1").verdict.success, "the healthy episode beside them went on");
     std::thread::sleep(Duration::from_millis(200));
@@ -201,12 +206,9 @@ fn environment_tasks_are_checked_before_anything_starts() {
     assert!(e.contains("`nowhere`") && e.contains("lost-1") && e.contains("not configured"), "{e}");
     // A task file line that mixes an environment with another suite, or offers tools of its own, names the field.
     let file = dir.path().join("bad.jsonl");
-    for (mut line, field) in [
-        (env_task("x", "e", 4), "suite"),
-        (env_task("y", "e", 4), "tools"),
-        (env_task("z", "e", 4), "expected"),
-        (env_task("w", "e", 4), "expected.threshold"),
-    ] {
+    for (mut line, field) in
+        [(env_task("x", "e", 4), "suite"), (env_task("y", "e", 4), "tools"), (env_task("z", "e", 4), "expected"), (env_task("w", "e", 4), "expected.threshold")]
+    {
         match field {
             "suite" => line["suite"] = json!("qa"),
             "tools" => line["tools"] = json!(["calculator"]),
@@ -282,7 +284,15 @@ fn an_episode_waiting_on_its_environment_leaves_the_batch() {
     let envs = EnvConfig(BTreeMap::from([("slow".to_string(), fixture(dir.path(), "slow"))]));
     let calc = "<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2+3\"}}\n</tool_call>";
     let t0 = std::time::Instant::now();
-    let (out, batches, finished) = run(&tasks, envs, |ep, turn, _| TurnScript::from(if ep == 0 { "inc" } else if turn < 4 { calc } else { "Answer: 5" }));
+    let (out, batches, finished) = run(&tasks, envs, |ep, turn, _| {
+        TurnScript::from(if ep == 0 {
+            "inc"
+        } else if turn < 4 {
+            calc
+        } else {
+            "Answer: 5"
+        })
+    });
     assert!(out.iter().find(|t| t.task_id == "b-quick").unwrap().verdict.success);
     // Episode 1 took its five turns while episode 0's 1.5 s step ran, so it finished first.
     assert_eq!(finished, [1, 0], "batches: {batches:?}");

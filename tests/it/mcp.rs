@@ -145,8 +145,13 @@ fn mcp_tasks_run_as_episodes_on_the_servers_tools() {
     assert!(tasks[0].tools[0].pointer("/function/parameters/properties/target_timezone").is_some());
 
     let prompts = Prompts::embedded().unwrap();
-    let cfg =
-        RunConfig { limits: Limits::default(), prompts: &prompts, prompt_options: PromptOptions::default(), identity: Default::default(), external: &External { mcp: Some(servers.clone()), envs: None } };
+    let cfg = RunConfig {
+        limits: Limits::default(),
+        prompts: &prompts,
+        prompt_options: PromptOptions::default(),
+        identity: Default::default(),
+        external: &External { mcp: Some(servers.clone()), envs: None },
+    };
     let call = "<tool_call>\n{\"name\": \"convert_time\", \"arguments\": {\"source_timezone\": \"Asia/Tokyo\", \"time\": \"14:30\", \"target_timezone\": \"Asia/Kolkata\"}}\n</tool_call>";
     let jobs: Vec<Job> = (0..2).map(|s| Job { task: &tasks[0], sample_index: s }).collect();
     let mut out: Vec<Trajectory> = Vec::new();
@@ -267,7 +272,13 @@ fn a_scorer_task_is_judged_by_the_users_program() {
     std::fs::write(&file, format!("{line}\n")).unwrap();
     let tasks = autodidact::tasks::taskfile::load_tasks(&file).unwrap();
     let prompts = Prompts::embedded().unwrap();
-    let cfg = RunConfig { limits: Limits::default(), prompts: &prompts, prompt_options: PromptOptions::default(), identity: Default::default(), external: &Default::default() };
+    let cfg = RunConfig {
+        limits: Limits::default(),
+        prompts: &prompts,
+        prompt_options: PromptOptions::default(),
+        identity: Default::default(),
+        external: &Default::default(),
+    };
     let jobs: Vec<Job> = (0..2).map(|s| Job { task: &tasks[0], sample_index: s }).collect();
     let mut out: Vec<Trajectory> = Vec::new();
     let mut policy = ScriptedPolicy::new(|ep, _, _: &[Message]| TurnScript::from(if ep == 0 { "Answer: 42" } else { "Answer: 41" }));

@@ -102,7 +102,10 @@ impl Envs {
             message: format!("environment `{env}` is not configured (known: {})", self.config.0.keys().cloned().collect::<Vec<_>>().join(", ")),
         })?;
         if spec.url.is_some() || spec.command.trim().is_empty() {
-            return Err(SuiteError::BadTask { task: task.into(), message: format!("environment `{env}` needs a `command` (environments speak over stdio; `url` is for MCP servers)") });
+            return Err(SuiteError::BadTask {
+                task: task.into(),
+                message: format!("environment `{env}` needs a `command` (environments speak over stdio; `url` is for MCP servers)"),
+            });
         }
         Ok(spec)
     }
@@ -259,7 +262,11 @@ fn shown(v: &Value) -> String {
 /// compile.
 fn tool_spec(t: &Value) -> Result<Value, String> {
     let spec = if t.get("type").and_then(Value::as_str) == Some("function") { t.clone() } else { super::mcp::function_spec(t) };
-    let name = spec.pointer("/function/name").and_then(Value::as_str).filter(|n| !n.is_empty()).ok_or_else(|| format!("offers a tool without a name: {}", shown(t)))?;
+    let name = spec
+        .pointer("/function/name")
+        .and_then(Value::as_str)
+        .filter(|n| !n.is_empty())
+        .ok_or_else(|| format!("offers a tool without a name: {}", shown(t)))?;
     if let Some(p) = spec.pointer("/function/parameters") {
         crate::tools::schema::compile(p).map_err(|e| format!("tool `{name}` has an unusable parameter schema: {e}"))?;
     }

@@ -104,7 +104,8 @@ impl HttpSession {
             self.from_events(resp, id, method)?
         } else {
             let body = resp.into_string().map_err(|e| self.protocol(format!("`{method}`: unreadable answer: {e}")))?;
-            let v: Value = serde_json::from_str(&body).map_err(|_| self.protocol(format!("answered `{method}` with a body that is not JSON: `{}`", shorten(&body))))?;
+            let v: Value =
+                serde_json::from_str(&body).map_err(|_| self.protocol(format!("answered `{method}` with a body that is not JSON: `{}`", shorten(&body))))?;
             // A batch answer is an array of messages.
             let found = match v {
                 Value::Array(items) => items.into_iter().find(|m| m.get("id").and_then(Value::as_u64) == Some(id)),
@@ -129,7 +130,8 @@ impl HttpSession {
                 continue;
             }
             let event = std::mem::take(&mut data);
-            let msg: Value = serde_json::from_str(event.trim()).map_err(|_| self.protocol(format!("sent an event that is not JSON-RPC: `{}`", shorten(&event))))?;
+            let msg: Value =
+                serde_json::from_str(event.trim()).map_err(|_| self.protocol(format!("sent an event that is not JSON-RPC: `{}`", shorten(&event))))?;
             if let (Some(rid), Some(m)) = (msg.get("id"), msg.get("method").and_then(Value::as_str)) {
                 let reply = if m == "ping" {
                     json!({"jsonrpc": "2.0", "id": rid, "result": {}})

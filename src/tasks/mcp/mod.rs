@@ -16,8 +16,8 @@ use std::time::Duration;
 use serde::{Deserialize, Serialize};
 use serde_json::{json, Value};
 
-pub use client::Client;
 pub use crate::tools::rpc::RpcError;
+pub use client::Client;
 
 use super::suites::{Sandbox, SuiteError};
 use crate::data::{Task, TaskData, ToolCall};
@@ -165,8 +165,10 @@ impl McpServers {
                     if name.is_empty() {
                         return Err(RpcError::Protocol { peer: format!("server `{server}`"), what: format!("offers a tool without a name: {tool}") });
                     }
-                    crate::tools::schema::compile(&f["function"]["parameters"])
-                        .map_err(|e| RpcError::Protocol { peer: format!("server `{server}`"), what: format!("tool `{name}` has an unusable input schema: {e}") })?;
+                    crate::tools::schema::compile(&f["function"]["parameters"]).map_err(|e| RpcError::Protocol {
+                        peer: format!("server `{server}`"),
+                        what: format!("tool `{name}` has an unusable input schema: {e}"),
+                    })?;
                     specs.push(f);
                 }
                 offered.insert(server.clone(), specs);

@@ -106,8 +106,18 @@ pub trait Suite: Sync {
     fn sandbox(&self, task: &Task) -> Result<Box<dyn Sandbox>, SuiteError>;
 }
 
-static SUITES: [&dyn Suite; 10] =
-    [&arithmetic::Arithmetic, &units::Units, &tables::Tables, &files::Files, &search::Search, &grid::Grid, &qa::Qa, &function_call::FunctionCall, &mcp::Mcp, &env::Env];
+static SUITES: [&dyn Suite; 10] = [
+    &arithmetic::Arithmetic,
+    &units::Units,
+    &tables::Tables,
+    &files::Files,
+    &search::Search,
+    &grid::Grid,
+    &qa::Qa,
+    &function_call::FunctionCall,
+    &mcp::Mcp,
+    &env::Env,
+];
 
 /// Every suite, generative ones first.
 pub fn all() -> &'static [&'static dyn Suite] {
