@@ -85,7 +85,7 @@ impl RunConfig<'_> {
     /// A fresh world for one episode of `task`: its environment, its MCP server's sandbox, or its suite's.
     fn world(&self, task: &Task) -> Result<World, SuiteError> {
         match (env_of(task), &self.external.envs, server_of(task), &self.external.mcp) {
-            (Some(_), Some(envs), _, _) => Ok(World::Env(envs.session(task)?)),
+            (Some(_), Some(envs), _, _) => Ok(World::Env(Box::new(envs.session(task)?))),
             (_, _, Some(_), Some(servers)) => Ok(World::Sandbox(servers.sandbox(task)?)),
             _ => Ok(World::Sandbox(suites::get(&task.suite)?.sandbox(task)?)),
         }
@@ -104,7 +104,7 @@ impl RunConfig<'_> {
 /// Where an episode's actions go.
 enum World {
     Sandbox(Box<dyn Sandbox>),
-    Env(EnvSession),
+    Env(Box<EnvSession>),
 }
 
 impl World {
@@ -256,6 +256,8 @@ pub fn run_episodes<P: Policy + ?Sized>(
         }
         for ep in active.iter_mut() {
             ep.check_budget(limits);
+            // Work left from the last round (an environment's first reset) starts before the model decodes.
+            ep.dispatch(cfg, limits, &back_tx)?;
         }
         let waiting: Vec<usize> = (0..active.len()).filter(|&i| active[i].state == State::AwaitModel).collect();
         if !waiting.is_empty() {

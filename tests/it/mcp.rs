@@ -336,7 +336,7 @@ m.run(transport="streamable-http")
         let task: Task = serde_json::from_value(json!({"id": "add-1", "suite": "mcp", "split": "test", "difficulty": 1, "instruction": "2+3?",
             "tools": ["add"], "data": {"kind": "mcp", "server": "adder"}, "expected": {"kind": "answer", "answer": "5", "matcher": {"type": "exact"}}, "max_turns": 2}))
         .unwrap();
-        let mut tasks = vec![task];
+        let mut tasks = [task];
         let servers = McpServers::for_tasks(&McpConfig { servers: BTreeMap::from([("adder".to_string(), spec)]) }, tasks.iter_mut()).unwrap().unwrap();
         assert_eq!(tasks[0].tool_names(), ["add"], "{mode}");
         let mut a = servers.sandbox(&tasks[0]).unwrap();

@@ -101,7 +101,7 @@ impl HttpSession {
             self.session = Some(s.to_string());
         }
         let answer = if resp.content_type() == "text/event-stream" {
-            self.from_events(resp, id, method)?
+            self.read_events(resp, id, method)?
         } else {
             let body = resp.into_string().map_err(|e| self.protocol(format!("`{method}`: unreadable answer: {e}")))?;
             let v: Value =
@@ -117,7 +117,7 @@ impl HttpSession {
     }
 
     /// Reads server-sent events until the answer to `id`; the server's own requests are answered as over stdio.
-    fn from_events(&mut self, resp: ureq::Response, id: u64, method: &str) -> Result<Value, RpcError> {
+    fn read_events(&mut self, resp: ureq::Response, id: u64, method: &str) -> Result<Value, RpcError> {
         let mut data = String::new();
         for line in BufReader::new(resp.into_reader()).lines() {
             let line = line.map_err(|e| self.protocol(format!("`{method}`: the event stream broke: {e}")))?;
