@@ -37,18 +37,15 @@ args = ["scripts/dev/bench_tool_server.py", "0"]
 command = "$bin/python"
 args = ["scripts/dev/bench_tool_server.py", "200"]
 TOML
-# Every arm gets the arithmetic prompt's system text and no examples (the examples call `calculator`).
-python3 - "$out" <<'PY'
-import sys
-text = open("prompts/arithmetic.md").read()
-system = text.split("=== system ===", 1)[1].split("=== example ===", 1)[0]
-open(f"{sys.argv[1]}/mcp-prompt.md", "w").write("Benchmark prompt: the arithmetic suite's system text.\n=== system ===" + system)
-PY
+# Every arm gets the arithmetic prompt with its two examples, calling the arm's tool by its name.
+sed 's/"calculator"/"calculate"/g' prompts/arithmetic.md > "$out/prompt-calculate.md"
 printf '%-10s %9s %7s %12s %9s %9s %10s %12s\n' arm episodes solved "episodes/min" "tokens/s" seconds "tool calls" "blocking s"
 for arm in builtin mcp-pypi mcp-0ms mcp-200ms; do
   rm -f "$out/$arm.out.jsonl"
-  $ad rollout --task-file "$out/$arm.jsonl" --mcp-config "$out/servers.toml" --prompt-file "mcp=$out/mcp-prompt.md" \
-    --no-fewshot --temperature 0 --samples 1 --max-active 32 --out "$out/$arm.out.jsonl" --json > "$out/$arm.summary.json" 2> /dev/null
+  prompt=prompts/arithmetic.md
+  [ "$arm" = mcp-pypi ] && prompt="$out/prompt-calculate.md"
+  $ad rollout --task-file "$out/$arm.jsonl" --mcp-config "$out/servers.toml" --prompt-file "mcp=$prompt" \
+    --temperature 0 --samples 1 --max-active 32 --out "$out/$arm.out.jsonl" --json > "$out/$arm.summary.json" 2> /dev/null
   python3 - "$out" "$arm" <<'PY'
 import json, sys
 out, arm = sys.argv[1:]
