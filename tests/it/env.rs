@@ -68,6 +68,8 @@ for line in sys.stdin:
         n += good
         r = {"observation": f"Counter at {n}." if good else f"Unknown action {a!r}.", "reward": float(good), "terminated": n >= 2, "truncated": False}
     send({"jsonrpc": "2.0", "id": m["id"], "result": r})
+    if mode == "once" and n >= 2:
+        os._exit(0)
 "#;
 
 fn fixture(dir: &Path, mode: &str) -> EnvSpec {
@@ -298,4 +300,24 @@ fn an_episode_waiting_on_its_environment_leaves_the_batch() {
     assert_eq!(finished, [1, 0], "batches: {batches:?}");
     assert!(batches.iter().filter(|&&b| b == 1).count() >= 4, "{batches:?}");
     assert!(t0.elapsed() < Duration::from_secs(20));
+}
+
+/// A reused process that died after its episode is replaced at the next episode's reset, not reported as a failure.
+#[test]
+fn a_reused_environment_that_died_is_replaced() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut tasks = load(dir.path(), &[env_task("once-1", "once", 4), env_task("once-2", "once", 4)]);
+    let envs = EnvConfig(BTreeMap::from([("once".to_string(), fixture(dir.path(), "once"))]));
+    let external = External::for_tasks(&McpConfig::default(), &envs, tasks.iter_mut()).unwrap();
+    let prompts = Prompts::embedded().unwrap();
+    // One episode at a time, so that the second takes the process the first gave back.
+    let limits = Limits { max_active: 1, ..Limits::default() };
+    let cfg = RunConfig { limits, prompts: &prompts, prompt_options: PromptOptions::default(), identity: Default::default(), external: &external };
+    let jobs: Vec<Job> = tasks.iter().map(|t| Job { task: t, sample_index: 0 }).collect();
+    let mut out = Vec::new();
+    run_episodes(&mut ScriptedPolicy::new(|_, _, _: &[Message]| TurnScript::from("inc")), &jobs, &cfg, |t| out.push(t)).unwrap();
+    for t in &out {
+        assert_eq!(t.termination, Termination::Terminated, "{}: {:?}", t.task_id, t.turns.last().map(|r| &r.errors));
+        assert!(t.verdict.success);
+    }
 }

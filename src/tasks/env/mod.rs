@@ -128,13 +128,14 @@ impl Envs {
         })
     }
 
-    fn take(&self, env: &str) -> Result<RpcChild, RpcError> {
+    /// An idle process (`true`: it served an episode before), else a new one.
+    fn take(&self, env: &str) -> Result<(RpcChild, bool), RpcError> {
         let idle = self.idle.lock().ok().and_then(|mut m| m.get_mut(env).and_then(Vec::pop));
         match idle {
-            Some(c) => Ok(c),
+            Some(c) => Ok((c, true)),
             None => {
                 let spec = self.config.0.get(env).ok_or_else(|| RpcError::Protocol { peer: format!("environment `{env}`"), what: "not configured".into() })?;
-                RpcChild::spawn(format!("environment `{env}`"), spec)
+                RpcChild::spawn(format!("environment `{env}`"), spec).map(|c| (c, false))
             }
         }
     }
@@ -200,15 +201,21 @@ impl EnvSession {
     }
 
     fn request(&mut self, method: &str, params: Value) -> Result<Value, String> {
+        let mut reused = false;
         if self.child.is_none() {
             match self.envs.take(&self.env) {
-                Ok(c) => self.child = Some(c),
+                Ok((c, r)) => (self.child, reused) = (Some(c), r),
                 Err(e) => return Err(self.failed(e)),
             }
         }
         let Some(child) = self.child.as_ref() else { return Err(self.failed("not running")) };
-        match child.request(method, params) {
+        match child.request(method, params.clone()) {
             Ok(v) => Ok(v),
+            // An idle process may have died since its last episode: the episode's first request gets a fresh one.
+            Err(e) if reused && e.is_fatal() => {
+                self.child = None;
+                self.request(method, params)
+            }
             Err(e) => Err(self.failed(e)),
         }
     }
