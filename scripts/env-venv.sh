@@ -11,17 +11,4 @@ case "$name" in
   textworld) pins=("textworld==1.7.0" "gymnasium==1.4.0") ;;
   *) echo "usage: scripts/env-venv.sh gym|textworld" >&2; exit 2 ;;
 esac
-venv="$root/.cache/env-$name-venv"
-stamp="$venv/.installed"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${pins[*]}" ]; then
-  echo "$venv/bin"
-  exit 0
-fi
-rm -rf "$venv"
-python3 -m venv "$venv" >&2
-if ! "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}" >&2; then
-  echo "error: could not install ${pins[*]} from PyPI into $venv (network or index unavailable?)" >&2
-  exit 1
-fi
-echo "${pins[*]}" > "$stamp"
-echo "$venv/bin"
+exec bash "$root/scripts/pinned-venv.sh" "$root/.cache/env-$name-venv" "${pins[@]}"

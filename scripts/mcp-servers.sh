@@ -5,18 +5,5 @@
 #   that accepts mcp 1.30.0), mcp-server-sqlite==2025.4.25, mcp-server-calculator==0.2.1 (scripts/dev/bench-tools.sh).
 set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
-venv="$root/.cache/mcp-venv"
-pins=("mcp==1.30.0" "mcp-server-time==2026.1.26" "mcp-server-sqlite==2025.4.25" "mcp-server-calculator==0.2.1")
-stamp="$venv/.installed"
-if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "${pins[*]}" ]; then
-  echo "$venv/bin"
-  exit 0
-fi
-rm -rf "$venv"
-python3 -m venv "$venv" >&2
-if ! "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}" >&2; then
-  echo "error: could not install ${pins[*]} from PyPI into $venv (network or index unavailable?)" >&2
-  exit 1
-fi
-echo "${pins[*]}" > "$stamp"
-echo "$venv/bin"
+exec bash "$root/scripts/pinned-venv.sh" "$root/.cache/mcp-venv" "mcp==1.30.0" "mcp-server-time==2026.1.26" "mcp-server-sqlite==2025.4.25" \
+  "mcp-server-calculator==0.2.1"

@@ -134,13 +134,7 @@ impl RpcChild {
                         continue;
                     }
                 };
-                // A request from the child: `ping` is answered, anything else declined.
-                if let (Some(id), Some(method)) = (msg.get("id"), msg.get("method").and_then(Value::as_str)) {
-                    let reply = if method == "ping" {
-                        json!({"jsonrpc": "2.0", "id": id, "result": {}})
-                    } else {
-                        json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("the client does not offer `{method}`")}})
-                    };
+                if let Some(reply) = reply_to_request(&msg) {
                     if let Ok(mut w) = replies.lock() {
                         let _ = writeln!(w, "{reply}").and_then(|()| w.flush());
                     }
@@ -253,21 +247,38 @@ impl RpcChild {
             }
             Err(RecvTimeoutError::Disconnected) => return Err(self.exited()),
         };
-        if msg.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-            return Err(self.protocol(format!("answered `{method}` without `\"jsonrpc\": \"2.0\"`")));
-        }
-        if let Some(e) = msg.get("error") {
-            let code = e.get("code").and_then(Value::as_i64).unwrap_or(0);
-            let message = e.get("message").and_then(Value::as_str).unwrap_or("(no message)").to_string();
-            return Err(RpcError::Rpc { peer: self.peer.clone(), method: method.into(), code, message });
-        }
-        msg.get("result").cloned().ok_or_else(|| self.protocol(format!("answered `{method}` with neither a result nor an error")))
+        result_of(&self.peer, msg, method)
     }
 
     fn not_json(&self, line: &str) -> RpcError {
         let shown: String = line.chars().take(200).collect();
         self.protocol(format!("wrote a line that is not JSON-RPC on stdout: `{shown}`"))
     }
+}
+
+/// The answer to a request the other side sent (`None` when `msg` is not a request): `ping` is answered, anything
+/// else declined.
+pub fn reply_to_request(msg: &Value) -> Option<Value> {
+    let (id, method) = (msg.get("id")?, msg.get("method")?.as_str()?);
+    Some(if method == "ping" {
+        json!({"jsonrpc": "2.0", "id": id, "result": {}})
+    } else {
+        json!({"jsonrpc": "2.0", "id": id, "error": {"code": -32601, "message": format!("the client does not offer `{method}`")}})
+    })
+}
+
+/// The result of `method` from its answer `msg`, or the error the answer carries.
+pub fn result_of(peer: &str, msg: Value, method: &str) -> Result<Value, RpcError> {
+    let protocol = |what: String| RpcError::Protocol { peer: peer.to_string(), what };
+    if msg.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
+        return Err(protocol(format!("answered `{method}` without `\"jsonrpc\": \"2.0\"`")));
+    }
+    if let Some(e) = msg.get("error") {
+        let code = e.get("code").and_then(Value::as_i64).unwrap_or(0);
+        let message = e.get("message").and_then(Value::as_str).unwrap_or("(no message)").to_string();
+        return Err(RpcError::Rpc { peer: peer.to_string(), method: method.into(), code, message });
+    }
+    msg.get("result").cloned().ok_or_else(|| protocol(format!("answered `{method}` with neither a result nor an error")))
 }
 
 impl Drop for RpcChild {

@@ -9,7 +9,7 @@ use std::time::{Duration, Instant};
 
 use serde_json::{json, Value};
 
-use crate::tools::rpc::RpcError;
+use crate::tools::rpc::{reply_to_request, result_of, RpcError};
 
 pub struct HttpSession {
     peer: String,
@@ -113,7 +113,7 @@ impl HttpSession {
             };
             found.ok_or_else(|| self.protocol(format!("answered `{method}` without a message of id {id}")))?
         };
-        self.result(answer, method)
+        result_of(&self.peer, answer, method)
     }
 
     /// Reads server-sent events until the answer to `id`; the server's own requests are answered as over stdio.
@@ -132,13 +132,8 @@ impl HttpSession {
             let event = std::mem::take(&mut data);
             let msg: Value =
                 serde_json::from_str(event.trim()).map_err(|_| self.protocol(format!("sent an event that is not JSON-RPC: `{}`", shorten(&event))))?;
-            if let (Some(rid), Some(m)) = (msg.get("id"), msg.get("method").and_then(Value::as_str)) {
-                let reply = if m == "ping" {
-                    json!({"jsonrpc": "2.0", "id": rid, "result": {}})
-                } else {
-                    json!({"jsonrpc": "2.0", "id": rid, "error": {"code": -32601, "message": format!("the client does not offer `{m}`")}})
-                };
-                self.post(&reply, m)?;
+            if let Some(reply) = reply_to_request(&msg) {
+                self.post(&reply, "a reply")?;
                 continue;
             }
             if msg.get("id").and_then(Value::as_u64) == Some(id) {
@@ -146,18 +141,6 @@ impl HttpSession {
             }
         }
         Err(self.protocol(format!("ended the event stream without answering `{method}`")))
-    }
-
-    fn result(&self, msg: Value, method: &str) -> Result<Value, RpcError> {
-        if msg.get("jsonrpc").and_then(Value::as_str) != Some("2.0") {
-            return Err(self.protocol(format!("answered `{method}` without `\"jsonrpc\": \"2.0\"`")));
-        }
-        if let Some(e) = msg.get("error") {
-            let code = e.get("code").and_then(Value::as_i64).unwrap_or(0);
-            let message = e.get("message").and_then(Value::as_str).unwrap_or("(no message)").to_string();
-            return Err(RpcError::Rpc { peer: self.peer.clone(), method: method.into(), code, message });
-        }
-        msg.get("result").cloned().ok_or_else(|| self.protocol(format!("answered `{method}` with neither a result nor an error")))
     }
 }
 
