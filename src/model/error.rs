@@ -18,7 +18,7 @@ pub enum ModelError {
     MissingField { path: PathBuf, field: String },
     #[error("{path}: unsupported architecture `{arch}` (supported: llama, qwen2)")]
     UnknownArch { path: PathBuf, arch: String },
-    #[error("{path}: tensor `{tensor}` has unsupported type {dtype} (supported: Q4_0, Q4_1, Q8_0, F16, BF16, F32)")]
+    #[error("{path}: tensor `{tensor}` has unsupported type {dtype} (supported: {})", super::gguf::SUPPORTED_TYPES.join(", "))]
     UnsupportedDType { path: PathBuf, tensor: String, dtype: String },
     #[error("{path}: missing tensor `{tensor}`")]
     MissingTensor { path: PathBuf, tensor: String },

@@ -10,7 +10,7 @@ use half::{bf16, f16};
 use super::error::{ModelError, Result};
 use super::linear::{Matrix, WeightData};
 use super::weights::TensorSource;
-use crate::quant::{BlockQ4, BlockQ8, QK};
+use crate::quant::{BlockQ4, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8, GgufBlock, QK, QK_K};
 
 pub struct GgufFile {
     pub path: PathBuf,
@@ -39,7 +39,7 @@ impl GgufFile {
     pub fn dtype_counts(&self) -> Vec<(String, usize)> {
         let mut counts: HashMap<String, usize> = HashMap::new();
         for info in self.content.tensor_infos.values() {
-            *counts.entry(format!("{:?}", info.ggml_dtype)).or_default() += 1;
+            *counts.entry(type_name(info.ggml_dtype).to_string()).or_default() += 1;
         }
         let mut v: Vec<_> = counts.into_iter().collect();
         v.sort();
@@ -52,14 +52,16 @@ impl GgufFile {
         // Sizes come from the file: checked arithmetic, so absurd ones are errors rather than wrapped values.
         let too_big = || ModelError::Truncated { path: self.path.clone(), tensor: name.into(), end: u64::MAX, len: self.mmap.len() as u64 };
         let elems = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).ok_or_else(too_big)?;
-        let (num, den) = match info.ggml_dtype {
-            GgmlDType::F32 => (4, 1),
-            GgmlDType::F16 | GgmlDType::BF16 => (2, 1),
-            GgmlDType::Q4_0 => (18, QK as u64),
-            GgmlDType::Q4_1 => (20, QK as u64),
-            GgmlDType::Q8_0 => (34, QK as u64),
-            other => return Err(ModelError::UnsupportedDType { path: self.path.clone(), tensor: name.into(), dtype: format!("{other:?}") }),
+        let Some((num, den)) = block_size(info.ggml_dtype) else {
+            return Err(ModelError::UnsupportedDType { path: self.path.clone(), tensor: name.into(), dtype: type_name(info.ggml_dtype).into() });
         };
+        // A row that is not whole blocks cannot come from ggml: the file is corrupt.
+        if dims.last().is_some_and(|&row| row as u64 % den != 0) {
+            return Err(ModelError::Gguf {
+                path: self.path.clone(),
+                msg: format!("tensor `{name}`: rows of {} values are not whole {}-value {} blocks", dims[dims.len() - 1], den, type_name(info.ggml_dtype)),
+            });
+        }
         let nbytes = (elems / den).checked_mul(num).ok_or_else(too_big)?;
         let start = (self.content.tensor_data_offset).checked_add(info.offset).ok_or_else(too_big)?;
         let end = start.checked_add(nbytes).ok_or_else(too_big)?;
@@ -68,6 +70,52 @@ impl GgufFile {
         }
         Ok((info.ggml_dtype, dims, &self.mmap[start as usize..end as usize]))
     }
+}
+
+/// (bytes, values) per block of the tensor types the runtime reads.
+fn block_size(dtype: GgmlDType) -> Option<(u64, u64)> {
+    let quant = |bytes: usize, len: usize| Some((bytes as u64, len as u64));
+    match dtype {
+        GgmlDType::F32 => quant(4, 1),
+        GgmlDType::F16 | GgmlDType::BF16 => quant(2, 1),
+        GgmlDType::Q4_0 => quant(18, QK),
+        GgmlDType::Q4_1 => quant(20, QK),
+        GgmlDType::Q8_0 => quant(BlockQ8::BYTES, QK),
+        GgmlDType::Q5_0 => quant(BlockQ5_0::BYTES, QK),
+        GgmlDType::Q5_1 => quant(BlockQ5_1::BYTES, QK),
+        GgmlDType::Q4K => quant(BlockQ4K::BYTES, QK_K),
+        GgmlDType::Q5K => quant(BlockQ5K::BYTES, QK_K),
+        GgmlDType::Q6K => quant(BlockQ6K::BYTES, QK_K),
+        GgmlDType::Q8_1 | GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q8K => None,
+    }
+}
+
+/// Every GGUF tensor type the runtime loads, as llama.cpp names them (for `info` and for errors).
+pub const SUPPORTED_TYPES: [&str; 11] = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K"];
+
+/// llama.cpp's name of a tensor type.
+pub fn type_name(dtype: GgmlDType) -> &'static str {
+    match dtype {
+        GgmlDType::F32 => "F32",
+        GgmlDType::F16 => "F16",
+        GgmlDType::BF16 => "BF16",
+        GgmlDType::Q4_0 => "Q4_0",
+        GgmlDType::Q4_1 => "Q4_1",
+        GgmlDType::Q5_0 => "Q5_0",
+        GgmlDType::Q5_1 => "Q5_1",
+        GgmlDType::Q8_0 => "Q8_0",
+        GgmlDType::Q8_1 => "Q8_1",
+        GgmlDType::Q2K => "Q2_K",
+        GgmlDType::Q3K => "Q3_K",
+        GgmlDType::Q4K => "Q4_K",
+        GgmlDType::Q5K => "Q5_K",
+        GgmlDType::Q6K => "Q6_K",
+        GgmlDType::Q8K => "Q8_K",
+    }
+}
+
+fn blocks<B: GgufBlock>(bytes: &[u8]) -> Vec<B> {
+    bytes.chunks_exact(B::BYTES).map(B::from_bytes).collect()
 }
 
 fn f32_from(dtype: GgmlDType, bytes: &[u8]) -> Option<Vec<f32>> {
@@ -126,11 +174,16 @@ impl TensorSource for GgufFile {
         let data = match dtype {
             GgmlDType::Q4_1 => WeightData::Q4(bytes.chunks_exact(20).map(BlockQ4::from_q4_1_bytes).collect()),
             GgmlDType::Q4_0 => WeightData::Q4(bytes.chunks_exact(18).map(BlockQ4::from_q4_0_bytes).collect()),
-            GgmlDType::Q8_0 => WeightData::Q8(bytes.chunks_exact(34).map(BlockQ8::from_bytes).collect()),
+            GgmlDType::Q8_0 => WeightData::Q8(blocks(bytes)),
+            GgmlDType::Q5_0 => WeightData::Q5_0(blocks(bytes)),
+            GgmlDType::Q5_1 => WeightData::Q5_1(blocks(bytes)),
+            GgmlDType::Q4K => WeightData::Q4K(blocks(bytes)),
+            GgmlDType::Q5K => WeightData::Q5K(blocks(bytes)),
+            GgmlDType::Q6K => WeightData::Q6K(blocks(bytes)),
             other => WeightData::F32(f32_from(other, bytes).ok_or_else(|| ModelError::UnsupportedDType {
                 path: self.path.clone(),
                 tensor: name.clone(),
-                dtype: format!("{other:?}"),
+                dtype: type_name(other).into(),
             })?),
         };
         Ok(Matrix { rows, cols, data })
@@ -141,7 +194,7 @@ impl TensorSource for GgufFile {
         if dims.iter().product::<usize>() != len {
             return Err(ModelError::Shape { path: self.path.clone(), tensor: name, got: dims, expected: vec![len] });
         }
-        f32_from(dtype, bytes).ok_or_else(|| ModelError::UnsupportedDType { path: self.path.clone(), tensor: name, dtype: format!("{dtype:?}") })
+        f32_from(dtype, bytes).ok_or_else(|| ModelError::UnsupportedDType { path: self.path.clone(), tensor: name, dtype: type_name(dtype).into() })
     }
     /// llama.cpp permutes Q/K rows of llama checkpoints for interleaved rope; we keep HF's layout everywhere.
     fn qk_rows_interleaved(&self) -> bool {

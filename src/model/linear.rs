@@ -1,15 +1,43 @@
 //! Frozen weight matrices (quantized or f32) and their batched mat-mul.
 use rayon::prelude::*;
 
-use crate::quant::{BlockQ4, BlockQ8, QK};
-use crate::simd::matmul::{rows_times_x, OutPtr, Rows, PANEL};
+use crate::quant::{Block, BlockQ4, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8};
+use crate::simd::matmul::{rows_times_x, OutPtr, Rows, RowsOf, PANEL};
 use crate::simd::Simd;
 
+/// A matrix's values in their storage type: GGUF blocks kept as the file has them (Q4_0 converted losslessly to
+/// the Q4_1 form), or f32.
 #[derive(Clone, Debug)]
 pub enum WeightData {
     Q4(Vec<BlockQ4>),
     Q8(Vec<BlockQ8>),
+    Q5_0(Vec<BlockQ5_0>),
+    Q5_1(Vec<BlockQ5_1>),
+    Q4K(Vec<BlockQ4K>),
+    Q5K(Vec<BlockQ5K>),
+    Q6K(Vec<BlockQ6K>),
     F32(Vec<f32>),
+    /// Matrices of different types stacked row-wise: K-quant files often store q, k and v (or gate and up) in
+    /// different types, and the runtime still computes them in one pass.
+    Stacked(Vec<Matrix>),
+}
+
+/// Runs `$q` with `$b` bound to a quantized `WeightData`'s blocks (generic over the block type), `$f` with `$v`
+/// bound to f32 values, or `$s` with `$p` bound to stacked parts.
+macro_rules! with_data {
+    ($data:expr, $b:ident => $q:expr, $v:ident => $f:expr, $p:ident => $s:expr) => {
+        match $data {
+            WeightData::Q4($b) => $q,
+            WeightData::Q8($b) => $q,
+            WeightData::Q5_0($b) => $q,
+            WeightData::Q5_1($b) => $q,
+            WeightData::Q4K($b) => $q,
+            WeightData::Q5K($b) => $q,
+            WeightData::Q6K($b) => $q,
+            WeightData::F32($v) => $f,
+            WeightData::Stacked($p) => $s,
+        }
+    };
 }
 
 /// An `out x in` matrix stored row-major (one output feature per row), as in HF and GGUF checkpoints.
@@ -35,52 +63,73 @@ impl<'a> Input<'a> {
 }
 
 impl Matrix {
+    /// The storage type's name as llama.cpp prints it ("mixed" for stacked parts of different types).
     pub fn dtype_name(&self) -> &'static str {
-        match self.data {
-            WeightData::Q4(_) => "Q4",
-            WeightData::Q8(_) => "Q8_0",
-            WeightData::F32(_) => "F32",
+        fn name<B: Block>(_: &[B]) -> &'static str {
+            B::NAME
         }
+        with_data!(&self.data, b => name(b), _v => "F32", _p => "mixed")
     }
 
     pub fn storage_bytes(&self) -> usize {
-        match &self.data {
-            WeightData::Q4(b) => b.len() * std::mem::size_of::<BlockQ4>(),
-            WeightData::Q8(b) => b.len() * std::mem::size_of::<BlockQ8>(),
-            WeightData::F32(v) => v.len() * 4,
-        }
+        with_data!(&self.data, b => std::mem::size_of_val(b.as_slice()), v => v.len() * 4, p => p.iter().map(Matrix::storage_bytes).sum())
     }
 
     /// Stacks matrices with the same input size on top of each other (e.g. q, k, v into one qkv projection),
-    /// so one parallel pass computes them all.
+    /// so one parallel pass computes them all. None when the input sizes differ.
     pub fn stack(parts: &[&Matrix]) -> Option<Matrix> {
         let cols = parts.first()?.cols;
         if parts.iter().any(|p| p.cols != cols) {
             return None;
         }
         let rows = parts.iter().map(|p| p.rows).sum();
+        fn concat<T: Clone>(parts: &[&Matrix], get: impl Fn(&WeightData) -> Option<&Vec<T>>) -> Option<Vec<T>> {
+            Some(parts.iter().map(|p| get(&p.data).map(Vec::as_slice)).collect::<Option<Vec<_>>>()?.concat())
+        }
+        macro_rules! same {
+            ($variant:ident) => {
+                concat(parts, |d| if let WeightData::$variant(b) = d { Some(b) } else { None }).map(WeightData::$variant)
+            };
+        }
         let data = match &parts[0].data {
-            WeightData::Q4(_) => WeightData::Q4(
-                parts.iter().map(|p| if let WeightData::Q4(b) = &p.data { Some(b.as_slice()) } else { None }).collect::<Option<Vec<_>>>()?.concat(),
-            ),
-            WeightData::Q8(_) => WeightData::Q8(
-                parts.iter().map(|p| if let WeightData::Q8(b) = &p.data { Some(b.as_slice()) } else { None }).collect::<Option<Vec<_>>>()?.concat(),
-            ),
-            WeightData::F32(_) => WeightData::F32(
-                parts.iter().map(|p| if let WeightData::F32(b) = &p.data { Some(b.as_slice()) } else { None }).collect::<Option<Vec<_>>>()?.concat(),
-            ),
+            WeightData::Q4(_) => same!(Q4),
+            WeightData::Q8(_) => same!(Q8),
+            WeightData::Q5_0(_) => same!(Q5_0),
+            WeightData::Q5_1(_) => same!(Q5_1),
+            WeightData::Q4K(_) => same!(Q4K),
+            WeightData::Q5K(_) => same!(Q5K),
+            WeightData::Q6K(_) => same!(Q6K),
+            WeightData::F32(_) => same!(F32),
+            WeightData::Stacked(_) => None,
         };
+        let data = data.unwrap_or_else(|| {
+            let flat = parts.iter().flat_map(|p| match &p.data {
+                WeightData::Stacked(inner) => inner.clone(),
+                _ => vec![(*p).clone()],
+            });
+            WeightData::Stacked(flat.collect())
+        });
         Some(Matrix { rows, cols, data })
     }
 
     /// Dequantizes one row (used for embedding lookups).
     pub fn row_f32(&self, r: usize, out: &mut [f32]) {
-        let nb = self.cols / QK;
-        match &self.data {
-            WeightData::Q4(b) => b[r * nb..(r + 1) * nb].iter().enumerate().for_each(|(i, blk)| blk.dequantize(&mut out[i * QK..(i + 1) * QK])),
-            WeightData::Q8(b) => b[r * nb..(r + 1) * nb].iter().enumerate().for_each(|(i, blk)| blk.dequantize(&mut out[i * QK..(i + 1) * QK])),
-            WeightData::F32(v) => out.copy_from_slice(&v[r * self.cols..(r + 1) * self.cols]),
+        fn row<B: Block>(b: &[B], r: usize, cols: usize, out: &mut [f32]) {
+            let nb = cols / B::LEN;
+            for (blk, o) in b[r * nb..(r + 1) * nb].iter().zip(out.chunks_exact_mut(B::LEN)) {
+                blk.dequantize(o);
+            }
         }
+        with_data!(&self.data, b => row(b, r, self.cols, out), v => out.copy_from_slice(&v[r * self.cols..(r + 1) * self.cols]), p => {
+            let mut r = r;
+            for part in p {
+                if r < part.rows {
+                    return part.row_f32(r, out);
+                }
+                r -= part.rows;
+            }
+            panic!("row outside the matrix");
+        })
     }
 
     pub fn to_f32(&self) -> Vec<f32> {
@@ -91,17 +140,34 @@ impl Matrix {
         out
     }
 
-    /// Reorders rows: row `i` of the result is row `perm[i]` of `self`.
+    /// Reorders rows: row `i` of the result is row `perm[i]` of `self`. Stacked matrices are permuted before
+    /// they are stacked.
     pub fn permute_rows(&mut self, perm: &[usize]) {
-        fn apply<T: Copy>(v: &[T], perm: &[usize], per_row: usize) -> Vec<T> {
-            perm.iter().flat_map(|&p| v[p * per_row..(p + 1) * per_row].iter().copied()).collect()
+        fn apply<T: Copy>(v: &mut Vec<T>, perm: &[usize], per_row: usize) {
+            *v = perm.iter().flat_map(|&p| v[p * per_row..(p + 1) * per_row].iter().copied()).collect();
         }
-        let nb = self.cols / QK;
-        self.data = match &self.data {
-            WeightData::Q4(b) => WeightData::Q4(apply(b, perm, nb)),
-            WeightData::Q8(b) => WeightData::Q8(apply(b, perm, nb)),
-            WeightData::F32(v) => WeightData::F32(apply(v, perm, self.cols)),
-        };
+        fn blocks<B: Block>(b: &mut Vec<B>, perm: &[usize], cols: usize) {
+            apply(b, perm, cols / B::LEN)
+        }
+        let cols = self.cols;
+        with_data!(&mut self.data, b => blocks(b, perm, cols), v => apply(v, perm, cols), _p => panic!("permute the parts before stacking them"))
+    }
+
+    /// Row ranges of one storage type each: (first row, rows, data).
+    fn segments(&self) -> Vec<(usize, usize, &WeightData)> {
+        match &self.data {
+            WeightData::Stacked(parts) => {
+                let mut first = 0;
+                parts
+                    .iter()
+                    .map(|p| {
+                        first += p.rows;
+                        (first - p.rows, p.rows, &p.data)
+                    })
+                    .collect()
+            }
+            d => vec![(0, self.rows, d)],
+        }
     }
 
     /// `out[i, j] = sum_k x[i, k] * W[j, k]` for every input row i; `out` is `x.rows x self.rows`.
@@ -109,26 +175,26 @@ impl Matrix {
     pub fn matmul(&self, simd: Simd, x: &Input, out: &mut [f32]) {
         assert_eq!(x.cols, self.cols, "matmul input width");
         assert_eq!(out.len(), x.rows * self.rows, "matmul output size");
-        let (m, n, k, nb) = (x.rows, self.rows, self.cols, self.cols / QK);
+        let (m, n, k) = (x.rows, self.rows, self.cols);
         let ptr = OutPtr(out.as_mut_ptr());
         // Enough chunks to balance two threads, few enough that scheduling stays cheap.
         let chunk = (n / 16).clamp(8, 256).next_multiple_of(PANEL);
-        let work = |j0: usize| {
+        let tasks: Vec<(usize, usize, usize, &WeightData)> =
+            self.segments().into_iter().flat_map(|(first, rows, d)| (0..rows).step_by(chunk).map(move |j0| (first, j0, (j0 + chunk).min(rows), d))).collect();
+        let work = |&(first, j0, j1, data): &(usize, usize, usize, &WeightData)| {
             // The whole `OutPtr` (Sync), not its raw pointer field, is what the closure must capture.
             let out = ptr;
-            let j1 = (j0 + chunk).min(n);
-            let rows = match &self.data {
-                WeightData::Q4(b) => Rows::Q4(&b[j0 * nb..j1 * nb]),
-                WeightData::Q8(b) => Rows::Q8(&b[j0 * nb..j1 * nb]),
-                WeightData::F32(w) => Rows::F32(&w[j0 * k..j1 * k]),
-            };
-            // SAFETY: rows 0..m, columns j0..j1 are inside `out`, and only this task writes these columns.
-            unsafe { rows_times_x(simd, rows, j1 - j0, x.x, m, k, OutPtr(out.0.add(j0)), n) };
+            fn blocks<B: RowsOf>(b: &[B], j0: usize, j1: usize, k: usize) -> Rows<'_> {
+                B::rows(&b[j0 * k / B::LEN..j1 * k / B::LEN])
+            }
+            let rows = with_data!(data, b => blocks(b, j0, j1, k), w => Rows::F32(&w[j0 * k..j1 * k]), _p => unreachable!("segments are never stacked"));
+            // SAFETY: rows 0..m, columns first + j0..first + j1 are inside `out`, and only this task writes them.
+            unsafe { rows_times_x(simd, rows, j1 - j0, x.x, m, k, OutPtr(out.0.add(first + j0)), n) };
         };
         if (m * n * k) < 1 << 16 {
-            (0..n).step_by(chunk).for_each(work);
+            tasks.iter().for_each(work);
         } else {
-            (0..n).into_par_iter().step_by(chunk).for_each(work);
+            tasks.par_iter().for_each(work);
         }
     }
 }

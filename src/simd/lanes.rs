@@ -50,6 +50,15 @@ pub unsafe trait Lanes: Copy {
     fn q4(b: &BlockQ4) -> Self::Block;
     /// Q8 block: value `i` is `d * q_i` (exact).
     fn q8(b: &BlockQ8) -> Self::Block;
+    /// A block of registers, register `i` being `f(i)`.
+    fn block(f: impl FnMut(usize) -> Self) -> Self::Block;
+    /// `N` bytes from `p`, each `(b >> shift) & mask`, as f32 lanes.
+    ///
+    /// # Safety
+    /// `p` must be valid for reading `N` bytes.
+    unsafe fn bytes(p: *const u8, shift: u32, mask: u32) -> Self;
+    /// Lane `i` is bit `first + i` of `word` (0 or 1); `first + N <= 32`.
+    fn bits(word: u32, first: u32) -> Self;
     /// A hint to bring the cache line holding `p` closer; never faults, whatever `p` is.
     #[inline(always)]
     fn prefetch(_p: *const u8) {}
@@ -116,6 +125,19 @@ unsafe impl Lanes for Portable {
     fn q8(b: &BlockQ8) -> Self::Block {
         let d = f16_to_f32(b.d);
         std::array::from_fn(|c| Portable(std::array::from_fn(|i| d * b.qs[8 * c + i] as f32)))
+    }
+    #[inline(always)]
+    fn block(f: impl FnMut(usize) -> Self) -> Self::Block {
+        std::array::from_fn(f)
+    }
+    #[inline(always)]
+    unsafe fn bytes(p: *const u8, shift: u32, mask: u32) -> Self {
+        let b = std::ptr::read_unaligned(p as *const [u8; 8]);
+        Portable(b.map(|x| ((x as u32 >> shift) & mask) as f32))
+    }
+    #[inline(always)]
+    fn bits(word: u32, first: u32) -> Self {
+        Portable(std::array::from_fn(|i| ((word >> (first + i as u32)) & 1) as f32))
     }
     #[inline(always)]
     fn zero() -> Self {
@@ -200,6 +222,24 @@ mod x86 {
         const N: usize = 8;
         const REGISTERS: usize = 16;
         type Block = [Avx2; 4];
+        #[inline(always)]
+        fn block(f: impl FnMut(usize) -> Self) -> Self::Block {
+            std::array::from_fn(f)
+        }
+        #[inline(always)]
+        unsafe fn bytes(p: *const u8, shift: u32, mask: u32) -> Self {
+            let v = _mm256_cvtepu8_epi32(_mm_loadl_epi64(p as *const __m128i));
+            let v = _mm256_and_si256(_mm256_srl_epi32(v, _mm_cvtsi32_si128(shift as i32)), _mm256_set1_epi32(mask as i32));
+            Avx2(_mm256_cvtepi32_ps(v))
+        }
+        #[inline(always)]
+        fn bits(word: u32, first: u32) -> Self {
+            unsafe {
+                let at = _mm256_add_epi32(_mm256_set1_epi32(first as i32), _mm256_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7));
+                let v = _mm256_and_si256(_mm256_srlv_epi32(_mm256_set1_epi32(word as i32), at), _mm256_set1_epi32(1));
+                Avx2(_mm256_cvtepi32_ps(v))
+            }
+        }
         #[inline(always)]
         fn zero() -> Self {
             unsafe { Avx2(_mm256_setzero_ps()) }
@@ -335,6 +375,24 @@ mod x86 {
         const REGISTERS: usize = 32;
         type Block = [Avx512; 2];
         #[inline(always)]
+        fn block(f: impl FnMut(usize) -> Self) -> Self::Block {
+            std::array::from_fn(f)
+        }
+        #[inline(always)]
+        unsafe fn bytes(p: *const u8, shift: u32, mask: u32) -> Self {
+            let v = _mm512_cvtepu8_epi32(_mm_loadu_si128(p as *const __m128i));
+            let v = _mm512_and_si512(_mm512_srl_epi32(v, _mm_cvtsi32_si128(shift as i32)), _mm512_set1_epi32(mask as i32));
+            Avx512(_mm512_cvtepi32_ps(v))
+        }
+        #[inline(always)]
+        fn bits(word: u32, first: u32) -> Self {
+            unsafe {
+                let at = _mm512_add_epi32(_mm512_set1_epi32(first as i32), _mm512_setr_epi32(0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15));
+                let v = _mm512_and_si512(_mm512_srlv_epi32(_mm512_set1_epi32(word as i32), at), _mm512_set1_epi32(1));
+                Avx512(_mm512_cvtepi32_ps(v))
+            }
+        }
+        #[inline(always)]
         fn zero() -> Self {
             unsafe { Avx512(_mm512_setzero_ps()) }
         }
@@ -442,6 +500,26 @@ mod arm {
         const N: usize = 4;
         const REGISTERS: usize = 32;
         type Block = [Neon; 8];
+        #[inline(always)]
+        fn block(f: impl FnMut(usize) -> Self) -> Self::Block {
+            std::array::from_fn(f)
+        }
+        #[inline(always)]
+        unsafe fn bytes(p: *const u8, shift: u32, mask: u32) -> Self {
+            let b = vreinterpret_u8_u32(vdup_n_u32(std::ptr::read_unaligned(p as *const u32)));
+            let v = vmovl_u16(vget_low_u16(vmovl_u8(b)));
+            let v = vandq_u32(vshlq_u32(v, vdupq_n_s32(-(shift as i32))), vdupq_n_u32(mask));
+            Neon(vcvtq_f32_u32(v))
+        }
+        #[inline(always)]
+        fn bits(word: u32, first: u32) -> Self {
+            unsafe {
+                let lanes: [i32; 4] = [0, 1, 2, 3];
+                let at = vaddq_s32(vdupq_n_s32(first as i32), vld1q_s32(lanes.as_ptr()));
+                let v = vandq_u32(vshlq_u32(vdupq_n_u32(word), vnegq_s32(at)), vdupq_n_u32(1));
+                Neon(vcvtq_f32_u32(v))
+            }
+        }
         #[inline(always)]
         fn zero() -> Self {
             unsafe { Neon(vdupq_n_f32(0.0)) }

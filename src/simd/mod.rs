@@ -13,6 +13,7 @@ use std::fmt;
 use std::sync::OnceLock;
 
 pub mod attention;
+pub mod dequant;
 pub mod exp;
 pub mod kernels;
 pub mod lanes;

@@ -150,9 +150,15 @@ fn every_gguf_tensor_type_loads_and_agrees_with_f32() {
     let reference = all_logits(&load_dir(&dir.path().join("hf")), &TOKENS);
     let scale = reference.iter().fold(0f32, |a, x| a.max(x.abs()));
     // (type, kernel tolerance vs its own dequantized weights, weight-rounding tolerance vs the f32 model)
-    for (dtype, kernel_tol, weight_tol) in
-        [(GgmlDType::F32, 0.0, 0.0), (GgmlDType::F16, 0.0, 0.02), (GgmlDType::Q8_0, 0.03, 0.05), (GgmlDType::Q4_0, 0.03, 0.5), (GgmlDType::Q4_1, 0.03, 0.5)]
-    {
+    for (dtype, kernel_tol, weight_tol) in [
+        (GgmlDType::F32, 0.0, 0.0),
+        (GgmlDType::F16, 0.0, 0.02),
+        (GgmlDType::Q8_0, 0.03, 0.05),
+        (GgmlDType::Q4_0, 0.03, 0.5),
+        (GgmlDType::Q4_1, 0.03, 0.5),
+        (GgmlDType::Q5_0, 0.03, 0.5),
+        (GgmlDType::Q5_1, 0.03, 0.5),
+    ] {
         let path = dir.path().join(format!("tiny-{dtype:?}.gguf"));
         write_gguf(&path, dtype);
         let m = load_gguf(&path).unwrap();
@@ -183,10 +189,10 @@ fn bad_model_files_give_errors_naming_the_file() {
     let e = LoadedModel::load(corrupt.to_str().unwrap()).err().unwrap().to_string();
     assert!(e.contains("corrupt.gguf") && e.contains("not a valid GGUF"), "{e}");
 
-    let q5 = dir.path().join("q5.gguf");
-    write_gguf(&q5, GgmlDType::Q5_0);
-    let e = load_gguf(&q5).err().unwrap().to_string();
-    assert!(e.contains("q5.gguf") && e.contains("unsupported type Q5_0"), "{e}");
+    let q8_1 = dir.path().join("q8_1.gguf");
+    write_gguf(&q8_1, GgmlDType::Q8_1);
+    let e = load_gguf(&q8_1).err().unwrap().to_string();
+    assert!(e.contains("q8_1.gguf") && e.contains("unsupported type Q8_1") && e.contains("Q4_K, Q5_K, Q6_K"), "{e}");
 
     let hf = dir.path().join("gpt2");
     tiny::write_hf(&hf, "llama", 1);

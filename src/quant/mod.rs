@@ -1,7 +1,45 @@
 //! Quantized weight blocks as stored in GGUF files, below both the model and the SIMD kernels that read them.
+//!
+//! Every block type here dequantizes exactly as ggml defines it (ggml-quants.c, `dequantize_row_*`): each value
+//! is one product of a scale and a small integer, exact in f32, plus at most one addition of a minimum, so any
+//! kernel that forms the same product and sum gives ggml's bits, fused multiply-add or not.
 use half::f16;
 
+mod kquant;
+mod q5;
+
+pub use kquant::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+pub use q5::{BlockQ5_0, BlockQ5_1};
+
+/// Values per sub-block: the unit in which the kernels dequantize every type.
 pub const QK: usize = 32;
+
+/// A quantized block type as the runtime keeps it in memory.
+pub trait Block: Copy + Send + Sync + std::fmt::Debug + 'static {
+    /// Values per block (32, or 256 for the K types).
+    const LEN: usize;
+    /// Name as ggml and llama.cpp print it.
+    const NAME: &'static str;
+    /// The block's values, as ggml dequantizes them, into `out[..LEN]`.
+    fn dequantize(&self, out: &mut [f32]);
+}
+
+/// Blocks stored in memory byte for byte as in GGUF files (`#[repr(C)]`, fields of bytes and little-endian f16s,
+/// every bit pattern valid).
+pub trait GgufBlock: Block {
+    /// Bytes per block in the file.
+    const BYTES: usize;
+    fn from_bytes(b: &[u8]) -> Self {
+        assert!(b.len() >= Self::BYTES && std::mem::size_of::<Self>() == Self::BYTES);
+        // SAFETY: `Self` is `repr(C)` with exactly BYTES bytes of plain integer fields (size checked), every bit
+        // pattern is a valid value, and `b` holds BYTES bytes; the read is unaligned. Both file and memory are
+        // little-endian on every supported target.
+        unsafe { std::ptr::read_unaligned(b.as_ptr() as *const Self) }
+    }
+}
+
+#[cfg(not(target_endian = "little"))]
+compile_error!("GGUF blocks are read in place: little-endian targets only");
 
 /// 4-bit block with scale and minimum, value = d * q + m (GGUF Q4_1 layout; Q4_0 converts losslessly with
 /// m = -8 d). Low nibbles hold elements 0..16, high nibbles 16..32.
@@ -34,7 +72,12 @@ impl BlockQ4 {
         // -8 * d is exact in f16 (a power-of-two multiple), so the conversion loses nothing.
         BlockQ4 { d, m: -(d * f16::from_f32(8.0)), qs }
     }
-    pub fn dequantize(&self, out: &mut [f32]) {
+}
+
+impl Block for BlockQ4 {
+    const LEN: usize = QK;
+    const NAME: &'static str = "Q4_1";
+    fn dequantize(&self, out: &mut [f32]) {
         let (d, m) = (self.d.to_f32(), self.m.to_f32());
         for i in 0..16 {
             out[i] = d * (self.qs[i] & 0x0F) as f32 + m;
@@ -43,20 +86,22 @@ impl BlockQ4 {
     }
 }
 
-impl BlockQ8 {
-    pub fn from_bytes(b: &[u8]) -> Self {
-        let mut qs = [0i8; 32];
-        for (q, &x) in qs.iter_mut().zip(&b[2..34]) {
-            *q = x as i8;
-        }
-        BlockQ8 { d: f16::from_le_bytes([b[0], b[1]]), qs }
-    }
-    pub fn dequantize(&self, out: &mut [f32]) {
+impl Block for BlockQ8 {
+    const LEN: usize = QK;
+    const NAME: &'static str = "Q8_0";
+    fn dequantize(&self, out: &mut [f32]) {
         let d = self.d.to_f32();
         for (o, &q) in out.iter_mut().zip(&self.qs) {
             *o = d * q as f32;
         }
     }
+}
+
+impl GgufBlock for BlockQ8 {
+    const BYTES: usize = 34;
+}
+
+impl BlockQ8 {
     /// Round-to-nearest Q8_0 quantization (used for tests and for quantizing f32 checkpoints on request).
     pub fn quantize(x: &[f32]) -> Self {
         let amax = x.iter().fold(0f32, |a, v| a.max(v.abs()));

@@ -1,0 +1,134 @@
+//! K-quant super-blocks of 256 values (GGUF Q4_K, Q5_K, Q6_K), as ggml lays them out.
+//!
+//! Q4_K and Q5_K: eight sub-blocks of 32 values, each with a 6-bit scale and a 6-bit minimum multiplied by the
+//! block's f16 `d` and `dmin`: value = (d * sc) * q - (dmin * m). Q6_K: sixteen sub-blocks of 16 values with an
+//! 8-bit signed scale: value = (d * sc) * (q - 32). The products are exact in f32 (at most 11 + 7 + 6 bits).
+use half::f16;
+
+use super::{Block, GgufBlock};
+
+/// Values per super-block.
+pub const QK_K: usize = 256;
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockQ4K {
+    pub d: f16,
+    pub dmin: f16,
+    pub scales: [u8; 12],
+    pub qs: [u8; 128],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockQ5K {
+    pub d: f16,
+    pub dmin: f16,
+    pub scales: [u8; 12],
+    pub qh: [u8; 32],
+    pub qs: [u8; 128],
+}
+
+#[repr(C)]
+#[derive(Clone, Copy, Debug, PartialEq)]
+pub struct BlockQ6K {
+    pub ql: [u8; 128],
+    pub qh: [u8; 64],
+    pub scales: [i8; 16],
+    pub d: f16,
+}
+
+/// Scale and minimum of sub-block `j` (0..8), packed 6 bits each in 12 bytes (ggml's `get_scale_min_k4`).
+#[inline(always)]
+pub fn scale_min_k4(j: usize, q: &[u8; 12]) -> (u8, u8) {
+    if j < 4 {
+        (q[j] & 63, q[j + 4] & 63)
+    } else {
+        ((q[j + 4] & 0x0F) | ((q[j - 4] >> 6) << 4), (q[j + 4] >> 4) | ((q[j] >> 6) << 4))
+    }
+}
+
+impl BlockQ4K {
+    /// Scale and negated minimum of sub-block `s`, in f32: value = scale * q + min.
+    #[inline(always)]
+    pub fn sub_scale(&self, s: usize) -> (f32, f32) {
+        let (sc, m) = scale_min_k4(s, &self.scales);
+        (crate::quant::f16_to_f32(self.d) * sc as f32, -(crate::quant::f16_to_f32(self.dmin) * m as f32))
+    }
+}
+
+impl BlockQ5K {
+    #[inline(always)]
+    pub fn sub_scale(&self, s: usize) -> (f32, f32) {
+        let (sc, m) = scale_min_k4(s, &self.scales);
+        (crate::quant::f16_to_f32(self.d) * sc as f32, -(crate::quant::f16_to_f32(self.dmin) * m as f32))
+    }
+}
+
+impl Block for BlockQ4K {
+    const LEN: usize = QK_K;
+    const NAME: &'static str = "Q4_K";
+    fn dequantize(&self, out: &mut [f32]) {
+        // Sub-block 2t holds the low nibbles of qs[32t..32t + 32], sub-block 2t + 1 their high nibbles.
+        for s in 0..8 {
+            let (d, m) = self.sub_scale(s);
+            let q = &self.qs[32 * (s / 2)..32 * (s / 2) + 32];
+            for (o, &b) in out[32 * s..32 * s + 32].iter_mut().zip(q) {
+                *o = d * ((b >> (4 * (s % 2))) & 0x0F) as f32 + m;
+            }
+        }
+    }
+}
+
+impl GgufBlock for BlockQ4K {
+    const BYTES: usize = 144;
+}
+
+impl Block for BlockQ5K {
+    const LEN: usize = QK_K;
+    const NAME: &'static str = "Q5_K";
+    fn dequantize(&self, out: &mut [f32]) {
+        // As Q4_K, with the fifth bit of value l of sub-block s in bit s of qh[l].
+        for s in 0..8 {
+            let (d, m) = self.sub_scale(s);
+            let q = &self.qs[32 * (s / 2)..32 * (s / 2) + 32];
+            for (l, o) in out[32 * s..32 * s + 32].iter_mut().enumerate() {
+                let v = ((q[l] >> (4 * (s % 2))) & 0x0F) | (((self.qh[l] >> s) & 1) << 4);
+                *o = d * v as f32 + m;
+            }
+        }
+    }
+}
+
+impl GgufBlock for BlockQ5K {
+    const BYTES: usize = 176;
+}
+
+impl BlockQ6K {
+    /// Where sub-block `s` (0..8, 32 values) keeps its bits: (offset into ql, nibble shift, offset into qh, shift
+    /// of its 2 high bits). Each half of 128 values interleaves four sub-blocks over 64 bytes of ql and 32 of qh.
+    #[inline(always)]
+    pub fn sub_layout(s: usize) -> (usize, u32, usize, u32) {
+        let (half, u) = (s / 4, s % 4);
+        (64 * half + 32 * (u % 2), 4 * (u / 2) as u32, 32 * half, 2 * u as u32)
+    }
+}
+
+impl Block for BlockQ6K {
+    const LEN: usize = QK_K;
+    const NAME: &'static str = "Q6_K";
+    fn dequantize(&self, out: &mut [f32]) {
+        let d = self.d.to_f32();
+        for s in 0..8 {
+            let (ql, shl, qh, shh) = Self::sub_layout(s);
+            for l in 0..32 {
+                let q = (((self.ql[ql + l] >> shl) & 0x0F) | (((self.qh[qh + l] >> shh) & 3) << 4)) as i32 - 32;
+                out[32 * s + l] = d * self.scales[2 * s + l / 16] as f32 * q as f32;
+            }
+        }
+    }
+}
+
+impl GgufBlock for BlockQ6K {
+    const BYTES: usize = 210;
+}
