@@ -5,13 +5,14 @@
 #   scripts/dev/compare-llamacpp.sh                # llama.cpp built for this CPU (native flags)
 #   LLAMA_AVX2=1 scripts/dev/compare-llamacpp.sh   # llama.cpp built for AVX2 + FMA without AVX-512 (to compare the
 #                                                  # AVX2 paths on an AVX-512 machine)
+#   MODEL=models/gemma-3-270m-q4_k_m.gguf scripts/dev/compare-llamacpp.sh   # another model file (default SmolLM2)
 #
 # llama.cpp comes from PyPI (llama-cpp-python, built from source: about 15 minutes on 2 cores the first time) into
 # a virtual environment under .cache/ (ignored by git). Nothing else on the machine should run meanwhile.
 set -euo pipefail
 cd "$(dirname "$0")/../.."
 bash scripts/fetch-model.sh
-model="models/SmolLM2-135M-Instruct.Q4_1.gguf"
+model="${MODEL:-models/SmolLM2-135M-Instruct.Q4_1.gguf}"
 threads="${THREADS:-2}"
 flavour=native
 cmake_args="-DGGML_NATIVE=ON"

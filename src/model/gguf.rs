@@ -25,9 +25,12 @@ impl GgufFile {
         // panic there is a malformed file, not a crash.
         let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Content::read(&mut file)))
             .map_err(|_| ModelError::Gguf { path: path.into(), msg: "malformed header (the reader gave up)".into() })?;
-        let content = read.map_err(|e| ModelError::Gguf { path: path.into(), msg: e.to_string() })?;
         // SAFETY: the file is opened read-only and we never hand out references that outlive `self`.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
+        let content = read.map_err(|e| match super::gguf_header::unknown_tensor_type(&mmap) {
+            Some((tensor, dtype)) => ModelError::UnsupportedDType { path: path.into(), tensor, dtype },
+            None => ModelError::Gguf { path: path.into(), msg: e.to_string() },
+        })?;
         Ok(GgufFile { path: path.into(), content, mmap })
     }
 

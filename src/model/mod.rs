@@ -3,6 +3,7 @@ pub mod chat_template;
 pub mod config;
 pub mod error;
 pub mod gguf;
+mod gguf_header;
 pub mod kv_cache;
 pub mod linear;
 pub mod loaded;
