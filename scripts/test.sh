@@ -3,6 +3,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 bash scripts/fetch-model.sh
+bash scripts/fetch-gemma3.sh
 # A fresh checkout builds everything once: incremental caches would only add work (set CARGO_INCREMENTAL=1 to
 # keep them when rerunning the suite after small changes).
 export CARGO_INCREMENTAL=${CARGO_INCREMENTAL:-0}

@@ -23,6 +23,7 @@ mod model_gguf;
 mod model_tiny;
 mod rollout_real;
 mod serve_real;
+mod tokenizer_gemma3;
 mod tokenizer_template;
 mod train_bench;
 mod train_lora;

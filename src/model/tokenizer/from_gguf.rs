@@ -4,7 +4,10 @@ use super::*;
 impl Tokenizer {
     /// Rebuilds the tokenizer from GGUF metadata (`Content::metadata`).
     ///
-    /// Pre-tokenizer by `tokenizer.ggml.pre`, as in llama.cpp:
+    /// `tokenizer.ggml.model` picks the kind: "gpt2" is byte-level BPE with `tokenizer.ggml.merges`, "llama" is
+    /// SentencePiece BPE with `tokenizer.ggml.scores` (see the `spm` module).
+    ///
+    /// Byte-level pre-tokenizer by `tokenizer.ggml.pre`, as in llama.cpp:
     /// - `smollm` (also `starcoder`, `refact`, `command-r`, `codeshell`, `exaone`): digits split one by
     ///   one, then byte-level with the GPT-2 regex, no prefix space;
     /// - `llama-bpe` (also `dbrx`, `smaug-bpe`): Llama 3 regex split, then byte-level without regex;
@@ -13,23 +16,18 @@ impl Tokenizer {
     ///   llama.cpp's "default" too; it is exact for GPT-2-style vocabularies and close for the rest, and we
     ///   accept it silently rather than refuse a model that is probably fine.
     ///
-    /// Control tokens (type 3) become special added tokens, user-defined ones (type 4) plain added
-    /// tokens, so both are matched in text before BPE runs.
+    /// Control and unknown tokens (types 3 and 2) become special added tokens, user-defined ones (type 4)
+    /// plain added tokens, so all are matched in text before BPE runs; as in llama.cpp, `encode_plain` still
+    /// matches the user-defined ones.
     pub fn from_gguf(metadata: &HashMap<String, GgufValue>) -> Result<Self, TokenizerError> {
         let model = gguf_str(metadata, "tokenizer.ggml.model")?;
-        if model != "gpt2" {
-            return Err(TokenizerError::UnsupportedModel(model.to_string()));
-        }
+        let sentencepiece = match model {
+            "gpt2" => false,
+            "llama" => true,
+            _ => return Err(TokenizerError::UnsupportedModel(model.to_string())),
+        };
         let tokens = gguf_str_array(metadata, "tokenizer.ggml.tokens")?;
         let vocab_size = tokens.len();
-        let merges = gguf_str_array(metadata, "tokenizer.ggml.merges")?
-            .into_iter()
-            .enumerate()
-            .map(|(index, merge)| match merge.split_once(' ') {
-                Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => Ok((a.to_string(), b.to_string())),
-                _ => Err(TokenizerError::BadMerge { index, merge: merge.to_string() }),
-            })
-            .collect::<Result<Vec<_>, _>>()?;
         let token_types = match metadata.get("tokenizer.ggml.token_type") {
             Some(_) => gguf_int_array(metadata, "tokenizer.ggml.token_type")?,
             None => vec![1; vocab_size],
@@ -37,35 +35,19 @@ impl Tokenizer {
         if token_types.len() != vocab_size {
             return Err(TokenizerError::LengthMismatch { field: "tokenizer.ggml.token_type", len: token_types.len(), vocab_size });
         }
-        let pre = match metadata.get("tokenizer.ggml.pre") {
-            Some(_) => gguf_str(metadata, "tokenizer.ggml.pre")?,
-            None => "default",
-        };
 
         // A duplicated token string keeps its first id; later copies are unreachable by encoding.
         let mut vocab = Vocab::default();
         for (id, token) in tokens.iter().enumerate() {
             vocab.entry(token.to_string()).or_insert(id as u32);
         }
-        let bpe = BPE::builder()
-            .vocab_and_merges(vocab, merges)
-            // Llama 3 looks a whole pre-token up in the vocabulary before merging (llama.cpp does the same).
-            .ignore_merges(matches!(pre, "llama-bpe" | "llama3" | "dbrx" | "smaug-bpe"))
-            .build()
-            .map_err(TokenizerError::Build)?;
-        let mut inner = tokenizers::Tokenizer::new(bpe);
-        let (normalizer, pre_tokenizer) = pre_tokenizer_for(pre).map_err(TokenizerError::Build)?;
-        inner
-            .with_normalizer(normalizer)
-            .map_err(TokenizerError::Build)?
-            .with_pre_tokenizer(Some(pre_tokenizer))
-            .with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())));
+        let mut inner = if sentencepiece { spm::sentencepiece_bpe(metadata, &tokens, vocab)? } else { byte_level_bpe(metadata, vocab)? };
 
         let mut special = Vec::new();
         let mut user_defined = Vec::new();
         for (id, (token, kind)) in tokens.iter().zip(&token_types).enumerate() {
             match *kind {
-                TOKEN_TYPE_CONTROL => special.push((id as u32, token.to_string())),
+                TOKEN_TYPE_CONTROL | TOKEN_TYPE_UNKNOWN => special.push((id as u32, token.to_string())),
                 TOKEN_TYPE_USER_DEFINED => user_defined.push(token.to_string()),
                 _ => {}
             }
@@ -73,22 +55,14 @@ impl Tokenizer {
         inner.add_special_tokens(special.iter().map(|(_, t)| AddedToken::from(t.clone(), true))).map_err(TokenizerError::Build)?;
         inner.add_tokens(user_defined.into_iter().map(|t| AddedToken::from(t, false).normalized(false))).map_err(TokenizerError::Build)?;
 
-        let id_field = |field: &str| -> Result<Option<u32>, TokenizerError> {
-            match gguf_opt_int(metadata, field)? {
-                None => Ok(None),
-                Some(id) if (id as usize) < vocab_size => Ok(Some(id as u32)),
-                Some(id) => Err(TokenizerError::IdOutOfRange { field: field.to_string(), id, vocab_size }),
-            }
-        };
-        let bos_id = id_field("tokenizer.ggml.bos_token_id")?;
-        let eos_id = id_field("tokenizer.ggml.eos_token_id")?.ok_or_else(|| TokenizerError::MissingField { field: "tokenizer.ggml.eos_token_id".into() })?;
-        let pad_id = id_field("tokenizer.ggml.padding_token_id")?;
-        let extra_stops = [id_field("tokenizer.ggml.eot_token_id")?, id_field("tokenizer.ggml.eom_token_id")?];
-        let add_bos = match metadata.get("tokenizer.ggml.add_bos_token") {
-            Some(GgufValue::Bool(b)) => *b,
-            Some(_) => return Err(wrong_type("tokenizer.ggml.add_bos_token", "a bool")),
-            None => false,
-        };
+        let bos_id = gguf_opt_id(metadata, "tokenizer.ggml.bos_token_id", vocab_size)?;
+        let eos_id = gguf_opt_id(metadata, "tokenizer.ggml.eos_token_id", vocab_size)?
+            .ok_or_else(|| TokenizerError::MissingField { field: "tokenizer.ggml.eos_token_id".into() })?;
+        let pad_id = gguf_opt_id(metadata, "tokenizer.ggml.padding_token_id", vocab_size)?;
+        let extra_stops =
+            [gguf_opt_id(metadata, "tokenizer.ggml.eot_token_id", vocab_size)?, gguf_opt_id(metadata, "tokenizer.ggml.eom_token_id", vocab_size)?];
+        // llama.cpp's defaults when the key is absent: SentencePiece models start with BOS, byte-level ones do not.
+        let add_bos = gguf_opt_bool(metadata, "tokenizer.ggml.add_bos_token")?.unwrap_or(sentencepiece);
         let model_max_length = match metadata.get("general.architecture") {
             Some(GgufValue::String(arch)) => gguf_opt_int(metadata, &format!("{arch}.context_length"))?.map(|n| n as usize),
             _ => None,
@@ -110,9 +84,39 @@ impl Tokenizer {
             model_max_length,
             plain: Default::default(),
         };
-        tokenizer.set_bos_post_processor().map_err(TokenizerError::Build)?;
+        tokenizer.set_bos_post_processor(!sentencepiece).map_err(TokenizerError::Build)?;
         Ok(tokenizer)
     }
+}
+
+/// The byte-level BPE of a "gpt2" GGUF: merges from `tokenizer.ggml.merges`, pre-tokenizer by `tokenizer.ggml.pre`.
+fn byte_level_bpe(metadata: &HashMap<String, GgufValue>, vocab: Vocab) -> Result<tokenizers::Tokenizer, TokenizerError> {
+    let merges = gguf_str_array(metadata, "tokenizer.ggml.merges")?
+        .into_iter()
+        .enumerate()
+        .map(|(index, merge)| match merge.split_once(' ') {
+            Some((a, b)) if !a.is_empty() && !b.is_empty() && !b.contains(' ') => Ok((a.to_string(), b.to_string())),
+            _ => Err(TokenizerError::BadMerge { index, merge: merge.to_string() }),
+        })
+        .collect::<Result<Vec<_>, _>>()?;
+    let pre = match metadata.get("tokenizer.ggml.pre") {
+        Some(_) => gguf_str(metadata, "tokenizer.ggml.pre")?,
+        None => "default",
+    };
+    let bpe = BPE::builder()
+        .vocab_and_merges(vocab, merges)
+        // Llama 3 looks a whole pre-token up in the vocabulary before merging (llama.cpp does the same).
+        .ignore_merges(matches!(pre, "llama-bpe" | "llama3" | "dbrx" | "smaug-bpe"))
+        .build()
+        .map_err(TokenizerError::Build)?;
+    let mut inner = tokenizers::Tokenizer::new(bpe);
+    let (normalizer, pre_tokenizer) = pre_tokenizer_for(pre).map_err(TokenizerError::Build)?;
+    inner
+        .with_normalizer(normalizer)
+        .map_err(TokenizerError::Build)?
+        .with_pre_tokenizer(Some(pre_tokenizer))
+        .with_decoder(Some(DecoderWrapper::ByteLevel(ByteLevel::default())));
+    Ok(inner)
 }
 
 type PreTokenizerParts = (Option<NormalizerWrapper>, PreTokenizerWrapper);
@@ -129,6 +133,38 @@ fn pre_tokenizer_for(pre: &str) -> tokenizers::Result<PreTokenizerParts> {
         "qwen2" | "stablelm2" => (Some(NFC.into()), Sequence::new(vec![split(QWEN2_REGEX)?, ByteLevel::new(false, false, false).into()]).into()),
         _ => (None, ByteLevel::new(false, true, true).into()),
     })
+}
+
+/// A token id field, checked against the vocabulary.
+pub(super) fn gguf_opt_id(md: &HashMap<String, GgufValue>, field: &str, vocab_size: usize) -> Result<Option<u32>, TokenizerError> {
+    match gguf_opt_int(md, field)? {
+        None => Ok(None),
+        Some(id) if (id as usize) < vocab_size => Ok(Some(id as u32)),
+        Some(id) => Err(TokenizerError::IdOutOfRange { field: field.to_string(), id, vocab_size }),
+    }
+}
+
+pub(super) fn gguf_opt_bool(md: &HashMap<String, GgufValue>, field: &str) -> Result<Option<bool>, TokenizerError> {
+    match md.get(field) {
+        None => Ok(None),
+        Some(GgufValue::Bool(b)) => Ok(Some(*b)),
+        Some(_) => Err(wrong_type(field, "a bool")),
+    }
+}
+
+/// Scores are f32 in every writer we know; f64 is accepted too since it loses nothing that matters for ranking.
+pub(super) fn gguf_float_array(md: &HashMap<String, GgufValue>, field: &str) -> Result<Vec<f64>, TokenizerError> {
+    match gguf_get(md, field)? {
+        GgufValue::Array(items) => items
+            .iter()
+            .map(|v| match *v {
+                GgufValue::F32(x) => Ok(f64::from(x)),
+                GgufValue::F64(x) => Ok(x),
+                _ => Err(wrong_type(field, "an array of floats")),
+            })
+            .collect(),
+        _ => Err(wrong_type(field, "an array of floats")),
+    }
 }
 
 fn wrong_type(field: &str, expected: &'static str) -> TokenizerError {

@@ -1,8 +1,15 @@
-//! Tokenizers: byte-level BPE rebuilt from GGUF metadata, or loaded from Hugging Face `tokenizer.json`.
+//! Tokenizers rebuilt from GGUF metadata, or loaded from Hugging Face `tokenizer.json`.
 //!
-//! The GGUF path is built by hand because candle's `Tokenizer::from_gguf` adds a prefix space, which gives
-//! SmolLM2 wrong ids after every special token and breaks the decode round trip. Here the pre-tokenizer is
-//! chosen from `tokenizer.ggml.pre` the way llama.cpp does, so ids match llama.cpp and Hugging Face.
+//! GGUF files name their tokenizer in `tokenizer.ggml.model`; two kinds are supported, both rebuilt as a
+//! `tokenizers` BPE so that encoding, decoding and the Hugging Face export are one implementation:
+//! - "gpt2": byte-level BPE (SmolLM2, Llama 3, Qwen2). Built by hand because candle's `Tokenizer::from_gguf`
+//!   adds a prefix space, which gives SmolLM2 wrong ids after every special token and breaks the decode round
+//!   trip. Here the pre-tokenizer is chosen from `tokenizer.ggml.pre` the way llama.cpp does, so ids match
+//!   llama.cpp and Hugging Face.
+//! - "llama": SentencePiece BPE (Gemma, Llama 2, Mistral, Phi-3), merged by piece score with byte fallback as
+//!   llama.cpp does (the `spm` module says how, and where the two could differ).
+//!
+//! Other kinds (WordPiece "bert", Unigram "t5", RWKV) are refused by name.
 //!
 //! `encode` never adds BOS: chat templates write it themselves, and adding it twice silently hurts quality.
 
@@ -35,6 +42,7 @@ const EOS_FALLBACK: [&str; 7] = ["<|im_end|>", "<|eot_id|>", "<|end_of_text|>", 
 const BOS_FALLBACK: [&str; 3] = ["<|begin_of_text|>", "<s>", "<bos>"];
 
 /// GGUF `token_type` values (llama.cpp `llama_token_type`).
+const TOKEN_TYPE_UNKNOWN: i64 = 2;
 const TOKEN_TYPE_CONTROL: i64 = 3;
 const TOKEN_TYPE_USER_DEFINED: i64 = 4;
 
@@ -54,7 +62,7 @@ pub enum TokenizerError {
     MissingField { field: String },
     #[error("GGUF metadata field `{field}` is not {expected}")]
     WrongType { field: String, expected: &'static str },
-    #[error("unsupported tokenizer model {0} in GGUF (only \"gpt2\" byte-level BPE is supported)")]
+    #[error("unsupported tokenizer model {0} in GGUF (supported: \"gpt2\" byte-level BPE, \"llama\" SentencePiece BPE)")]
     UnsupportedModel(String),
     #[error("GGUF `tokenizer.ggml.merges` entry {index} ({merge:?}) is not two tokens separated by a space")]
     BadMerge { index: usize, merge: String },
@@ -62,7 +70,9 @@ pub enum TokenizerError {
     LengthMismatch { field: &'static str, len: usize, vocab_size: usize },
     #[error("GGUF `{field}` = {id} is outside the vocabulary of {vocab_size} tokens")]
     IdOutOfRange { field: String, id: u64, vocab_size: usize },
-    #[error("cannot build the byte-level BPE tokenizer from GGUF `tokenizer.ggml.tokens`/`merges`")]
+    #[error("GGUF `{field}` entry {index} {problem}")]
+    BadVocab { field: &'static str, index: usize, problem: String },
+    #[error("cannot build the BPE tokenizer from GGUF `tokenizer.ggml.*` metadata")]
     Build(#[source] tokenizers::Error),
     #[error("cannot read {path}")]
     Io {
@@ -267,7 +277,8 @@ impl Tokenizer {
         self.inner.decode(ids, skip_special).map_err(TokenizerError::Decode)
     }
 
-    /// The raw vocabulary string (byte-level form, e.g. `Ġthe`), not decoded text.
+    /// The raw vocabulary string (byte-level form, e.g. `Ġthe`, or SentencePiece form, e.g. `▁the`), not
+    /// decoded text.
     pub fn id_to_token(&self, id: u32) -> Option<String> {
         self.inner.id_to_token(id)
     }
@@ -365,12 +376,14 @@ impl Tokenizer {
     }
 
     /// Hugging Face adds BOS in the post-processor when `encode(..., add_special_tokens=True)`, so an
-    /// exported tokenizer for an `add_bos` model must carry it; our own `encode` never runs it.
-    fn set_bos_post_processor(&mut self) -> tokenizers::Result<()> {
+    /// exported tokenizer for an `add_bos` model must carry it; our own `encode` never runs it. Without BOS a
+    /// byte-level tokenizer keeps the ByteLevel post-processor (it trims offsets), a SentencePiece one none.
+    fn set_bos_post_processor(&mut self, byte_level: bool) -> tokenizers::Result<()> {
         let bos = match (self.add_bos, self.bos_id.and_then(|id| self.id_to_token(id).map(|t| (t, id)))) {
             (true, Some(bos)) => bos,
             _ => {
-                self.inner.with_post_processor(Some(PostProcessorWrapper::ByteLevel(ByteLevel::new(false, false, true))));
+                let processor = byte_level.then(|| PostProcessorWrapper::ByteLevel(ByteLevel::new(false, false, true)));
+                self.inner.with_post_processor(processor);
                 return Ok(());
             }
         };
@@ -385,5 +398,6 @@ impl Tokenizer {
 }
 
 mod from_gguf;
+mod spm;
 #[cfg(test)]
 mod tests;
