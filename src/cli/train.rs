@@ -12,6 +12,7 @@ use autodidact::data::dataset::read_dataset;
 use autodidact::model::lora::{LoraAdapter, LoraConfig, Proj};
 use autodidact::pipeline::jobs::{run_sft, start_adapter, SftJob};
 use autodidact::train::bench::{bench_train, BenchParams};
+use autodidact::train::frozen::BaseWeights;
 use autodidact::train::rl::Objective;
 use autodidact::train::{OptimParams, SftParams, TrainModel};
 
@@ -105,6 +106,10 @@ pub struct TrainArgs {
     /// Timed steps per shape for --bench (the median is reported).
     #[arg(long, default_value_t = 3)]
     pub bench_repeats: usize,
+    /// How --bench holds the frozen base weights: as the checkpoint stores them (quantized blocks stay quantized,
+    /// as in training) or expanded to f32 (for comparison).
+    #[arg(long, value_enum, default_value = "as-stored")]
+    pub base_weights: BaseWeights,
     /// Print the summary as one JSON object on stdout (and hide the progress bar).
     #[arg(long)]
     pub json: bool,
@@ -251,14 +256,16 @@ fn bench(a: &TrainArgs) -> anyhow::Result<()> {
     if let Some(&(_, t)) = a.bench_shapes.iter().find(|&&(b, t)| b == 0 || t < 2 || t > cfg.max_position_embeddings) {
         bail!("bench shape length {t} must be in 2..={} (the model's context) and batch must be positive", cfg.max_position_embeddings);
     }
-    let tm = TrainModel::new(&cfg, &m.transformer.weights)?;
+    let tm = TrainModel::with_base(&cfg, &m.transformer.weights, a.base_weights)?;
     drop(m);
     let p = BenchParams { shapes: a.bench_shapes.clone(), r: a.rank, targets: a.targets.clone(), repeats: a.bench_repeats.max(1) };
     let threads = std::env::var("CANDLE_NUM_THREADS").unwrap_or_default();
     eprintln!(
-        "LoRA rank {} on {:?}, {} rayon threads, CANDLE_NUM_THREADS={threads}",
+        "LoRA rank {} on {:?}, base weights {:?} ({:.0} MB), {} rayon threads, CANDLE_NUM_THREADS={threads}",
         p.r,
         p.targets.iter().map(|t| t.short_name()).collect::<Vec<_>>(),
+        a.base_weights,
+        tm.weight_bytes() as f64 / 1e6,
         rayon::current_num_threads()
     );
     let results = bench_train(&tm, &p, |r| {
@@ -272,7 +279,8 @@ fn bench(a: &TrainArgs) -> anyhow::Result<()> {
             .map(|r| json!({"batch": r.batch, "seq_len": r.seq_len, "trained_tokens": r.trained_tokens, "tokens_per_second": r.tokens_per_s,
                 "median_step_s": r.median_step_s, "forward_s": r.forward_s, "backward_s": r.backward_s, "optimizer_s": r.optimizer_s, "peak_rss_mb": r.peak_rss_mb}))
             .collect();
-        println!("{}", serde_json::to_string(&json!({"model": a.model.model, "rank": p.r, "results": list}))?);
+        let base = json!({"kind": format!("{:?}", a.base_weights), "bytes": tm.weight_bytes()});
+        println!("{}", serde_json::to_string(&json!({"model": a.model.model, "rank": p.r, "base_weights": base, "results": list}))?);
     }
     Ok(())
 }

@@ -10,7 +10,7 @@ use half::{bf16, f16};
 use super::error::{ModelError, Result};
 use super::linear::{Matrix, WeightData};
 use super::weights::TensorSource;
-use crate::quant::{BlockQ4, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8, GgufBlock, QK, QK_K};
+use crate::quant::{BlockQ2K, BlockQ3K, BlockQ4, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8, GgufBlock, QK, QK_K};
 
 pub struct GgufFile {
     pub path: PathBuf,
@@ -86,15 +86,17 @@ fn block_size(dtype: GgmlDType) -> Option<(u64, u64)> {
         GgmlDType::Q8_0 => quant(BlockQ8::BYTES, QK),
         GgmlDType::Q5_0 => quant(BlockQ5_0::BYTES, QK),
         GgmlDType::Q5_1 => quant(BlockQ5_1::BYTES, QK),
+        GgmlDType::Q2K => quant(BlockQ2K::BYTES, QK_K),
+        GgmlDType::Q3K => quant(BlockQ3K::BYTES, QK_K),
         GgmlDType::Q4K => quant(BlockQ4K::BYTES, QK_K),
         GgmlDType::Q5K => quant(BlockQ5K::BYTES, QK_K),
         GgmlDType::Q6K => quant(BlockQ6K::BYTES, QK_K),
-        GgmlDType::Q8_1 | GgmlDType::Q2K | GgmlDType::Q3K | GgmlDType::Q8K => None,
+        GgmlDType::Q8_1 | GgmlDType::Q8K => None,
     }
 }
 
 /// Every GGUF tensor type the runtime loads, as llama.cpp names them (for `info` and for errors).
-pub const SUPPORTED_TYPES: [&str; 11] = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q4_K", "Q5_K", "Q6_K"];
+pub const SUPPORTED_TYPES: [&str; 13] = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"];
 
 /// llama.cpp's name of a tensor type.
 pub fn type_name(dtype: GgmlDType) -> &'static str {
@@ -117,7 +119,7 @@ pub fn type_name(dtype: GgmlDType) -> &'static str {
     }
 }
 
-fn blocks<B: GgufBlock>(bytes: &[u8]) -> Vec<B> {
+fn blocks<B: GgufBlock>(bytes: &[u8]) -> std::sync::Arc<[B]> {
     bytes.chunks_exact(B::BYTES).map(B::from_bytes).collect()
 }
 
@@ -180,6 +182,8 @@ impl TensorSource for GgufFile {
             GgmlDType::Q8_0 => WeightData::Q8(blocks(bytes)),
             GgmlDType::Q5_0 => WeightData::Q5_0(blocks(bytes)),
             GgmlDType::Q5_1 => WeightData::Q5_1(blocks(bytes)),
+            GgmlDType::Q2K => WeightData::Q2K(blocks(bytes)),
+            GgmlDType::Q3K => WeightData::Q3K(blocks(bytes)),
             GgmlDType::Q4K => WeightData::Q4K(blocks(bytes)),
             GgmlDType::Q5K => WeightData::Q5K(blocks(bytes)),
             GgmlDType::Q6K => WeightData::Q6K(blocks(bytes)),

@@ -1,21 +1,25 @@
 //! Frozen weight matrices (quantized or f32) and their batched mat-mul.
+use std::sync::Arc;
+
 use rayon::prelude::*;
 
-use crate::quant::{Block, BlockQ4, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8};
+use crate::quant::{Block, BlockQ2K, BlockQ3K, BlockQ4, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8};
 use crate::simd::matmul::{rows_times_x, OutPtr, Rows, RowsOf, PANEL};
 use crate::simd::Simd;
 
 /// A matrix's values in their storage type: GGUF blocks kept as the file has them (Q4_0 converted losslessly to
-/// the Q4_1 form), or f32.
+/// the Q4_1 form), or f32. Blocks are shared: a training model holds the inference model's blocks, not a copy.
 #[derive(Clone, Debug)]
 pub enum WeightData {
-    Q4(Vec<BlockQ4>),
-    Q8(Vec<BlockQ8>),
-    Q5_0(Vec<BlockQ5_0>),
-    Q5_1(Vec<BlockQ5_1>),
-    Q4K(Vec<BlockQ4K>),
-    Q5K(Vec<BlockQ5K>),
-    Q6K(Vec<BlockQ6K>),
+    Q4(Arc<[BlockQ4]>),
+    Q8(Arc<[BlockQ8]>),
+    Q5_0(Arc<[BlockQ5_0]>),
+    Q5_1(Arc<[BlockQ5_1]>),
+    Q2K(Arc<[BlockQ2K]>),
+    Q3K(Arc<[BlockQ3K]>),
+    Q4K(Arc<[BlockQ4K]>),
+    Q5K(Arc<[BlockQ5K]>),
+    Q6K(Arc<[BlockQ6K]>),
     F32(Vec<f32>),
     /// Matrices of different types stacked row-wise: K-quant files often store q, k and v (or gate and up) in
     /// different types, and the runtime still computes them in one pass.
@@ -31,6 +35,8 @@ macro_rules! with_data {
             WeightData::Q8($b) => $q,
             WeightData::Q5_0($b) => $q,
             WeightData::Q5_1($b) => $q,
+            WeightData::Q2K($b) => $q,
+            WeightData::Q3K($b) => $q,
             WeightData::Q4K($b) => $q,
             WeightData::Q5K($b) => $q,
             WeightData::Q6K($b) => $q,
@@ -72,7 +78,7 @@ impl Matrix {
     }
 
     pub fn storage_bytes(&self) -> usize {
-        with_data!(&self.data, b => std::mem::size_of_val(b.as_slice()), v => v.len() * 4, p => p.iter().map(Matrix::storage_bytes).sum())
+        with_data!(&self.data, b => std::mem::size_of_val(&b[..]), v => v.len() * 4, p => p.iter().map(Matrix::storage_bytes).sum())
     }
 
     /// Stacks matrices with the same input size on top of each other (e.g. q, k, v into one qkv projection),
@@ -83,12 +89,12 @@ impl Matrix {
             return None;
         }
         let rows = parts.iter().map(|p| p.rows).sum();
-        fn concat<T: Clone>(parts: &[&Matrix], get: impl Fn(&WeightData) -> Option<&Vec<T>>) -> Option<Vec<T>> {
-            Some(parts.iter().map(|p| get(&p.data).map(Vec::as_slice)).collect::<Option<Vec<_>>>()?.concat())
+        fn concat<T: Clone>(parts: &[&Matrix], get: impl Fn(&WeightData) -> Option<&[T]>) -> Option<Vec<T>> {
+            Some(parts.iter().map(|p| get(&p.data)).collect::<Option<Vec<_>>>()?.concat())
         }
         macro_rules! same {
             ($variant:ident) => {
-                concat(parts, |d| if let WeightData::$variant(b) = d { Some(b) } else { None }).map(WeightData::$variant)
+                concat(parts, |d| if let WeightData::$variant(b) = d { Some(&b[..]) } else { None }).map(|v| WeightData::$variant(v.into()))
             };
         }
         let data = match &parts[0].data {
@@ -96,10 +102,12 @@ impl Matrix {
             WeightData::Q8(_) => same!(Q8),
             WeightData::Q5_0(_) => same!(Q5_0),
             WeightData::Q5_1(_) => same!(Q5_1),
+            WeightData::Q2K(_) => same!(Q2K),
+            WeightData::Q3K(_) => same!(Q3K),
             WeightData::Q4K(_) => same!(Q4K),
             WeightData::Q5K(_) => same!(Q5K),
             WeightData::Q6K(_) => same!(Q6K),
-            WeightData::F32(_) => same!(F32),
+            WeightData::F32(_) => concat(parts, |d| if let WeightData::F32(v) = d { Some(&v[..]) } else { None }).map(WeightData::F32),
             WeightData::Stacked(_) => None,
         };
         let data = data.unwrap_or_else(|| {
@@ -143,14 +151,14 @@ impl Matrix {
     /// Reorders rows: row `i` of the result is row `perm[i]` of `self`. Stacked matrices are permuted before
     /// they are stacked.
     pub fn permute_rows(&mut self, perm: &[usize]) {
-        fn apply<T: Copy>(v: &mut Vec<T>, perm: &[usize], per_row: usize) {
-            *v = perm.iter().flat_map(|&p| v[p * per_row..(p + 1) * per_row].iter().copied()).collect();
+        fn apply<'a, T: Copy>(v: &'a [T], perm: &'a [usize], per_row: usize) -> impl Iterator<Item = T> + 'a {
+            perm.iter().flat_map(move |&p| v[p * per_row..(p + 1) * per_row].iter().copied())
         }
-        fn blocks<B: Block>(b: &mut Vec<B>, perm: &[usize], cols: usize) {
-            apply(b, perm, cols / B::LEN)
+        fn blocks<B: Block>(b: &mut Arc<[B]>, perm: &[usize], cols: usize) {
+            *b = apply(b, perm, cols / B::LEN).collect();
         }
         let cols = self.cols;
-        with_data!(&mut self.data, b => blocks(b, perm, cols), v => apply(v, perm, cols), _p => panic!("permute the parts before stacking them"))
+        with_data!(&mut self.data, b => blocks(b, perm, cols), v => *v = apply(v, perm, cols).collect(), _p => panic!("permute the parts before stacking them"))
     }
 
     /// Row ranges of one storage type each: (first row, rows, data).

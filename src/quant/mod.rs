@@ -8,7 +8,7 @@ use half::f16;
 mod kquant;
 mod q5;
 
-pub use kquant::{BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
+pub use kquant::{two_bit_layout, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 pub use q5::{BlockQ5_0, BlockQ5_1};
 
 /// Values per sub-block: the unit in which the kernels dequantize every type.

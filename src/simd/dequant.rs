@@ -3,7 +3,7 @@
 //! Each value is formed exactly as ggml's `dequantize_row_*` forms it (an exact product, then at most one addition),
 //! so the registers hold ggml's values bit for bit on every path, fused multiply-add or not.
 use super::lanes::Lanes;
-use crate::quant::{f16_to_f32, Block, BlockQ4, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8, QK};
+use crate::quant::{f16_to_f32, two_bit_layout, Block, BlockQ2K, BlockQ3K, BlockQ4, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8, QK};
 
 /// A block type the mat-mul kernels read.
 pub trait QBlock: Block {
@@ -50,6 +50,41 @@ impl QBlock for BlockQ5_1 {
     fn regs<L: Lanes>(&self, _: usize) -> L::Block {
         let (d, m) = (L::splat(f16_to_f32(self.d)), L::splat(f16_to_f32(self.m)));
         L::block(|v| q5::<L>(self.qh, &self.qs, v).mul_add(d, m))
+    }
+}
+
+impl QBlock for BlockQ2K {
+    #[inline(always)]
+    fn regs<L: Lanes>(&self, s: usize) -> L::Block {
+        let (q, shift) = two_bit_layout(s);
+        // Values 0..16 and 16..32 of the sub-block have a scale and a minimum of their own.
+        let ((da, ma), (db, mb)) = (self.half_scale(2 * s), self.half_scale(2 * s + 1));
+        let (da, ma, db, mb) = (L::splat(da), L::splat(ma), L::splat(db), L::splat(mb));
+        L::block(|v| {
+            // SAFETY: 32 bytes from q <= 32 are inside qs.
+            let x = unsafe { L::bytes(self.qs.as_ptr().add(q + v * L::N), shift, 3) };
+            if v * L::N < 16 {
+                x.mul_add(da, ma)
+            } else {
+                x.mul_add(db, mb)
+            }
+        })
+    }
+}
+
+impl QBlock for BlockQ3K {
+    #[inline(always)]
+    fn regs<L: Lanes>(&self, s: usize) -> L::Block {
+        let (q, shift) = two_bit_layout(s);
+        let (d, sc) = (f16_to_f32(self.d), self.scales());
+        let (a, b) = (L::splat(d * sc[2 * s] as f32), L::splat(d * sc[2 * s + 1] as f32));
+        let (four, minus4) = (L::splat(4.0), L::splat(-4.0));
+        L::block(|v| {
+            // SAFETY: 32 bytes from q <= 32 in qs, and all 32 of hmask.
+            let (low, high) = unsafe { (L::bytes(self.qs.as_ptr().add(q + v * L::N), shift, 3), L::bytes(self.hmask.as_ptr().add(v * L::N), s as u32, 1)) };
+            // q = low + 4 high - 4, exact, then one exact product with the scale.
+            high.mul_add(four, low).add(minus4).mul(if v * L::N < 16 { a } else { b })
+        })
     }
 }
 
@@ -164,6 +199,8 @@ pub(crate) mod tests {
         use candle_core::quantized::k_quants as c;
         check::<BlockQ5_0, c::BlockQ5_0>(&[0]);
         check::<BlockQ5_1, c::BlockQ5_1>(&[0, 2]);
+        check::<BlockQ2K, c::BlockQ2K>(&[80, 82]);
+        check::<BlockQ3K, c::BlockQ3K>(&[108]);
         check::<BlockQ4K, c::BlockQ4K>(&[0, 2]);
         check::<BlockQ5K, c::BlockQ5K>(&[0, 2]);
         check::<BlockQ6K, c::BlockQ6K>(&[208]);

@@ -9,7 +9,7 @@ use super::dequant::QBlock;
 use super::kernels::{dispatch, Kernel};
 use super::lanes::Lanes;
 use super::Simd;
-use crate::quant::{BlockQ4, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8, QK};
+use crate::quant::{BlockQ2K, BlockQ3K, BlockQ4, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8, QK};
 
 /// Weight rows per panel.
 pub const PANEL: usize = 4;
@@ -21,6 +21,8 @@ pub enum Rows<'a> {
     Q8(&'a [BlockQ8]),
     Q5_0(&'a [BlockQ5_0]),
     Q5_1(&'a [BlockQ5_1]),
+    Q2K(&'a [BlockQ2K]),
+    Q3K(&'a [BlockQ3K]),
     Q4K(&'a [BlockQ4K]),
     Q5K(&'a [BlockQ5K]),
     Q6K(&'a [BlockQ6K]),
@@ -41,7 +43,7 @@ macro_rules! rows_of {
         })*
     };
 }
-rows_of!(BlockQ4 => Q4, BlockQ8 => Q8, BlockQ5_0 => Q5_0, BlockQ5_1 => Q5_1, BlockQ4K => Q4K, BlockQ5K => Q5K, BlockQ6K => Q6K);
+rows_of!(BlockQ4 => Q4, BlockQ8 => Q8, BlockQ5_0 => Q5_0, BlockQ5_1 => Q5_1, BlockQ2K => Q2K, BlockQ3K => Q3K, BlockQ4K => Q4K, BlockQ5K => Q5K, BlockQ6K => Q6K);
 
 /// Runs `$body` with `$b` bound to the blocks of a quantized `Rows` (generic over the block type), or `$f32` for
 /// f32 rows.
@@ -52,6 +54,8 @@ macro_rules! with_rows {
             Rows::Q8($b) => $body,
             Rows::Q5_0($b) => $body,
             Rows::Q5_1($b) => $body,
+            Rows::Q2K($b) => $body,
+            Rows::Q3K($b) => $body,
             Rows::Q4K($b) => $body,
             Rows::Q5K($b) => $body,
             Rows::Q6K($b) => $body,
@@ -320,11 +324,14 @@ mod tests {
         let k_rows = rows * 2;
         let (q4k, q5k, q6k): (Vec<BlockQ4K>, Vec<BlockQ5K>, Vec<BlockQ6K>) =
             (random_blocks(k_rows, 3, &[0, 2]), random_blocks(k_rows, 4, &[0, 2]), random_blocks(k_rows, 5, &[208]));
+        let (q2k, q3k): (Vec<BlockQ2K>, Vec<BlockQ3K>) = (random_blocks(k_rows, 6, &[80, 82]), random_blocks(k_rows, 7, &[108]));
         let cases = [
             ("q4", Rows::Q4(&q4), dequantized(&q4)),
             ("q8", Rows::Q8(&q8), dequantized(&q8)),
             ("q5_0", Rows::Q5_0(&q5_0), dequantized(&q5_0)),
             ("q5_1", Rows::Q5_1(&q5_1), dequantized(&q5_1)),
+            ("q2_k", Rows::Q2K(&q2k), dequantized(&q2k)),
+            ("q3_k", Rows::Q3K(&q3k), dequantized(&q3k)),
             ("q4_k", Rows::Q4K(&q4k), dequantized(&q4k)),
             ("q5_k", Rows::Q5K(&q5k), dequantized(&q5k)),
             ("q6_k", Rows::Q6K(&q6k), dequantized(&q6k)),

@@ -12,8 +12,8 @@ use std::sync::{Arc, Mutex};
 use candle_core::{bail, CpuStorage, CustomOp1, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
-use super::gemm::{matmul, Mat, MatMut, Par};
-use super::ops::{contiguous, cpu};
+use super::frozen::Frozen;
+use super::ops::contiguous;
 use crate::simd::kernels::{dot, exp_shift_sum, max_of, scale};
 use crate::simd::Simd;
 
@@ -26,8 +26,8 @@ struct Saved {
 }
 
 pub struct LogProbHead {
-    /// Frozen `V x H` output matrix (any 2-D layout).
-    w: Tensor,
+    /// Frozen `V x H` output matrix.
+    w: Frozen,
     targets: Arc<Vec<u32>>,
     /// Also output each row's entropy: the output is `n x 2` (log-prob, entropy) instead of `n`.
     entropy: bool,
@@ -35,17 +35,12 @@ pub struct LogProbHead {
 }
 
 impl LogProbHead {
-    pub fn new(w: Tensor, targets: Arc<Vec<u32>>) -> Self {
+    pub fn new(w: Frozen, targets: Arc<Vec<u32>>) -> Self {
         LogProbHead { w, targets, entropy: false, saved: Mutex::new(None) }
     }
 
-    pub fn with_entropy(w: Tensor, targets: Arc<Vec<u32>>) -> Self {
+    pub fn with_entropy(w: Frozen, targets: Arc<Vec<u32>>) -> Self {
         LogProbHead { w, targets, entropy: true, saved: Mutex::new(None) }
-    }
-
-    fn weight<R>(&self, f: impl FnOnce(Mat) -> Result<R>) -> Result<R> {
-        let (s, l) = self.w.storage_and_layout();
-        f(Mat::from_layout(cpu(&s, "log-prob head")?.as_slice::<f32>()?, l)?)
     }
 
     /// Log-probs of the targets, and the exponentiated logits for the backward.
@@ -55,47 +50,45 @@ impl LogProbHead {
         if self.targets.len() != n {
             bail!("log-prob head: {} targets for {n} rows", self.targets.len());
         }
-        self.weight(|w| {
-            let (v, hd) = (w.rows, w.cols);
-            if h.len() != n * hd {
-                bail!("log-prob head: input of {} values for {n} x {hd}", h.len());
-            }
-            if let Some(&t) = self.targets.iter().find(|&&t| t as usize >= v) {
-                bail!("log-prob head: target id {t} outside the vocabulary of {v}");
-            }
-            let (mut out, mut sums, mut e) = (vec![0f32; n], vec![0f32; n], vec![0f32; n * v]);
-            let mut entropies = vec![0f32; if self.entropy { n } else { 0 }];
-            matmul(&mut MatMut::full(&mut e, n, v)?, Mat::new(h, n, hd, hd, 1)?, w.t(), 1.0, false, Par::Threads)?;
-            let simd = Simd::active();
-            let rows = e.par_chunks_mut(v).zip(out.par_iter_mut().zip(&mut sums)).zip(&self.targets[..]);
-            if self.entropy {
-                rows.zip(&mut entropies).for_each_init(
-                    || vec![0f32; v],
-                    |logits, (((row, (lp, sum)), &t), ent)| {
-                        let max = max_of(simd, row);
-                        let target = row[t as usize] - max;
-                        logits.copy_from_slice(row);
-                        let s = exp_shift_sum(simd, row, max);
-                        let ed = dot(simd, row, logits) - max * s;
-                        *lp = target - s.ln();
-                        *sum = s;
-                        *ent = s.ln() - ed / s;
-                    },
-                );
-            } else {
-                rows.for_each(|((row, (lp, sum)), &t)| {
+        let (v, hd) = (self.w.rows(), self.w.cols());
+        if h.len() != n * hd {
+            bail!("log-prob head: input of {} values for {n} x {hd}", h.len());
+        }
+        if let Some(&t) = self.targets.iter().find(|&&t| t as usize >= v) {
+            bail!("log-prob head: target id {t} outside the vocabulary of {v}");
+        }
+        let (mut out, mut sums, mut e) = (vec![0f32; n], vec![0f32; n], vec![0f32; n * v]);
+        let mut entropies = vec![0f32; if self.entropy { n } else { 0 }];
+        self.w.forward(h, n, &mut e)?;
+        let simd = Simd::active();
+        let rows = e.par_chunks_mut(v).zip(out.par_iter_mut().zip(&mut sums)).zip(&self.targets[..]);
+        if self.entropy {
+            rows.zip(&mut entropies).for_each_init(
+                || vec![0f32; v],
+                |logits, (((row, (lp, sum)), &t), ent)| {
                     let max = max_of(simd, row);
                     let target = row[t as usize] - max;
+                    logits.copy_from_slice(row);
                     let s = exp_shift_sum(simd, row, max);
+                    let ed = dot(simd, row, logits) - max * s;
                     *lp = target - s.ln();
                     *sum = s;
-                });
-            }
-            if self.entropy {
-                out = out.iter().zip(&entropies).flat_map(|(&lp, &h)| [lp, h]).collect();
-            }
-            Ok((out, Saved { e, sums, entropies }))
-        })
+                    *ent = s.ln() - ed / s;
+                },
+            );
+        } else {
+            rows.for_each(|((row, (lp, sum)), &t)| {
+                let max = max_of(simd, row);
+                let target = row[t as usize] - max;
+                let s = exp_shift_sum(simd, row, max);
+                *lp = target - s.ln();
+                *sum = s;
+            });
+        }
+        if self.entropy {
+            out = out.iter().zip(&entropies).flat_map(|(&lp, &h)| [lp, h]).collect();
+        }
+        Ok((out, Saved { e, sums, entropies }))
     }
 }
 
@@ -124,34 +117,32 @@ impl CustomOp1 for LogProbHead {
             None => self.run(&h.contiguous()?.flatten_all()?.to_vec1::<f32>()?, n)?.1,
         };
         let mut dh = vec![0f32; n * hd];
-        self.weight(|w| {
-            let v = w.rows;
-            e.par_chunks_mut(v).zip(&gl[..]).zip(&gh[..]).enumerate().zip(&self.targets[..]).for_each(|((i, ((row, &gi), &ghi)), &t)| {
-                let sum = sums[i];
-                if ghi == 0.0 {
-                    scale(Simd::active(), row, -gi / sum);
-                } else {
-                    // ln p_k = ln e_k - ln s; an underflowed e_k has p_k = 0 and contributes nothing.
-                    let (ln_s, ent) = (sum.ln(), entropies[i]);
-                    for x in row.iter_mut() {
-                        let p = *x / sum;
-                        *x = if p > 0.0 { -p * (gi + ghi * (x.ln() - ln_s + ent)) } else { 0.0 };
-                    }
+        let v = self.w.rows();
+        e.par_chunks_mut(v).zip(&gl[..]).zip(&gh[..]).enumerate().zip(&self.targets[..]).for_each(|((i, ((row, &gi), &ghi)), &t)| {
+            let sum = sums[i];
+            if ghi == 0.0 {
+                scale(Simd::active(), row, -gi / sum);
+            } else {
+                // ln p_k = ln e_k - ln s; an underflowed e_k has p_k = 0 and contributes nothing.
+                let (ln_s, ent) = (sum.ln(), entropies[i]);
+                for x in row.iter_mut() {
+                    let p = *x / sum;
+                    *x = if p > 0.0 { -p * (gi + ghi * (x.ln() - ln_s + ent)) } else { 0.0 };
                 }
-                row[t as usize] += gi;
-            });
-            matmul(&mut MatMut::full(&mut dh, n, hd)?, Mat::new(&e, n, v, v, 1)?, w, 1.0, false, Par::Threads)
-        })?;
+            }
+            row[t as usize] += gi;
+        });
+        self.w.backward(&e, n, &mut dh)?;
         Ok(Some(Tensor::from_vec(dh, (n, hd), h.device())?))
     }
 }
 
 /// Per-row log-probability of `targets` under the logits `h W^T` (`n x H` -> `n`).
-pub fn target_logprobs(h: &Tensor, w: &Tensor, targets: Arc<Vec<u32>>) -> Result<Tensor> {
+pub fn target_logprobs(h: &Tensor, w: &Frozen, targets: Arc<Vec<u32>>) -> Result<Tensor> {
     h.contiguous()?.apply_op1(LogProbHead::new(w.clone(), targets))
 }
 
 /// Per-row log-probability of `targets` and entropy of the whole distribution (`n x H` -> `n x 2`).
-pub fn target_logprobs_entropy(h: &Tensor, w: &Tensor, targets: Arc<Vec<u32>>) -> Result<Tensor> {
+pub fn target_logprobs_entropy(h: &Tensor, w: &Frozen, targets: Arc<Vec<u32>>) -> Result<Tensor> {
     h.contiguous()?.apply_op1(LogProbHead::with_entropy(w.clone(), targets))
 }

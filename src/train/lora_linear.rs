@@ -8,6 +8,7 @@
 //! than kept.
 use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
 
+use super::frozen::Frozen;
 use super::gemm::{matmul, Mat, MatMut, Par};
 use super::ops::{contiguous, cpu};
 
@@ -21,8 +22,8 @@ pub struct LoraPart {
 }
 
 pub struct LoraLinear {
-    /// Frozen `out x in` weight (any 2-D layout).
-    pub w: Tensor,
+    /// Frozen `out x in` weight.
+    pub w: Frozen,
     pub parts: Vec<LoraPart>,
     pub scale: f32,
     /// Per part, the dropout mask over `x` (zeros and `1 / (1 - p)`), or None without dropout.
@@ -83,11 +84,9 @@ impl CustomOp3 for LoraLinear {
     fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, as_: &CpuStorage, al: &Layout, bs: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
         let (x, b) = (contiguous(xs, xl, OP)?, contiguous(bs, bl, OP)?);
         let a = Mat::from_layout(as_.as_slice::<f32>()?, al)?;
-        let (wg, wl) = self.w.storage_and_layout();
-        let w = Mat::from_layout(cpu(&wg, OP)?.as_slice::<f32>()?, wl)?; // out x in
-        let (n, din, out) = (xl.shape().dims2()?.0, w.cols, w.rows);
+        let (n, out) = (xl.shape().dims2()?.0, self.w.rows());
         let mut y = vec![0f32; n * out];
-        matmul(&mut MatMut::full(&mut y, n, out)?, Mat::new(x, n, din, din, 1)?, w.t(), 1.0, false, Par::Threads)?;
+        self.w.forward(x, n, &mut y)?;
         let parts = self.views(a, b)?;
         let u = self.rank_inputs(x, a, &parts, n)?;
         for p in &parts {
@@ -101,12 +100,10 @@ impl CustomOp3 for LoraLinear {
         let (x, b, g) = (x.contiguous()?, b.contiguous()?, grad.contiguous()?);
         let (n, din) = x.dims2()?;
         let out = g.dim(1)?;
-        let ((xg, xl), (gg, gl), (bg, bl), (ag, al), (wg, wl)) =
-            (x.storage_and_layout(), g.storage_and_layout(), b.storage_and_layout(), a.storage_and_layout(), self.w.storage_and_layout());
+        let ((xg, xl), (gg, gl), (bg, bl), (ag, al)) = (x.storage_and_layout(), g.storage_and_layout(), b.storage_and_layout(), a.storage_and_layout());
         let am = Mat::from_layout(cpu(&ag, OP)?.as_slice::<f32>()?, al)?;
-        let wm = Mat::from_layout(cpu(&wg, OP)?.as_slice::<f32>()?, wl)?;
         let (xs, gs, bs) = (contiguous(cpu(&xg, OP)?, xl, OP)?, contiguous(cpu(&gg, OP)?, gl, OP)?, contiguous(cpu(&bg, OP)?, bl, OP)?);
-        let (dx, da, db) = self.backward(xs, gs, (n, din, out), wm, am, bs)?;
+        let (dx, da, db) = self.backward(xs, gs, (n, din, out), am, bs)?;
         let dev = x.device();
         Ok((Some(Tensor::from_vec(dx, (n, din), dev)?), Some(Tensor::from_vec(da, a.shape(), dev)?), Some(Tensor::from_vec(db, b.shape(), dev)?)))
     }
@@ -131,11 +128,11 @@ impl LoraLinear {
 
     /// `(dx, dA, dB)` for upstream gradient `g` (`n x out`), with `v = s * [g_i B_i]_i` (`n x sum(rank)`):
     /// `dB_i = g_i^T u_i`, `dA_i = v_i^T (x * m_i)`, `dx = g W + sum_i (v_i A_i) * m_i`.
-    fn backward(&self, x: &[f32], g: &[f32], (n, din, out): (usize, usize, usize), w: Mat, a: Mat, b: &[f32]) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
+    fn backward(&self, x: &[f32], g: &[f32], (n, din, out): (usize, usize, usize), a: Mat, b: &[f32]) -> Result<(Vec<f32>, Vec<f32>, Vec<f32>)> {
         let parts = self.views(a, b)?;
         let rt = a.rows;
         let mut dx = vec![0f32; n * din];
-        matmul(&mut MatMut::full(&mut dx, n, din)?, Mat::new(g, n, out, out, 1)?, w, 1.0, false, Par::Threads)?;
+        self.w.backward(g, n, &mut dx)?;
         let u = self.rank_inputs(x, a, &parts, n)?;
         let (mut v, mut db) = (vec![0f32; n * rt], vec![0f32; b.len()]);
         let mut rb = 0;

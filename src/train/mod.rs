@@ -9,6 +9,7 @@ pub mod attention;
 pub mod bench;
 pub mod checkpoint;
 pub mod data;
+pub mod frozen;
 pub mod gemm;
 pub mod head;
 pub mod lora_linear;

@@ -14,6 +14,7 @@ use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
 
 use super::attention::{attention, Attention};
+use super::frozen::{BaseWeights, Frozen};
 use super::head;
 use super::lora_linear::{LoraLinear, LoraPart};
 use super::ops::{frozen_linear, rms_norm, rope_qk_at, swiglu, RopeTables};
@@ -25,19 +26,19 @@ use crate::model::ModelConfig;
 
 struct TrainLayer {
     attn_norm: Arc<Vec<f32>>,
-    qkv: Tensor, // (Q + 2KV) x H
+    qkv: Frozen, // (Q + 2KV) x H
     qkv_bias: Option<Tensor>,
-    o: Tensor, // H x Q
+    o: Frozen, // H x Q
     mlp_norm: Arc<Vec<f32>>,
-    gate_up: Tensor, // 2I x H
-    down: Tensor,    // H x I
+    gate_up: Frozen, // 2I x H
+    down: Frozen,    // H x I
 }
 
-/// Frozen base model in f32 for training.
+/// The frozen base model for training (quantized as stored, or f32: `BaseWeights`).
 pub struct TrainModel {
     pub cfg: ModelConfig,
-    embed: Tensor,   // V x H
-    lm_head: Tensor, // V x H (shares the embedding's storage when tied)
+    embed: Frozen,   // V x H
+    lm_head: Frozen, // V x H (shares the embedding's storage when tied)
     norm: Arc<Vec<f32>>,
     layers: Vec<TrainLayer>,
     rope: Arc<RopeTables>,
@@ -123,15 +124,21 @@ pub fn next_token_targets(seqs: &[(&[u32], &[u8])]) -> Vec<Target> {
 }
 
 impl TrainModel {
-    /// Dequantizes `w` to f32 tensors. Memory: 4 bytes per parameter (about 540 MB for a 135M model).
+    /// The base model with its weights as the checkpoint stores them (quantized blocks stay quantized).
     pub fn new(cfg: &ModelConfig, w: &Weights) -> Result<Self> {
+        Self::with_base(cfg, w, BaseWeights::AsStored)
+    }
+
+    /// The base model with its weights held as `base` says. f32 costs 4 bytes a parameter (about 540 MB for a 135M
+    /// model); quantized weights cost what the checkpoint does.
+    pub fn with_base(cfg: &ModelConfig, w: &Weights, base: BaseWeights) -> Result<Self> {
         let device = Device::Cpu;
-        let t = |m: &crate::model::linear::Matrix| Tensor::from_vec(m.to_f32(), (m.rows, m.cols), &device);
-        // The same `out x in` matrix stored column-major. gemm's speed depends on the operands' layouts: measured
-        // here, x W^T for down (1536 -> 576) runs at 70 GFLOP/s from row-major W and at ~190 from column-major,
-        // qkv gains too, while the backward dy W stays at ~170-200 either way for these shapes (not for gate_up or
-        // the output layer, which stay row-major).
-        let t_col = |m: &crate::model::linear::Matrix| -> candle_core::Result<Tensor> { t(m)?.t()?.contiguous()?.t() };
+        let t = |m: &crate::model::linear::Matrix| Frozen::new(m, base, false);
+        // f32 copies of some matrices are stored column-major. gemm's speed depends on the operands' layouts:
+        // measured here, x W^T for down (1536 -> 576) runs at 70 GFLOP/s from row-major W and at ~190 from
+        // column-major, qkv gains too, while the backward dy W stays at ~170-200 either way for these shapes (not
+        // for gate_up or the output layer, which stay row-major).
+        let t_col = |m: &crate::model::linear::Matrix| Frozen::new(m, base, true);
         let embed = t(&w.embed)?;
         let lm_head = match &w.lm_head {
             Some(m) => t(m)?,
@@ -168,6 +175,13 @@ impl TrainModel {
         }
         let rope = Arc::new(RopeTables { half, cos, sin });
         Ok(TrainModel { cfg: cfg.clone(), embed, lm_head, norm: Arc::new(w.norm.clone()), layers, rope, device, temperature: 1.0 })
+    }
+
+    /// Bytes of frozen weights held (the tied output layer counted once).
+    pub fn weight_bytes(&self) -> usize {
+        let layers: usize = self.layers.iter().map(|l| l.qkv.storage_bytes() + l.o.storage_bytes() + l.gate_up.storage_bytes() + l.down.storage_bytes()).sum();
+        let head = if self.cfg.tie_word_embeddings { 0 } else { self.lm_head.storage_bytes() };
+        layers + self.embed.storage_bytes() + head
     }
 
     pub fn device(&self) -> &Device {
@@ -213,8 +227,7 @@ impl TrainModel {
         let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
         let eps = cfg.rms_norm_eps;
         let scale = 1.0 / (hd as f32).sqrt();
-        let ids = Tensor::from_slice(&batch.ids, n, &self.device)?;
-        let mut x = self.embed.index_select(&ids, 0)?; // N x H
+        let mut x = self.embed.gather(&batch.ids)?; // N x H
         let mut drop = match (lora, dropout_seed) {
             (Some(l), Some(seed)) if l.config.dropout > 0.0 => Some(Dropout { rng: ChaCha8Rng::seed_from_u64(seed), p: l.config.dropout }),
             _ => None,
@@ -308,7 +321,7 @@ type LayerAdapters<'a> = Option<(&'a BTreeMap<Proj, (Var, Var)>, f32)>;
 
 /// A frozen projection plus the adapters of the projections stacked in it (`parts`: each projection and its width,
 /// in stacking order), as one op.
-fn linear(x: &Tensor, w: &Tensor, ad: LayerAdapters, parts: &[(Proj, usize)], drop: &mut Option<Dropout>) -> Result<Tensor> {
+fn linear(x: &Tensor, w: &Frozen, ad: LayerAdapters, parts: &[(Proj, usize)], drop: &mut Option<Dropout>) -> Result<Tensor> {
     let Some((pairs, scale)) = ad else { return Ok(frozen_linear(x, w)?) };
     let (mut lparts, mut a, mut b, mut masks, mut off) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0);
     for &(p, width) in parts {

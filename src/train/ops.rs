@@ -6,10 +6,10 @@
 //! checked against finite differences in `tests/it/train_ops.rs`. All ops take and return f32 tensors on the CPU.
 use std::sync::Arc;
 
-use candle_core::backend::BackendStorage;
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
+use super::frozen::Frozen;
 use crate::simd::kernels::{dot, rms_norm as simd_rms_norm, silu_mul, swiglu_bwd};
 use crate::simd::Simd;
 
@@ -41,30 +41,33 @@ fn for_rows(out: &mut [f32], width: usize, f: impl Fn(usize, &mut [f32]) + Sync 
 // ---------------------------------------------------------------------------------------------------------------
 // Frozen linear: y = x W^T, backward returns only dL/dx.
 
-struct FrozenLinear;
+struct FrozenLinear(Frozen);
 
-impl CustomOp2 for FrozenLinear {
+impl CustomOp1 for FrozenLinear {
     fn name(&self) -> &'static str {
         "frozen-linear"
     }
-    fn cpu_fwd(&self, x: &CpuStorage, xl: &Layout, wt: &CpuStorage, wtl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (m, k) = xl.shape().dims2()?;
-        let (k2, n) = wtl.shape().dims2()?;
-        if k != k2 {
-            candle_core::bail!("frozen-linear: input has {k} features, weight expects {k2}");
+    fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (n, k) = l.shape().dims2()?;
+        if k != self.0.cols() {
+            candle_core::bail!("frozen-linear: input has {k} features, weight expects {}", self.0.cols());
         }
-        Ok((x.matmul(wt, (1, m, n, k), xl, wtl)?, Shape::from((m, n))))
+        let mut y = vec![0f32; n * self.0.rows()];
+        self.0.forward(contiguous(s, l, "frozen-linear")?, n, &mut y)?;
+        Ok((CpuStorage::F32(y), Shape::from((n, self.0.rows()))))
     }
-    fn bwd(&self, _x: &Tensor, wt: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
-        Ok((Some(grad.matmul(&wt.t()?)?), None))
+    fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
+        let n = x.dim(0)?;
+        let g = grad.contiguous()?.flatten_all()?.to_vec1::<f32>()?;
+        let mut dx = vec![0f32; n * self.0.cols()];
+        self.0.backward(&g, n, &mut dx)?;
+        Ok(Some(Tensor::from_vec(dx, (n, self.0.cols()), x.device())?))
     }
 }
 
-/// `x W^T` for a frozen `w` (`out x in`, contiguous); `x` is `n x in`. The backward pass computes the input
-/// gradient only.
-pub fn frozen_linear(x: &Tensor, w: &Tensor) -> Result<Tensor> {
-    // Detached so that even a trainable tensor passed here is treated as frozen (no dangling graph edge).
-    x.apply_op2(&w.detach().t()?, FrozenLinear)
+/// `x W^T` for a frozen `w` (`out x in`); `x` is `n x in`. The backward pass computes the input gradient only.
+pub fn frozen_linear(x: &Tensor, w: &Frozen) -> Result<Tensor> {
+    x.contiguous()?.apply_op1(FrozenLinear(w.clone()))
 }
 
 // ---------------------------------------------------------------------------------------------------------------

@@ -7,6 +7,8 @@ use autodidact::model::linear::{Matrix, WeightData};
 use autodidact::model::lora::{LoraAdapter, LoraConfig, Proj};
 use autodidact::model::weights::{LayerWeights, Weights};
 use autodidact::model::{LoadedModel, Logits, ModelConfig, SeqInput, Transformer};
+use autodidact::quant::BlockQ8;
+use autodidact::train::frozen::BaseWeights;
 use autodidact::train::tiny::{tiny_config, tiny_weights};
 use autodidact::train::{next_token_targets, Batch, LoraVars, Target, TrainModel};
 use rand::{Rng, SeedableRng};
@@ -114,11 +116,62 @@ fn adapter_matches_merged_model_and_can_be_disabled() {
     assert!(max_abs_diff(&base, &training_logits(&m, None, &seqs)) < 1e-4);
 }
 
+/// Every matrix of `w` rounded to Q8_0 blocks (the tiny model's widths are multiples of 32).
+fn q8_copy(w: &Weights) -> Weights {
+    let m = |m: &Matrix| Matrix { rows: m.rows, cols: m.cols, data: WeightData::Q8(m.to_f32().chunks(32).map(BlockQ8::quantize).collect()) };
+    let mut q = f32_copy(w);
+    q.embed = m(&w.embed);
+    for (l, src) in q.layers.iter_mut().zip(&w.layers) {
+        (l.qkv, l.o, l.gate_up, l.down) = (m(&src.qkv), m(&src.o), m(&src.gate_up), m(&src.down));
+    }
+    q
+}
+
 #[test]
 fn lora_gradients_match_finite_differences_through_the_model() {
     let cfg = tiny_config();
     let w = tiny_weights(&cfg, 2);
-    let m = TrainModel::new(&cfg, &w).unwrap();
+    lora_gradients_match_finite_differences(&cfg, &w);
+}
+
+/// The same through a quantized base kept in its blocks (QLoRA): the trainer stays exact.
+#[test]
+fn lora_gradients_match_finite_differences_through_a_quantized_base() {
+    let cfg = tiny_config();
+    lora_gradients_match_finite_differences(&cfg, &q8_copy(&tiny_weights(&cfg, 2)));
+}
+
+/// A quantized base held in its blocks computes what its f32 copy does: log-probs and LoRA gradients agree up to
+/// summation order, in a fraction of the memory.
+#[test]
+fn quantized_base_trains_as_its_f32_copy() {
+    let cfg = tiny_config();
+    let w = q8_copy(&tiny_weights(&cfg, 3));
+    let (q, f) = (TrainModel::new(&cfg, &w).unwrap(), TrainModel::with_base(&cfg, &w, BaseWeights::F32).unwrap());
+    assert!(q.weight_bytes() * 3 < f.weight_bytes(), "{} vs {} bytes", q.weight_bytes(), f.weight_bytes());
+    let vars = LoraVars::from_adapter(&random_adapter(&cfg, 5), q.device()).unwrap();
+    let seqs = tiny_seqs();
+    let masks: Vec<Vec<u8>> = seqs.iter().map(|s| vec![1; s.len()]).collect();
+    let pairs: Vec<(&[u32], &[u8])> = seqs.iter().zip(&masks).map(|(s, m)| (s.as_slice(), m.as_slice())).collect();
+    let targets = next_token_targets(&pairs);
+    let batch = Batch::new(&seqs.iter().map(|s| s.as_slice()).collect::<Vec<_>>());
+    let run = |m: &TrainModel| {
+        let lp = m.target_logprobs(&batch, Some(&vars), None, &targets).unwrap();
+        let g = lp.sum_all().unwrap().backward().unwrap();
+        let grads: Vec<f32> =
+            vars.named_vars().iter().flat_map(|(_, v)| g.get(v.as_tensor()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap()).collect();
+        (lp.to_vec1::<f32>().unwrap(), grads)
+    };
+    let ((lq, gq), (lf, gf)) = (run(&q), run(&f));
+    let dl = lq.iter().zip(&lf).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    let scale = gf.iter().fold(0f32, |m, g| m.max(g.abs()));
+    let dg = gq.iter().zip(&gf).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+    assert!(dl < 1e-4 && dg < 1e-4 * scale.max(1.0), "log-probs max |diff| {dl}, gradients {dg} (largest {scale})");
+}
+
+fn lora_gradients_match_finite_differences(cfg: &ModelConfig, w: &Weights) {
+    let cfg = cfg.clone();
+    let m = TrainModel::new(&cfg, w).unwrap();
     let adapter = random_adapter(&cfg, 4);
     let seqs = tiny_seqs();
     let masks: Vec<Vec<u8>> = seqs.iter().map(|s| vec![1; s.len()]).collect();

@@ -1,7 +1,10 @@
 //! Every op the training forward differentiates through, checked against central finite differences.
 use std::sync::Arc;
 
+use autodidact::model::linear::{Matrix, WeightData};
+use autodidact::quant::{BlockQ4K, BlockQ8, GgufBlock};
 use autodidact::train::attention::{attention, Attention};
+use autodidact::train::frozen::Frozen;
 use autodidact::train::head::target_logprobs;
 use autodidact::train::lora_linear::{LoraLinear, LoraPart};
 use autodidact::train::ops::{frozen_linear, rms_norm, rope_qk, swiglu, RopeTables};
@@ -46,20 +49,53 @@ fn check_grad(shape: &[usize], scale: f32, f: impl Fn(&Tensor) -> Tensor) {
 }
 
 #[test]
-fn frozen_linear_gradient_and_no_weight_gradient() {
-    let w = Tensor::from_vec(rand_vec(5 * 7, 3, 1.0), (5, 7), &Device::Cpu).unwrap();
+fn frozen_linear_gradient_and_value() {
+    let wt = Tensor::from_vec(rand_vec(5 * 7, 3, 1.0), (5, 7), &Device::Cpu).unwrap();
+    let w = Frozen::F32(wt.clone());
     check_grad(&[4, 7], 1.0, |x| frozen_linear(x, &w).unwrap());
     // Same values as a plain matmul.
     let x = Tensor::from_vec(rand_vec(28, 4, 1.0), (4, 7), &Device::Cpu).unwrap();
     let a = frozen_linear(&x, &w).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    let b = x.matmul(&w.t().unwrap()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
-    assert_eq!(a, b);
-    // Even a trainable weight gets no gradient through it: the op is for frozen weights only.
-    let wv = Var::from_tensor(&w).unwrap();
-    let xv = Var::from_tensor(&x).unwrap();
-    let g = frozen_linear(xv.as_tensor(), wv.as_tensor()).unwrap().sum_all().unwrap().backward().unwrap();
-    assert!(g.get(wv.as_tensor()).is_none());
-    assert!(g.get(xv.as_tensor()).is_some());
+    let b = x.matmul(&wt.t().unwrap()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    for (a, b) in a.iter().zip(&b) {
+        assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}
+
+/// A random `rows x cols` matrix quantized by candle to `dtype` (ggml's quantizers), in our blocks.
+fn quantized(rows: usize, cols: usize, seed: u64, dtype: candle_core::quantized::GgmlDType) -> Matrix {
+    let t = Tensor::from_vec(rand_vec(rows * cols, seed, 1.0), (rows, cols), &Device::Cpu).unwrap();
+    let bytes = candle_core::quantized::QTensor::quantize(&t, dtype).unwrap().data().unwrap().into_owned();
+    let data = match dtype {
+        candle_core::quantized::GgmlDType::Q8_0 => WeightData::Q8(bytes.chunks_exact(BlockQ8::BYTES).map(BlockQ8::from_bytes).collect()),
+        candle_core::quantized::GgmlDType::Q4K => WeightData::Q4K(bytes.chunks_exact(BlockQ4K::BYTES).map(BlockQ4K::from_bytes).collect()),
+        other => panic!("no test conversion for {other:?}"),
+    };
+    Matrix { rows, cols, data }
+}
+
+/// Quantized frozen weights (QLoRA): the gradient through them matches finite differences, and forward and
+/// backward equal those of their dequantized f32 copy up to summation order, across several backward tiles.
+#[test]
+fn quantized_frozen_weights_act_as_their_dequantized_values() {
+    use candle_core::quantized::GgmlDType;
+    let q8 = Frozen::Quantized(std::sync::Arc::new(quantized(5, 32, 3, GgmlDType::Q8_0)));
+    check_grad(&[4, 32], 1.0, |x| frozen_linear(x, &q8).unwrap());
+    let (rows, cols, n) = (600, 256, 9);
+    let m = quantized(rows, cols, 4, GgmlDType::Q4K);
+    let (q, f) = (Frozen::Quantized(std::sync::Arc::new(m.clone())), Frozen::F32(Tensor::from_vec(m.to_f32(), (rows, cols), &Device::Cpu).unwrap()));
+    assert!(q.storage_bytes() * 7 < f.storage_bytes(), "Q4_K holds 4.5 bits a weight");
+    let x = rand_vec(n * cols, 5, 1.0);
+    let g = rand_vec(n * rows, 6, 1.0);
+    let (mut yq, mut yf, mut dq, mut df) = (vec![0f32; n * rows], vec![0f32; n * rows], vec![0f32; n * cols], vec![0f32; n * cols]);
+    q.forward(&x, n, &mut yq).unwrap();
+    f.forward(&x, n, &mut yf).unwrap();
+    q.backward(&g, n, &mut dq).unwrap();
+    f.backward(&g, n, &mut df).unwrap();
+    for (name, a, b) in [("forward", &yq, &yf), ("backward", &dq, &df)] {
+        let d = a.iter().zip(b.iter()).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
+        assert!(d < 1e-3, "{name}: max |diff| {d}");
+    }
 }
 
 #[test]
@@ -148,12 +184,13 @@ fn swiglu_gradient() {
 fn log_prob_head_gradient_and_value() {
     // The output matrix seen column-major, as a transposed tensor.
     let (n, h, v) = (70, 5, 9);
-    let w = Tensor::from_vec(rand_vec(h * v, 31, 1.0), (h, v), &Device::Cpu).unwrap().t().unwrap();
+    let wt = Tensor::from_vec(rand_vec(h * v, 31, 1.0), (h, v), &Device::Cpu).unwrap().t().unwrap();
+    let w = Frozen::F32(wt.clone());
     let targets = Arc::new((0..n as u32).map(|i| i * 7 % v as u32).collect::<Vec<_>>());
     check_grad(&[n, h], 2.0, |x| target_logprobs(x, &w, targets.clone()).unwrap());
     let x = Tensor::from_vec(rand_vec(n * h, 32, 2.0), (n, h), &Device::Cpu).unwrap();
     let lp = target_logprobs(&x, &w, targets.clone()).unwrap().to_vec1::<f32>().unwrap();
-    let ls = candle_nn::ops::log_softmax(&x.matmul(&w.t().unwrap()).unwrap(), 1).unwrap().to_vec2::<f32>().unwrap();
+    let ls = candle_nn::ops::log_softmax(&x.matmul(&wt.t().unwrap()).unwrap(), 1).unwrap().to_vec2::<f32>().unwrap();
     for i in 0..n {
         assert!((lp[i] - ls[i][targets[i] as usize]).abs() < 1e-5);
     }
@@ -166,7 +203,7 @@ fn log_prob_head_gradient_and_value() {
 fn lora_op(w: &Tensor, masked: bool) -> LoraLinear {
     let mask: Vec<f32> = (0..4 * 6).map(|i| if i % 3 == 0 { 0.0 } else { 1.5 }).collect();
     LoraLinear {
-        w: w.clone(),
+        w: Frozen::F32(w.clone()),
         parts: vec![LoraPart { out_offset: 0, width: 3, rank: 2 }, LoraPart { out_offset: 5, width: 2, rank: 2 }],
         scale: 0.7,
         masks: vec![None, masked.then_some(mask)],
