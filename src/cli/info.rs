@@ -52,8 +52,21 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         "context        {} tokens, rope theta {}{}",
         cfg.max_position_embeddings,
         cfg.rope_theta,
-        if cfg.rope_scaling.is_some() { ", llama3 rope scaling" } else { "" }
+        match cfg.rope_scaling {
+            Some(autodidact::model::config::RopeScaling::Llama3(_)) => ", llama3 rope scaling".to_string(),
+            Some(autodidact::model::config::RopeScaling::Linear { factor }) => format!(", linear rope scaling x{factor}"),
+            None => String::new(),
+        }
     )?;
+    if let Some(w) = cfg.sliding_window {
+        let sliding = cfg.sliding_layers.iter().filter(|&&s| s).count();
+        writeln!(
+            out,
+            "attention      {sliding} of {} layers over a sliding window of {w} tokens (rope theta {}), the others global",
+            cfg.num_layers,
+            cfg.rope_local_theta.unwrap_or(cfg.rope_theta)
+        )?;
+    }
     writeln!(out, "tensor types   {}", m.tensor_types.iter().map(|(t, n)| format!("{t} x{n}")).collect::<Vec<_>>().join(", "))?;
     writeln!(out, "in memory      {:.1} MB of weights", m.transformer.weights.storage_bytes() as f64 / 1e6)?;
     writeln!(out, "vocab          {} tokens, bos {:?}, eos {:?}, stop ids {:?}", tok.vocab_size(), tok.bos_token(), tok.eos_token(), tok.stop_ids())?;

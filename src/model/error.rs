@@ -16,7 +16,7 @@ pub enum ModelError {
     Invalid { path: PathBuf, msg: String },
     #[error("{path}: missing field `{field}`")]
     MissingField { path: PathBuf, field: String },
-    #[error("{path}: unsupported architecture `{arch}` (supported: llama, qwen2)")]
+    #[error("{path}: unsupported architecture `{arch}` (supported: {})", super::config::SUPPORTED_ARCHS)]
     UnknownArch { path: PathBuf, arch: String },
     #[error("{path}: tensor `{tensor}` has unsupported type {dtype} (supported: Q4_0, Q4_1, Q8_0, F16, BF16, F32)")]
     UnsupportedDType { path: PathBuf, tensor: String, dtype: String },
