@@ -27,7 +27,11 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         "weight_bytes_in_memory": m.transformer.weights.storage_bytes(),
         "tensor_types": m.tensor_types.iter().map(|(t, n)| json!({"type": t, "count": n})).collect::<Vec<_>>(),
         "tokenizer": {"vocab_size": tok.vocab_size(), "bos": tok.bos_token(), "eos": tok.eos_token(), "stop_ids": tok.stop_ids(), "special_tokens": specials},
-        "chat_template": {"fallback_chatml": m.template_is_fallback, "source": m.template.source()},
+        "chat_template": {
+            "fallback_chatml": m.template_is_fallback && !cfg.arch.is_gemma(),
+            "builtin": m.template_is_fallback.then(|| autodidact::model::builtin_template::builtin_name(cfg.arch)),
+            "source": m.template.source(),
+        },
         "simd": simd_json(),
     });
     if a.json {
@@ -76,7 +80,7 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         out,
         "chat template  {}",
         if m.template_is_fallback {
-            "none in the checkpoint: ChatML fallback".to_string()
+            format!("none in the checkpoint: the built-in {} template", autodidact::model::builtin_template::builtin_name(cfg.arch))
         } else {
             format!("{} chars, from the checkpoint", m.template.source().len())
         }
