@@ -213,3 +213,24 @@ fn real_gemma3_file_gives_its_config_and_every_tensor_name() {
     assert_eq!(g.tensor_name("model.layers.3.post_attention_layernorm.weight").as_deref(), Some("blk.3.post_attention_norm.weight"));
     assert_eq!(g.tensor_name("model.layers.3.pre_feedforward_layernorm.weight").as_deref(), Some("blk.3.ffn_norm.weight"));
 }
+
+/// An export writes Hugging Face's form back: the same tensors (Gemma's norms as `w`, not the runtime's `1 + w`)
+/// and a config.json that loads as the same config.
+#[test]
+fn hf_export_gives_back_the_checkpoint_for_qwen3_and_gemma3() {
+    use autodidact::export::hf::hf_tensors;
+    for (arch, seed) in [("qwen3", 8), ("gemma3_text", 9)] {
+        let (dir, m) = tiny_model(arch, seed);
+        let mut exported = hf_tensors(&m.weights, &m.cfg);
+        let mut original = tiny::tensors(arch, seed);
+        exported.sort_by(|a, b| a.0.cmp(&b.0));
+        original.sort_by(|a, b| a.0.cmp(&b.0));
+        assert_eq!(exported.iter().map(|t| (&t.0, &t.1)).collect::<Vec<_>>(), original.iter().map(|t| (&t.0, &t.1)).collect::<Vec<_>>(), "{arch}");
+        for (e, o) in exported.iter().zip(&original) {
+            assert!(max_abs_diff(&e.2, &o.2) < 1e-6, "{arch}: {}", e.0);
+        }
+        let config = dir.path().join("exported.json");
+        std::fs::write(&config, m.cfg.to_hf_json("float32").to_string()).unwrap();
+        assert_eq!(ModelConfig::from_hf_json(&config).unwrap(), m.cfg, "{arch}");
+    }
+}
