@@ -3,6 +3,9 @@ use std::fmt::Write as _;
 use clap::Args;
 use serde_json::json;
 
+use autodidact::model::config::Arch;
+use autodidact::model::gguf::SUPPORTED_TYPES;
+
 use super::{simd_json, simd_line, ModelArgs};
 
 #[derive(Args, Debug)]
@@ -27,8 +30,13 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         "weight_bytes_in_memory": m.transformer.weights.storage_bytes(),
         "tensor_types": m.tensor_types.iter().map(|(t, n)| json!({"type": t, "count": n})).collect::<Vec<_>>(),
         "tokenizer": {"vocab_size": tok.vocab_size(), "bos": tok.bos_token(), "eos": tok.eos_token(), "stop_ids": tok.stop_ids(), "special_tokens": specials},
-        "chat_template": {"fallback_chatml": m.template_is_fallback, "source": m.template.source()},
+        "chat_template": {
+            "fallback_chatml": m.template_is_fallback && !cfg.arch.is_gemma(),
+            "builtin": m.template_is_fallback.then(|| autodidact::model::builtin_template::builtin_name(cfg.arch)),
+            "source": m.template.source(),
+        },
         "simd": simd_json(),
+        "supported": {"architectures": Arch::ALL.map(Arch::name), "gguf_tensor_types": SUPPORTED_TYPES},
     });
     if a.json {
         return print_all(&format!("{}\n", serde_json::to_string_pretty(&info)?));
@@ -52,18 +60,36 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
         "context        {} tokens, rope theta {}{}",
         cfg.max_position_embeddings,
         cfg.rope_theta,
-        if cfg.rope_scaling.is_some() { ", llama3 rope scaling" } else { "" }
+        match cfg.rope_scaling {
+            Some(autodidact::model::config::RopeScaling::Llama3(_)) => ", llama3 rope scaling".to_string(),
+            Some(autodidact::model::config::RopeScaling::Linear { factor }) => format!(", linear rope scaling x{factor}"),
+            None => String::new(),
+        }
     )?;
+    if let Some(w) = cfg.sliding_window {
+        let sliding = cfg.sliding_layers.iter().filter(|&&s| s).count();
+        writeln!(
+            out,
+            "attention      {sliding} of {} layers over a sliding window of {w} tokens (rope theta {}), the others global",
+            cfg.num_layers,
+            cfg.rope_local_theta.unwrap_or(cfg.rope_theta)
+        )?;
+    }
     writeln!(out, "tensor types   {}", m.tensor_types.iter().map(|(t, n)| format!("{t} x{n}")).collect::<Vec<_>>().join(", "))?;
     writeln!(out, "in memory      {:.1} MB of weights", m.transformer.weights.storage_bytes() as f64 / 1e6)?;
     writeln!(out, "vocab          {} tokens, bos {:?}, eos {:?}, stop ids {:?}", tok.vocab_size(), tok.bos_token(), tok.eos_token(), tok.stop_ids())?;
-    writeln!(out, "special tokens {}", tok.special_tokens().join(" "))?;
+    let specials = tok.special_tokens();
+    // Gemma's vocabulary reserves thousands of `<unusedN>` special tokens: the first few say enough.
+    let shown = specials.iter().take(24).map(String::as_str).collect::<Vec<_>>().join(" ");
+    let more = if specials.len() > 24 { format!(" ... ({} in all)", specials.len()) } else { String::new() };
+    writeln!(out, "special tokens {shown}{more}")?;
     writeln!(out, "kernels        {}", simd_line())?;
+    writeln!(out, "supported      architectures {}; GGUF tensor types {}", Arch::supported(), SUPPORTED_TYPES.join(", "))?;
     writeln!(
         out,
         "chat template  {}",
         if m.template_is_fallback {
-            "none in the checkpoint: ChatML fallback".to_string()
+            format!("none in the checkpoint: the built-in {} template", autodidact::model::builtin_template::builtin_name(cfg.arch))
         } else {
             format!("{} chars, from the checkpoint", m.template.source().len())
         }

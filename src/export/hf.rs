@@ -36,7 +36,10 @@ impl SaveDType {
 /// Every tensor of `w` under its HF name, dequantized to f32, `(name, shape, values)`. Stacked projections are
 /// split back into q/k/v and gate/up.
 pub fn hf_tensors(w: &Weights, cfg: &crate::model::ModelConfig) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let (h, q, kv, i) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size);
+    let (h, q, kv, i, hd) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size, cfg.head_dim);
+    // The runtime keeps every norm as the factor it multiplies by; Gemma's checkpoints store that factor minus 1.
+    let gemma = cfg.arch.is_gemma();
+    let norm = |w: &[f32]| -> Vec<f32> { w.iter().map(|x| if gemma { x - 1.0 } else { *x }).collect() };
     let mut out = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, h], w.embed.to_f32())];
     for (l, lw) in w.layers.iter().enumerate() {
         let p = |n: &str| format!("model.layers.{l}.{n}");
@@ -54,10 +57,21 @@ pub fn hf_tensors(w: &Weights, cfg: &crate::model::ModelConfig) -> Vec<(String, 
         out.push((p("mlp.gate_proj.weight"), vec![i, h], gu[..i * h].to_vec()));
         out.push((p("mlp.up_proj.weight"), vec![i, h], gu[i * h..].to_vec()));
         out.push((p("mlp.down_proj.weight"), vec![h, i], lw.down.to_f32()));
-        out.push((p("input_layernorm.weight"), vec![h], lw.attn_norm.clone()));
-        out.push((p("post_attention_layernorm.weight"), vec![h], lw.mlp_norm.clone()));
+        out.push((p("input_layernorm.weight"), vec![h], norm(&lw.attn_norm)));
+        if let Some((qn, kn)) = &lw.qk_norm {
+            out.push((p("self_attn.q_norm.weight"), vec![hd], norm(qn)));
+            out.push((p("self_attn.k_norm.weight"), vec![hd], norm(kn)));
+        }
+        match &lw.post_norms {
+            Some((attn, mlp)) => {
+                out.push((p("post_attention_layernorm.weight"), vec![h], norm(attn)));
+                out.push((p("pre_feedforward_layernorm.weight"), vec![h], norm(&lw.mlp_norm)));
+                out.push((p("post_feedforward_layernorm.weight"), vec![h], norm(mlp)));
+            }
+            None => out.push((p("post_attention_layernorm.weight"), vec![h], norm(&lw.mlp_norm))),
+        }
     }
-    out.push(("model.norm.weight".to_string(), vec![h], w.norm.clone()));
+    out.push(("model.norm.weight".to_string(), vec![h], norm(&w.norm)));
     if let Some(head) = &w.lm_head {
         out.push(("lm_head.weight".to_string(), vec![cfg.vocab_size, h], head.to_f32()));
     }

@@ -105,6 +105,9 @@ pub struct ChatTemplate {
     source: String,
     bos_token: Option<String>,
     eos_token: Option<String>,
+    /// `enable_thinking`, as Qwen3's template reads it: false (the default) renders the generation prompt with an
+    /// empty `<think>\n\n</think>\n\n`, so the model answers without a reasoning block.
+    thinking: bool,
 }
 
 impl std::fmt::Debug for ChatTemplate {
@@ -132,7 +135,7 @@ impl ChatTemplate {
         env.add_function("raise_exception", raise_exception);
         env.add_function("strftime_now", |fmt: String| strftime(&fmt, unix_now()));
         env.add_template_owned(TEMPLATE_NAME, source.to_string()).map_err(|e| TemplateError::Compile(describe(&e)))?;
-        Ok(Self { env, source: source.to_string(), bos_token, eos_token })
+        Ok(Self { env, source: source.to_string(), bos_token, eos_token, thinking: false })
     }
 
     /// ChatML fallback for models without a template. With `add_generation_prompt` it renders exactly:
@@ -175,6 +178,7 @@ impl ChatTemplate {
         ctx.insert("messages", Value::from_serialize(messages));
         ctx.insert("tools", Value::from_serialize(tools));
         ctx.insert("add_generation_prompt", Value::from(add_generation_prompt));
+        ctx.insert("enable_thinking", Value::from(self.thinking));
         if let Some(bos) = &self.bos_token {
             ctx.insert("bos_token", Value::from(bos.as_str()));
         }
@@ -191,6 +195,11 @@ impl ChatTemplate {
 
     pub fn source(&self) -> &str {
         &self.source
+    }
+
+    /// Renders with `enable_thinking` set to `on` from now on (templates that do not read it are unaffected).
+    pub fn set_thinking(&mut self, on: bool) {
+        self.thinking = on;
     }
 }
 
@@ -594,5 +603,15 @@ mod tests {
     fn engine_errors_are_not_mistaken_for_raise_exception() {
         let err = render_str("{{ raise_exception('x') if false }}{{ 1 + 'a' }}", &[]).unwrap_err();
         assert!(matches!(err, TemplateError::Render(_)), "{err:?}");
+    }
+
+    /// Qwen3's generation prompt: thinking is off unless asked for, as agents render it.
+    #[test]
+    fn enable_thinking_is_false_unless_set() {
+        let src = "{% if add_generation_prompt %}{{ '<|im_start|>assistant\\n' }}{% if enable_thinking is defined and enable_thinking is false %}{{ '<think>\\n\\n</think>\\n\\n' }}{% endif %}{% endif %}";
+        let mut t = ChatTemplate::new(src, None, None).unwrap();
+        assert_eq!(t.render(&[], None, true).unwrap(), "<|im_start|>assistant\n<think>\n\n</think>\n\n");
+        t.set_thinking(true);
+        assert_eq!(t.render(&[], None, true).unwrap(), "<|im_start|>assistant\n");
     }
 }

@@ -16,7 +16,7 @@ pub enum ModelError {
     Invalid { path: PathBuf, msg: String },
     #[error("{path}: missing field `{field}`")]
     MissingField { path: PathBuf, field: String },
-    #[error("{path}: unsupported architecture `{arch}` (supported: llama, qwen2)")]
+    #[error("{path}: unsupported architecture `{arch}` (supported: {})", super::config::Arch::supported())]
     UnknownArch { path: PathBuf, arch: String },
     #[error("{path}: tensor `{tensor}` has unsupported type {dtype} (supported: {})", super::gguf::SUPPORTED_TYPES.join(", "))]
     UnsupportedDType { path: PathBuf, tensor: String, dtype: String },

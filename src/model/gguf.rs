@@ -132,8 +132,14 @@ fn f32_from(dtype: GgmlDType, bytes: &[u8]) -> Option<Vec<f32>> {
     })
 }
 
-/// Maps HF tensor names (our canonical names) to llama.cpp's GGUF names.
+/// Maps HF tensor names (our canonical names) to llama.cpp's GGUF names, for the llama-like architectures.
 pub fn gguf_name(hf: &str) -> Option<String> {
+    gguf_name_in("llama", hf)
+}
+
+/// Maps HF tensor names to llama.cpp's GGUF names in a file of architecture `arch` (`general.architecture`):
+/// Gemma names its four per-layer norms apart from llama's two.
+pub fn gguf_name_in(arch: &str, hf: &str) -> Option<String> {
     let fixed = match hf {
         "model.embed_tokens.weight" => Some("token_embd.weight"),
         "model.norm.weight" => Some("output_norm.weight"),
@@ -145,6 +151,15 @@ pub fn gguf_name(hf: &str) -> Option<String> {
     }
     let rest = hf.strip_prefix("model.layers.")?;
     let (layer, tail) = rest.split_once('.')?;
+    let gemma = match (arch, tail) {
+        ("gemma3", "post_attention_layernorm.weight") => Some("post_attention_norm.weight"),
+        ("gemma3", "pre_feedforward_layernorm.weight") => Some("ffn_norm.weight"),
+        ("gemma3", "post_feedforward_layernorm.weight") => Some("post_ffw_norm.weight"),
+        _ => None,
+    };
+    if let Some(g) = gemma {
+        return Some(format!("blk.{layer}.{g}"));
+    }
     let mapped = match tail {
         "input_layernorm.weight" => "attn_norm.weight",
         "post_attention_layernorm.weight" => "ffn_norm.weight",
@@ -155,6 +170,8 @@ pub fn gguf_name(hf: &str) -> Option<String> {
         "self_attn.q_proj.bias" => "attn_q.bias",
         "self_attn.k_proj.bias" => "attn_k.bias",
         "self_attn.v_proj.bias" => "attn_v.bias",
+        "self_attn.q_norm.weight" => "attn_q_norm.weight",
+        "self_attn.k_norm.weight" => "attn_k_norm.weight",
         "mlp.gate_proj.weight" => "ffn_gate.weight",
         "mlp.up_proj.weight" => "ffn_up.weight",
         "mlp.down_proj.weight" => "ffn_down.weight",
@@ -163,15 +180,26 @@ pub fn gguf_name(hf: &str) -> Option<String> {
     Some(format!("blk.{layer}.{mapped}"))
 }
 
+impl GgufFile {
+    fn arch(&self) -> &str {
+        self.metadata().get("general.architecture").and_then(|v| v.to_string().ok()).map_or("", String::as_str)
+    }
+
+    /// The file's name for the HF tensor `hf_name`.
+    pub fn tensor_name(&self, hf_name: &str) -> Option<String> {
+        gguf_name_in(self.arch(), hf_name)
+    }
+}
+
 impl TensorSource for GgufFile {
     fn path(&self) -> &Path {
         &self.path
     }
     fn has(&self, hf_name: &str) -> bool {
-        gguf_name(hf_name).is_some_and(|n| self.content.tensor_infos.contains_key(&n))
+        self.tensor_name(hf_name).is_some_and(|n| self.content.tensor_infos.contains_key(&n))
     }
     fn matrix(&self, hf_name: &str, rows: usize, cols: usize) -> Result<Matrix> {
-        let name = gguf_name(hf_name).ok_or_else(|| ModelError::MissingTensor { path: self.path.clone(), tensor: hf_name.into() })?;
+        let name = self.tensor_name(hf_name).ok_or_else(|| ModelError::MissingTensor { path: self.path.clone(), tensor: hf_name.into() })?;
         let (dtype, dims, bytes) = self.raw(&name)?;
         if dims != [rows, cols] {
             return Err(ModelError::Shape { path: self.path.clone(), tensor: name, got: dims, expected: vec![rows, cols] });
@@ -196,7 +224,7 @@ impl TensorSource for GgufFile {
         Ok(Matrix { rows, cols, data })
     }
     fn vector(&self, hf_name: &str, len: usize) -> Result<Vec<f32>> {
-        let name = gguf_name(hf_name).ok_or_else(|| ModelError::MissingTensor { path: self.path.clone(), tensor: hf_name.into() })?;
+        let name = self.tensor_name(hf_name).ok_or_else(|| ModelError::MissingTensor { path: self.path.clone(), tensor: hf_name.into() })?;
         let (dtype, dims, bytes) = self.raw(&name)?;
         if dims.iter().product::<usize>() != len {
             return Err(ModelError::Shape { path: self.path.clone(), tensor: name, got: dims, expected: vec![len] });
@@ -205,6 +233,9 @@ impl TensorSource for GgufFile {
     }
     /// llama.cpp permutes Q/K rows of llama checkpoints for interleaved rope; we keep HF's layout everywhere.
     fn qk_rows_interleaved(&self) -> bool {
-        self.metadata().get("general.architecture").and_then(|v| v.to_string().ok()).is_some_and(|a| a == "llama")
+        self.arch() == "llama"
+    }
+    fn gemma_norms_include_one(&self) -> bool {
+        true
     }
 }

@@ -3,8 +3,9 @@ use std::path::Path;
 
 use serde_json::Value;
 
+use super::builtin_template::builtin_template;
 use super::chat_template::ChatTemplate;
-use super::config::ModelConfig;
+use super::config::{Arch, ModelConfig};
 use super::error::{ModelError, Result};
 use super::gguf::GgufFile;
 use super::source::{resolve, ModelSource};
@@ -19,7 +20,8 @@ pub struct LoadedModel {
     pub transformer: Transformer,
     pub tokenizer: Tokenizer,
     pub template: ChatTemplate,
-    /// True when the checkpoint has no chat template and the documented ChatML fallback is used.
+    /// True when the checkpoint has no chat template and the built-in one for its architecture is used (Gemma 3's
+    /// format for gemma3, the documented ChatML fallback otherwise; see `model::builtin_template`).
     pub template_is_fallback: bool,
     /// Tensor type -> count in the checkpoint file(s).
     pub tensor_types: Vec<(String, usize)>,
@@ -44,7 +46,7 @@ impl LoadedModel {
         let cfg = ModelConfig::from_gguf(g.metadata(), has_output, tokenizer.vocab_size(), path)?;
         let weights = Weights::load(&g, &cfg)?;
         let template_src = g.metadata().get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();
-        let (template, template_is_fallback) = make_template(template_src, &tokenizer, path)?;
+        let (template, template_is_fallback) = make_template(template_src, &tokenizer, path, cfg.arch)?;
         let base_name = gguf_base_name(g.metadata(), path);
         Ok(LoadedModel {
             base_name,
@@ -69,7 +71,7 @@ impl LoadedModel {
             .map_err(|e| ModelError::Tokenizer { path: tok_json.clone(), source: e })?;
         let st = SafetensorsDir::open(dir)?;
         let weights = Weights::load(&st, &cfg)?;
-        let (template, template_is_fallback) = make_template(hf_chat_template(dir)?, &tokenizer, &tok_cfg)?;
+        let (template, template_is_fallback) = make_template(hf_chat_template(dir)?, &tokenizer, &tok_cfg, cfg.arch)?;
         Ok(LoadedModel {
             base_name: hf_base_name(spec, dir),
             spec: spec.into(),
@@ -160,12 +162,12 @@ impl LoadedModel {
     }
 }
 
-fn make_template(src: Option<String>, tok: &Tokenizer, path: &Path) -> Result<(ChatTemplate, bool)> {
+fn make_template(src: Option<String>, tok: &Tokenizer, path: &Path, arch: Arch) -> Result<(ChatTemplate, bool)> {
     match src {
         Some(s) => {
             ChatTemplate::new(&s, tok.bos_token(), tok.eos_token()).map(|t| (t, false)).map_err(|e| ModelError::Template { path: path.into(), source: e })
         }
-        None => Ok((ChatTemplate::chatml(), true)),
+        None => Ok((builtin_template(arch, tok.bos_token(), tok.eos_token()), true)),
     }
 }
 

@@ -449,7 +449,17 @@ impl LoraAdapter {
                 }
             }
             let [(_, qkv), (_, o), (_, gate_up), (_, down)] = mats;
-            layers.push(LayerWeights { attn_norm: lw.attn_norm.clone(), qkv, qkv_bias: lw.qkv_bias.clone(), o, mlp_norm: lw.mlp_norm.clone(), gate_up, down });
+            layers.push(LayerWeights {
+                attn_norm: lw.attn_norm.clone(),
+                qkv,
+                qkv_bias: lw.qkv_bias.clone(),
+                o,
+                mlp_norm: lw.mlp_norm.clone(),
+                gate_up,
+                down,
+                qk_norm: lw.qk_norm.clone(),
+                post_norms: lw.post_norms.clone(),
+            });
         }
         Ok(Weights { embed: f32m(&w.embed), layers, norm: w.norm.clone(), lm_head: w.lm_head.as_ref().map(f32m) })
     }

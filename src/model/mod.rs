@@ -1,4 +1,5 @@
 //! Model runtime: configs, weights (GGUF, safetensors, hub), tokenizer, chat templates and the transformer.
+pub mod builtin_template;
 pub mod chat_template;
 pub mod config;
 pub mod error;

@@ -1,5 +1,5 @@
 //! Rotary position embeddings in HF's half-split layout (GGUF llama rows are un-permuted at load to match).
-use super::config::ModelConfig;
+use super::config::{ModelConfig, RopeScaling};
 use crate::simd::Simd;
 
 pub struct Rope {
@@ -13,25 +13,40 @@ pub struct Rope {
 const MAX_TABLE: usize = 32768;
 
 impl Rope {
+    /// The rope of the model's global layers (all layers but Gemma's sliding-window ones).
     pub fn new(cfg: &ModelConfig) -> Self {
+        Self::build(cfg, cfg.rope_theta, cfg.rope_scaling)
+    }
+
+    /// The rope of Gemma's sliding-window layers: their own base, never scaled. `None` when the model has no
+    /// such layers.
+    pub fn local(cfg: &ModelConfig) -> Option<Self> {
+        (cfg.sliding_window.is_some() && cfg.sliding_layers.contains(&true)).then(|| Self::build(cfg, cfg.rope_local_theta.unwrap_or(cfg.rope_theta), None))
+    }
+
+    fn build(cfg: &ModelConfig, theta: f32, scaling: Option<RopeScaling>) -> Self {
         let half = cfg.head_dim / 2;
-        let mut inv_freq: Vec<f32> = (0..half).map(|i| 1.0 / (cfg.rope_theta as f64).powf(2.0 * i as f64 / cfg.head_dim as f64) as f32).collect();
-        if let Some(s) = cfg.rope_scaling {
-            // Llama 3.x: scale low frequencies, keep high ones, interpolate in between.
-            let old = s.original_max_position_embeddings as f32;
-            let low_wavelen = old / s.low_freq_factor;
-            let high_wavelen = old / s.high_freq_factor;
-            for f in inv_freq.iter_mut() {
-                let wavelen = 2.0 * std::f32::consts::PI / *f;
-                *f = if wavelen < high_wavelen {
-                    *f
-                } else if wavelen > low_wavelen {
-                    *f / s.factor
-                } else {
-                    let smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
-                    (1.0 - smooth) * *f / s.factor + smooth * *f
-                };
+        let mut inv_freq: Vec<f32> = (0..half).map(|i| 1.0 / (theta as f64).powf(2.0 * i as f64 / cfg.head_dim as f64) as f32).collect();
+        match scaling {
+            Some(RopeScaling::Llama3(s)) => {
+                // Llama 3.x: scale low frequencies, keep high ones, interpolate in between.
+                let old = s.original_max_position_embeddings as f32;
+                let low_wavelen = old / s.low_freq_factor;
+                let high_wavelen = old / s.high_freq_factor;
+                for f in inv_freq.iter_mut() {
+                    let wavelen = 2.0 * std::f32::consts::PI / *f;
+                    *f = if wavelen < high_wavelen {
+                        *f
+                    } else if wavelen > low_wavelen {
+                        *f / s.factor
+                    } else {
+                        let smooth = (old / wavelen - s.low_freq_factor) / (s.high_freq_factor - s.low_freq_factor);
+                        (1.0 - smooth) * *f / s.factor + smooth * *f
+                    };
+                }
             }
+            Some(RopeScaling::Linear { factor }) => inv_freq.iter_mut().for_each(|f| *f /= factor),
+            None => {}
         }
         let n = cfg.max_position_embeddings.min(MAX_TABLE);
         let mut cos = Vec::with_capacity(n * half);

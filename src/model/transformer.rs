@@ -1,10 +1,10 @@
-//! The decoder-only transformer (Llama / Qwen2): a ragged batch of sequences in, logits out.
+//! The decoder-only transformer (Llama, Qwen2, Qwen3, Gemma 3): a ragged batch of sequences in, logits out.
 //!
 //! Legend: T = token rows in the batch (all sequences' new tokens concatenated), H = hidden size,
 //! Q = heads * head_dim, KV = kv_heads * head_dim, I = intermediate size, V = vocab size.
 use rayon::prelude::*;
 
-use super::config::ModelConfig;
+use super::config::{Activation, ModelConfig};
 use super::error::{ModelError, Result};
 use super::kv_cache::KvCache;
 use super::linear::Input;
@@ -12,7 +12,8 @@ use super::lora::{LoraAdapter, Stacked};
 use super::rope::Rope;
 use super::weights::Weights;
 use crate::simd::attention::{attend_rows, AttendRows, RowQuery};
-use crate::simd::kernels::{rms_norm, silu_mul};
+use crate::simd::gelu::gelu_mul;
+use crate::simd::kernels::{rms_norm, scale, silu_mul};
 use crate::simd::Simd;
 
 pub struct Transformer {
@@ -24,6 +25,8 @@ pub struct Transformer {
     /// comparing paths).
     pub simd: Simd,
     rope: Rope,
+    /// Gemma's sliding-window layers rotate with their own base.
+    rope_local: Option<Rope>,
 }
 
 /// Which positions of a sequence need logits.
@@ -50,8 +53,8 @@ unsafe impl Sync for SyncPtr {}
 
 impl Transformer {
     pub fn new(cfg: ModelConfig, weights: Weights) -> Self {
-        let rope = Rope::new(&cfg);
-        Transformer { cfg, weights, adapter: None, simd: Simd::active(), rope }
+        let (rope, rope_local) = (Rope::new(&cfg), Rope::local(&cfg));
+        Transformer { cfg, weights, adapter: None, simd: Simd::active(), rope, rope_local }
     }
 
     pub fn new_cache(&self) -> KvCache {
@@ -92,6 +95,9 @@ impl Transformer {
                 r += 1;
             }
         }
+        if let Some(k) = cfg.embed_scale() {
+            scale(simd, &mut x, k);
+        }
 
         let mut xn = vec![0f32; t_rows * h];
         let mut qkv = vec![0f32; t_rows * (qd + 2 * kvd)];
@@ -100,20 +106,33 @@ impl Transformer {
         let inter = cfg.intermediate_size;
         let mut gu = vec![0f32; t_rows * 2 * inter];
         let mut act = vec![0f32; t_rows * inter];
+        let mut normed = vec![0f32; qd];
 
         for (l, lw) in self.weights.layers.iter().enumerate() {
             rms_norm(simd, &x, &lw.attn_norm, cfg.rms_norm_eps, &mut xn);
             lw.qkv.matmul(simd, &Input::new(&xn, t_rows, h), &mut qkv);
             self.lora(l, Stacked::Qkv, &xn, t_rows, &mut qkv);
             let w = qd + 2 * kvd;
+            let rope = match (&self.rope_local, cfg.window(l)) {
+                (Some(local), Some(_)) => local,
+                _ => &self.rope,
+            };
             for (ri, row) in qkv.chunks_exact_mut(w).enumerate() {
                 if let Some(bias) = &lw.qkv_bias {
                     row.iter_mut().zip(bias).for_each(|(a, b)| *a += b);
                 }
                 let pos = rows[ri].1;
                 let (q, rest) = row.split_at_mut(qd);
-                self.rope.apply(simd, q, pos);
-                self.rope.apply(simd, &mut rest[..kvd], pos);
+                let k = &mut rest[..kvd];
+                if let Some((qn, kn)) = &lw.qk_norm {
+                    // Every head normalized with the same `head_dim` weights (the kernel's rows are `w.len()` wide).
+                    rms_norm(simd, q, qn, cfg.rms_norm_eps, &mut normed[..qd]);
+                    q.copy_from_slice(&normed[..qd]);
+                    rms_norm(simd, k, kn, cfg.rms_norm_eps, &mut normed[..kvd]);
+                    k.copy_from_slice(&normed[..kvd]);
+                }
+                rope.apply(simd, q, pos);
+                rope.apply(simd, k, pos);
             }
             for (ri, row) in qkv.chunks_exact(w).enumerate() {
                 batch[rows[ri].0].cache.push(l, &row[qd..qd + kvd], &row[qd + kvd..]);
@@ -121,15 +140,18 @@ impl Transformer {
             self.attention(l, batch, &rows, &qkv, &mut attn);
             lw.o.matmul(simd, &Input::new(&attn, t_rows, qd), &mut proj);
             self.lora(l, Stacked::O, &attn, t_rows, &mut proj);
-            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+            add_residual(simd, &mut x, &proj, lw.post_norms.as_ref().map(|p| &p.0[..]), cfg.rms_norm_eps, &mut xn);
 
             rms_norm(simd, &x, &lw.mlp_norm, cfg.rms_norm_eps, &mut xn);
             lw.gate_up.matmul(simd, &Input::new(&xn, t_rows, h), &mut gu);
             self.lora(l, Stacked::GateUp, &xn, t_rows, &mut gu);
-            silu_mul(simd, &gu, t_rows, &mut act);
+            match cfg.arch.activation() {
+                Activation::Silu => silu_mul(simd, &gu, t_rows, &mut act),
+                Activation::GeluTanh => gelu_mul(simd, &gu, t_rows, &mut act),
+            }
             lw.down.matmul(simd, &Input::new(&act, t_rows, inter), &mut proj);
             self.lora(l, Stacked::Down, &act, t_rows, &mut proj);
-            x.iter_mut().zip(&proj).for_each(|(a, b)| *a += b);
+            add_residual(simd, &mut x, &proj, lw.post_norms.as_ref().map(|p| &p.1[..]), cfg.rms_norm_eps, &mut xn);
         }
         for s in batch.iter_mut() {
             s.cache.advance(s.tokens.len());
@@ -172,13 +194,15 @@ impl Transformer {
         }
     }
 
-    /// Causal attention of every row over its own sequence's cache (positions `0..=pos`).
+    /// Causal attention of every row over its own sequence's cache (positions `0..=pos`, or the last `window` of
+    /// them in a sliding-window layer).
     fn attention(&self, layer: usize, batch: &[SeqInput], rows: &[(usize, usize)], qkv: &[f32], out: &mut [f32]) {
         let cfg = &self.cfg;
         let (nh, hd, qd, kvd) = (cfg.num_heads, cfg.head_dim, cfg.q_dim(), cfg.kv_dim());
         let group = nh / cfg.num_kv_heads;
         let w = qd + 2 * kvd;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = cfg.attn_scale();
+        let window = cfg.window(layer);
         let ptr = SyncPtr(out.as_mut_ptr());
         let simd = self.simd;
         // With several rows, the heads sharing a key/value head go together (each key and value read once for
@@ -214,7 +238,8 @@ impl Transformer {
                     // SAFETY: each (row, heads) pair belongs to one task, which alone writes
                     // out[ri*qd + head*hd .. + per*hd].
                     let out = unsafe { std::slice::from_raw_parts_mut(p.0.add(ri * qd + head * hd), per * hd) };
-                    RowQuery { q, own: batch[b].cache.parts(layer)[1], n: pos + 1, out }
+                    let start = window.map_or(0, |w| (pos + 1).saturating_sub(w));
+                    RowQuery { q, own: batch[b].cache.parts(layer)[1], start, n: pos + 1, out }
                 })
                 .collect();
             let shared = batch[rows[chunk[0]].0].cache.parts(layer)[0];
@@ -230,4 +255,16 @@ impl Transformer {
             (0..tasks).into_par_iter().for_each_init(Vec::new, work);
         }
     }
+}
+
+/// `x += y`, or `x += norm(y)` with Gemma's post-norm weights (`scratch` holds the normed rows).
+fn add_residual(simd: Simd, x: &mut [f32], y: &[f32], post_norm: Option<&[f32]>, eps: f32, scratch: &mut [f32]) {
+    let y = match post_norm {
+        Some(w) => {
+            rms_norm(simd, y, w, eps, scratch);
+            &scratch[..y.len()]
+        }
+        None => y,
+    };
+    x.iter_mut().zip(y).for_each(|(a, b)| *a += b);
 }

@@ -19,6 +19,11 @@ pub trait TensorSource {
     fn qk_rows_interleaved(&self) -> bool {
         false
     }
+    /// True when Gemma's norm weights are stored as the factor itself (llama.cpp's converter adds the 1 that
+    /// Hugging Face checkpoints leave to the forward pass, `x * (1 + w)`).
+    fn gemma_norms_include_one(&self) -> bool {
+        false
+    }
 }
 
 pub struct LayerWeights {
@@ -31,6 +36,10 @@ pub struct LayerWeights {
     /// gate and up projections stacked (2 x intermediate rows).
     pub gate_up: Matrix,
     pub down: Matrix,
+    /// Per-head RMSNorm weights of q and of k (`head_dim` each; Qwen3, Gemma 3), applied before rope.
+    pub qk_norm: Option<(Vec<f32>, Vec<f32>)>,
+    /// Gemma's norms of the attention output and of the MLP output, applied before each joins the residual.
+    pub post_norms: Option<(Vec<f32>, Vec<f32>)>,
 }
 
 pub struct Weights {
@@ -55,6 +64,16 @@ impl Weights {
         let (h, i, q, kv, hd) = (cfg.hidden_size, cfg.intermediate_size, cfg.q_dim(), cfg.kv_dim(), cfg.head_dim);
         let embed = src.matrix("model.embed_tokens.weight", cfg.vocab_size, h)?;
         let lm_head = if src.has("lm_head.weight") && !cfg.tie_word_embeddings { Some(src.matrix("lm_head.weight", cfg.vocab_size, h)?) } else { None };
+        // Norm weights are kept as the factor the forward multiplies by: Gemma's HF `w` becomes `1 + w`.
+        let plus_one = cfg.arch.is_gemma() && !src.gemma_norms_include_one();
+        let norm = |name: &str, len: usize| -> Result<Vec<f32>> {
+            let mut v = src.vector(name, len)?;
+            if plus_one {
+                v.iter_mut().for_each(|x| *x += 1.0);
+            }
+            Ok(v)
+        };
+        let gemma = cfg.arch.is_gemma();
         let mut layers = Vec::with_capacity(cfg.num_layers);
         for l in 0..cfg.num_layers {
             let p = |n: &str| format!("model.layers.{l}.{n}");
@@ -79,17 +98,29 @@ impl Weights {
             let gate = src.matrix(&p("mlp.gate_proj.weight"), i, h)?;
             let up = src.matrix(&p("mlp.up_proj.weight"), i, h)?;
             let gate_up = Matrix::stack(&[&gate, &up]).ok_or_else(|| mismatch("gate/up"))?;
+            let qk_norm =
+                if cfg.arch.has_qk_norm() { Some((norm(&p("self_attn.q_norm.weight"), hd)?, norm(&p("self_attn.k_norm.weight"), hd)?)) } else { None };
+            // Gemma's `post_attention_layernorm` normalizes the attention output; its MLP input norm is
+            // `pre_feedforward_layernorm`. Llama's `post_attention_layernorm` is the MLP input norm.
+            let (mlp_norm, post_norms) = if gemma {
+                let post = (norm(&p("post_attention_layernorm.weight"), h)?, norm(&p("post_feedforward_layernorm.weight"), h)?);
+                (norm(&p("pre_feedforward_layernorm.weight"), h)?, Some(post))
+            } else {
+                (norm(&p("post_attention_layernorm.weight"), h)?, None)
+            };
             layers.push(LayerWeights {
-                attn_norm: src.vector(&p("input_layernorm.weight"), h)?,
+                attn_norm: norm(&p("input_layernorm.weight"), h)?,
                 qkv,
                 qkv_bias,
                 o: src.matrix(&p("self_attn.o_proj.weight"), h, q)?,
-                mlp_norm: src.vector(&p("post_attention_layernorm.weight"), h)?,
+                mlp_norm,
                 gate_up,
                 down: src.matrix(&p("mlp.down_proj.weight"), h, i)?,
+                qk_norm,
+                post_norms,
             });
         }
-        Ok(Weights { embed, layers, norm: src.vector("model.norm.weight", h)?, lm_head })
+        Ok(Weights { embed, layers, norm: norm("model.norm.weight", h)?, lm_head })
     }
 }
 

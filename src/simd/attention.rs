@@ -14,7 +14,8 @@ pub struct Attend<'a> {
     pub q: &'a [f32],
     pub heads: usize,
     pub parts: [(&'a [f32], &'a [f32]); 2],
-    /// Positions to attend to (`0..n`).
+    /// Positions to attend to (`start..n`): a sliding-window layer skips the positions before its window.
+    pub start: usize,
     pub n: usize,
     pub stride: usize,
     pub off: usize,
@@ -29,16 +30,16 @@ impl Kernel for Attend<'_> {
     type Out = ();
     #[inline(always)]
     fn run<L: Lanes>(self) {
-        let Attend { q, heads, parts, n, stride, off, scale, scores, out } = self;
+        let Attend { q, heads, parts, start, n, stride, off, scale, scores, out } = self;
         let hd = q.len() / heads.max(1);
         if !fits::<L>(hd) {
             for h in 0..heads {
                 let (q, out) = (&q[h * hd..(h + 1) * hd], &mut out[h * hd..(h + 1) * hd]);
-                attend_any::<L>(Attend { q, heads: 1, parts, n, stride, off, scale, scores: &mut *scores, out });
+                attend_any::<L>(Attend { q, heads: 1, parts, start, n, stride, off, scale, scores: &mut *scores, out });
             }
             return;
         }
-        let mut rows = [RowQuery { q, own: parts[1], n, out }];
+        let mut rows = [RowQuery { q, own: parts[1], start, n, out }];
         rows_of_heads::<L>(AttendRows { rows: &mut rows, heads, shared: parts[0], stride, off, scale, scores });
     }
 }
@@ -49,7 +50,8 @@ pub struct RowQuery<'a> {
     pub q: &'a [f32],
     /// The keys and values of the row's own positions, after the shared ones.
     pub own: (&'a [f32], &'a [f32]),
-    /// Positions to attend to (`0..n`), the shared ones included.
+    /// Positions to attend to (`start..n`), the shared ones included.
+    pub start: usize,
     pub n: usize,
     /// `heads x head_dim`.
     pub out: &'a mut [f32],
@@ -79,7 +81,7 @@ impl Kernel for AttendRows<'_, '_> {
         }
         let AttendRows { rows, heads, shared, stride, off, scale, scores } = self;
         for r in rows.iter_mut() {
-            let a = Attend { q: r.q, heads, parts: [shared, r.own], n: r.n, stride, off, scale, scores: &mut *scores, out: &mut *r.out };
+            let a = Attend { q: r.q, heads, parts: [shared, r.own], start: r.start, n: r.n, stride, off, scale, scores: &mut *scores, out: &mut *r.out };
             a.run::<L>();
         }
     }
@@ -115,7 +117,7 @@ fn rows_of_heads<L: Lanes>(a: AttendRows) {
         let r = &mut rows[0];
         for h in 0..heads {
             let (q, out) = (&r.q[h * hd..(h + 1) * hd], &mut r.out[h * hd..(h + 1) * hd]);
-            let a = Attend { q, heads: 1, parts: [shared, r.own], n: r.n, stride, off, scale, scores: &mut *scores, out };
+            let a = Attend { q, heads: 1, parts: [shared, r.own], start: r.start, n: r.n, stride, off, scale, scores: &mut *scores, out };
             match hd / L::N {
                 2 => attend_fixed::<L, 2>(a),
                 4 => attend_fixed::<L, 4>(a),
@@ -178,11 +180,21 @@ fn softmax_scores<L: Lanes>(s: &mut [f32]) -> f32 {
 /// while every row of the task uses them.
 const SHARED_BLOCK: usize = 64;
 
-/// One head's scores `s[t]` for positions `ts` (keys at `keys[(t - first) * stride + off..]`), four at a time: each
-/// `scale` times the chain `q0 k0 + q1 k1 + ...` over the head's registers, reduced as [`Lanes::sum`] does.
+/// One head's scores `s[t - origin]` for positions `ts` (keys at `keys[(t - first) * stride + off..]`), four at a
+/// time: each `scale` times the chain `q0 k0 + q1 k1 + ...` over the head's registers, reduced as [`Lanes::sum`]
+/// does.
 #[allow(clippy::needless_range_loop, clippy::too_many_arguments)]
 #[inline(always)]
-fn head_scores<L: Lanes>(q: &[f32], keys: &[f32], first: usize, ts: std::ops::Range<usize>, (stride, off): (usize, usize), scale: f32, s: &mut [f32]) {
+fn head_scores<L: Lanes>(
+    q: &[f32],
+    keys: &[f32],
+    first: usize,
+    ts: std::ops::Range<usize>,
+    (stride, off): (usize, usize),
+    scale: f32,
+    origin: usize,
+    s: &mut [f32],
+) {
     let hd = q.len();
     let mut t = ts.start;
     while t < ts.end {
@@ -205,20 +217,20 @@ fn head_scores<L: Lanes>(q: &[f32], keys: &[f32], first: usize, ts: std::ops::Ra
         }
         let sums = L::sum4(acc);
         for j in 0..(ts.end - t).min(4) {
-            s[t + j] = sums[j] * scale;
+            s[t + j - origin] = sums[j] * scale;
         }
         t += 4;
     }
 }
 
 /// `acc[h][i] += p_t v_t` over positions `t` of `ts` (values `vs`, position `t` at row `t - first`), in order,
-/// with `p` the row's normalized scores (`np` apart per head).
+/// with `p` the row's normalized scores (`np` apart per head, position `t` at `t - origin`).
 #[allow(clippy::too_many_arguments, clippy::needless_range_loop)]
 #[inline(always)]
 fn accumulate<L: Lanes, const G: usize, const VB: usize>(
     acc: &mut [[L; VB]; G],
     p: &[f32],
-    np: usize,
+    (np, origin): (usize, usize),
     vs: &[f32],
     first: usize,
     ts: std::ops::Range<usize>,
@@ -229,7 +241,7 @@ fn accumulate<L: Lanes, const G: usize, const VB: usize>(
         let v = &vs[(t - first) * stride + col..];
         let mut ph = [L::zero(); G];
         for h in 0..G {
-            ph[h] = L::splat(p[h * np + t]);
+            ph[h] = L::splat(p[h * np + t - origin]);
         }
         for i in 0..VB {
             let vi = L::from_slice(&v[i * L::N..]);
@@ -252,7 +264,7 @@ fn attend_heads<L: Lanes, const G: usize, const VB: usize>(a: HeadsPart) {
     let mut at = Vec::with_capacity(rows.len());
     let mut total = 0;
     for r in rows.iter() {
-        let np = r.n.next_multiple_of(L::N);
+        let np = (r.n - r.start).next_multiple_of(L::N);
         at.push((total, np));
         total += G * np;
     }
@@ -265,7 +277,7 @@ fn attend_heads<L: Lanes, const G: usize, const VB: usize>(a: HeadsPart) {
         for (r, &(base, np)) in rows.iter().zip(&at) {
             for h in 0..G {
                 let q = &r.q[(h0 + h) * hd..(h0 + h + 1) * hd];
-                head_scores::<L>(q, shared.0, 0, tb..te.min(r.n), (stride, off), scale, &mut s[base + h * np..]);
+                head_scores::<L>(q, shared.0, 0, tb.max(r.start)..te.min(r.n), (stride, off), scale, r.start, &mut s[base + h * np..]);
             }
         }
         tb = te;
@@ -273,14 +285,14 @@ fn attend_heads<L: Lanes, const G: usize, const VB: usize>(a: HeadsPart) {
     for (r, &(base, np)) in rows.iter().zip(&at) {
         for h in 0..G {
             let q = &r.q[(h0 + h) * hd..(h0 + h + 1) * hd];
-            head_scores::<L>(q, r.own.0, n_shared, n_shared..r.n, (stride, off), scale, &mut s[base + h * np..]);
+            head_scores::<L>(q, r.own.0, n_shared, n_shared.max(r.start)..r.n, (stride, off), scale, r.start, &mut s[base + h * np..]);
         }
     }
     for (r, &(base, np)) in rows.iter().zip(&at) {
         for h in 0..G {
             let sh = &mut s[base + h * np..base + (h + 1) * np];
             let inv = softmax_scores::<L>(sh);
-            for p in &mut sh[..r.n] {
+            for p in &mut sh[..r.n - r.start] {
                 *p *= inv;
             }
         }
@@ -309,9 +321,9 @@ fn attend_heads<L: Lanes, const G: usize, const VB: usize>(a: HeadsPart) {
                 }
                 let p = &s[base..base + G * np];
                 if last {
-                    accumulate::<L, G, VB>(&mut acc, p, np, r.own.1, n_shared, n_shared..r.n.max(n_shared), stride, col);
+                    accumulate::<L, G, VB>(&mut acc, p, (np, r.start), r.own.1, n_shared, n_shared.max(r.start)..r.n.max(n_shared), stride, col);
                 } else {
-                    accumulate::<L, G, VB>(&mut acc, p, np, shared.1, 0, tb..te.min(r.n), stride, col);
+                    accumulate::<L, G, VB>(&mut acc, p, (np, r.start), shared.1, 0, tb.max(r.start)..te.min(r.n), stride, col);
                 }
                 for h in 0..G {
                     for i in 0..VB {
@@ -339,33 +351,35 @@ fn attend_fixed<L: Lanes, const V: usize>(a: Attend) {
     }
     let mut s = std::mem::take(a.scores);
     s.clear();
-    s.resize(a.n.next_multiple_of(L::N), f32::NEG_INFINITY);
+    s.resize((a.n - a.start).next_multiple_of(L::N), f32::NEG_INFINITY);
     // Loops, not closures: a closure is compiled apart, without the path's target features (17x slower here).
-    let (n, hd, off) = (a.n, V * L::N, a.off);
-    let mut t = 0;
+    let (start, n, hd, off, stride) = (a.start, a.n, V * L::N, a.off, a.stride);
+    let mut first = 0;
     for (ks, _) in a.parts {
-        for k in ks.chunks_exact(a.stride).take(n - t) {
-            let k = &k[off..off + hd];
+        let len = ks.len() / stride;
+        for t in start.max(first)..n.min(first + len) {
+            let k = &ks[(t - first) * stride + off..][..hd];
             let mut acc = q[0].mul(L::from_slice(k));
             for i in 1..V {
                 acc = q[i].mul_add(L::from_slice(&k[i * L::N..]), acc);
             }
-            s[t] = acc.sum() * a.scale;
-            t += 1;
+            s[t - start] = acc.sum() * a.scale;
         }
+        first += len;
     }
     let inv = softmax_scores::<L>(&mut s);
     let mut acc = [L::zero(); V];
-    let mut t = 0;
+    let mut first = 0;
     for (_, vs) in a.parts {
-        for v in vs.chunks_exact(a.stride).take(n - t) {
-            let v = &v[off..off + hd];
-            let p = L::splat(s[t] * inv);
+        let len = vs.len() / stride;
+        for t in start.max(first)..n.min(first + len) {
+            let v = &vs[(t - first) * stride + off..][..hd];
+            let p = L::splat(s[t - start] * inv);
             for i in 0..V {
                 acc[i] = p.mul_add(L::from_slice(&v[i * L::N..]), acc[i]);
             }
-            t += 1;
         }
+        first += len;
     }
     for (i, o) in acc.iter().enumerate() {
         o.to_slice(&mut a.out[i * L::N..]);
@@ -377,23 +391,25 @@ fn attend_fixed<L: Lanes, const V: usize>(a: Attend) {
 /// chain of `p_t v_t` over the positions in order.
 #[inline(always)]
 fn attend_any<L: Lanes>(a: Attend) {
-    let (n, hd, off) = (a.n, a.q.len(), a.off);
+    let (start, n, hd, off, stride) = (a.start, a.n, a.q.len(), a.off, a.stride);
     let mut s = std::mem::take(a.scores);
     s.clear();
-    s.resize(n.next_multiple_of(L::N), f32::NEG_INFINITY);
-    let mut t = 0;
+    s.resize((n - start).next_multiple_of(L::N), f32::NEG_INFINITY);
+    let mut first = 0;
     for (ks, _) in a.parts {
-        for k in ks.chunks_exact(a.stride).take(n - t) {
-            s[t] = dot_l::<L>(a.q, &k[off..off + hd]) * a.scale;
-            t += 1;
+        let len = ks.len() / stride;
+        for t in start.max(first)..n.min(first + len) {
+            s[t - start] = dot_l::<L>(a.q, &ks[(t - first) * stride + off..][..hd]) * a.scale;
         }
+        first += len;
     }
     let inv = softmax_scores::<L>(&mut s);
     a.out.fill(0.0);
-    let mut t = 0;
+    let mut first = 0;
     for (_, vs) in a.parts {
-        for v in vs.chunks_exact(a.stride).take(n - t) {
-            let (v, p) = (&v[off..off + hd], L::splat(s[t] * inv));
+        let len = vs.len() / stride;
+        for t in start.max(first)..n.min(first + len) {
+            let (v, p) = (&vs[(t - first) * stride + off..][..hd], L::splat(s[t - start] * inv));
             let mut c = 0;
             while c < hd {
                 let len = L::N.min(hd - c);
@@ -401,8 +417,8 @@ fn attend_any<L: Lanes>(a: Attend) {
                 store_part(o, a.out, c, len);
                 c += len;
             }
-            t += 1;
         }
+        first += len;
     }
     *a.scores = s;
 }
@@ -442,16 +458,16 @@ mod tests {
                 let split = n / 3;
                 let parts = [(&keys[..split * stride], &vals[..split * stride]), (&keys[split * stride..], &vals[split * stride..])];
                 let scale = 1.0 / (hd as f32).sqrt();
-                for heads in [1, 2, 3, 4, 7] {
+                for (heads, start) in [(1, 0), (2, 0), (3, 0), (4, 0), (7, 0), (3, n / 2), (4, n - 1)] {
                     let q = rand_vec(&mut rng, heads * hd);
                     let mut scores = Vec::new();
                     let mut together = vec![f32::NAN; heads * hd];
-                    attend(simd, Attend { q: &q, heads, parts, n, stride, off, scale, scores: &mut scores, out: &mut together });
+                    attend(simd, Attend { q: &q, heads, parts, start, n, stride, off, scale, scores: &mut scores, out: &mut together });
                     for h in 0..heads {
                         let mut alone = vec![f32::NAN; hd];
                         let q = &q[h * hd..(h + 1) * hd];
-                        attend(simd, Attend { q, heads: 1, parts, n, stride, off, scale, scores: &mut scores, out: &mut alone });
-                        assert_eq!(bits(&together[h * hd..(h + 1) * hd]), bits(&alone), "{simd} hd {hd} n {n}: head {h} of {heads}");
+                        attend(simd, Attend { q, heads: 1, parts, start, n, stride, off, scale, scores: &mut scores, out: &mut alone });
+                        assert_eq!(bits(&together[h * hd..(h + 1) * hd]), bits(&alone), "{simd} hd {hd} n {n} start {start}: head {h} of {heads}");
                     }
                 }
             }
@@ -460,7 +476,8 @@ mod tests {
 
     /// Rows that share their first positions attend together with each row's bits as it gets alone, on every
     /// path: rows of different lengths (one ending inside the shared part), shared parts longer than a block,
-    /// head sizes with and without the register kernels.
+    /// head sizes with and without the register kernels, windows starting in the shared part, in the row's own
+    /// part or at the first position.
     #[test]
     fn rows_sharing_a_prefix_attend_bit_for_bit_as_alone() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(5);
@@ -470,6 +487,7 @@ mod tests {
                 let (stride, off) = (2 * hd, hd);
                 let (sk, sv) = (rand_vec(&mut rng, n_shared * stride), rand_vec(&mut rng, n_shared * stride));
                 let lens = [n_shared + 9, n_shared + 1, n_shared / 2 + 1, n_shared + 40];
+                let starts = [0, n_shared / 2, n_shared / 2, n_shared + 5];
                 let owns: Vec<(Vec<f32>, Vec<f32>)> = lens
                     .iter()
                     .map(|&n| {
@@ -481,15 +499,18 @@ mod tests {
                 let scale = 1.0 / (hd as f32).sqrt();
                 let mut outs = vec![vec![f32::NAN; heads * hd]; lens.len()];
                 let mut scores = Vec::new();
-                let mut rows: Vec<RowQuery> =
-                    outs.iter_mut().enumerate().map(|(i, out)| RowQuery { q: &qs[i], own: (&owns[i].0[..], &owns[i].1[..]), n: lens[i], out }).collect();
+                let mut rows: Vec<RowQuery> = outs
+                    .iter_mut()
+                    .enumerate()
+                    .map(|(i, out)| RowQuery { q: &qs[i], own: (&owns[i].0[..], &owns[i].1[..]), start: starts[i], n: lens[i], out })
+                    .collect();
                 attend_rows(simd, AttendRows { rows: &mut rows, heads, shared: (&sk, &sv), stride, off, scale, scores: &mut scores });
                 for (i, together) in outs.iter().enumerate() {
                     for h in 0..heads {
                         let mut alone = vec![f32::NAN; hd];
                         let parts = [(&sk[..], &sv[..]), (&owns[i].0[..], &owns[i].1[..])];
                         let q = &qs[i][h * hd..(h + 1) * hd];
-                        attend(simd, Attend { q, heads: 1, parts, n: lens[i], stride, off, scale, scores: &mut scores, out: &mut alone });
+                        attend(simd, Attend { q, heads: 1, parts, start: starts[i], n: lens[i], stride, off, scale, scores: &mut scores, out: &mut alone });
                         assert_eq!(bits(&together[h * hd..(h + 1) * hd]), bits(&alone), "{simd} hd {hd}: row {i} head {h}");
                     }
                 }
@@ -497,24 +518,33 @@ mod tests {
         }
     }
 
+    /// Every path agrees with an f64 softmax over positions `start..n`, whatever the split into parts.
     #[test]
     fn attention_matches_reference_and_does_not_depend_on_the_split() {
         let mut rng = rand_chacha::ChaCha8Rng::seed_from_u64(2);
         for simd in Simd::available() {
-            for (hd, n) in [(64, 37), (6, 5), (24, 1), (80, 19)] {
+            for (hd, n, start) in [(64, 37, 0), (6, 5, 0), (24, 1, 0), (80, 19, 0), (64, 37, 30), (24, 20, 7), (32, 9, 8)] {
                 let stride = 3 * hd;
                 let off = hd;
                 let (keys, vals) = (rand_vec(&mut rng, n * stride), rand_vec(&mut rng, n * stride));
                 let q = rand_vec(&mut rng, hd);
                 let scale = 1.0 / (hd as f32).sqrt();
-                let sc: Vec<f64> = (0..n).map(|t| (0..hd).map(|i| q[i] as f64 * keys[t * stride + off + i] as f64).sum::<f64>() * scale as f64).collect();
+                let sc: Vec<f64> = (0..n)
+                    .map(|t| {
+                        if t < start {
+                            f64::NEG_INFINITY
+                        } else {
+                            (0..hd).map(|i| q[i] as f64 * keys[t * stride + off + i] as f64).sum::<f64>() * scale as f64
+                        }
+                    })
+                    .collect();
                 let mx = sc.iter().cloned().fold(f64::NEG_INFINITY, f64::max);
                 let z: f64 = sc.iter().map(|s| (s - mx).exp()).sum();
                 let mut results = Vec::new();
                 for split in [0, n / 2, n] {
                     let parts = [(&keys[..split * stride], &vals[..split * stride]), (&keys[split * stride..], &vals[split * stride..])];
                     let (mut scores, mut out) = (Vec::new(), vec![f32::NAN; hd]);
-                    attend(simd, Attend { q: &q, heads: 1, parts, n, stride, off, scale, scores: &mut scores, out: &mut out });
+                    attend(simd, Attend { q: &q, heads: 1, parts, start, n, stride, off, scale, scores: &mut scores, out: &mut out });
                     for i in 0..hd {
                         let e: f64 = (0..n).map(|t| (sc[t] - mx).exp() / z * vals[t * stride + off + i] as f64).sum();
                         assert!((out[i] as f64 - e).abs() < 1e-5, "{simd} hd {hd} n {n}: {} vs {e}", out[i]);

@@ -41,7 +41,11 @@ impl QBlock for BlockQ5_0 {
     fn regs<L: Lanes>(&self, _: usize) -> L::Block {
         // (q - 16) * d as ggml forms it: d * q + (-16 d) would give +0 where ggml gives -0.
         let (d, minus16) = (L::splat(f16_to_f32(self.d)), L::splat(-16.0));
-        L::block(|v| q5::<L>(self.qh, &self.qs, v).add(minus16).mul(d))
+        let mut out = L::zero_block();
+        for (v, o) in out.as_mut().iter_mut().enumerate() {
+            *o = q5::<L>(self.qh, &self.qs, v).add(minus16).mul(d);
+        }
+        out
     }
 }
 
@@ -49,7 +53,11 @@ impl QBlock for BlockQ5_1 {
     #[inline(always)]
     fn regs<L: Lanes>(&self, _: usize) -> L::Block {
         let (d, m) = (L::splat(f16_to_f32(self.d)), L::splat(f16_to_f32(self.m)));
-        L::block(|v| q5::<L>(self.qh, &self.qs, v).mul_add(d, m))
+        let mut out = L::zero_block();
+        for (v, o) in out.as_mut().iter_mut().enumerate() {
+            *o = q5::<L>(self.qh, &self.qs, v).mul_add(d, m);
+        }
+        out
     }
 }
 
@@ -60,15 +68,13 @@ impl QBlock for BlockQ2K {
         // Values 0..16 and 16..32 of the sub-block have a scale and a minimum of their own.
         let ((da, ma), (db, mb)) = (self.half_scale(2 * s), self.half_scale(2 * s + 1));
         let (da, ma, db, mb) = (L::splat(da), L::splat(ma), L::splat(db), L::splat(mb));
-        L::block(|v| {
+        let mut out = L::zero_block();
+        for (v, o) in out.as_mut().iter_mut().enumerate() {
             // SAFETY: 32 bytes from q <= 32 are inside qs.
             let x = unsafe { L::bytes(self.qs.as_ptr().add(q + v * L::N), shift, 3) };
-            if v * L::N < 16 {
-                x.mul_add(da, ma)
-            } else {
-                x.mul_add(db, mb)
-            }
-        })
+            *o = if v * L::N < 16 { x.mul_add(da, ma) } else { x.mul_add(db, mb) };
+        }
+        out
     }
 }
 
@@ -79,12 +85,14 @@ impl QBlock for BlockQ3K {
         let (d, sc) = (f16_to_f32(self.d), self.scales());
         let (a, b) = (L::splat(d * sc[2 * s] as f32), L::splat(d * sc[2 * s + 1] as f32));
         let (four, minus4) = (L::splat(4.0), L::splat(-4.0));
-        L::block(|v| {
+        let mut out = L::zero_block();
+        for (v, o) in out.as_mut().iter_mut().enumerate() {
             // SAFETY: 32 bytes from q <= 32 in qs, and all 32 of hmask.
             let (low, high) = unsafe { (L::bytes(self.qs.as_ptr().add(q + v * L::N), shift, 3), L::bytes(self.hmask.as_ptr().add(v * L::N), s as u32, 1)) };
             // q = low + 4 high - 4, exact, then one exact product with the scale.
-            high.mul_add(four, low).add(minus4).mul(if v * L::N < 16 { a } else { b })
-        })
+            *o = high.mul_add(four, low).add(minus4).mul(if v * L::N < 16 { a } else { b });
+        }
+        out
     }
 }
 
@@ -95,7 +103,11 @@ impl QBlock for BlockQ4K {
         let (d, m) = (L::splat(d), L::splat(m));
         let (q, shift) = (self.qs[32 * (s / 2)..].as_ptr(), 4 * (s % 2) as u32);
         // SAFETY: 32 bytes from 32 (s / 2) are inside qs.
-        L::block(|v| unsafe { L::bytes(q.add(v * L::N), shift, 0x0F) }.mul_add(d, m))
+        let mut out = L::zero_block();
+        for (v, o) in out.as_mut().iter_mut().enumerate() {
+            *o = unsafe { L::bytes(q.add(v * L::N), shift, 0x0F) }.mul_add(d, m);
+        }
+        out
     }
 }
 
@@ -105,11 +117,13 @@ impl QBlock for BlockQ5K {
         let (d, m) = self.sub_scale(s);
         let (d, m, sixteen) = (L::splat(d), L::splat(m), L::splat(16.0));
         let (q, shift) = (self.qs[32 * (s / 2)..].as_ptr(), 4 * (s % 2) as u32);
-        L::block(|v| {
+        let mut out = L::zero_block();
+        for (v, o) in out.as_mut().iter_mut().enumerate() {
             // SAFETY: 32 bytes from 32 (s / 2) in qs, and all 32 of qh.
             let (low, high) = unsafe { (L::bytes(q.add(v * L::N), shift, 0x0F), L::bytes(self.qh.as_ptr().add(v * L::N), s as u32, 1)) };
-            high.mul_add(sixteen, low).mul_add(d, m)
-        })
+            *o = high.mul_add(sixteen, low).mul_add(d, m);
+        }
+        out
     }
 }
 
@@ -121,12 +135,14 @@ impl QBlock for BlockQ6K {
         // Values 0..16 and 16..32 of the sub-block have scales of their own.
         let (a, b) = (L::splat(d * self.scales[2 * s] as f32), L::splat(d * self.scales[2 * s + 1] as f32));
         let (sixteen, minus32) = (L::splat(16.0), L::splat(-32.0));
-        L::block(|v| {
+        let mut out = L::zero_block();
+        for (v, o) in out.as_mut().iter_mut().enumerate() {
             // SAFETY: 32 bytes from ql (at most 96 + 32 <= 128) and from qh (at most 32 + 32 <= 64).
             let (low, high) = unsafe { (L::bytes(self.ql.as_ptr().add(ql + v * L::N), shl, 0x0F), L::bytes(self.qh.as_ptr().add(qh + v * L::N), shh, 3)) };
             // q - 32 is exact, and so is its product with the scale.
-            high.mul_add(sixteen, low).add(minus32).mul(if v * L::N < 16 { a } else { b })
-        })
+            *o = high.mul_add(sixteen, low).add(minus32).mul(if v * L::N < 16 { a } else { b });
+        }
+        out
     }
 }
 

@@ -3,7 +3,7 @@
 //! Every method is `#[inline(always)]`: the kernels are instantiated inside functions compiled with the path's
 //! target features, and the intrinsics only become single instructions once inlined there.
 
-use crate::quant::{f16_to_f32, BlockQ4, BlockQ8};
+use crate::quant::{f16_to_f32, BlockQ4, BlockQ8, QK};
 
 /// A register of `N` f32 lanes.
 ///
@@ -44,14 +44,15 @@ pub unsafe trait Lanes: Copy {
     /// `2^n` for lanes holding integral values in `-126..=127`.
     fn pow2i(self) -> Self;
     /// One quantized block (32 values) as registers.
-    type Block: Copy + AsRef<[Self]>;
+    type Block: Copy + AsRef<[Self]> + AsMut<[Self]>;
     /// Q4 block: value `i` is `d * q_i + m`, q_i the low nibbles of `qs` for i < 16, the high ones after. `d * q` is
     /// exact in f32, so fused and separate multiply-adds give the same bits.
     fn q4(b: &BlockQ4) -> Self::Block;
     /// Q8 block: value `i` is `d * q_i` (exact).
     fn q8(b: &BlockQ8) -> Self::Block;
-    /// A block of registers, register `i` being `f(i)`.
-    fn block(f: impl FnMut(usize) -> Self) -> Self::Block;
+    /// A block of zero registers, to be filled in a loop (kernels build blocks in loops, not closures: a closure
+    /// is compiled without the path's target features, and its intrinsics become calls).
+    fn zero_block() -> Self::Block;
     /// `N` bytes from `p`, each `(b >> shift) & mask`, as f32 lanes.
     ///
     /// # Safety
@@ -127,8 +128,8 @@ unsafe impl Lanes for Portable {
         std::array::from_fn(|c| Portable(std::array::from_fn(|i| d * b.qs[8 * c + i] as f32)))
     }
     #[inline(always)]
-    fn block(f: impl FnMut(usize) -> Self) -> Self::Block {
-        std::array::from_fn(f)
+    fn zero_block() -> Self::Block {
+        [Self::zero(); QK / Self::N]
     }
     #[inline(always)]
     unsafe fn bytes(p: *const u8, shift: u32, mask: u32) -> Self {
@@ -204,7 +205,7 @@ pub use x86::{Avx2, Avx512};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{BlockQ4, BlockQ8, Lanes};
+    use super::{BlockQ4, BlockQ8, Lanes, QK};
     use std::arch::x86_64::*;
 
     /// AVX2 + FMA: 8 lanes, 16 registers.
@@ -223,8 +224,8 @@ mod x86 {
         const REGISTERS: usize = 16;
         type Block = [Avx2; 4];
         #[inline(always)]
-        fn block(f: impl FnMut(usize) -> Self) -> Self::Block {
-            std::array::from_fn(f)
+        fn zero_block() -> Self::Block {
+            [Self::zero(); QK / Self::N]
         }
         #[inline(always)]
         unsafe fn bytes(p: *const u8, shift: u32, mask: u32) -> Self {
@@ -375,8 +376,8 @@ mod x86 {
         const REGISTERS: usize = 32;
         type Block = [Avx512; 2];
         #[inline(always)]
-        fn block(f: impl FnMut(usize) -> Self) -> Self::Block {
-            std::array::from_fn(f)
+        fn zero_block() -> Self::Block {
+            [Self::zero(); QK / Self::N]
         }
         #[inline(always)]
         unsafe fn bytes(p: *const u8, shift: u32, mask: u32) -> Self {
@@ -488,7 +489,7 @@ pub use arm::Neon;
 
 #[cfg(target_arch = "aarch64")]
 mod arm {
-    use super::{f16_to_f32, BlockQ4, BlockQ8, Lanes};
+    use super::{f16_to_f32, BlockQ4, BlockQ8, Lanes, QK};
     use std::arch::aarch64::*;
 
     /// NEON (baseline on aarch64): 4 lanes, 32 registers.
@@ -501,8 +502,8 @@ mod arm {
         const REGISTERS: usize = 32;
         type Block = [Neon; 8];
         #[inline(always)]
-        fn block(f: impl FnMut(usize) -> Self) -> Self::Block {
-            std::array::from_fn(f)
+        fn zero_block() -> Self::Block {
+            [Self::zero(); QK / Self::N]
         }
         #[inline(always)]
         unsafe fn bytes(p: *const u8, shift: u32, mask: u32) -> Self {

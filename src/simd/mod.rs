@@ -15,6 +15,7 @@ use std::sync::OnceLock;
 pub mod attention;
 pub mod dequant;
 pub mod exp;
+pub mod gelu;
 pub mod kernels;
 pub mod lanes;
 pub mod matmul;

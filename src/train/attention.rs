@@ -32,6 +32,10 @@ pub struct Attention {
     /// Packed sequences (a shared prefix, then several continuations of it): per row, the keys `lo..hi` it
     /// must not see (the other continuations before its own). None: plain causal attention.
     pub holes: Option<Arc<Vec<(u32, u32)>>>,
+    /// Sliding-window layers: a row at position `p` sees only keys at positions `p - window + 1 ..= p`.
+    pub window: Option<usize>,
+    /// Each row's position where it is not its index in the sequence (packed sequences), for the window.
+    pub positions: Option<Arc<Vec<u32>>>,
 }
 
 /// Row chunks `(c0, c1)` of a length-`t` sequence.
@@ -92,11 +96,15 @@ impl Attention {
                     let (lo, hi) = h[s * t + i];
                     lo as usize..(hi as usize).min(i + 1)
                 });
+                let pos = |j: usize| self.positions.as_ref().map_or(j, |p| p[s * t + j] as usize);
+                let far = |j: usize| self.window.is_some_and(|w| pos(i) >= pos(j) + w);
                 // A large negative score, then an exact zero: the softmax's exp clamps its input, so a masked
                 // key would otherwise keep a weight of ~1e-38.
                 valid[hole.clone()].fill(-1e30);
+                (0..=i).filter(|&j| far(j)).for_each(|j| valid[j] = -1e30);
                 softmax(Simd::active(), valid);
                 valid[hole].fill(0.0);
+                (0..=i).filter(|&j| far(j)).for_each(|j| valid[j] = 0.0);
                 masked.fill(0.0);
             }
         }

@@ -17,12 +17,15 @@ use super::attention::{attention, Attention};
 use super::frozen::{BaseWeights, Frozen};
 use super::head;
 use super::lora_linear::{LoraLinear, LoraPart};
-use super::ops::{frozen_linear, rms_norm, rope_qk_at, swiglu, RopeTables};
+use super::ops::{frozen_linear, gated_act, rms_norm, rope_qk_at, RopeTables};
 use super::{Result, TrainError};
 use crate::model::lora::{LoraAdapter, LoraConfig, LoraPair, Proj};
 use crate::model::rope::Rope;
 use crate::model::weights::Weights;
 use crate::model::ModelConfig;
+
+/// Two norms' weights, shared with the ops that use them.
+type NormPair = (Arc<Vec<f32>>, Arc<Vec<f32>>);
 
 struct TrainLayer {
     attn_norm: Arc<Vec<f32>>,
@@ -32,6 +35,10 @@ struct TrainLayer {
     mlp_norm: Arc<Vec<f32>>,
     gate_up: Frozen, // 2I x H
     down: Frozen,    // H x I
+    /// Per-head q and k norm weights (`head_dim` each).
+    qk_norm: Option<NormPair>,
+    /// Gemma's norms of the attention and MLP outputs.
+    post_norms: Option<NormPair>,
 }
 
 /// The frozen base model for training (quantized as stored, or f32: `BaseWeights`).
@@ -42,6 +49,8 @@ pub struct TrainModel {
     norm: Arc<Vec<f32>>,
     layers: Vec<TrainLayer>,
     rope: Arc<RopeTables>,
+    /// The rope of Gemma's sliding-window layers.
+    rope_local: Option<Arc<RopeTables>>,
     device: Device,
     /// Log-probs are of `softmax(logits / temperature)`: RL scores samples under the distribution they were drawn
     /// from (1 for SFT).
@@ -157,24 +166,13 @@ impl TrainModel {
                 mlp_norm: Arc::new(lw.mlp_norm.clone()),
                 gate_up: t(&lw.gate_up)?,
                 down: t_col(&lw.down)?,
+                qk_norm: lw.qk_norm.as_ref().map(|(q, k)| (Arc::new(q.clone()), Arc::new(k.clone()))),
+                post_norms: lw.post_norms.as_ref().map(|(a, m)| (Arc::new(a.clone()), Arc::new(m.clone()))),
             });
         }
-        // The tables come from the inference runtime's own rope (rotating unit vectors), so training and
-        // inference use bit-identical angles, llama3 scaling included.
-        let rope = Rope::new(cfg);
-        let (hd, half) = (cfg.head_dim, cfg.head_dim / 2);
-        let max_len = cfg.max_position_embeddings.min(8192);
-        let (mut cos, mut sin) = (Vec::with_capacity(max_len * half), Vec::with_capacity(max_len * half));
-        let mut unit = vec![0f32; hd];
-        for p in 0..max_len {
-            unit[..half].fill(1.0);
-            unit[half..].fill(0.0);
-            rope.apply(crate::simd::Simd::SCALAR, &mut unit, p);
-            cos.extend_from_slice(&unit[..half]);
-            sin.extend_from_slice(&unit[half..]);
-        }
-        let rope = Arc::new(RopeTables { half, cos, sin });
-        Ok(TrainModel { cfg: cfg.clone(), embed, lm_head, norm: Arc::new(w.norm.clone()), layers, rope, device, temperature: 1.0 })
+        let rope = Arc::new(rope_tables(cfg, &Rope::new(cfg)));
+        let rope_local = Rope::local(cfg).map(|r| Arc::new(rope_tables(cfg, &r)));
+        Ok(TrainModel { cfg: cfg.clone(), embed, lm_head, norm: Arc::new(w.norm.clone()), layers, rope, rope_local, device, temperature: 1.0 })
     }
 
     /// Bytes of frozen weights held (the tied output layer counted once).
@@ -226,8 +224,11 @@ impl TrainModel {
         let (nh, nkv, hd) = (cfg.num_heads, cfg.num_kv_heads, cfg.head_dim);
         let (qd, kvd) = (cfg.q_dim(), cfg.kv_dim());
         let eps = cfg.rms_norm_eps;
-        let scale = 1.0 / (hd as f32).sqrt();
+        let scale = cfg.attn_scale();
         let mut x = self.embed.gather(&batch.ids)?; // N x H
+        if let Some(k) = cfg.embed_scale() {
+            x = x.affine(k as f64, 0.0)?;
+        }
         let mut drop = match (lora, dropout_seed) {
             (Some(l), Some(seed)) if l.config.dropout > 0.0 => Some(Dropout { rng: ChaCha8Rng::seed_from_u64(seed), p: l.config.dropout }),
             _ => None,
@@ -240,15 +241,29 @@ impl TrainModel {
             if let Some(bias) = &lw.qkv_bias {
                 qkv = qkv.broadcast_add(bias)?;
             }
-            let qkv = rope_qk_at(&qkv, self.rope.clone(), nh + nkv, t, batch.positions.clone())?;
-            let y = attention(&qkv, Attention { b, t, heads: nh, kv_heads: nkv, head_dim: hd, scale, holes: batch.holes.clone() })?; // N x Q
-            x = (x + linear(&y, &lw.o, ad, &[(Proj::O, cfg.hidden_size)], &mut drop)?)?;
+            if let Some((qn, kn)) = &lw.qk_norm {
+                // Each head a row of `head_dim`, through the same norm op as the hidden states.
+                let q = rms_norm(&qkv.narrow(1, 0, qd)?.reshape((n * nh, hd))?, qn.clone(), eps)?.reshape((n, qd))?;
+                let k = rms_norm(&qkv.narrow(1, qd, kvd)?.reshape((n * nkv, hd))?, kn.clone(), eps)?.reshape((n, kvd))?;
+                qkv = Tensor::cat(&[&q, &k, &qkv.narrow(1, qd + kvd, kvd)?], 1)?;
+            }
+            let window = cfg.window(li);
+            let tables = match (&self.rope_local, window) {
+                (Some(local), Some(_)) => local.clone(),
+                _ => self.rope.clone(),
+            };
+            let qkv = rope_qk_at(&qkv, tables, nh + nkv, t, batch.positions.clone())?;
+            let op = Attention { b, t, heads: nh, kv_heads: nkv, head_dim: hd, scale, holes: batch.holes.clone(), window, positions: batch.positions.clone() };
+            let y = attention(&qkv, op)?; // N x Q
+            let o = linear(&y, &lw.o, ad, &[(Proj::O, cfg.hidden_size)], &mut drop)?;
+            x = (x + post_norm(o, lw.post_norms.as_ref().map(|p| &p.0), eps)?)?;
             // MLP block.
             let h = rms_norm(&x, lw.mlp_norm.clone(), eps)?;
             let i = cfg.intermediate_size;
             let gu = linear(&h, &lw.gate_up, ad, &[(Proj::Gate, i), (Proj::Up, i)], &mut drop)?; // N x 2I
-            let a = swiglu(&gu)?; // N x I
-            x = (x + linear(&a, &lw.down, ad, &[(Proj::Down, cfg.hidden_size)], &mut drop)?)?;
+            let a = gated_act(&gu, cfg.arch.activation())?; // N x I
+            let d = linear(&a, &lw.down, ad, &[(Proj::Down, cfg.hidden_size)], &mut drop)?;
+            x = (x + post_norm(d, lw.post_norms.as_ref().map(|p| &p.1), eps)?)?;
         }
         Ok(x)
     }
@@ -300,6 +315,31 @@ impl TrainModel {
         let ids = Arc::new(targets.iter().map(|t| t.target).collect::<Vec<_>>());
         Ok(head::target_logprobs_entropy(&h, &self.lm_head, ids)?)
     }
+}
+
+/// cos/sin tables from the inference runtime's own rope (rotating unit vectors), so training and inference use
+/// bit-identical angles, llama3 and linear scaling included.
+fn rope_tables(cfg: &ModelConfig, rope: &Rope) -> RopeTables {
+    let (hd, half) = (cfg.head_dim, cfg.head_dim / 2);
+    let max_len = cfg.max_position_embeddings.min(8192);
+    let (mut cos, mut sin) = (Vec::with_capacity(max_len * half), Vec::with_capacity(max_len * half));
+    let mut unit = vec![0f32; hd];
+    for p in 0..max_len {
+        unit[..half].fill(1.0);
+        unit[half..].fill(0.0);
+        rope.apply(crate::simd::Simd::SCALAR, &mut unit, p);
+        cos.extend_from_slice(&unit[..half]);
+        sin.extend_from_slice(&unit[half..]);
+    }
+    RopeTables { half, cos, sin }
+}
+
+/// Gemma's norm of a block's output before it joins the residual stream (other models add it as is).
+fn post_norm(y: Tensor, w: Option<&Arc<Vec<f32>>>, eps: f32) -> Result<Tensor> {
+    Ok(match w {
+        Some(w) => rms_norm(&y, w.clone(), eps)?,
+        None => y,
+    })
 }
 
 /// Dropout on the adapter input with masks from a seeded stream (candle's own dropout uses an unseeded RNG,

@@ -10,6 +10,8 @@ use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tenso
 use rayon::prelude::*;
 
 use super::frozen::Frozen;
+use crate::model::config::Activation;
+use crate::simd::gelu::{geglu_bwd, gelu_mul};
 use crate::simd::kernels::{dot, rms_norm as simd_rms_norm, silu_mul, swiglu_bwd};
 use crate::simd::Simd;
 
@@ -223,47 +225,60 @@ pub fn rope_qk_at(qkv: &Tensor, tables: Arc<RopeTables>, rot_heads: usize, seq_l
 }
 
 // ---------------------------------------------------------------------------------------------------------------
-// SwiGLU: (n x 2I) stacked [gate | up] -> silu(gate) * up.
+// Gated MLP activation: (n x 2I) stacked [gate | up] -> act(gate) * up (SwiGLU, or Gemma's GeGLU).
 
-struct SwiGlu;
+struct GatedAct(Activation);
 
-impl CustomOp1 for SwiGlu {
+impl CustomOp1 for GatedAct {
     fn name(&self) -> &'static str {
-        "swiglu"
+        "gated-act"
     }
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
-        let x = contiguous(s, l, "swiglu")?;
+        let x = contiguous(s, l, "gated-act")?;
         let (n, w) = l.shape().dims2()?;
         let i = w / 2;
         let mut out = vec![0f32; n * i];
         let simd = Simd::active();
-        for_rows(&mut out, i, |r, o| silu_mul(simd, &x[r * w..(r + 1) * w], 1, o));
+        let act = self.0;
+        for_rows(&mut out, i, |r, o| match act {
+            Activation::Silu => silu_mul(simd, &x[r * w..(r + 1) * w], 1, o),
+            Activation::GeluTanh => gelu_mul(simd, &x[r * w..(r + 1) * w], 1, o),
+        });
         Ok((CpuStorage::F32(out), Shape::from((n, i))))
     }
     fn bwd(&self, x: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<Option<Tensor>> {
-        Ok(Some(grad.contiguous()?.apply_op2_no_bwd(x, &SwiGluBwd)?))
+        Ok(Some(grad.contiguous()?.apply_op2_no_bwd(x, &GatedActBwd(self.0))?))
     }
 }
 
-struct SwiGluBwd;
+struct GatedActBwd(Activation);
 
-impl CustomOp2 for SwiGluBwd {
+impl CustomOp2 for GatedActBwd {
     fn name(&self) -> &'static str {
-        "swiglu-bwd"
+        "gated-act-bwd"
     }
-    // d gate = dy * up * sig(g) * (1 + g * (1 - sig(g))), d up = dy * silu(g)
+    // d gate = dy * up * act'(g), d up = dy * act(g)
     fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, xs: &CpuStorage, xl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (dy, x) = (contiguous(gs, gl, "swiglu-bwd")?, contiguous(xs, xl, "swiglu-bwd")?);
+        let (dy, x) = (contiguous(gs, gl, "gated-act-bwd")?, contiguous(xs, xl, "gated-act-bwd")?);
         let (n, w) = xl.shape().dims2()?;
         let i = w / 2;
         let mut out = vec![0f32; n * w];
         let simd = Simd::active();
-        for_rows(&mut out, w, |r, o| swiglu_bwd(simd, &x[r * w..(r + 1) * w], &dy[r * i..(r + 1) * i], o));
+        let act = self.0;
+        for_rows(&mut out, w, |r, o| match act {
+            Activation::Silu => swiglu_bwd(simd, &x[r * w..(r + 1) * w], &dy[r * i..(r + 1) * i], o),
+            Activation::GeluTanh => geglu_bwd(simd, &x[r * w..(r + 1) * w], &dy[r * i..(r + 1) * i], o),
+        });
         Ok((CpuStorage::F32(out), Shape::from((n, w))))
     }
 }
 
 /// `silu(gate) * up` of a stacked `n x 2I` gate/up projection output.
 pub fn swiglu(gate_up: &Tensor) -> Result<Tensor> {
-    gate_up.contiguous()?.apply_op1(SwiGlu)
+    gated_act(gate_up, Activation::Silu)
+}
+
+/// `act(gate) * up` of a stacked `n x 2I` gate/up projection output.
+pub fn gated_act(gate_up: &Tensor, act: Activation) -> Result<Tensor> {
+    gate_up.contiguous()?.apply_op1(GatedAct(act))
 }

@@ -19,6 +19,8 @@ mod hostile_text;
 mod loop_learning;
 mod loop_real;
 mod mcp;
+mod model_arch;
+mod model_gemma3;
 mod model_gguf;
 mod model_tiny;
 mod rollout_real;

