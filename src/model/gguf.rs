@@ -59,7 +59,7 @@ impl GgufFile {
             return Err(ModelError::UnsupportedDType { path: self.path.clone(), tensor: name.into(), dtype: type_name(info.ggml_dtype).into() });
         };
         // A row that is not whole blocks cannot come from ggml: the file is corrupt.
-        if dims.last().is_some_and(|&row| row as u64 % den != 0) {
+        if dims.last().is_some_and(|&row| !(row as u64).is_multiple_of(den)) {
             return Err(ModelError::Gguf {
                 path: self.path.clone(),
                 msg: format!("tensor `{name}`: rows of {} values are not whole {}-value {} blocks", dims[dims.len() - 1], den, type_name(info.ggml_dtype)),
