@@ -5,8 +5,9 @@ use super::config::Arch;
 
 /// Gemma 3's format, as its instruction-tuned checkpoints' template renders it: `<bos>`, then
 /// `<start_of_turn>user\n{content}<end_of_turn>\n` and `<start_of_turn>model\n{content}<end_of_turn>\n` turns, the
-/// system message folded into the first turn (`{system}\n\n{content}`), content trimmed, and
-/// `<start_of_turn>model\n` as the generation prompt. Where the official template refuses (roles that do not
+/// system message folded into the first turn (`{system}\n\n{content}`), user content trimmed, and
+/// `<start_of_turn>model\n` as the generation prompt. The model's own turns are rendered verbatim, untrimmed: an
+/// episode's next render must extend exactly the tokens the model saw and sampled. Where the official template refuses (roles that do not
 /// alternate, tool results), this one goes on: every non-assistant message is a user turn, a tool result reads
 /// `<tool_response>\n{content}\n</tool_response>`, and tool specs follow the system message in the first turn in
 /// the Hermes form of the ChatML fallback.
@@ -29,6 +30,8 @@ const GEMMA3_TEMPLATE: &str = r#"{{- bos_token }}
     {{- '<start_of_turn>' + ('model' if message.role == 'assistant' else 'user') + '\n' + (first_user_prefix if loop.first else '') }}
     {%- if message.role == 'tool' %}
         {{- '<tool_response>\n' + message.content + '\n</tool_response>' }}
+    {%- elif message.role == 'assistant' %}
+        {{- message.content }}
     {%- else %}
         {{- message.content | trim }}
     {%- endif %}
@@ -69,13 +72,13 @@ mod tests {
         let m = [
             json!({"role": "system", "content": "Be brief."}),
             json!({"role": "user", "content": " What is 2+2? "}),
-            json!({"role": "assistant", "content": "4"}),
+            json!({"role": "assistant", "content": " 4\n"}),
             json!({"role": "tool", "content": "{\"x\": 1}"}),
         ];
         let out = t.render(&m, None, true).unwrap_or_default();
         assert_eq!(
             out,
-            "<bos><start_of_turn>user\nBe brief.\n\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n4<end_of_turn>\n\
+            "<bos><start_of_turn>user\nBe brief.\n\nWhat is 2+2?<end_of_turn>\n<start_of_turn>model\n 4\n<end_of_turn>\n\
              <start_of_turn>user\n<tool_response>\n{\"x\": 1}\n</tool_response><end_of_turn>\n<start_of_turn>model\n"
         );
         let no_system = t.render(&m[1..2], None, false).unwrap_or_default();
