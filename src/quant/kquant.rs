@@ -137,20 +137,26 @@ impl GgufBlock for BlockQ3K {
     const BYTES: usize = 110;
 }
 
+/// Scale and negated minimum of sub-block `s` of a Q4_K or Q5_K block, in f32: value = scale * q + min.
+#[inline(always)]
+fn sub_scale(d: f16, dmin: f16, scales: &[u8; 12], s: usize) -> (f32, f32) {
+    let (sc, m) = scale_min_k4(s, scales);
+    (crate::quant::f16_to_f32(d) * sc as f32, -(crate::quant::f16_to_f32(dmin) * m as f32))
+}
+
 impl BlockQ4K {
-    /// Scale and negated minimum of sub-block `s`, in f32: value = scale * q + min.
+    /// Scale and negated minimum of sub-block `s`: value = scale * q + min.
     #[inline(always)]
     pub fn sub_scale(&self, s: usize) -> (f32, f32) {
-        let (sc, m) = scale_min_k4(s, &self.scales);
-        (crate::quant::f16_to_f32(self.d) * sc as f32, -(crate::quant::f16_to_f32(self.dmin) * m as f32))
+        sub_scale(self.d, self.dmin, &self.scales, s)
     }
 }
 
 impl BlockQ5K {
+    /// Scale and negated minimum of sub-block `s`: value = scale * q + min.
     #[inline(always)]
     pub fn sub_scale(&self, s: usize) -> (f32, f32) {
-        let (sc, m) = scale_min_k4(s, &self.scales);
-        (crate::quant::f16_to_f32(self.d) * sc as f32, -(crate::quant::f16_to_f32(self.dmin) * m as f32))
+        sub_scale(self.d, self.dmin, &self.scales, s)
     }
 }
 
