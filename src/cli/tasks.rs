@@ -56,7 +56,8 @@ pub struct MakeArgs {
     /// How answers are judged: number, number:ABS_TOL, exact, f1 or f1:THRESHOLD.
     #[arg(long, default_value = "number")]
     pub matcher: String,
-    /// train, dev or test; or auto: a seeded split into three files by --dev-fraction and --test-fraction.
+    /// train, dev or test; or auto: a seeded split into files by --dev-fraction and --test-fraction (with
+    /// --test-fraction 0, train and dev only, for users who keep a test set of their own).
     #[arg(long)]
     pub split: String,
     #[arg(long, default_value_t = 0.1)]
@@ -91,8 +92,8 @@ fn make(a: MakeArgs) -> anyhow::Result<()> {
     let auto = a.split == "auto";
     let split: Split = if auto { Split::Train } else { a.split.parse().map_err(|e: String| anyhow::anyhow!("--split: {e} or `auto`"))? };
     anyhow::ensure!(
-        !auto || (a.dev_fraction >= 0.0 && a.test_fraction > 0.0 && a.dev_fraction + a.test_fraction < 1.0),
-        "--dev-fraction and --test-fraction must be non-negative, test above 0, and leave some rows for train"
+        !auto || (a.dev_fraction >= 0.0 && a.test_fraction >= 0.0 && a.dev_fraction + a.test_fraction < 1.0),
+        "--dev-fraction and --test-fraction must be non-negative and leave some rows for train"
     );
     let documents: Vec<Document> = match &a.documents {
         Some(p) => autodidact::data::jsonl::read_jsonl(p, autodidact::data::ReadMode::Strict)?.into_items(),
@@ -123,7 +124,9 @@ fn make(a: MakeArgs) -> anyhow::Result<()> {
     let mut order: Vec<usize> = (0..tasks.len()).collect();
     order.shuffle(&mut rand_chacha::ChaCha8Rng::seed_from_u64(a.seed));
     let n = tasks.len() as f64;
-    let (n_test, n_dev) = ((n * a.test_fraction).round().max(1.0) as usize, (n * a.dev_fraction).round() as usize);
+    // A positive fraction gets at least one task; 0 means no such split at all.
+    let count = |fraction: f64, at_least: f64| if fraction > 0.0 { (n * fraction).round().max(at_least) as usize } else { 0 };
+    let (n_test, n_dev) = (count(a.test_fraction, 1.0), count(a.dev_fraction, 0.0));
     for (rank, &i) in order.iter().enumerate() {
         tasks[i].split = if rank < n_test {
             Split::Test

@@ -93,6 +93,16 @@ fn tasks_make_turns_question_answer_rows_into_task_files_that_load() {
     }
     assert_eq!(total, std::fs::read_to_string(&csv).unwrap().lines().count() - 1, "one task per row");
 
+    // A user with a test set of their own draws train and dev alone.
+    let own = dir.path().join("own");
+    let args =
+        ["tasks", "make", "--input", csv.to_str().unwrap(), "--out", own.to_str().unwrap(), "--split", "auto", "--test-fraction", "0", "--dev-fraction", "0.3"];
+    let out = bin().args(args).output().unwrap();
+    assert!(out.status.success(), "{}", String::from_utf8_lossy(&out.stderr));
+    let n = |split: &str| autodidact::tasks::taskfile::load_tasks(&dir.path().join(format!("own.{split}.jsonl"))).unwrap().len();
+    assert_eq!((n("train"), n("dev")), (7, 3));
+    assert!(!dir.path().join("own.test.jsonl").exists(), "no test split with --test-fraction 0");
+
     let bad = dir.path().join("bad.jsonl");
     std::fs::write(&bad, "{\"question\": \"What is 2+2?\", \"answer\": \"4\"}\n{\"question\": \"And 3+3?\"}\n").unwrap();
     let target = dir.path().join("never.jsonl");
