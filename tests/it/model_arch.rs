@@ -12,25 +12,10 @@ use autodidact::model::{Arch, KvCache, Logits, ModelConfig, SeqInput, Transforme
 use autodidact::simd::Simd;
 use candle_core::{DType, Device, Tensor};
 use common::tiny;
+use common::{all_logits, load_dir, max_abs_diff};
 
 /// 16 tokens: four windows of Gemma's sliding layer.
 const TOKENS: [u32; 16] = [257, 72, 101, 108, 108, 111, 258, 10, 257, 97, 115, 115, 105, 115, 116, 33];
-
-fn all_logits(m: &Transformer, toks: &[u32]) -> Vec<f32> {
-    let mut c = m.new_cache();
-    m.forward(&mut [SeqInput { cache: &mut c, tokens: toks, logits: Logits::All }]).unwrap().remove(0)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
-}
-
-fn load_dir(dir: &Path) -> Transformer {
-    let cfg = ModelConfig::from_hf_json(&dir.join("config.json")).unwrap();
-    let st = SafetensorsDir::open(dir).unwrap();
-    Transformer::new(cfg.clone(), Weights::load(&st, &cfg).unwrap())
-}
 
 fn tiny_model(arch: &str, seed: u64) -> (tempfile::TempDir, Transformer) {
     let dir = tempfile::tempdir().unwrap();

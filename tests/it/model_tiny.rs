@@ -5,30 +5,15 @@ use super::common;
 use std::path::Path;
 
 use autodidact::model::gguf::GgufFile;
-use autodidact::model::weights::{SafetensorsDir, Weights};
-use autodidact::model::{LoadedModel, Logits, ModelConfig, SeqInput, Transformer};
+use autodidact::model::weights::Weights;
+use autodidact::model::{LoadedModel, ModelConfig, Transformer};
 use candle_core::quantized::gguf_file::Value;
 use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{DType, Device, Tensor};
 use common::tiny;
+use common::{all_logits, load_dir, max_abs_diff};
 
 const TOKENS: [u32; 12] = [257, 72, 101, 108, 108, 111, 258, 10, 257, 97, 115, 115];
-
-fn all_logits(m: &Transformer, toks: &[u32]) -> Vec<f32> {
-    let mut c = m.new_cache();
-    m.forward(&mut [SeqInput { cache: &mut c, tokens: toks, logits: Logits::All }]).unwrap().remove(0)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
-}
-
-fn load_dir(dir: &Path) -> Transformer {
-    let cfg = ModelConfig::from_hf_json(&dir.join("config.json")).unwrap();
-    let st = SafetensorsDir::open(dir).unwrap();
-    Transformer::new(cfg.clone(), Weights::load(&st, &cfg).unwrap())
-}
 
 #[test]
 fn tiny_llama_matches_candle_llama() {

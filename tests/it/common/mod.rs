@@ -1,6 +1,9 @@
 //! Helpers shared by the integration tests.
 #![allow(dead_code)]
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
+
+use autodidact::model::weights::{SafetensorsDir, Weights};
+use autodidact::model::{Logits, ModelConfig, SeqInput, Transformer};
 use std::sync::OnceLock;
 
 pub mod template_policy;
@@ -34,4 +37,23 @@ pub fn gemma3_model() -> PathBuf {
         path
     })
     .clone()
+}
+
+/// Logits of every position of `toks` as one sequence.
+pub fn all_logits(m: &Transformer, toks: &[u32]) -> Vec<f32> {
+    let mut c = m.new_cache();
+    m.forward(&mut [SeqInput { cache: &mut c, tokens: toks, logits: Logits::All }]).unwrap().remove(0)
+}
+
+/// Largest element-wise difference of two equally long vectors.
+pub fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
+    assert_eq!(a.len(), b.len());
+    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
+}
+
+/// A Hugging Face model folder loaded into the inference transformer.
+pub fn load_dir(dir: &Path) -> Transformer {
+    let cfg = ModelConfig::from_hf_json(&dir.join("config.json")).unwrap();
+    let st = SafetensorsDir::open(dir).unwrap();
+    Transformer::new(cfg.clone(), Weights::load(&st, &cfg).unwrap())
 }
