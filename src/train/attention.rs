@@ -1,18 +1,20 @@
 //! Causal attention with grouped KV heads as one differentiable op, reading q, k and v in place from the stacked
-//! (already rotated) `N x (Q + 2 KV)` projection and writing `N x Q`, the layout the output projection reads.
+//! `N x (Q + 2 KV)` projection and writing `N x Q`, the layout the output projection reads. With `rope`, the op
+//! rotates q and k itself (again in the backward), so that only the unrotated projection is kept for the step.
 //!
 //! Composed from candle ops this was about twenty graph nodes per layer (head splits, transposes, copies, two
 //! batched matmuls, the softmax), and it kept every layer's `heads x T x T` probabilities for the backward pass,
 //! so memory grew with the square of the length. Here each (sequence, head) is one task: the products run on row
 //! chunks so that the keys after a chunk (masked anyway) are never computed, and the backward recomputes the
 //! probabilities instead of keeping them.
+use std::borrow::Cow;
 use std::sync::Arc;
 
 use candle_core::{CpuStorage, CustomOp1, CustomOp2, Layout, Result, Shape, Tensor};
 use rayon::prelude::*;
 
 use super::gemm::{matmul, Mat, MatMut, Par};
-use super::ops::contiguous;
+use super::ops::{contiguous, RopeQk};
 use crate::simd::kernels::softmax;
 use crate::simd::Simd;
 
@@ -36,6 +38,8 @@ pub struct Attention {
     pub window: Option<usize>,
     /// Each row's position where it is not its index in the sequence (packed sequences), for the window.
     pub positions: Option<Arc<Vec<u32>>>,
+    /// The rotation to apply to q and k first; None: the input is already rotated.
+    pub rope: Option<RopeQk>,
 }
 
 /// Row chunks `(c0, c1)` of a length-`t` sequence.
@@ -61,6 +65,14 @@ impl Attention {
             );
         }
         Ok(())
+    }
+
+    /// The input with q and k rotated (borrowed as is without `rope`).
+    fn rotated<'a>(&self, qkv: &'a [f32]) -> Cow<'a, [f32]> {
+        match &self.rope {
+            Some(r) => Cow::Owned(r.run(qkv, self.width())),
+            None => Cow::Borrowed(qkv),
+        }
     }
 
     /// Every (sequence, query head) pair: the unit of parallel work.
@@ -119,7 +131,8 @@ impl CustomOp1 for Attention {
 
     fn cpu_fwd(&self, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         self.check(l)?;
-        let qkv = contiguous(s, l, "attention")?;
+        let qkv = self.rotated(contiguous(s, l, "attention")?);
+        let qkv = &qkv[..];
         let (t, hd, qd) = (self.t, self.head_dim, self.heads * self.head_dim);
         let heads: Vec<Vec<f32>> = self
             .tasks()
@@ -167,7 +180,8 @@ impl CustomOp2 for Attention {
 
     fn cpu_fwd(&self, gs: &CpuStorage, gl: &Layout, s: &CpuStorage, l: &Layout) -> Result<(CpuStorage, Shape)> {
         self.check(l)?;
-        let (dy, qkv) = (contiguous(gs, gl, "attention-bwd")?, contiguous(s, l, "attention")?);
+        let (dy, qkv) = (contiguous(gs, gl, "attention-bwd")?, self.rotated(contiguous(s, l, "attention")?));
+        let qkv = &qkv[..];
         let (t, hd, qd, w) = (self.t, self.head_dim, self.heads * self.head_dim, self.width());
         if dy.len() != self.b * t * qd {
             candle_core::bail!("attention-bwd: gradient of {} values for {} x {qd}", dy.len(), self.b * t);
@@ -215,11 +229,17 @@ impl CustomOp2 for Attention {
                 row[vc..vc + hd].iter_mut().zip(&dv[src]).for_each(|(o, v)| *o += v);
             }
         }
+        // The gradient of the rotated input, rotated back.
+        let out = match &self.rope {
+            Some(r) => r.inverse().run(&out, w),
+            None => out,
+        };
         Ok((CpuStorage::F32(out), l.shape().clone()))
     }
 }
 
-/// Causal attention of every query head over its kv head, from the stacked rotated projection `qkv`
+/// Causal attention of every query head over its kv head, from the stacked projection `qkv` (rotated, or rotated
+/// by `op.rope`)
 /// (`B*T x (Q + 2 KV)`, right-padded sequences) to `B*T x Q`.
 pub fn attention(qkv: &Tensor, op: Attention) -> Result<Tensor> {
     qkv.contiguous()?.apply_op1(op)

@@ -1,16 +1,20 @@
 //! A frozen linear layer and its LoRA adapters as one differentiable op:
-//! `y = x W^T + s * sum_i [(x * m_i) A_i^T B_i^T into output block i]`.
+//! `y = [r +] x W^T + s * sum_i [(x * m_i) A_i^T B_i^T into output block i]`, with `x = map(input)` (the norm or
+//! gated activation in front of the projection, `ops::InputMap`) and `r` the residual stream it adds to.
 //!
 //! Composed from candle ops this took about ten graph nodes per projection (two matmuls, a scale, an add, the
 //! concatenations of a stacked projection), each costing the backward pass a zero-filled gradient buffer and an
 //! add; here the backward computes the input gradient in place (`dy W`, then `+= (dy B) A` by accumulation) and the
-//! small A and B gradients directly. The rank-r intermediates are recomputed in the backward (a few MFLOP) rather
-//! than kept.
-use candle_core::{bail, CpuStorage, CustomOp3, Layout, Result, Shape, Tensor};
+//! small A and B gradients directly. The rank-r intermediates, the mapped input and the
+//! projection's own output are recomputed in the backward or never stored (a few MFLOP, and element-wise work)
+//! rather than kept for the whole step: on a Llama-shaped model that is a third of a layer's activations.
+//!
+//! The adapters' A and B come as one tensor: the stacked A (`sum(rank) x in`) flattened, then the B values.
+use candle_core::{bail, CpuStorage, CustomOp2, CustomOp3, Layout, Result, Shape, Tensor};
 
 use super::frozen::Frozen;
 use super::gemm::{matmul, Mat, MatMut, Par};
-use super::ops::{contiguous, cpu};
+use super::ops::{add_residual, contiguous, cpu, InputMap};
 
 /// One adapted block of the output columns. The parts' A matrices are stacked by rows (`sum(rank) x in`) and their
 /// B matrices flattened and concatenated (`sum(width * rank)`), in part order.
@@ -28,6 +32,8 @@ pub struct LoraLinear {
     pub scale: f32,
     /// Per part, the dropout mask over `x` (zeros and `1 / (1 - p)`), or None without dropout.
     pub masks: Vec<Option<Vec<f32>>>,
+    /// Applied to the op's input to give `x`.
+    pub map: InputMap,
 }
 
 const OP: &str = "lora-linear";
@@ -76,36 +82,81 @@ fn masked<'a>(x: &'a [f32], mask: Option<&[f32]>, buf: &'a mut Vec<f32>) -> &'a 
     }
 }
 
-impl CustomOp3 for LoraLinear {
-    fn name(&self) -> &'static str {
-        "lora-linear"
+impl LoraLinear {
+    /// The stacked A (`sum(rank) x din`) and the B values of `ab`.
+    fn split<'a>(&self, ab: &'a [f32], din: usize) -> Result<(Mat<'a>, &'a [f32])> {
+        let rt: usize = self.parts.iter().map(|p| p.rank).sum();
+        if ab.len() < rt * din {
+            bail!("{OP}: {} adapter values for A of {rt} x {din}", ab.len());
+        }
+        let (a, b) = ab.split_at(rt * din);
+        Ok((Mat::new(a, rt, din, din, 1)?, b))
     }
 
-    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, as_: &CpuStorage, al: &Layout, bs: &CpuStorage, bl: &Layout) -> Result<(CpuStorage, Shape)> {
-        let (x, b) = (contiguous(xs, xl, OP)?, contiguous(bs, bl, OP)?);
-        let a = Mat::from_layout(as_.as_slice::<f32>()?, al)?;
-        let (n, out) = (xl.shape().dims2()?.0, self.w.rows());
+    fn forward(&self, xs: &CpuStorage, xl: &Layout, abs: &CpuStorage, abl: &Layout) -> Result<(Vec<f32>, Shape)> {
+        let (n, k) = xl.shape().dims2()?;
+        let x = self.map.apply(contiguous(xs, xl, OP)?, k, OP)?;
+        let (din, out) = (self.map.width(k), self.w.rows());
+        let (a, b) = self.split(contiguous(abs, abl, OP)?, din)?;
         let mut y = vec![0f32; n * out];
-        self.w.forward(x, n, &mut y)?;
+        self.w.forward(&x, n, &mut y)?;
         let parts = self.views(a, b)?;
-        let u = self.rank_inputs(x, a, &parts, n)?;
+        let u = self.rank_inputs(&x, a, &parts, n)?;
         for p in &parts {
             let mut yb = MatMut::rows_of(&mut y, p.part.out_offset, n, p.part.width, out)?;
             matmul(&mut yb, Mat::rows_of(&u, p.a_row, n, p.part.rank, a.rows)?, p.b.t(), 1.0, true, Par::Threads)?;
         }
-        Ok((CpuStorage::F32(y), Shape::from((n, out))))
+        Ok((y, Shape::from((n, out))))
     }
 
-    fn bwd(&self, x: &Tensor, a: &Tensor, b: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
-        let (x, b, g) = (x.contiguous()?, b.contiguous()?, grad.contiguous()?);
-        let (n, din) = x.dims2()?;
-        let out = g.dim(1)?;
-        let ((xg, xl), (gg, gl), (bg, bl), (ag, al)) = (x.storage_and_layout(), g.storage_and_layout(), b.storage_and_layout(), a.storage_and_layout());
-        let am = Mat::from_layout(cpu(&ag, OP)?.as_slice::<f32>()?, al)?;
-        let (xs, gs, bs) = (contiguous(cpu(&xg, OP)?, xl, OP)?, contiguous(cpu(&gg, OP)?, gl, OP)?, contiguous(cpu(&bg, OP)?, bl, OP)?);
-        let (dx, da, db) = self.backward(xs, gs, (n, din, out), am, bs)?;
+    /// Gradients of the op's input and of `ab`.
+    fn grads(&self, x: &Tensor, ab: &Tensor, grad: &Tensor) -> Result<(Tensor, Tensor)> {
+        let (x, ab, g) = (x.contiguous()?, ab.contiguous()?, grad.contiguous()?);
+        let (n, k) = x.dims2()?;
+        let (din, out) = (self.map.width(k), g.dim(1)?);
+        let ((xg, xl), (gg, gl), (abg, abl)) = (x.storage_and_layout(), g.storage_and_layout(), ab.storage_and_layout());
+        let (xs, gs) = (contiguous(cpu(&xg, OP)?, xl, OP)?, contiguous(cpu(&gg, OP)?, gl, OP)?);
+        let (a, b) = self.split(contiguous(cpu(&abg, OP)?, abl, OP)?, din)?;
+        let xm = self.map.apply(xs, k, OP)?;
+        let (dxm, mut dab, db) = self.backward(&xm, gs, (n, din, out), a, b)?;
+        let dx = self.map.backward(xs, k, dxm, OP)?;
+        dab.extend(db);
         let dev = x.device();
-        Ok((Some(Tensor::from_vec(dx, (n, din), dev)?), Some(Tensor::from_vec(da, a.shape(), dev)?), Some(Tensor::from_vec(db, b.shape(), dev)?)))
+        Ok((Tensor::from_vec(dx, (n, k), dev)?, Tensor::from_vec(dab, ab.shape(), dev)?))
+    }
+}
+
+impl CustomOp2 for LoraLinear {
+    fn name(&self) -> &'static str {
+        OP
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, abs: &CpuStorage, abl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (y, shape) = self.forward(xs, xl, abs, abl)?;
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(&self, x: &Tensor, ab: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>)> {
+        let (dx, dab) = self.grads(x, ab, grad)?;
+        Ok((Some(dx), Some(dab)))
+    }
+}
+
+/// With a residual as the third input.
+impl CustomOp3 for LoraLinear {
+    fn name(&self) -> &'static str {
+        OP
+    }
+
+    fn cpu_fwd(&self, xs: &CpuStorage, xl: &Layout, abs: &CpuStorage, abl: &Layout, rs: &CpuStorage, rl: &Layout) -> Result<(CpuStorage, Shape)> {
+        let (mut y, shape) = self.forward(xs, xl, abs, abl)?;
+        add_residual(&mut y, contiguous(rs, rl, OP)?, OP)?;
+        Ok((CpuStorage::F32(y), shape))
+    }
+
+    fn bwd(&self, x: &Tensor, ab: &Tensor, _r: &Tensor, _res: &Tensor, grad: &Tensor) -> Result<(Option<Tensor>, Option<Tensor>, Option<Tensor>)> {
+        let (dx, dab) = self.grads(x, ab, grad)?;
+        Ok((Some(dx), Some(dab), Some(grad.clone())))
     }
 }
 

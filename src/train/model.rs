@@ -17,7 +17,7 @@ use super::attention::{attention, Attention};
 use super::frozen::{BaseWeights, Frozen};
 use super::head;
 use super::lora_linear::{LoraLinear, LoraPart};
-use super::ops::{frozen_linear, gated_act, rms_norm, rope_qk_at, RopeTables};
+use super::ops::{frozen_linear, rms_norm, InputMap, RopeQk, RopeTables};
 use super::{Result, TrainError};
 use crate::model::lora::{LoraAdapter, LoraConfig, LoraPair, Proj};
 use crate::model::rope::Rope;
@@ -236,8 +236,8 @@ impl TrainModel {
         for (li, lw) in self.layers.iter().enumerate() {
             let ad = lora.map(|l| (&l.layers[li], l.config.scale()));
             // Attention block.
-            let h = rms_norm(&x, lw.attn_norm.clone(), eps)?;
-            let mut qkv = linear(&h, &lw.qkv, ad, &[(Proj::Q, qd), (Proj::K, kvd), (Proj::V, kvd)], &mut drop)?; // N x (Q + 2KV)
+            let norm = InputMap::RmsNorm(lw.attn_norm.clone(), eps);
+            let mut qkv = linear(&x, &lw.qkv, norm, None, ad, &[(Proj::Q, qd), (Proj::K, kvd), (Proj::V, kvd)], &mut drop)?; // N x (Q + 2KV)
             if let Some(bias) = &lw.qkv_bias {
                 qkv = qkv.broadcast_add(bias)?;
             }
@@ -252,18 +252,19 @@ impl TrainModel {
                 (Some(local), Some(_)) => local.clone(),
                 _ => self.rope.clone(),
             };
-            let qkv = rope_qk_at(&qkv, tables, nh + nkv, t, batch.positions.clone())?;
-            let op = Attention { b, t, heads: nh, kv_heads: nkv, head_dim: hd, scale, holes: batch.holes.clone(), window, positions: batch.positions.clone() };
+            let rope = Some(RopeQk::new(tables, nh + nkv, t, batch.positions.clone(), n)?);
+            let op =
+                Attention { b, t, heads: nh, kv_heads: nkv, head_dim: hd, scale, holes: batch.holes.clone(), window, positions: batch.positions.clone(), rope };
             let y = attention(&qkv, op)?; // N x Q
-            let o = linear(&y, &lw.o, ad, &[(Proj::O, cfg.hidden_size)], &mut drop)?;
-            x = (x + post_norm(o, lw.post_norms.as_ref().map(|p| &p.0), eps)?)?;
+            let post = lw.post_norms.as_ref().map(|p| (&p.0, eps));
+            x = residual_linear(&x, &y, &lw.o, InputMap::Identity, post, ad, &[(Proj::O, cfg.hidden_size)], &mut drop)?;
             // MLP block.
-            let h = rms_norm(&x, lw.mlp_norm.clone(), eps)?;
             let i = cfg.intermediate_size;
-            let gu = linear(&h, &lw.gate_up, ad, &[(Proj::Gate, i), (Proj::Up, i)], &mut drop)?; // N x 2I
-            let a = gated_act(&gu, cfg.arch.activation())?; // N x I
-            let d = linear(&a, &lw.down, ad, &[(Proj::Down, cfg.hidden_size)], &mut drop)?;
-            x = (x + post_norm(d, lw.post_norms.as_ref().map(|p| &p.1), eps)?)?;
+            let norm = InputMap::RmsNorm(lw.mlp_norm.clone(), eps);
+            let gu = linear(&x, &lw.gate_up, norm, None, ad, &[(Proj::Gate, i), (Proj::Up, i)], &mut drop)?; // N x 2I
+            let post = lw.post_norms.as_ref().map(|p| (&p.1, eps));
+            let act = InputMap::GatedAct(cfg.arch.activation());
+            x = residual_linear(&x, &gu, &lw.down, act, post, ad, &[(Proj::Down, cfg.hidden_size)], &mut drop)?;
         }
         Ok(x)
     }
@@ -272,7 +273,7 @@ impl TrainModel {
     pub fn logits_at(&self, batch: &Batch, lora: Option<&LoraVars>, positions: &[(usize, usize)]) -> Result<Tensor> {
         let x = self.hidden(batch, lora, None)?;
         let h = self.final_rows(batch, &x, positions.iter().copied())?;
-        Ok(frozen_linear(&h, &self.lm_head)?) // n x V
+        Ok(frozen_linear(&h, &self.lm_head, InputMap::Identity, None)?) // n x V
     }
 
     /// The final-normed hidden states of the given `(seq, pos)` rows (`n x H`): the output layer's input.
@@ -335,10 +336,22 @@ fn rope_tables(cfg: &ModelConfig, rope: &Rope) -> RopeTables {
 }
 
 /// Gemma's norm of a block's output before it joins the residual stream (other models add it as is).
-fn post_norm(y: Tensor, w: Option<&Arc<Vec<f32>>>, eps: f32) -> Result<Tensor> {
-    Ok(match w {
-        Some(w) => rms_norm(&y, w.clone(), eps)?,
-        None => y,
+/// `x + post_norm(map(input) W'^T)`: with no post-norm (Llama, Qwen) the residual is added inside the op, so the
+/// projection's output is never kept; Gemma's post-norm needs that output for its backward.
+#[allow(clippy::too_many_arguments)]
+fn residual_linear(
+    x: &Tensor,
+    input: &Tensor,
+    w: &Frozen,
+    map: InputMap,
+    post_norm: Option<(&Arc<Vec<f32>>, f32)>,
+    ad: LayerAdapters,
+    parts: &[(Proj, usize)],
+    drop: &mut Option<Dropout>,
+) -> Result<Tensor> {
+    Ok(match post_norm {
+        None => linear(input, w, map, Some(x), ad, parts, drop)?,
+        Some((nw, eps)) => (x + rms_norm(&linear(input, w, map, None, ad, parts, drop)?, nw.clone(), eps)?)?,
     })
 }
 
@@ -360,29 +373,44 @@ impl Dropout {
 type LayerAdapters<'a> = Option<(&'a BTreeMap<Proj, (Var, Var)>, f32)>;
 
 /// A frozen projection plus the adapters of the projections stacked in it (`parts`: each projection and its width,
-/// in stacking order), as one op.
-fn linear(x: &Tensor, w: &Frozen, ad: LayerAdapters, parts: &[(Proj, usize)], drop: &mut Option<Dropout>) -> Result<Tensor> {
-    let Some((pairs, scale)) = ad else { return Ok(frozen_linear(x, w)?) };
+/// in stacking order), as one op: `[residual +] map(x) W^T + adapters`.
+fn linear(
+    x: &Tensor,
+    w: &Frozen,
+    map: InputMap,
+    residual: Option<&Tensor>,
+    ad: LayerAdapters,
+    parts: &[(Proj, usize)],
+    drop: &mut Option<Dropout>,
+) -> Result<Tensor> {
+    let Some((pairs, scale)) = ad else { return Ok(frozen_linear(x, w, map, residual)?) };
+    let (n, width) = x.dims2()?;
+    let din = map.width(width);
     let (mut lparts, mut a, mut b, mut masks, mut off) = (Vec::new(), Vec::new(), Vec::new(), Vec::new(), 0);
-    for &(p, width) in parts {
+    for &(p, out) in parts {
         if let Some((va, vb)) = pairs.get(&p) {
             let (rank, d_in) = va.as_tensor().dims2()?;
-            if d_in != x.dim(1)? || vb.as_tensor().dims2()? != (width, rank) {
+            if d_in != din || vb.as_tensor().dims2()? != (out, rank) {
                 return Err(TrainError::Data(format!("the {p:?} adapter's shapes {:?} / {:?} do not fit the layer", va.shape(), vb.shape())));
             }
-            lparts.push(LoraPart { out_offset: off, width, rank });
-            a.push(va.as_tensor().clone());
+            lparts.push(LoraPart { out_offset: off, width: out, rank });
+            a.push(va.as_tensor().flatten_all()?);
             b.push(vb.as_tensor().flatten_all()?);
-            masks.push(drop.as_mut().map(|d| d.mask(x.elem_count())));
+            masks.push(drop.as_mut().map(|d| d.mask(n * din)));
         }
-        off += width;
+        off += out;
     }
     if lparts.is_empty() {
-        return Ok(frozen_linear(x, w)?);
+        return Ok(frozen_linear(x, w, map, residual)?);
     }
-    let (a, b) = (Tensor::cat(&a, 0)?, Tensor::cat(&b, 0)?);
-    let op = LoraLinear { w: w.clone(), parts: lparts, scale, masks };
-    Ok(x.contiguous()?.apply_op3(&a, &b, op)?)
+    a.extend(b);
+    let ab = Tensor::cat(&a, 0)?;
+    let op = LoraLinear { w: w.clone(), parts: lparts, scale, masks, map };
+    let x = x.contiguous()?;
+    Ok(match residual {
+        Some(r) => x.apply_op3(&ab, &r.contiguous()?, op)?,
+        None => x.apply_op2(&ab, op)?,
+    })
 }
 
 impl LoraVars {

@@ -8,7 +8,7 @@ use autodidact::train::attention::{attention, Attention};
 use autodidact::train::frozen::Frozen;
 use autodidact::train::head::target_logprobs;
 use autodidact::train::lora_linear::{LoraLinear, LoraPart};
-use autodidact::train::ops::{frozen_linear, gated_act, rms_norm, rope_qk, swiglu, RopeTables};
+use autodidact::train::ops::{frozen_linear, gated_act, rms_norm, rope_qk, swiglu, InputMap, RopeQk, RopeTables};
 use candle_core::{Device, Tensor, Var};
 use rand::{Rng, SeedableRng};
 use rand_chacha::ChaCha8Rng;
@@ -53,13 +53,39 @@ fn check_grad(shape: &[usize], scale: f32, f: impl Fn(&Tensor) -> Tensor) {
 fn frozen_linear_gradient_and_value() {
     let wt = Tensor::from_vec(rand_vec(5 * 7, 3, 1.0), (5, 7), &Device::Cpu).unwrap();
     let w = Frozen::F32(wt.clone());
-    check_grad(&[4, 7], 1.0, |x| frozen_linear(x, &w).unwrap());
+    check_grad(&[4, 7], 1.0, |x| frozen_linear(x, &w, InputMap::Identity, None).unwrap());
     // Same values as a plain matmul.
     let x = Tensor::from_vec(rand_vec(28, 4, 1.0), (4, 7), &Device::Cpu).unwrap();
-    let a = frozen_linear(&x, &w).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let a = frozen_linear(&x, &w, InputMap::Identity, None).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     let b = x.matmul(&wt.t().unwrap()).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
     for (a, b) in a.iter().zip(&b) {
         assert!((a - b).abs() < 1e-5, "{a} vs {b}");
+    }
+}
+
+/// The input maps and the residual: `r + map(x) W^T` equals the composed ops, and its gradients (of `x` through
+/// the map, and of `r`) match finite differences.
+#[test]
+fn frozen_linear_maps_its_input_and_adds_the_residual() {
+    let wt = Tensor::from_vec(rand_vec(5 * 7, 3, 1.0), (5, 7), &Device::Cpu).unwrap();
+    let w = Frozen::F32(wt.clone());
+    let norm = Arc::new(rand_vec(7, 5, 1.0));
+    let maps = [(InputMap::RmsNorm(norm.clone(), 1e-5), 7), (InputMap::GatedAct(Activation::Silu), 14), (InputMap::GatedAct(Activation::GeluTanh), 14)];
+    let r = Tensor::from_vec(rand_vec(4 * 5, 6, 1.0), (4, 5), &Device::Cpu).unwrap();
+    for (map, width) in maps {
+        check_grad(&[4, width], 1.0, |x| frozen_linear(x, &w, map.clone(), Some(&r)).unwrap());
+        let x = Tensor::from_vec(rand_vec(4 * width, 7, 1.0), (4, width), &Device::Cpu).unwrap();
+        check_grad(&[4, 5], 1.0, |r| frozen_linear(&x, &w, map.clone(), Some(r)).unwrap());
+        let mapped = match &map {
+            InputMap::RmsNorm(n, eps) => rms_norm(&x, n.clone(), *eps).unwrap(),
+            InputMap::GatedAct(act) => gated_act(&x, *act).unwrap(),
+            InputMap::Identity => unreachable!(),
+        };
+        let want = (mapped.matmul(&wt.t().unwrap()).unwrap() + &r).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        let got = frozen_linear(&x, &w, map.clone(), Some(&r)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+        for (g, w) in got.iter().zip(&want) {
+            assert!((g - w).abs() < 1e-5, "{g} vs {w}");
+        }
     }
 }
 
@@ -81,7 +107,7 @@ fn quantized(rows: usize, cols: usize, seed: u64, dtype: candle_core::quantized:
 fn quantized_frozen_weights_act_as_their_dequantized_values() {
     use candle_core::quantized::GgmlDType;
     let q8 = Frozen::Quantized(std::sync::Arc::new(quantized(5, 32, 3, GgmlDType::Q8_0)));
-    check_grad(&[4, 32], 1.0, |x| frozen_linear(x, &q8).unwrap());
+    check_grad(&[4, 32], 1.0, |x| frozen_linear(x, &q8, InputMap::Identity, None).unwrap());
     let (rows, cols, n) = (600, 256, 9);
     let m = quantized(rows, cols, 4, GgmlDType::Q4K);
     let (q, f) = (Frozen::Quantized(std::sync::Arc::new(m.clone())), Frozen::F32(Tensor::from_vec(m.to_f32(), (rows, cols), &Device::Cpu).unwrap()));
@@ -162,7 +188,7 @@ fn reference_attention(qkv: &Tensor, op: &Attention) -> Vec<Vec<f32>> {
 #[test]
 fn attention_matches_composed_ops_across_row_chunks() {
     // 70 positions: two row chunks, the second partial; 4 query heads on 2 kv heads.
-    let op = Attention { b: 2, t: 70, heads: 4, kv_heads: 2, head_dim: 3, scale: 0.6, holes: None, window: None, positions: None };
+    let op = Attention { b: 2, t: 70, heads: 4, kv_heads: 2, head_dim: 3, scale: 0.6, holes: None, window: None, positions: None, rope: None };
     let qkv = Tensor::from_vec(rand_vec(2 * 70 * 8 * 3, 21, 2.0), (140, 24), &Device::Cpu).unwrap();
     let got = attention(&qkv, op.clone()).unwrap().to_vec2::<f32>().unwrap();
     for (g, w) in got.iter().flatten().zip(reference_attention(&qkv, &op).iter().flatten()) {
@@ -182,16 +208,30 @@ fn attention_matches_composed_ops_across_row_chunks() {
 #[test]
 fn attention_gradient() {
     check_grad(&[2 * 3, 6 * 2], 2.0, |x| {
-        attention(x, Attention { b: 2, t: 3, heads: 4, kv_heads: 1, head_dim: 2, scale: 0.7, holes: None, window: None, positions: None }).unwrap()
+        attention(x, Attention { b: 2, t: 3, heads: 4, kv_heads: 1, head_dim: 2, scale: 0.7, holes: None, window: None, positions: None, rope: None }).unwrap()
     });
     // Past the first row chunk.
     check_grad(&[66, 4 * 2], 1.0, |x| {
-        attention(x, Attention { b: 1, t: 66, heads: 2, kv_heads: 1, head_dim: 2, scale: 0.7, holes: None, window: None, positions: None }).unwrap()
+        attention(x, Attention { b: 1, t: 66, heads: 2, kv_heads: 1, head_dim: 2, scale: 0.7, holes: None, window: None, positions: None, rope: None }).unwrap()
     });
     // A sliding window of 2: keys further back get no gradient from a row.
     check_grad(&[2 * 5, 6 * 2], 2.0, |x| {
-        attention(x, Attention { b: 2, t: 5, heads: 4, kv_heads: 1, head_dim: 2, scale: 0.7, holes: None, window: Some(2), positions: None }).unwrap()
+        attention(x, Attention { b: 2, t: 5, heads: 4, kv_heads: 1, head_dim: 2, scale: 0.7, holes: None, window: Some(2), positions: None, rope: None })
+            .unwrap()
     });
+}
+
+/// Rotating q and k inside the attention op equals rotating them first, in value and gradient.
+#[test]
+fn attention_with_its_own_rope_equals_rope_then_attention() {
+    let tb = tables(1, 16);
+    let op = |rope: Option<RopeQk>| Attention { b: 2, t: 3, heads: 4, kv_heads: 1, head_dim: 2, scale: 0.7, holes: None, window: None, positions: None, rope };
+    let own = |x: &Tensor| attention(x, op(Some(RopeQk::new(tb.clone(), 5, 3, None, 6).unwrap()))).unwrap();
+    check_grad(&[2 * 3, 6 * 2], 2.0, own);
+    let x = Tensor::from_vec(rand_vec(72, 9, 2.0), (6, 12), &Device::Cpu).unwrap();
+    let want = attention(&rope_qk(&x, tb.clone(), 5, 3).unwrap(), op(None)).unwrap().flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    let got = own(&x).flatten_all().unwrap().to_vec1::<f32>().unwrap();
+    assert_eq!(got, want);
 }
 
 #[test]
@@ -224,13 +264,14 @@ fn log_prob_head_gradient_and_value() {
 
 /// Output 7 wide: part 0 adapts columns 0..3 (rank 2), part 1 columns 5..7 (rank 2); columns 3..5 are frozen only.
 /// Part 1 has a dropout mask on its input.
-fn lora_op(w: &Tensor, masked: bool) -> LoraLinear {
+fn lora_op(w: &Tensor, masked: bool, map: InputMap) -> LoraLinear {
     let mask: Vec<f32> = (0..4 * 6).map(|i| if i % 3 == 0 { 0.0 } else { 1.5 }).collect();
     LoraLinear {
         w: Frozen::F32(w.clone()),
         parts: vec![LoraPart { out_offset: 0, width: 3, rank: 2 }, LoraPart { out_offset: 5, width: 2, rank: 2 }],
         scale: 0.7,
         masks: vec![None, masked.then_some(mask)],
+        map,
     }
 }
 
@@ -239,15 +280,34 @@ fn lora_linear_gradients_and_value() {
     let t = |n: usize, seed: u64, shape: &[usize]| Tensor::from_vec(rand_vec(n, seed, 1.0), shape, &Device::Cpu).unwrap();
     // The frozen weight seen column-major, as the training model stores some of its projections.
     let w = t(7 * 6, 11, &[6, 7]).t().unwrap();
-    let (x, a, b) = (t(4 * 6, 12, &[4, 6]), t(4 * 6, 13, &[4, 6]), t(3 * 2 + 2 * 2, 14, &[10]));
-    for masked in [false, true] {
-        check_grad(&[4, 6], 1.0, |x| x.apply_op3(&a, &b, lora_op(&w, masked)).unwrap());
-        check_grad(&[4, 6], 1.0, |a| x.apply_op3(a, &b, lora_op(&w, masked)).unwrap());
-        check_grad(&[10], 1.0, |b| x.apply_op3(&a, b, lora_op(&w, masked)).unwrap());
-        // The value: x W^T plus each part's s (x * m) A_i^T B_i^T in its columns.
-        let y = x.apply_op3(&a, &b, lora_op(&w, masked)).unwrap();
-        let mut want = x.matmul(&w.t().unwrap()).unwrap().to_vec2::<f32>().unwrap();
-        let op = lora_op(&w, masked);
+    let (a, b) = (t(4 * 6, 13, &[4, 6]), t(3 * 2 + 2 * 2, 14, &[10]));
+    let ab = Tensor::cat(&[&a.flatten_all().unwrap(), &b], 0).unwrap();
+    let r = t(4 * 7, 15, &[4, 7]);
+    // Plain, and with a gated activation in front (x twice as wide) and a residual added.
+    for (masked, gated) in [(false, false), (true, false), (false, true), (true, true)] {
+        let map = if gated { InputMap::GatedAct(Activation::Silu) } else { InputMap::Identity };
+        let x = t(4 * map_width(gated), 12, &[4, map_width(gated)]);
+        let apply = |x: &Tensor, ab: &Tensor, r: &Tensor| {
+            if gated {
+                x.apply_op3(ab, r, lora_op(&w, masked, map.clone())).unwrap()
+            } else {
+                x.apply_op2(ab, lora_op(&w, masked, map.clone())).unwrap()
+            }
+        };
+        check_grad(&[4, map_width(gated)], 1.0, |x| apply(x, &ab, &r));
+        check_grad(&[34], 1.0, |ab| apply(&x, ab, &r));
+        if gated {
+            check_grad(&[4, 7], 1.0, |r| apply(&x, &ab, r));
+        }
+        // The value: [r +] x W^T plus each part's s (x * m) A_i^T B_i^T in its columns.
+        let y = apply(&x, &ab, &r);
+        let x = if gated { gated_act(&x, Activation::Silu).unwrap() } else { x };
+        let mut want = x.matmul(&w.t().unwrap()).unwrap();
+        if gated {
+            want = (want + &r).unwrap();
+        }
+        let mut want = want.to_vec2::<f32>().unwrap();
+        let op = lora_op(&w, masked, map.clone());
         for (i, (off, width)) in [(0usize, 3usize), (5, 2)].into_iter().enumerate() {
             let xin = match &op.masks[i] {
                 Some(m) => (&x * Tensor::from_vec(m.clone(), (4, 6), &Device::Cpu).unwrap()).unwrap(),
@@ -267,5 +327,14 @@ fn lora_linear_gradients_and_value() {
                 assert!((g - w).abs() < 1e-5, "{g} vs {w}");
             }
         }
+    }
+}
+
+/// Input width of the LoRA test op: its 6 mapped features, twice that before a gated activation.
+fn map_width(gated: bool) -> usize {
+    if gated {
+        12
+    } else {
+        6
     }
 }
