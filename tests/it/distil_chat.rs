@@ -139,6 +139,11 @@ fn a_filter_dataset_trains_to_the_same_adapter_without_its_token_fields() {
     let dir = tempfile::tempdir().unwrap();
     let model = dir.path().join("tiny");
     tiny::write_hf(&model, "llama", 2);
+    // Rows with the few-shot examples run to ~1,300 tokens: a longer context than the tiny model's default.
+    let cfg_path = model.join("config.json");
+    let mut cfg: Value = serde_json::from_str(&std::fs::read_to_string(&cfg_path).unwrap()).unwrap();
+    cfg["max_position_embeddings"] = json!(4096);
+    std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let m = LoadedModel::load(model.to_str().unwrap()).unwrap();
     let tasks = generate_many(suites::get("arithmetic").unwrap(), 3, Split::Train, 2, 3).unwrap();
     let trajs = rollouts(&m, &tasks);
