@@ -6,7 +6,7 @@ use std::path::{Path, PathBuf};
 use serde_json::Value;
 
 use crate::data::{Message, Role, Task};
-use crate::tools::toolcall::{parse_turn, to_py_json, Action};
+use crate::tools::toolcall::{parse_turn, to_py_json, Action, CALL_CLOSE, CALL_OPEN};
 
 #[derive(Debug, thiserror::Error)]
 pub enum PromptError {
@@ -201,6 +201,15 @@ pub fn parse_prompt(text: &str, file: &str) -> Result<SuitePrompt, PromptError> 
 pub fn tools_block(tools: &[Value]) -> String {
     let lines: Vec<String> = tools.iter().map(to_py_json).collect();
     format!("<tools>\n{}\n</tools>", lines.join("\n"))
+}
+
+/// Tools for a conversation without a suite prompt (`serve`, chat rows for training) on a model whose template
+/// cannot render them: the `<tools>` block and how to call, in the words of the suites' system prompts.
+pub fn tools_system(tools: &[Value]) -> String {
+    format!(
+        "You can call tools. Available tools:\n{}\nTo call a tool, write:\n{CALL_OPEN}\n{{\"name\": \"tool name\", \"arguments\": {{\"argument\": \"value\"}}}}\n{CALL_CLOSE}\nThen wait for the result.",
+        tools_block(tools)
+    )
 }
 
 /// The conversation an episode starts from: system, few-shot turns (optional), the task's instruction. Returns

@@ -8,9 +8,8 @@ use serde_json::json;
 
 use super::ModelArgs;
 use autodidact::agent::hint::{HintPlacement, HintSource};
-use autodidact::data::dataset::read_dataset;
 use autodidact::model::lora::{LoraAdapter, LoraConfig, Proj};
-use autodidact::pipeline::jobs::{run_sft, start_adapter, SftJob};
+use autodidact::pipeline::jobs::{read_sft_data, run_sft, sft_rows, start_adapter, SftJob};
 use autodidact::train::bench::{bench_train, BenchParams};
 use autodidact::train::frozen::BaseWeights;
 use autodidact::train::rl::Objective;
@@ -24,7 +23,10 @@ pub struct TrainArgs {
     /// trajectories.jsonl, and every episode is trained on (at least 2 samples per task).
     #[arg(long, default_value = "sft")]
     pub objective: Objective,
-    /// Dataset (sft) or trajectories (grpo, sdar).
+    /// sft: a dataset written by `filter`, or a chat dataset: JSONL rows {"messages": [...], "tools": [...]} in the
+    /// OpenAI / TRL form (structured tool_calls, tool messages), each rendered with the model's chat template, the
+    /// loss on assistant turns only ("weight": 0 keeps one out), audited into OUT/mask_audit.json
+    /// (docs/chat-data.md). grpo, sdar: trajectories.
     #[arg(long, required_unless_present = "bench")]
     pub data: Option<PathBuf>,
     /// Run folder: checkpoint/, metrics.jsonl, its curves (loss.svg; rl.svg for grpo and sdar), and the final adapter
@@ -207,8 +209,9 @@ pub fn run(a: TrainArgs) -> anyhow::Result<()> {
     let (Some(data), Some(out)) = (&a.data, &a.out) else { bail!("give --data FILE and --out DIR") };
     let _lock = autodidact::lock::OutputLock::acquire(out)?;
     // Read the data before loading the model: a malformed line should fail in milliseconds.
-    let rows = read_dataset(data)?;
+    let data = read_sft_data(data)?;
     let m = super::load_model(&a.model.model)?;
+    let rows = sft_rows(data, &m, out, a.json)?;
     let optim = a.optim.resolve(a.objective);
     let adapter = a.start_adapter(&m, &optim)?;
     let params = SftParams {

@@ -119,11 +119,44 @@ pub enum DatasetError {
     Empty { path: PathBuf },
 }
 
-/// Reads every row. Each field is decoded on its own so that a type error names the field (serde's own message
-/// says only what it expected), and token/mask length mismatches are caught here rather than in the trainer.
+/// A line of a training file: one of our rows, or a plain chat row (`messages` and optional `tools`, no
+/// `token_ids` or `loss_mask`) that the model's chat template turns into one (`distil::chat`).
+#[derive(Debug, Clone, PartialEq)]
+pub enum DataLine {
+    Row(DatasetRow),
+    Chat(ChatLine),
+}
+
+/// A chat row as read: checked only for being a JSON object; `distil::chat::parse_conversation` checks the rest.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ChatLine {
+    /// 1-based line in the file, for errors.
+    pub line: usize,
+    pub object: serde_json::Map<String, Value>,
+}
+
+/// Reads every row of a dataset that `filter` wrote. A row without its token fields is an error.
 pub fn read_dataset(path: &Path) -> Result<Vec<DatasetRow>, DatasetError> {
+    read_lines(path, false).map(|lines| lines.into_iter().filter_map(|l| if let DataLine::Row(r) = l { Some(r) } else { None }).collect())
+}
+
+/// Reads a training file: our rows (a line with `token_ids` or `loss_mask` must have every field) or plain chat
+/// rows, one form per file; the form is the first row's. A line of the other form, or of neither, is an error
+/// naming it.
+pub fn read_training_data(path: &Path) -> Result<Vec<DataLine>, DatasetError> {
+    read_lines(path, true)
+}
+
+const ROW_FORM: &str = "a row with `token_ids` and `loss_mask`, as `filter` writes them";
+const CHAT_FORM: &str = "a chat row (`messages` without `token_ids` or `loss_mask`)";
+
+/// Each field is decoded on its own so that a type error names the field (serde's own message says only what it
+/// expected), and token/mask length mismatches are caught here rather than in the trainer.
+fn read_lines(path: &Path, chat: bool) -> Result<Vec<DataLine>, DatasetError> {
     let file = std::fs::File::open(path).map_err(|source| DatasetError::Io { path: path.into(), source })?;
     let mut rows = Vec::new();
+    // The form of the file (true: chat rows) and the line that set it.
+    let mut form: Option<(bool, usize)> = None;
     for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
         let line_no = i + 1;
         let err = |message: String| DatasetError::Line { path: path.into(), line: line_no, message };
@@ -133,6 +166,24 @@ pub fn read_dataset(path: &Path) -> Result<Vec<DatasetRow>, DatasetError> {
         }
         let v: Value = serde_json::from_str(&line).map_err(|e| err(format!("not JSON: {e}")))?;
         let Value::Object(mut obj) = v else { return Err(err("expected a JSON object".into())) };
+        if chat {
+            let is_chat = !obj.contains_key("token_ids") && !obj.contains_key("loss_mask");
+            if is_chat && !obj.contains_key("messages") {
+                return Err(err(format!("neither {ROW_FORM} nor a chat row (`messages` and optional `tools`)")));
+            }
+            match form {
+                None => form = Some((is_chat, line_no)),
+                Some((f, at)) if f != is_chat => {
+                    let name = |c: bool| if c { CHAT_FORM } else { ROW_FORM };
+                    return Err(err(format!("{}, but line {at} is {}: a file holds rows of one form", name(is_chat), name(f))));
+                }
+                Some(_) => {}
+            }
+            if is_chat {
+                rows.push(DataLine::Chat(ChatLine { line: line_no, object: obj }));
+                continue;
+            }
+        }
         fn field<T: DeserializeOwned>(obj: &mut serde_json::Map<String, Value>, name: &str) -> Result<T, String> {
             let v = obj.remove(name).ok_or_else(|| format!("missing field `{name}`"))?;
             serde_json::from_value(v).map_err(|e| format!("field `{name}`: {e}"))
@@ -156,7 +207,7 @@ pub fn read_dataset(path: &Path) -> Result<Vec<DatasetRow>, DatasetError> {
             Ok(row)
         })()
         .map_err(err)?;
-        rows.push(row);
+        rows.push(DataLine::Row(row));
     }
     if rows.is_empty() {
         return Err(DatasetError::Empty { path: path.into() });

@@ -2,6 +2,7 @@
 //!
 //! Everything here is plain serde data with no tensor or model dependency, so the records can be read, written
 //! and tested anywhere.
+pub mod chat;
 pub mod dataset;
 pub mod jsonl;
 pub mod message;

@@ -1,6 +1,7 @@
 //! From trajectories to a training set: which episodes to keep (`filter`), and how each becomes a chat row with
 //! the rollout's exact token ids and an assistant-only loss mask (`rows`). The mask audit lives with the row type
-//! in `data::dataset`.
+//! in `data::dataset`. `chat` turns plain chat rows from elsewhere into the same rows with the model's chat template.
+pub mod chat;
 pub mod filter;
 pub mod rl;
 pub mod rows;

@@ -85,16 +85,19 @@ pub fn build_row(t: &Trajectory, drop_fewshot: Option<&dyn ChatEncoder>) -> Resu
         }
     }
     let tools = episode_tools(t);
-    let (messages, token_ids, mask, shift) = match drop_fewshot {
+    let (messages, token_ids, mask, shift, fewshot) = match drop_fewshot {
         Some(enc) if t.fewshot_messages > 0 => {
             let s = splice(t, 1 + t.fewshot_messages, &t.messages[..1], &tools, enc).map_err(|msg| RowError::Splice { id: id.clone(), msg })?;
-            (s.messages, s.token_ids, s.mask, s.shift)
+            (s.messages, s.token_ids, s.mask, s.shift, 0)
         }
-        _ => (t.messages.clone(), t.token_ids.clone(), t.produced_mask.clone(), 0isize),
+        _ => (t.messages.clone(), t.token_ids.clone(), t.produced_mask.clone(), 0isize, t.fewshot_messages),
     };
     let stop_turn_ends = stop_turn_ends.into_iter().map(|p| (p as isize + shift) as usize).collect();
-    let row =
-        DatasetRow { id, suite: t.suite.clone(), difficulty: t.difficulty, messages: dataset_messages(&messages), tools, token_ids, loss_mask: mask.clone() };
+    // The few-shot examples' assistant turns are context, not the model's: `"weight": 0` says so to trainers that
+    // render the messages (ours included) instead of reading `token_ids`.
+    let trained: Vec<bool> = (0..messages.len()).map(|i| !(1..=fewshot).contains(&i)).collect();
+    let messages = super::chat::weighted(dataset_messages(&messages), &trained);
+    let row = DatasetRow { id, suite: t.suite.clone(), difficulty: t.difficulty, messages, tools, token_ids, loss_mask: mask.clone() };
     Ok(BuiltRow { row, produced: mask, stop_turn_ends })
 }
 

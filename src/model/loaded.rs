@@ -162,6 +162,21 @@ impl LoadedModel {
     }
 }
 
+/// The part of rendered segments (see [`LoadedModel::render_chat_segments`]) between byte offsets `start` and `end`
+/// of their joined text, each piece keeping whether it is trusted: the text a turn adds to what came before.
+pub fn segments_between(segments: &[(String, bool)], start: usize, end: usize) -> Vec<(&str, bool)> {
+    let mut out = Vec::new();
+    let mut at = 0;
+    for (s, trusted) in segments {
+        let (from, to) = (start.max(at), end.min(at + s.len()));
+        if from < to {
+            out.push((&s[from - at..to - at], *trusted));
+        }
+        at += s.len();
+    }
+    out
+}
+
 fn make_template(src: Option<String>, tok: &Tokenizer, path: &Path, arch: Arch) -> Result<(ChatTemplate, bool)> {
     match src {
         Some(s) => {

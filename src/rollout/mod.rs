@@ -1,4 +1,6 @@
-//! Rollouts: K sampled episodes per task, many tasks at once, through the batched sampler; resumable.
+//! Rollouts: K sampled episodes per task, many tasks at once, through the batched sampler; resumable. `chat_form`:
+//! how a conversation with tools is given to a model's chat template (`serve`'s, and chat rows' for training).
+pub mod chat_form;
 pub mod policy;
 pub(crate) mod prefix;
 pub mod remote;

@@ -12,6 +12,7 @@ use serde_json::{json, Value};
 use super::prefix::PrefixCache;
 use crate::agent::policy::{Policy, TurnOutput, TurnRequest};
 use crate::data::{FinishReason, Message, Role};
+use crate::model::loaded::segments_between;
 use crate::model::{KvCache, LoadedModel};
 use crate::sample::{generate_into, SamplingParams, Sequence};
 
@@ -68,9 +69,7 @@ impl<'m> ChatView<'m> {
         messages
             .iter()
             .map(|m| match m.role {
-                Role::Tool if !self.template_knows_tools => {
-                    json!({"role": "user", "content": format!("<tool_response>\n{}\n</tool_response>", m.content)})
-                }
+                Role::Tool if !self.template_knows_tools => tool_result_as_user(&m.content),
                 Role::Tool => json!({"role": "tool", "content": m.content, "name": m.name}),
                 Role::System => json!({"role": "system", "content": m.content}),
                 Role::User => json!({"role": "user", "content": m.content}),
@@ -90,7 +89,7 @@ impl<'m> ChatView<'m> {
                  cannot continue without re-tokenising"
             );
         };
-        let ids = self.model.tokenizer.encode_segments(&segments_after(&segments, seen.len())).context("tokenizing a turn")?;
+        let ids = self.model.tokenizer.encode_segments(&segments_between(&segments, seen.len(), full.len())).context("tokenizing a turn")?;
         Ok((rest.to_string(), ids))
     }
 
@@ -104,20 +103,6 @@ impl<'m> ChatView<'m> {
     }
 }
 
-/// The segments' text from byte `skip` on (the part of the chat the model has not seen yet).
-fn segments_after(segments: &[(String, bool)], mut skip: usize) -> Vec<(&str, bool)> {
-    let mut out = Vec::new();
-    for (s, trusted) in segments {
-        if skip >= s.len() {
-            skip -= s.len();
-            continue;
-        }
-        out.push((&s[skip..], *trusted));
-        skip = 0;
-    }
-    out
-}
-
 /// The stop token that follows an assistant message in the rendered chat; the tokenizer's end of sequence if
 /// the template writes none.
 fn turn_end_id(model: &LoadedModel) -> u32 {
@@ -126,6 +111,11 @@ fn turn_end_id(model: &LoadedModel) -> u32 {
     let messages = [json!({"role": "user", "content": "u"}), json!({"role": "assistant", "content": PROBE})];
     let after = model.render_chat(&messages, None, false).ok().and_then(|s| s.find(PROBE).map(|i| s[i + PROBE.len()..].to_string()));
     after.and_then(|rest| tok.stop_ids().iter().copied().find(|&id| tok.id_to_token(id).is_some_and(|t| rest.starts_with(&t)))).unwrap_or(tok.eos_id())
+}
+
+/// A tool result as a Hermes-style user turn, for templates that cannot render a `tool` message.
+pub fn tool_result_as_user(content: &str) -> Value {
+    json!({"role": "user", "content": format!("<tool_response>\n{content}\n</tool_response>")})
 }
 
 /// Whether the chat template renders a `tool` message with its content. Qwen2.5's template wraps it in

@@ -9,8 +9,10 @@ use std::sync::{Arc, Mutex};
 
 use rand_chacha::ChaCha8Rng;
 
+use crate::data::Message;
 use crate::model::lora::LoraAdapter;
 use crate::model::{KvCache, LoadedModel, Logits, SeqInput};
+use crate::rollout::chat_form::ChatForm;
 use crate::rollout::prefix::PrefixCache;
 use crate::sample::stop::{held_back, is_stop_token, stop_string_at};
 use crate::sample::{sample, stream_rng, SamplingParams};
@@ -21,7 +23,7 @@ use crate::sample::{sample, stream_rng, SamplingParams};
 pub enum Prompt {
     Ids(Vec<u32>),
     Text(String),
-    Chat { messages: Vec<serde_json::Value>, tools: Option<Vec<serde_json::Value>> },
+    Chat { messages: Vec<Message>, tools: Vec<serde_json::Value> },
 }
 
 /// One generation request, as the HTTP layer hands it over.
@@ -109,6 +111,8 @@ impl TurnCache {
 
 pub struct Engine {
     model: LoadedModel,
+    /// How chats with tools are given to the model's template.
+    form: ChatForm,
     base_name: String,
     adapters: BTreeMap<String, LoraAdapter>,
     served: Served,
@@ -121,7 +125,15 @@ impl Engine {
         if let Ok(mut s) = served.lock() {
             *s = vec![base_name.clone()];
         }
-        Engine { model, base_name, adapters: BTreeMap::new(), served, prefixes: HashMap::new(), turns: TurnCache { entries: Vec::new(), budget: cache_bytes } }
+        Engine {
+            form: ChatForm::of(&model),
+            model,
+            base_name,
+            adapters: BTreeMap::new(),
+            served,
+            prefixes: HashMap::new(),
+            turns: TurnCache { entries: Vec::new(), budget: cache_bytes },
+        }
     }
 
     /// Loads an adapter folder under `name` (replacing one of the same name).
@@ -240,7 +252,10 @@ impl Engine {
         match p {
             Prompt::Ids(ids) => Ok(ids.clone()),
             Prompt::Text(t) => m.tokenizer.encode(t).map_err(|e| e.to_string()),
-            Prompt::Chat { messages, tools } => m.encode_chat(messages, tools.as_deref(), true).map_err(|e| e.to_string()),
+            Prompt::Chat { messages, tools } => {
+                let (messages, tools, _) = self.form.template_view(messages, tools);
+                m.encode_chat(&messages, tools, true).map_err(|e| e.to_string())
+            }
         }
     }
 

@@ -2,9 +2,10 @@
 use serde_json::{json, Value};
 
 use super::engine::{Event, Prompt};
-use crate::data::ToolCall;
+use crate::data::chat::{field_err, optional_str, parse_calls, parse_content};
+use crate::data::{Message, Role};
 use crate::sample::SamplingParams;
-use crate::tools::toolcall::{parse_turn, render_calls, Action};
+use crate::tools::toolcall::{parse_turn, Action};
 
 /// A request error: HTTP status and message.
 #[derive(Debug)]
@@ -107,12 +108,11 @@ pub fn parse(ep: Endpoint, v: &Value, default_model: &str) -> Result<Parsed, Api
             let messages = v.get("messages").and_then(Value::as_array).ok_or_else(|| ApiError::bad("`messages`: expected a list"))?;
             let messages = messages.iter().enumerate().map(|(i, m)| chat_message(i, m)).collect::<Result<Vec<_>, _>>()?;
             let tools = match v.get("tools") {
-                None | Some(Value::Null) => None,
-                Some(Value::Array(t)) if t.is_empty() => None,
-                Some(Value::Array(t)) => Some(t.clone()),
+                None | Some(Value::Null) => Vec::new(),
+                Some(Value::Array(t)) => t.clone(),
                 Some(x) => return Err(ApiError::bad(format!("`tools`: expected a list, got {x}"))),
             };
-            let has_tools = tools.is_some();
+            let has_tools = !tools.is_empty();
             (Prompt::Chat { messages, tools }, v.get("logprobs").and_then(Value::as_bool).unwrap_or(false), has_tools)
         }
     };
@@ -125,47 +125,23 @@ fn ids(v: &Value) -> Result<Vec<u32>, ApiError> {
         .ok_or_else(|| ApiError::bad("`prompt`: expected a list of token ids"))
 }
 
-/// One OpenAI message in the form our templates take: text content (parts joined), assistant `tool_calls`
-/// written out as the Hermes `<tool_call>` text the model produces.
-fn chat_message(i: usize, m: &Value) -> Result<Value, ApiError> {
-    let bad = |what: &str| ApiError::bad(format!("messages[{i}]: {what}"));
-    let role = m.get("role").and_then(Value::as_str).ok_or_else(|| bad("`role` missing"))?;
-    if !matches!(role, "system" | "developer" | "user" | "assistant" | "tool") {
-        return Err(bad(&format!("unknown role `{role}`")));
-    }
-    let mut content = match m.get("content") {
-        None | Some(Value::Null) => String::new(),
-        Some(Value::String(s)) => s.clone(),
-        Some(Value::Array(parts)) => parts
-            .iter()
-            .map(|p| p.get("text").and_then(Value::as_str).ok_or_else(|| bad("only text content parts are supported")))
-            .collect::<Result<Vec<_>, _>>()?
-            .join(""),
-        Some(_) => return Err(bad("`content`: expected a string or a list of text parts")),
+/// One OpenAI message, read as training files read it (`data::chat`); `developer` is `system`. Tools, calls and
+/// tool results are given to the template by `rollout::chat_form`, the way the agent's prompts write them where the
+/// template cannot.
+fn chat_message(i: usize, m: &Value) -> Result<Message, ApiError> {
+    let at = format!("messages[{i}]");
+    let bad = |e: String| ApiError::bad(e);
+    let role = match m.get("role").and_then(Value::as_str) {
+        Some("system" | "developer") => Role::System,
+        Some("user") => Role::User,
+        Some("assistant") => Role::Assistant,
+        Some("tool") => Role::Tool,
+        Some(r) => return Err(bad(field_err(format_args!("{at}.role"), format_args!("unknown role `{r}`")))),
+        None => return Err(bad(field_err(format_args!("{at}.role"), "missing"))),
     };
-    if let Some(calls) = m.get("tool_calls").and_then(Value::as_array) {
-        let calls = calls
-            .iter()
-            .map(|c| {
-                let f = c.get("function").ok_or_else(|| bad("tool call without `function`"))?;
-                let name = f.get("name").and_then(Value::as_str).ok_or_else(|| bad("tool call without a name"))?;
-                let args = match f.get("arguments") {
-                    Some(Value::String(s)) => serde_json::from_str(s).map_err(|e| bad(&format!("tool call arguments are not JSON: {e}")))?,
-                    Some(v) => v.clone(),
-                    None => json!({}),
-                };
-                Ok(ToolCall::new(name, args))
-            })
-            .collect::<Result<Vec<_>, ApiError>>()?;
-        if !calls.is_empty() && !content.contains(crate::tools::toolcall::CALL_OPEN) {
-            content = if content.is_empty() { render_calls(&calls) } else { format!("{content}\n{}", render_calls(&calls)) };
-        }
-    }
-    let role = if role == "developer" { "system" } else { role };
-    let mut out = json!({"role": role, "content": content});
-    if let Some(n) = m.get("name").and_then(Value::as_str) {
-        out["name"] = json!(n);
-    }
+    let mut out = Message::new(role, parse_content(m.get("content"), &at).map_err(bad)?);
+    out.tool_calls = parse_calls(m.get("tool_calls"), &at, None).map_err(bad)?.into_iter().map(|(_, c)| c).collect();
+    out.name = optional_str(m.get("name"), &format!("{at}.name")).map_err(bad)?;
     Ok(out)
 }
 
@@ -283,6 +259,7 @@ pub fn chunk(ep: Endpoint, model: &str, id: &str, created: u64, text: Option<&st
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::data::ToolCall;
 
     #[test]
     fn a_tool_call_in_the_text_becomes_structured_tool_calls() {
@@ -299,15 +276,15 @@ mod tests {
     }
 
     #[test]
-    fn openai_tool_calls_render_as_the_models_own_text() {
+    fn openai_messages_are_read_field_by_field() {
         let m = json!({"role": "assistant", "content": null, "tool_calls": [{"id": "c0", "type": "function", "function": {"name": "calculator", "arguments": "{\"expression\": \"2+2\"}"}}]});
         let out = chat_message(0, &m).unwrap();
-        assert_eq!(out["content"], json!("<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"2+2\"}}\n</tool_call>"));
+        assert_eq!((out.content.as_str(), out.tool_calls.clone()), ("", vec![ToolCall::new("calculator", json!({"expression": "2+2"}))]));
         let tool = chat_message(1, &json!({"role": "tool", "tool_call_id": "c0", "name": "calculator", "content": "4"})).unwrap();
-        assert_eq!(tool, json!({"role": "tool", "content": "4", "name": "calculator"}));
-        assert!(chat_message(2, &json!({"role": "wizard", "content": "x"})).unwrap_err().1.contains("messages[2]"));
+        assert_eq!((tool.role, tool.content.as_str(), tool.name.as_deref()), (Role::Tool, "4", Some("calculator")));
+        assert!(chat_message(2, &json!({"role": "wizard", "content": "x"})).unwrap_err().1.contains("messages[2].role"));
         let bad = chat_message(3, &json!({"role": "assistant", "tool_calls": [{"function": {"name": "f", "arguments": "{oops"}}]}));
-        assert!(bad.unwrap_err().1.contains("not JSON"));
+        assert!(bad.unwrap_err().1.contains("messages[3].tool_calls[0].function.arguments"));
     }
 
     #[test]

@@ -7,6 +7,7 @@ mod agent_suites;
 mod agent_taskfiles;
 mod architecture;
 mod cli;
+mod distil_chat;
 mod distil_export;
 mod distil_fewshot;
 mod distil_filter;

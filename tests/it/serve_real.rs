@@ -7,8 +7,10 @@ use std::io::{Read, Write};
 use std::process::Command;
 
 use autodidact::backend::BackendConfig;
+use autodidact::data::Message;
 use autodidact::model::lora::{LoraAdapter, LoraConfig, Proj};
 use autodidact::model::LoadedModel;
+use autodidact::rollout::chat_form::ChatForm;
 use autodidact::serve::{ServeOptions, Server};
 use serde_json::{json, Value};
 
@@ -154,13 +156,30 @@ fn serve_answers_openai_requests_streamed_or_whole() {
     let r = ureq::post(&format!("{url}/v1/completions")).send_string("{not json");
     assert!(matches!(r, Err(ureq::Error::Status(400, _))));
 
+    // Tools offered to a model whose template ignores them (SmolLM2's) reach the prompt as the agent's prompts write
+    // them: the prompt is what `ChatForm` gives the template, and it holds the tool and how to call it.
+    let m = LoadedModel::load(common::default_model().to_str().unwrap()).unwrap();
+    let tool = json!({"type": "function", "function": {"name": "calculator", "description": "Evaluates an arithmetic expression.",
+        "parameters": {"type": "object", "properties": {"expression": {"type": "string"}}, "required": ["expression"]}}});
+    let ask = json!({"messages": [{"role": "user", "content": "What is 17 * 23?"}], "max_tokens": 1, "temperature": 0});
+    let (_, plain) = post(&format!("{url}/v1/chat/completions"), &ask);
+    let mut with_tools = ask.clone();
+    with_tools["tools"] = json!([tool]);
+    let (code, r) = post(&format!("{url}/v1/chat/completions"), &with_tools);
+    assert_eq!(code, 200, "{r}");
+    let tools = [tool];
+    let (msgs, t, _) = ChatForm::of(&m).template_view(&[Message::user("What is 17 * 23?")], &tools);
+    let prompt = m.render_chat(&msgs, t, true).unwrap();
+    assert!(prompt.contains("{\"type\": \"function\", \"function\": {\"name\": \"calculator\", \"description\": \"Evaluates"), "{prompt}");
+    assert!(prompt.contains("To call a tool, write:\n<tool_call>"), "{prompt}");
+    let n = r["usage"]["prompt_tokens"].as_u64().unwrap() as usize;
+    assert_eq!(n, m.encode_chat(&msgs, t, true).unwrap().len());
+    assert!(n > plain["usage"]["prompt_tokens"].as_u64().unwrap() as usize + 50, "{n} prompt tokens with the tool: {plain}");
+
     // The port is taken: the error names the address.
-    let err = Server::start(
-        LoadedModel::load(common::default_model().to_str().unwrap()).unwrap(),
-        ServeOptions { addr: s.addr.to_string(), served_name: None, adapters: vec![], api_key: None, cache_bytes: 0 },
-    )
-    .err()
-    .expect("a second server on the same port");
+    let err = Server::start(m, ServeOptions { addr: s.addr.to_string(), served_name: None, adapters: vec![], api_key: None, cache_bytes: 0 })
+        .err()
+        .expect("a second server on the same port");
     assert!(err.to_string().contains(&s.addr.to_string()), "{err}");
     s.stop();
 }

@@ -9,7 +9,7 @@ use std::path::Path;
 use anyhow::Context;
 
 pub use rl::{run_rl, RlJob, RlJobOutcome};
-pub use sft::{run_sft, SftJob, SftJobOutcome};
+pub use sft::{read_sft_data, run_sft, sft_rows, SftData, SftJob, SftJobOutcome};
 
 use crate::model::lora::{LoraAdapter, LoraConfig};
 use crate::model::LoadedModel;

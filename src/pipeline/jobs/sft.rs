@@ -1,8 +1,13 @@
-//! LoRA SFT on dataset rows (token ids and loss masks), with a progress bar and `loss.svg`.
-use std::path::PathBuf;
+//! LoRA SFT on dataset rows (token ids and loss masks), with a progress bar and `loss.svg`; a training file of
+//! plain chat rows is rendered into such rows first (`read_sft_data`, `sft_rows`).
+use std::path::{Path, PathBuf};
 use std::time::Instant;
 
-use crate::data::dataset::DatasetRow;
+use anyhow::bail;
+
+use crate::data::dataset::{read_training_data, DatasetRow};
+use crate::data::jsonl::write_json_atomic;
+use crate::distil::chat::{check_lines, render_lines, TrainingLine};
 use crate::model::lora::LoraAdapter;
 use crate::model::LoadedModel;
 use crate::pipeline::train_plots::write_sft_plot;
@@ -26,6 +31,44 @@ pub struct SftJobOutcome {
     pub wall_seconds: f64,
     /// `loss.svg`, drawn from the whole `metrics.jsonl`.
     pub plot: PathBuf,
+}
+
+/// A training file read and checked, before any model is loaded (a malformed line fails in milliseconds).
+pub struct SftData {
+    path: PathBuf,
+    lines: Vec<TrainingLine>,
+}
+
+/// Reads `path`: rows written by `filter`, or plain chat rows (`messages`, optional `tools`), one form per file.
+pub fn read_sft_data(path: &Path) -> anyhow::Result<SftData> {
+    let lines = check_lines(path, read_training_data(path)?)?;
+    Ok(SftData { path: path.to_path_buf(), lines })
+}
+
+/// The rows to train on. Chat rows are rendered with the model's template and masked to their assistant turns;
+/// their mask audit goes to `out/mask_audit.json`, and a failed audit trains nothing.
+pub fn sft_rows(data: SftData, model: &LoadedModel, out: &Path, quiet: bool) -> anyhow::Result<Vec<DatasetRow>> {
+    let r = render_lines(&data.path, data.lines, model)?;
+    if let Some(audit) = &r.audit {
+        let path = out.join("mask_audit.json");
+        write_json_atomic(&path, audit)?;
+        if !quiet {
+            for n in &r.notes {
+                eprintln!("{n}");
+            }
+            eprintln!("{}", audit.summary());
+        }
+        if !audit.ok() {
+            bail!(
+                "{}: the mask audit of the rendered chat rows failed ({} problems; see {}):\n{}",
+                data.path.display(),
+                audit.problems.len(),
+                path.display(),
+                audit.summary()
+            );
+        }
+    }
+    Ok(r.rows)
 }
 
 /// Trains (or resumes, with `params.resume`) and draws the curves.
