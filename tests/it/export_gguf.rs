@@ -8,6 +8,7 @@ use super::common;
 use std::path::Path;
 use std::process::Command;
 
+use autodidact::export::gguf::NamedTensor;
 use autodidact::model::gguf::GgufFile;
 use autodidact::model::lora::{LoraAdapter, Proj};
 use autodidact::model::weights::unpermute_qk;
@@ -25,7 +26,7 @@ fn export(model: &str, adapter: Option<&Path>, extra: &[&str]) -> std::process::
 }
 
 /// Every tensor of a GGUF file: name -> (candle dims, i.e. ggml `ne` reversed; f32 values).
-fn gguf_tensors(path: &Path) -> (std::collections::HashMap<String, Value>, Vec<(String, Vec<usize>, Vec<f32>)>) {
+fn gguf_tensors(path: &Path) -> (std::collections::HashMap<String, Value>, Vec<NamedTensor>) {
     let g = GgufFile::open(path).unwrap();
     let mut f = std::fs::File::open(path).unwrap();
     let mut out = Vec::new();
