@@ -177,3 +177,20 @@ fn inexpressible_models_are_refused_before_anything_is_written() {
     assert!(!o.status.success() && err.contains("pre_tokenizer") && err.contains("Punctuation"), "{err}");
     assert!(!out.exists() && !lora_out.exists() && !peft_out.exists(), "nothing is written when one output is refused");
 }
+
+/// For scripts/dev/gguf-llamacpp.sh (not part of the suite): our logits, base and base + adapter, on llama.cpp's
+/// token ids, as little-endian f32 (positions x vocab) beside the files the script wrote in
+/// `AUTODIDACT_GGUF_CHECK` (`ids.json`: the ids; `adapter/`: the adapter).
+#[test]
+#[ignore]
+fn our_logits_for_the_llama_cpp_check() {
+    let Ok(dir) = std::env::var("AUTODIDACT_GGUF_CHECK") else { return };
+    let dir = Path::new(&dir);
+    let ids: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("ids.json")).unwrap()).unwrap();
+    let ids: Vec<u32> = ids["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let mut m = LoadedModel::load(common::default_model().to_str().unwrap()).unwrap();
+    let f32s = |v: Vec<f32>| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
+    std::fs::write(dir.join("ours-base.f32"), f32s(all_logits(&m.transformer, &ids))).unwrap();
+    m.attach_adapter(&dir.join("adapter")).unwrap();
+    std::fs::write(dir.join("ours-adapter.f32"), f32s(all_logits(&m.transformer, &ids))).unwrap();
+}
