@@ -4,7 +4,8 @@
 # model's predictions), exported as a merged F16 and Q8_0 GGUF and as a llama.cpp LoRA GGUF. llama.cpp
 # (llama-cpp-python) computes logits on 200 tokens of real text (scripts/dev/llamacpp_logits.py) with the merged
 # files alone and with the base model plus the LoRA file (`lora_path`, llama.cpp's `--lora`); each is compared with
-# our own logits of base + adapter: top-1 agreement and the largest difference over the whole vocabulary.
+# our own logits of base + adapter: top-1 agreement and the largest difference over the whole vocabulary. It also
+# rewrites tests/fixtures/gguf_llamacpp_logits.json (llama.cpp's top-5 logits for the suite's seeded adapter).
 #
 #   scripts/dev/gguf-llamacpp.sh          # work files in target/gguf-llamacpp
 #
@@ -53,7 +54,24 @@ logits "$base" "$work/ids.json" --full "$work/llama-base.f32"
 logits "$work/merged-f16.gguf" "$work/llama-merged-f16.json" --full "$work/llama-merged-f16.f32"
 logits "$work/merged-q8_0.gguf" "$work/llama-merged-q8_0.json" --full "$work/llama-merged-q8_0.f32"
 logits "$base" "$work/llama-lora.json" --full "$work/llama-lora.f32" --lora "$work/lora.gguf"
-AUTODIDACT_GGUF_CHECK="$PWD/$work" cargo test --release --quiet --test it export_gguf::our_logits_for_the_llama_cpp_check -- --ignored >/dev/null
+AUTODIDACT_GGUF_CHECK="$PWD/$work" cargo test --release --quiet --test it export_gguf::our_logits_for_the_llama_cpp_check -- --ignored --exact >/dev/null
+
+# The suite's fixture: the same files for its seeded adapter (tests/it/export_gguf.rs rebuilds the adapter).
+"$bin" export --model "$base" --adapter "$work/adapter-seeded" --gguf "$work/seeded-q8_0.gguf" --gguf-type q8_0 --lora-gguf "$work/seeded-lora.gguf"
+logits "$work/seeded-q8_0.gguf" "$work/seeded-q8_0.json"
+logits "$base" "$work/seeded-lora.json" --lora "$work/seeded-lora.gguf"
+"$py" - "$work" "$(git rev-parse --short HEAD)" tests/fixtures/gguf_llamacpp_logits.json <<'PY'
+import json, sys
+w, commit, out = sys.argv[1:]
+merged, lora = json.load(open(f"{w}/seeded-q8_0.json")), json.load(open(f"{w}/seeded-lora.json"))
+assert merged["ids"] == lora["ids"]
+r = lambda rows: [[[i, round(x, 4)] for i, x in row] for row in rows]
+fixture = {"what": "llama.cpp's five largest logits per position, on the merged Q8_0 GGUF and on the base GGUF with the LoRA GGUF of tests/it/export_gguf.rs's seeded adapter (scripts/dev/gguf-llamacpp.sh)",
+           "commit": commit, "llama_cpp_python": merged["llama_cpp_python"], "ids": merged["ids"],
+           "merged_q8_0_top5": r(merged["top5"]), "lora_top5": r(lora["top5"])}
+json.dump(fixture, open(out, "w"), separators=(",", ":"))
+print(f"wrote {out}", file=sys.stderr)
+PY
 
 "$py" - "$work" <<'PY'
 import json, sys

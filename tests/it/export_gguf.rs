@@ -178,9 +178,52 @@ fn inexpressible_models_are_refused_before_anything_is_written() {
     assert!(!out.exists() && !lora_out.exists() && !peft_out.exists(), "nothing is written when one output is refused");
 }
 
+/// The adapter of the llama.cpp fixture: seeded, so the suite rebuilds it instead of storing it.
+fn fixture_adapter(m: &LoadedModel) -> LoraAdapter {
+    random_adapter(m.config(), &m.base_name, 0.15)
+}
+
+/// llama.cpp (scripts/dev/gguf-llamacpp.sh) on the merged Q8_0 GGUF and on the base model with the LoRA GGUF of
+/// `fixture_adapter`: our base + adapter must give its top-1 tokens on 200 tokens of real text (where its top two
+/// are not within 8-bit rounding of each other) and logits close to its five largest.
+#[test]
+fn merged_and_lora_gguf_agree_with_llama_cpp_fixture() {
+    let path = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/fixtures/gguf_llamacpp_logits.json");
+    let v: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(path).unwrap()).unwrap();
+    let ids: Vec<u32> = v["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let mut m = LoadedModel::load(common::default_model().to_str().unwrap()).unwrap();
+    let base = all_logits(&m.transformer, &ids);
+    m.transformer.adapter = Some(fixture_adapter(&m));
+    let ours = all_logits(&m.transformer, &ids);
+    let vocab = m.config().vocab_size;
+    let top1 = |l: &[f32], p: usize| (0..vocab).max_by(|&a, &b| l[p * vocab + a].total_cmp(&l[p * vocab + b])).unwrap();
+    let changed = (0..ids.len()).filter(|&p| top1(&base, p) != top1(&ours, p)).count();
+    assert!(changed >= 10, "the adapter changes our top-1 token at only {changed} positions");
+    for key in ["merged_q8_0_top5", "lora_top5"] {
+        let (mut same, mut near, mut diff) = (0, 0, 0f32);
+        for (p, top) in v[key].as_array().unwrap().iter().enumerate() {
+            let top: Vec<(usize, f32)> = top.as_array().unwrap().iter().map(|e| (e[0].as_u64().unwrap() as usize, e[1].as_f64().unwrap() as f32)).collect();
+            for &(id, logit) in &top {
+                diff = diff.max((ours[p * vocab + id] - logit).abs());
+            }
+            if top1(&ours, p) == top[0].0 {
+                same += 1;
+            } else if top[0].1 - top[1].1 < 0.5 {
+                near += 1;
+            }
+        }
+        eprintln!(
+            "{key}: top-1 equal at {same}/{} positions ({near} near-ties), max |diff| over llama.cpp's top-5 {diff:.3}; adapter changes top-1 at {changed}",
+            ids.len()
+        );
+        assert!(same + near == ids.len() && same >= ids.len() * 95 / 100 && diff < 3.0, "{key}: {same} equal, {near} near-ties, max |diff| {diff}");
+    }
+}
+
 /// For scripts/dev/gguf-llamacpp.sh (not part of the suite): our logits, base and base + adapter, on llama.cpp's
 /// token ids, as little-endian f32 (positions x vocab) beside the files the script wrote in
-/// `AUTODIDACT_GGUF_CHECK` (`ids.json`: the ids; `adapter/`: the adapter).
+/// `AUTODIDACT_GGUF_CHECK` (`ids.json`: the ids; `adapter/`: the adapter), and the fixture's seeded adapter in
+/// `adapter-seeded/`.
 #[test]
 #[ignore]
 fn our_logits_for_the_llama_cpp_check() {
@@ -189,6 +232,7 @@ fn our_logits_for_the_llama_cpp_check() {
     let ids: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(dir.join("ids.json")).unwrap()).unwrap();
     let ids: Vec<u32> = ids["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
     let mut m = LoadedModel::load(common::default_model().to_str().unwrap()).unwrap();
+    fixture_adapter(&m).save(&dir.join("adapter-seeded")).unwrap();
     let f32s = |v: Vec<f32>| v.iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>();
     std::fs::write(dir.join("ours-base.f32"), f32s(all_logits(&m.transformer, &ids))).unwrap();
     m.attach_adapter(&dir.join("adapter")).unwrap();
