@@ -1,10 +1,11 @@
 """llama.cpp's logits on real text, for checking ours against them.
 
-    python llamacpp_logits.py MODEL.gguf OUT.json [--positions 200] [--full OUT.f32]
+    python llamacpp_logits.py MODEL.gguf OUT.json [--positions 200] [--full OUT.f32] [--lora ADAPTER.gguf]
 
 Runs llama.cpp (llama-cpp-python) on the first POSITIONS tokens of a fixed English passage (BOS first), and writes
 the token ids and, per position, the five largest logits with their ids (OUT.json); --full also writes every
-logit as little-endian f32, positions x vocab (for the maximum difference over the whole vocabulary).
+logit as little-endian f32, positions x vocab (for the maximum difference over the whole vocabulary); --lora applies a
+LoRA GGUF (llama.cpp's `--lora`) on the model.
 """
 import argparse, json, struct, sys
 
@@ -31,8 +32,9 @@ ap.add_argument("model")
 ap.add_argument("out")
 ap.add_argument("--positions", type=int, default=200)
 ap.add_argument("--full")
+ap.add_argument("--lora")
 a = ap.parse_args()
-llm = Llama(model_path=a.model, n_ctx=512, n_batch=512, logits_all=True, n_threads=2, verbose=False)
+llm = Llama(model_path=a.model, lora_path=a.lora, n_ctx=512, n_batch=512, logits_all=True, n_threads=2, verbose=False)
 ids = llm.tokenize(TEXT.encode(), add_bos=True, special=False)[: a.positions]
 if len(ids) < a.positions:
     sys.exit(f"the passage has only {len(ids)} tokens")
@@ -42,7 +44,7 @@ top = []
 for row in logits:
     best = np.argsort(-row, kind="stable")[:5]
     top.append([[int(i), float(row[i])] for i in best])
-json.dump({"model": a.model.split("/")[-1], "llama_cpp_python": __import__("llama_cpp").__version__, "text": TEXT, "ids": ids, "top5": top}, open(a.out, "w"))
+json.dump({"model": a.model.split("/")[-1], "lora": a.lora and a.lora.split("/")[-1], "llama_cpp_python": __import__("llama_cpp").__version__, "text": TEXT, "ids": ids, "top5": top}, open(a.out, "w"))
 if a.full:
     logits.tofile(a.full)
 print(f"{len(ids)} positions, vocab {logits.shape[1]}: {a.out}" + (f", {a.full}" if a.full else ""), file=sys.stderr)

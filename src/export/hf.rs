@@ -33,12 +33,17 @@ impl SaveDType {
     }
 }
 
-/// Every tensor of `w` under its HF name, dequantized to f32, `(name, shape, values)`. Stacked projections are
-/// split back into q/k/v and gate/up.
+/// Every tensor of `w` under its HF name, dequantized to f32, `(name, shape, values)`, as a Hugging Face
+/// checkpoint stores it. Stacked projections are split back into q/k/v and gate/up.
 pub fn hf_tensors(w: &Weights, cfg: &crate::model::ModelConfig) -> Vec<(String, Vec<usize>, Vec<f32>)> {
-    let (h, q, kv, i, hd) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size, cfg.head_dim);
     // The runtime keeps every norm as the factor it multiplies by; Gemma's checkpoints store that factor minus 1.
-    let gemma = cfg.arch.is_gemma();
+    named_tensors(w, cfg, cfg.arch.is_gemma())
+}
+
+/// [`hf_tensors`] with the norms as the runtime keeps them (the factor itself) unless `gemma_minus_one`.
+pub fn named_tensors(w: &Weights, cfg: &crate::model::ModelConfig, gemma_minus_one: bool) -> Vec<(String, Vec<usize>, Vec<f32>)> {
+    let (h, q, kv, i, hd) = (cfg.hidden_size, cfg.q_dim(), cfg.kv_dim(), cfg.intermediate_size, cfg.head_dim);
+    let gemma = gemma_minus_one;
     let norm = |w: &[f32]| -> Vec<f32> { w.iter().map(|x| if gemma { x - 1.0 } else { *x }).collect() };
     let mut out = vec![("model.embed_tokens.weight".to_string(), vec![cfg.vocab_size, h], w.embed.to_f32())];
     for (l, lw) in w.layers.iter().enumerate() {

@@ -139,6 +139,16 @@ pub fn unpermute_qk(heads: usize, head_dim: usize) -> Vec<usize> {
     perm
 }
 
+/// Row order that turns HF's half-split Q/K rows into llama.cpp's interleaved order (the inverse of
+/// [`unpermute_qk`]): GGUF row (head, i, j) = HF row (head, j, i).
+pub fn permute_qk(heads: usize, head_dim: usize) -> Vec<usize> {
+    let mut perm = vec![0; heads * head_dim];
+    for (hf, gguf) in unpermute_qk(heads, head_dim).into_iter().enumerate() {
+        perm[gguf] = hf;
+    }
+    perm
+}
+
 /// One or several `*.safetensors` files of a Hugging Face model folder.
 pub struct SafetensorsDir {
     pub dir: PathBuf,
@@ -249,5 +259,7 @@ mod tests {
         let perm = unpermute_qk(heads, hd);
         let back: Vec<usize> = perm.iter().map(|&p| gguf[p]).collect();
         assert_eq!(back, hf);
+        let forward: Vec<usize> = permute_qk(heads, hd).iter().map(|&p| hf[p]).collect();
+        assert_eq!(forward, gguf);
     }
 }

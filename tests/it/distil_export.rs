@@ -6,11 +6,9 @@ use std::path::Path;
 use std::process::Command;
 
 use autodidact::model::lora::{LoraAdapter, LoraConfig, Proj};
-use autodidact::model::{LoadedModel, Logits, ModelConfig, SeqInput};
+use autodidact::model::{LoadedModel, Logits, SeqInput};
 use autodidact::sample::{generate, GenRequest, SamplingParams};
-use common::tiny;
-use rand::{Rng, SeedableRng};
-use rand_chacha::ChaCha8Rng;
+use common::{max_abs_diff, random_adapter, tiny};
 
 fn bin() -> Command {
     Command::new(env!("CARGO_BIN_EXE_autodidact"))
@@ -19,23 +17,6 @@ fn bin() -> Command {
 fn logits(m: &LoadedModel, toks: &[u32]) -> Vec<f32> {
     let mut c = m.transformer.new_cache();
     m.transformer.forward(&mut [SeqInput { cache: &mut c, tokens: toks, logits: Logits::All }]).unwrap().remove(0)
-}
-
-fn max_abs_diff(a: &[f32], b: &[f32]) -> f32 {
-    assert_eq!(a.len(), b.len());
-    a.iter().zip(b).fold(0f32, |m, (x, y)| m.max((x - y).abs()))
-}
-
-/// A trained-looking adapter: seeded A, random non-zero B of the given scale.
-fn random_adapter(cfg: &ModelConfig, base: &str, b_scale: f32) -> LoraAdapter {
-    let mut a = LoraAdapter::new(LoraConfig { r: 4, alpha: 8.0, dropout: 0.0, targets: Proj::ALL.to_vec(), base_model: base.into() }, cfg, 2).unwrap();
-    let mut rng = ChaCha8Rng::seed_from_u64(4);
-    for l in a.layers.iter_mut() {
-        for p in l.values_mut() {
-            p.b.iter_mut().for_each(|v| *v = rng.random_range(-b_scale..b_scale));
-        }
-    }
-    a
 }
 
 fn export(model: &str, adapter: &Path, extra: &[&str]) -> std::process::Output {

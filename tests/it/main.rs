@@ -14,6 +14,7 @@ mod distil_filter;
 mod distil_hint;
 mod distil_train;
 mod env;
+mod export_gguf;
 mod fuzz;
 mod generate_real;
 mod hostile_text;

@@ -106,3 +106,22 @@ fn gemma3_hf_export_gives_the_same_ids() {
     assert_eq!((back.bos_id(), back.eos_id(), back.pad_id()), (t.bos_id(), t.eos_id(), t.pad_id()));
     assert_eq!(back.stop_ids(), t.stop_ids());
 }
+
+/// A Hugging Face folder's SentencePiece-style tokenizer written as GGUF metadata (as `export --gguf` writes it,
+/// scores from merge ranks) reads back with llama.cpp's ids.
+#[test]
+fn gemma3_hf_tokenizer_as_gguf_metadata_gives_the_same_ids() {
+    let t = gemma3();
+    let dir = tempfile::tempdir().unwrap();
+    let (json_path, config_path) = (dir.path().join("tokenizer.json"), dir.path().join("tokenizer_config.json"));
+    std::fs::write(&json_path, t.to_tokenizer_json().unwrap()).unwrap();
+    std::fs::write(&config_path, t.tokenizer_config_json(None).to_string()).unwrap();
+    let hf = Tokenizer::from_files(&json_path, Some(&config_path)).unwrap();
+    let md: std::collections::HashMap<String, gguf_file::Value> = hf.gguf_metadata(t.vocab_size()).unwrap().into_iter().collect();
+    assert_eq!(md["tokenizer.ggml.model"].to_string().unwrap(), "llama");
+    let back = Tokenizer::from_gguf(&md).unwrap();
+    for case in cases() {
+        assert_eq!(encode(&back, &case), case.ids, "{:?} (special: {})", case.text, case.special);
+    }
+    assert_eq!((back.bos_id(), back.eos_id(), back.pad_id(), back.add_bos()), (t.bos_id(), t.eos_id(), t.pad_id(), t.add_bos()));
+}

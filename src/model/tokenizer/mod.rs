@@ -106,6 +106,8 @@ pub enum TokenizerError {
     UnknownId { id: u32, vocab_size: usize },
     #[error("cannot serialize the tokenizer to tokenizer.json")]
     Serialize(#[source] tokenizers::Error),
+    #[error("tokenizer.json `{field}`: {why}; GGUF (llama.cpp) cannot express this tokenizer")]
+    NoGgufForm { field: &'static str, why: String },
 }
 
 /// A text tokenizer plus the token roles that generation and chat templates need.
@@ -401,3 +403,4 @@ mod from_gguf;
 mod spm;
 #[cfg(test)]
 mod tests;
+mod to_gguf;

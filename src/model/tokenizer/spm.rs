@@ -22,7 +22,7 @@ use tokenizers::decoders::strip::Strip;
 use tokenizers::normalizers::{Prepend, Replace, Sequence as NormalizerSequence};
 
 /// SentencePiece's visible space.
-const SPACE: &str = "▁";
+pub(super) const SPACE: &str = "▁";
 
 /// The BPE, normalizer and decoder for a "llama" GGUF; added tokens are the caller's.
 pub(super) fn sentencepiece_bpe(metadata: &HashMap<String, GgufValue>, tokens: &[&str], vocab: Vocab) -> Result<tokenizers::Tokenizer, TokenizerError> {

@@ -2,8 +2,11 @@
 #![allow(dead_code)]
 use std::path::{Path, PathBuf};
 
+use autodidact::model::lora::{LoraAdapter, LoraConfig, Proj};
 use autodidact::model::weights::{SafetensorsDir, Weights};
 use autodidact::model::{Logits, ModelConfig, SeqInput, Transformer};
+use rand::{Rng, SeedableRng};
+use rand_chacha::ChaCha8Rng;
 use std::sync::OnceLock;
 
 pub mod template_policy;
@@ -56,4 +59,16 @@ pub fn load_dir(dir: &Path) -> Transformer {
     let cfg = ModelConfig::from_hf_json(&dir.join("config.json")).unwrap();
     let st = SafetensorsDir::open(dir).unwrap();
     Transformer::new(cfg.clone(), Weights::load(&st, &cfg).unwrap())
+}
+
+/// A trained-looking adapter on every projection: seeded A, random non-zero B of the given scale.
+pub fn random_adapter(cfg: &ModelConfig, base: &str, b_scale: f32) -> LoraAdapter {
+    let mut a = LoraAdapter::new(LoraConfig { r: 4, alpha: 8.0, dropout: 0.0, targets: Proj::ALL.to_vec(), base_model: base.into() }, cfg, 2).unwrap();
+    let mut rng = ChaCha8Rng::seed_from_u64(4);
+    for l in a.layers.iter_mut() {
+        for p in l.values_mut() {
+            p.b.iter_mut().for_each(|v| *v = rng.random_range(-b_scale..b_scale));
+        }
+    }
+    a
 }
