@@ -10,7 +10,7 @@
 //! `autodidact serve` and the chat rows of `autodidact train` (`distil::chat`) both go through here.
 use serde_json::{json, Value};
 
-use super::policy::{renders_tool_role, tool_result_as_user};
+use super::policy::{opens_with_empty_think, renders_tool_role, tool_result_as_user, EMPTY_REASONING};
 use crate::agent::prompts::{tools_block, tools_system};
 use crate::data::dataset::dataset_messages;
 use crate::data::{Message, Role};
@@ -26,6 +26,8 @@ pub struct ChatForm {
     pub tool_calls: bool,
     /// A `tool` message's content.
     pub tool_role: bool,
+    /// The model's turn opens with an empty think block (`policy::opens_with_empty_think`).
+    pub empty_think: bool,
 }
 
 impl ChatForm {
@@ -38,7 +40,7 @@ impl ChatForm {
         let tool_calls = model.render_chat(&[user.clone(), call], None, false).is_ok_and(|s| s.contains(PROBE));
         let spec = json!({"type": "function", "function": {"name": PROBE, "description": "d", "parameters": {"type": "object", "properties": {}}}});
         let tools = model.render_chat(&[user], Some(&[spec]), true).is_ok_and(|s| s.contains(PROBE));
-        ChatForm { tools, tool_calls, tool_role: renders_tool_role(model) }
+        ChatForm { tools, tool_calls, tool_role: renders_tool_role(model), empty_think: opens_with_empty_think(model) }
     }
 
     /// One line for each part of some conversations that the template does not render, saying how it is written
@@ -84,6 +86,9 @@ impl ChatForm {
                 }
                 Role::Tool if !self.tool_role => *v = tool_result_as_user(&m.content),
                 _ => {}
+            }
+            if m.role == Role::Assistant && self.empty_think && v.get("reasoning_content").is_none() {
+                v["reasoning_content"] = Value::String(EMPTY_REASONING.into());
             }
         }
         if tools.is_empty() {

@@ -50,12 +50,14 @@ pub struct ChatView<'m> {
     model: &'m LoadedModel,
     /// Whether the template renders a `tool` message itself (see `renders_tool_role`).
     template_knows_tools: bool,
+    /// See `opens_with_empty_think`.
+    empty_think: bool,
     turn_end: u32,
 }
 
 impl<'m> ChatView<'m> {
     pub fn new(model: &'m LoadedModel) -> Self {
-        ChatView { model, template_knows_tools: renders_tool_role(model), turn_end: turn_end_id(model) }
+        ChatView { model, template_knows_tools: renders_tool_role(model), empty_think: opens_with_empty_think(model), turn_end: turn_end_id(model) }
     }
 
     /// The stop token the template writes after an assistant message (`<|im_end|>` in ChatML).
@@ -73,6 +75,7 @@ impl<'m> ChatView<'m> {
                 Role::Tool => json!({"role": "tool", "content": m.content, "name": m.name}),
                 Role::System => json!({"role": "system", "content": m.content}),
                 Role::User => json!({"role": "user", "content": m.content}),
+                Role::Assistant if self.empty_think => json!({"role": "assistant", "content": m.content, "reasoning_content": EMPTY_REASONING}),
                 Role::Assistant => json!({"role": "assistant", "content": m.content}),
             })
             .collect()
@@ -116,6 +119,17 @@ fn turn_end_id(model: &LoadedModel) -> u32 {
 /// A tool result as a Hermes-style user turn, for templates that cannot render a `tool` message.
 pub fn tool_result_as_user(content: &str) -> Value {
     json!({"role": "user", "content": format!("<tool_response>\n{content}\n</tool_response>")})
+}
+
+/// What an assistant message's `reasoning_content` is given for a template that `opens_with_empty_think`: not
+/// empty (an empty one counts as none), and nothing once the template strips its newlines.
+pub const EMPTY_REASONING: &str = "\n";
+
+/// Whether the template opens the model's turn with an empty think block (Qwen3's with `enable_thinking` off).
+/// Qwen3's renders that block again in earlier assistant turns only for messages that carry reasoning, so such
+/// messages are given `EMPTY_REASONING`: the conversation then re-renders as the model saw it.
+pub fn opens_with_empty_think(model: &LoadedModel) -> bool {
+    model.render_chat(&[json!({"role": "user", "content": "u"})], None, true).is_ok_and(|s| s.ends_with("<think>\n\n</think>\n\n"))
 }
 
 /// Whether the chat template renders a `tool` message with its content. Qwen2.5's template wraps it in

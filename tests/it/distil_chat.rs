@@ -11,11 +11,13 @@ use autodidact::agent::prompts::{PromptOptions, Prompts};
 use autodidact::agent::scripted::reference_script;
 use autodidact::data::dataset::{read_training_data, spans, DatasetRow};
 use autodidact::data::jsonl::write_jsonl_atomic;
+use autodidact::data::Message;
 use autodidact::data::{Split, Task, Trajectory};
 use autodidact::distil::chat::{check_lines, render_lines, Conversation, TrainingLine};
 use autodidact::distil::{build_row, ChatEncoder};
 use autodidact::model::LoadedModel;
 use autodidact::rollout::chat_form::ChatForm;
+use autodidact::rollout::policy::ChatView;
 use autodidact::tasks::suites::{self, generate_many};
 use common::template_policy::TemplatePolicy;
 use common::tiny;
@@ -86,7 +88,7 @@ fn chat_rows_render_as_the_template_renders_the_conversation() {
     let dir = tempfile::tempdir().unwrap();
     // The real default model: SmolLM2's template renders neither tools nor calls, so they are written the agent's way.
     let m = LoadedModel::load(common::default_model().to_str().unwrap()).unwrap();
-    assert_eq!(ChatForm::of(&m), ChatForm { tools: false, tool_calls: false, tool_role: true });
+    assert_eq!(ChatForm::of(&m), ChatForm { tools: false, tool_calls: false, tool_role: true, empty_think: false });
     let text = check_rendering(&m, dir.path());
     assert!(
         text.starts_with("<|im_start|>system\nYou are a careful assistant.\n\nYou can call tools. Available tools:\n<tools>\n{\"type\": \"function\""),
@@ -101,7 +103,7 @@ fn chat_rows_render_as_the_template_renders_the_conversation() {
     // A template that renders tools and calls itself (the ChatML fallback, Qwen2.5's format) is given them as they are.
     std::fs::write(tiny_dir.join("tokenizer_config.json"), json!({"eos_token": "<|im_end|>", "bos_token": null}).to_string()).unwrap();
     let q = LoadedModel::load(tiny_dir.to_str().unwrap()).unwrap();
-    assert_eq!(ChatForm::of(&q), ChatForm { tools: true, tool_calls: true, tool_role: true });
+    assert_eq!(ChatForm::of(&q), ChatForm { tools: true, tool_calls: true, tool_role: true, empty_think: false });
     let text = check_rendering(&q, dir.path());
     assert!(text.contains("# Tools\n\nYou may call one or more functions"), "{text}");
     assert!(text.contains("<|im_start|>user\n<tool_response>\n391\n</tool_response><|im_end|>"), "{text}");
@@ -204,4 +206,49 @@ fn bad_chat_rows_name_file_line_and_field() {
         assert!(err.contains(says), "{says}: {err}");
     }
     assert!(!dir.path().join("o").join("adapter").exists());
+}
+
+/// Qwen3's own template (tests/fixtures/qwen3_chat_template.jinja, Qwen3-0.6B's) opens the model's turn with an empty
+/// think block and renders that block again in earlier turns only for messages that carry reasoning. Assistant
+/// messages are given an empty reasoning, so an agent episode's every prompt extends what the model saw, and a chat
+/// row of several turns renders with the loss on the assistant's own text only.
+#[test]
+fn qwen3_template_renders_earlier_turns_as_the_model_saw_them() {
+    let dir = tempfile::tempdir().unwrap();
+    let tiny_dir = dir.path().join("qwen3");
+    tiny::write_hf(&tiny_dir, "qwen3", 1);
+    let template = std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/tests/fixtures/qwen3_chat_template.jinja")).unwrap();
+    std::fs::write(tiny_dir.join("tokenizer_config.json"), json!({"eos_token": "<|im_end|>", "bos_token": null, "chat_template": template}).to_string())
+        .unwrap();
+    let m = LoadedModel::load(tiny_dir.to_str().unwrap()).unwrap();
+    assert!(ChatForm::of(&m).empty_think);
+    let view = ChatView::new(&m);
+    let mut messages = vec![Message::system("Use the calculator."), Message::user("What is 17 * 23?")];
+    let (mut seen, _) = view.delta(0, &messages, "").unwrap();
+    assert!(seen.ends_with("<|im_start|>assistant\n<think>\n\n</think>\n\n"), "{seen}");
+    let call = "<tool_call>\n{\"name\": \"calculator\", \"arguments\": {\"expression\": \"17 * 23\"}}\n</tool_call>";
+    for (turn, reply) in [call, call, "17 * 23 = 391."].into_iter().enumerate() {
+        seen.push_str(&view.sampled_text(reply, Some(view.turn_end())));
+        messages.push(Message::assistant(reply));
+        messages.push(Message::tool(Some("calculator"), "391"));
+        let (rest, _) = view.delta(0, &messages, &seen).unwrap_or_else(|e| panic!("turn {turn}: {e:#}"));
+        assert!(rest.starts_with("\n<|im_start|>user\n<tool_response>\n391\n</tool_response>"), "{rest}");
+        seen.push_str(&rest);
+    }
+    assert_eq!(seen.matches("<think>\n\n</think>\n\n").count(), 4, "{seen}");
+    // A chat row of one query with a tool call: both assistant turns trained, each after its think block. (A second
+    // query makes the template drop the earlier blocks; such a row is refused at that message.)
+    let mut row = conversation();
+    row["messages"].as_array_mut().unwrap().truncate(5);
+    let (path, lines) = read_chat(dir.path(), &[row]);
+    let out = render_lines(&path, lines, &m).unwrap();
+    assert!(out.audit.as_ref().unwrap().ok());
+    let r = &out.rows[0];
+    let text = m.tokenizer.decode(&r.token_ids, false).unwrap();
+    let trained: Vec<String> = spans(&r.loss_mask).iter().map(|&(s, e)| m.tokenizer.decode(&r.token_ids[s..e], false).unwrap()).collect();
+    assert_eq!(trained.len(), 2, "{trained:?}");
+    assert!(trained[1] == "17 * 23 = 391.<|im_end|>", "{trained:?}");
+    for t in &trained {
+        assert!(text.contains(&format!("<|im_start|>assistant\n<think>\n\n</think>\n\n{t}")), "{text}");
+    }
 }
