@@ -18,7 +18,7 @@ use serde_json::{json, Value};
 
 use super::rows::BuiltRow;
 use crate::data::chat::{field_err, optional_str, parse_calls, parse_content};
-use crate::data::dataset::{dataset_messages, ChatLine, DataLine, DatasetRow, MaskAudit, RowProvenance};
+use crate::data::dataset::{dataset_messages, ChatLine, DataLine, DatasetRow, MaskAudit};
 use crate::data::{Message, Role};
 use crate::model::loaded::segments_between;
 use crate::model::LoadedModel;
@@ -87,17 +87,7 @@ pub fn render_lines(path: &Path, lines: Vec<TrainingLine>, model: &LoadedModel) 
             TrainingLine::Chat(c) => {
                 let built = r.render(&c).map_err(|message| ChatRowError { path: path.into(), line: c.line, message })?;
                 if let Some(a) = audit.as_mut() {
-                    let b = &built;
-                    a.add(
-                        &RowProvenance {
-                            id: &b.row.id,
-                            token_ids: &b.row.token_ids,
-                            loss_mask: &b.row.loss_mask,
-                            produced: &b.produced,
-                            stop_turn_ends: &b.stop_turn_ends,
-                        },
-                        Some(model.tokenizer.stop_ids()),
-                    );
+                    a.add(&built.provenance(), Some(model.tokenizer.stop_ids()));
                 }
                 rows.push(built.row);
             }

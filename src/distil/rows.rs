@@ -12,7 +12,7 @@
 use serde_json::Value;
 
 use crate::agent::hint::HintPlacement;
-use crate::data::dataset::{chat_messages, dataset_messages, DatasetRow};
+use crate::data::dataset::{chat_messages, dataset_messages, DatasetRow, RowProvenance};
 use crate::data::{FinishReason, Message, Role, Trajectory};
 
 #[derive(Debug, thiserror::Error)]
@@ -41,6 +41,19 @@ pub struct BuiltRow {
     pub produced: Vec<u8>,
     /// Position of the last sampled token of every turn that ended with `Stop`.
     pub stop_turn_ends: Vec<usize>,
+}
+
+impl BuiltRow {
+    /// What the mask audit checks of this row.
+    pub fn provenance(&self) -> RowProvenance<'_> {
+        RowProvenance {
+            id: &self.row.id,
+            token_ids: &self.row.token_ids,
+            loss_mask: &self.row.loss_mask,
+            produced: &self.produced,
+            stop_turn_ends: &self.stop_turn_ends,
+        }
+    }
 }
 
 pub fn row_id(t: &Trajectory) -> String {

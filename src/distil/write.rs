@@ -6,7 +6,7 @@ use std::path::Path;
 use anyhow::{bail, Context};
 
 use super::{build_row, select, ChatEncoder, FilterParams, FilterReport};
-use crate::data::dataset::{DatasetRow, MaskAudit, RowProvenance};
+use crate::data::dataset::{DatasetRow, MaskAudit};
 use crate::data::jsonl::{write_json_atomic, write_jsonl_atomic};
 use crate::data::Trajectory;
 
@@ -40,16 +40,7 @@ pub fn filter_to_dir(
     let mut audit = MaskAudit::default();
     for i in sel.kept() {
         let built = build_row(&trajs[i], encoder)?;
-        audit.add(
-            &RowProvenance {
-                id: &built.row.id,
-                token_ids: &built.row.token_ids,
-                loss_mask: &built.row.loss_mask,
-                produced: &built.produced,
-                stop_turn_ends: &built.stop_turn_ends,
-            },
-            stop_ids,
-        );
+        audit.add(&built.provenance(), stop_ids);
         rows.push(built.row);
     }
     std::fs::create_dir_all(out).with_context(|| format!("creating {}", out.display()))?;

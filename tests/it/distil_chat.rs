@@ -6,20 +6,17 @@ use super::common;
 use std::path::Path;
 use std::process::Command;
 
-use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
-use autodidact::agent::prompts::{PromptOptions, Prompts};
-use autodidact::agent::scripted::reference_script;
 use autodidact::data::dataset::{read_training_data, spans, DatasetRow};
 use autodidact::data::jsonl::write_jsonl_atomic;
 use autodidact::data::Message;
-use autodidact::data::{Split, Task, Trajectory};
+use autodidact::data::Split;
 use autodidact::distil::chat::{check_lines, render_lines, Conversation, TrainingLine};
 use autodidact::distil::{build_row, ChatEncoder};
 use autodidact::model::LoadedModel;
 use autodidact::rollout::chat_form::ChatForm;
 use autodidact::rollout::policy::ChatView;
 use autodidact::tasks::suites::{self, generate_many};
-use common::template_policy::TemplatePolicy;
+use common::template_policy::rollouts;
 use common::tiny;
 use serde_json::{json, Value};
 
@@ -107,23 +104,6 @@ fn chat_rows_render_as_the_template_renders_the_conversation() {
     let text = check_rendering(&q, dir.path());
     assert!(text.contains("# Tools\n\nYou may call one or more functions"), "{text}");
     assert!(text.contains("<|im_start|>user\n<tool_response>\n391\n</tool_response><|im_end|>"), "{text}");
-}
-
-fn rollouts(model: &LoadedModel, tasks: &[Task]) -> Vec<Trajectory> {
-    let prompts = Prompts::embedded().unwrap();
-    let cfg = RunConfig {
-        limits: Limits { max_episode_tokens: 1 << 20, ..Limits::default() },
-        prompts: &prompts,
-        prompt_options: PromptOptions { fewshot: true, tools_in_system: true, hint: None },
-        identity: Default::default(),
-        external: &Default::default(),
-    };
-    let refs: Vec<&Task> = tasks.iter().collect();
-    let jobs: Vec<Job> = refs.iter().map(|t| Job { task: t, sample_index: 0 }).collect();
-    let mut policy = TemplatePolicy::new(model, reference_script(&refs));
-    let mut out = Vec::new();
-    run_episodes(&mut policy, &jobs, &cfg, |t| out.push(t)).unwrap();
-    out
 }
 
 fn train(model: &Path, data: &Path, out: &Path) -> Value {

@@ -2,34 +2,14 @@
 //! ids exactly and rebuilds the prompt as the chat template renders it without examples.
 use super::common;
 
-use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
-use autodidact::agent::prompts::{PromptOptions, Prompts};
-use autodidact::agent::scripted::reference_script;
 use autodidact::data::dataset::{chat_messages, spans};
 use autodidact::data::jsonl::write_jsonl_atomic;
-use autodidact::data::{Split, Task, Trajectory};
+use autodidact::data::Split;
 use autodidact::distil::{build_row, ChatEncoder, RowError};
 use autodidact::model::LoadedModel;
 use autodidact::tasks::suites::{self, generate_many};
-use common::template_policy::TemplatePolicy;
+use common::template_policy::rollouts;
 use common::tiny;
-
-fn rollouts(model: &LoadedModel, tasks: &[Task]) -> Vec<Trajectory> {
-    let prompts = Prompts::embedded().unwrap();
-    let cfg = RunConfig {
-        limits: Limits { max_episode_tokens: 1 << 20, ..Limits::default() },
-        prompts: &prompts,
-        prompt_options: PromptOptions { fewshot: true, tools_in_system: true, hint: None },
-        identity: Default::default(),
-        external: &Default::default(),
-    };
-    let refs: Vec<&Task> = tasks.iter().collect();
-    let jobs: Vec<Job> = refs.iter().map(|t| Job { task: t, sample_index: 0 }).collect();
-    let mut policy = TemplatePolicy::new(model, reference_script(&refs));
-    let mut out = Vec::new();
-    run_episodes(&mut policy, &jobs, &cfg, |t| out.push(t)).unwrap();
-    out
-}
 
 fn sampled_runs(ids: &[u32], mask: &[u8]) -> Vec<Vec<u32>> {
     spans(mask).into_iter().map(|(s, e)| ids[s..e].to_vec()).collect()

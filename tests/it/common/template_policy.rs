@@ -3,10 +3,12 @@
 //! comes from a script and is tokenized, plus the end-of-turn token.
 use std::collections::HashMap;
 
+use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
 use autodidact::agent::policy::{FinishReason, Policy, TurnOutput, TurnRequest};
-use autodidact::agent::scripted::TurnScript;
+use autodidact::agent::prompts::{PromptOptions, Prompts};
+use autodidact::agent::scripted::{reference_script, TurnScript};
 use autodidact::data::dataset::chat_messages;
-use autodidact::data::Message;
+use autodidact::data::{Message, Task, Trajectory};
 use autodidact::model::LoadedModel;
 
 pub struct TemplatePolicy<'a, F> {
@@ -42,4 +44,23 @@ impl<'a, F> TemplatePolicy<'a, F> {
     pub fn new(model: &'a LoadedModel, script: F) -> Self {
         TemplatePolicy { model, script, seen: HashMap::new(), turns: HashMap::new() }
     }
+}
+
+/// One episode per task, with few-shot examples and tools in the system prompt, each answered by the task's
+/// reference script through `TemplatePolicy`.
+pub fn rollouts(model: &LoadedModel, tasks: &[Task]) -> Vec<Trajectory> {
+    let prompts = Prompts::embedded().unwrap();
+    let cfg = RunConfig {
+        limits: Limits { max_episode_tokens: 1 << 20, ..Limits::default() },
+        prompts: &prompts,
+        prompt_options: PromptOptions { fewshot: true, tools_in_system: true, hint: None },
+        identity: Default::default(),
+        external: &Default::default(),
+    };
+    let refs: Vec<&Task> = tasks.iter().collect();
+    let jobs: Vec<Job> = refs.iter().map(|t| Job { task: t, sample_index: 0 }).collect();
+    let mut policy = TemplatePolicy::new(model, reference_script(&refs));
+    let mut out = Vec::new();
+    run_episodes(&mut policy, &jobs, &cfg, |t| out.push(t)).unwrap();
+    out
 }
