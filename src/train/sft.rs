@@ -3,7 +3,6 @@
 //! setup (adapter, optimizer, or resume from `out_dir/checkpoint`) -> for each step: `grad_accum` micro-batches,
 //! loss = sum of -log p over trained tokens / trained tokens of the whole step -> clip -> AdamW -> metrics ->
 //! checkpoint every `save_every` steps and at the end. The final adapter is written to `out_dir/adapter`.
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -12,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, TrainState};
 use super::data::{epoch_batches, validate_rows, TrainRow};
+use super::metrics_log::MetricsLog;
 use super::model::{next_token_targets, Batch, LoraVars, TrainModel};
 use super::optim::{clip_grad_norm, lr_at, AdamW, AdamWParams, OptimParams};
 use super::{Result, TrainError};
@@ -27,6 +27,8 @@ pub struct SftParams {
     pub max_seq_len: usize,
     /// Receives `checkpoint/`, `adapter/` and `metrics.jsonl`.
     pub out_dir: PathBuf,
+    /// TensorBoard event files of the steps (`out_dir/tensorboard` unless the caller gathers them elsewhere).
+    pub tensorboard: PathBuf,
     /// Continue from `out_dir/checkpoint` when it exists.
     pub resume: bool,
     /// Stop (with a checkpoint) after this many steps in total, keeping the schedule of the full run.
@@ -36,7 +38,8 @@ pub struct SftParams {
 impl SftParams {
     /// A fresh run into `out_dir` with the given optimiser settings.
     pub fn new(optim: OptimParams, max_seq_len: usize, out_dir: PathBuf) -> Self {
-        SftParams { optim, max_steps: None, max_seq_len, out_dir, resume: false, stop_after: None }
+        let tensorboard = out_dir.join("tensorboard");
+        SftParams { optim, max_steps: None, max_seq_len, out_dir, tensorboard, resume: false, stop_after: None }
     }
 
     /// The step count of the run on rows of these lengths.
@@ -120,14 +123,15 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
     let ckpt_dir = p.out_dir.join("checkpoint");
     let metrics_path = p.out_dir.join("metrics.jsonl");
     std::fs::create_dir_all(&p.out_dir).map_err(|e| TrainError::io(&p.out_dir, e))?;
+    let mut log = MetricsLog::new(metrics_path, p.tensorboard.clone());
     let fingerprint = p.fingerprint(rows.len());
-    let resumed = if p.resume { resume(model, &adapter, &ckpt_dir, &fingerprint, &metrics_path, o.adam())? } else { None };
+    let resumed = if p.resume { resume(model, &adapter, &ckpt_dir, &fingerprint, &mut log, o.adam())? } else { None };
     let (vars, mut opt, mut state) = if let Some(r) = resumed {
         r
     } else {
         let vars = LoraVars::from_adapter(&adapter, model.device())?;
         let opt = AdamW::new(o.adam(), &vars.named_vars())?;
-        std::fs::write(&metrics_path, "").map_err(|e| TrainError::io(&metrics_path, e))?;
+        log.start()?;
         let state = TrainState { step: 0, epoch: 0, next_batch: 0, seed: o.seed, trained_tokens: 0, total_steps, fingerprint, last_loss: None };
         (vars, opt, state)
     };
@@ -188,7 +192,7 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
             step_tokens,
             trained_tokens: state.trained_tokens,
         };
-        append_metrics(&metrics_path, &m)?;
+        log.append(&m)?;
         on_step(&m);
         save_if_due(&ckpt_dir, &vars, &opt, &names, &state, stop_at, o.save_every)?;
     }
@@ -214,14 +218,14 @@ pub(super) fn dropout_seed(seed: u64, step: usize, micro: usize) -> u64 {
 }
 
 /// A checkpoint in `ckpt_dir` to continue from: the adapter's variables, the optimizer and the loop state. None
-/// when there is none; an error when it was written with other parameters (`fingerprint`). Metric lines of steps
-/// after the checkpoint are dropped (they will be redone).
+/// when there is none; an error when it was written with other parameters (`fingerprint`). Logged steps after the
+/// checkpoint are dropped (they will be redone).
 pub(super) fn resume(
     model: &TrainModel,
     adapter: &LoraAdapter,
     ckpt_dir: &Path,
     fingerprint: &str,
-    metrics_path: &Path,
+    log: &mut MetricsLog,
     adam: AdamWParams,
 ) -> Result<Option<(LoraVars, AdamW, TrainState)>> {
     if !ckpt_dir.join(checkpoint::STATE_FILE).is_file() {
@@ -236,7 +240,7 @@ pub(super) fn resume(
         });
     }
     let vars = LoraVars::from_adapter(&ck.adapter, model.device())?;
-    keep_metrics_up_to(metrics_path, ck.state.step)?;
+    log.keep_up_to(ck.state.step)?;
     Ok(Some((vars, AdamW { params: adam, t: ck.adam_t, m: ck.m, v: ck.v }, ck.state)))
 }
 
@@ -300,25 +304,4 @@ pub(super) fn accumulate_grads(grads: &mut [Option<Tensor>], gs: &candle_core::b
         });
     }
     Ok(())
-}
-
-pub(super) fn append_metrics<M: Serialize>(path: &Path, m: &M) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| TrainError::io(path, e))?;
-    let line = serde_json::to_string(m).map_err(|e| TrainError::Data(e.to_string()))?;
-    writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))
-}
-
-/// After a resume, drops metric lines of steps the checkpoint does not contain (they will be redone).
-pub(super) fn keep_metrics_up_to(path: &Path, step: usize) -> Result<()> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(TrainError::io(path, e)),
-    };
-    let kept: String = text
-        .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s as usize <= step))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(path, kept).map_err(|e| TrainError::io(path, e))
 }
