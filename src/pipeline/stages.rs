@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::config::{LoopConfig, TrainMode};
-use super::jobs::{self, RlJob, SftJob};
+use super::config::{LoopConfig, TrainBackend, TrainMode};
+use super::jobs::{self, RlJob, SftJob, TrlJob};
 use super::records::{read_json, FilterRecord, HintedRecord, RlRecord, RolloutRecord, SourceResult, TrainRecord};
 use super::tasks::TaskSets;
 use crate::agent::episode::Limits;
@@ -292,6 +292,20 @@ impl Stages<'_> {
         jobs::start_adapter(&self.model, start.map(|rel| self.dir.join(rel)).as_deref(), &shape, c.optim.seed + round as u64)
     }
 
+    /// The Hugging Face folder TRL loads the base model from: `trl.base`, or the model converted to f32 once into
+    /// `<run>/trl-base/` (dequantized GGUF blocks are exact: the weights this process trains on).
+    fn trl_base(&self) -> anyhow::Result<PathBuf> {
+        if let Some(b) = &self.cfg.trl.base {
+            return Ok(b.clone());
+        }
+        let dir = self.dir.join("trl-base");
+        if !dir.join("model.safetensors").is_file() {
+            say(self.quiet, format_args!("  writing the base model for TRL into {}", dir.display()));
+            crate::export::hf::write_hf_folder(&self.model, None, &dir, crate::export::hf::SaveDType::F32)?;
+        }
+        Ok(dir)
+    }
+
     /// Where the TensorBoard events of a round's training go: `<run>/tensorboard/round-NNN/<sub>`, beside the
     /// rounds' own (`<run>/tensorboard/rounds`), so that one `tensorboard --logdir <run>/tensorboard` shows them all.
     fn tensorboard_dir(&self, round: usize, sub: &str) -> PathBuf {
@@ -311,8 +325,13 @@ impl Stages<'_> {
             let optim = OptimParams { seed: c.optim.seed + round as u64, ..c.optim };
             let params =
                 SftParams { resume: true, tensorboard: tensorboard.clone(), ..SftParams::new(optim, self.model.config().max_position_embeddings, dir.clone()) };
-            let job = jobs::run_sft(SftJob { model: &self.model, adapter, rows, params, quiet: self.quiet })?;
-            anyhow::ensure!(job.outcome.finished, "training stopped before the end of its schedule ({} steps)", job.outcome.steps);
+            if c.backend == TrainBackend::Trl {
+                let base = self.trl_base()?;
+                jobs::run_trl(TrlJob { model: &self.model, adapter, rows, params, trl: &self.cfg.trl, base: &base, quiet: self.quiet })?;
+            } else {
+                let job = jobs::run_sft(SftJob { model: &self.model, adapter, rows, params, quiet: self.quiet })?;
+                anyhow::ensure!(job.outcome.finished, "training stopped before the end of its schedule ({} steps)", job.outcome.steps);
+            }
         } else {
             // Rewritten every time (atomically, from the metrics alone), so a run killed right after training has it too.
             super::train_plots::write_sft_plot(&dir)?;

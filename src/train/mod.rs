@@ -26,7 +26,7 @@ use std::path::PathBuf;
 pub use data::TrainRow;
 pub use model::{next_token_targets, Batch, LoraVars, Target, TrainModel};
 pub use optim::OptimParams;
-pub use sft::{train_sft, SftOutcome, SftParams, StepMetrics};
+pub use sft::{train_sft, PlannedStep, SftOutcome, SftParams, StepMetrics};
 
 #[derive(Debug, thiserror::Error)]
 pub enum TrainError {

@@ -44,9 +44,31 @@ impl SftParams {
 
     /// The step count of the run on rows of these lengths.
     pub fn total_steps(&self, lengths: &[usize]) -> usize {
+        self.plan(lengths).len()
+    }
+
+    /// Every step of the run on rows of these lengths, in order: `grad_accum` micro-batches each (the last step may
+    /// have fewer), `epochs` passes over the rows in `epoch_batches` order, or `max_steps` steps. This trainer and
+    /// an external one (the loop's TRL backend) follow the same plan.
+    pub fn plan(&self, lengths: &[usize]) -> Vec<PlannedStep> {
         let o = &self.optim;
-        let per_epoch = epoch_batches(lengths, o.batch_size.max(1), o.seed, 0).len();
-        self.max_steps.unwrap_or_else(|| (o.epochs * per_epoch).div_ceil(o.grad_accum.max(1)))
+        let (bs, accum) = (o.batch_size.max(1), o.grad_accum.max(1));
+        let per_epoch = epoch_batches(lengths, bs, o.seed, 0).len();
+        let total_micro = self.max_steps.map_or(o.epochs * per_epoch, |s| s * accum);
+        let mut micro: Vec<(usize, usize, Vec<usize>)> = Vec::with_capacity(total_micro);
+        let mut epoch = 0;
+        while micro.len() < total_micro && per_epoch > 0 {
+            let batches = epoch_batches(lengths, bs, o.seed, epoch);
+            micro.extend(batches.into_iter().enumerate().map(|(i, b)| (epoch, i + 1, b)).take(total_micro - micro.len()));
+            epoch += 1;
+        }
+        micro
+            .chunks(accum)
+            .map(|c| {
+                let &(epoch, next_batch, _) = c.last().expect("chunks are not empty");
+                PlannedStep { epoch, next_batch, micro: c.iter().map(|m| m.2.clone()).collect() }
+            })
+            .collect()
     }
 
     /// What a resumed run must share with the run that wrote the checkpoint.
@@ -97,11 +119,13 @@ pub struct SftOutcome {
     pub finished: bool,
 }
 
-/// Micro-batch stream position across epochs.
-struct Cursor {
-    epoch: usize,
-    next: usize,
-    batches: Vec<Vec<usize>>,
+/// One optimizer step of a run's plan: its micro-batches (row indices), and where the data position is after it (the
+/// epoch of its last micro-batch and the index after that one in its epoch's order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedStep {
+    pub epoch: usize,
+    pub next_batch: usize,
+    pub micro: Vec<Vec<usize>>,
 }
 
 /// Trains `adapter` on `rows` (or resumes from `p.out_dir/checkpoint`). `on_step` sees every step's metrics.
@@ -111,15 +135,11 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
     let o = &p.optim;
     validate_rows(rows, p.max_seq_len)?;
     let lengths: Vec<usize> = rows.iter().map(|r| r.token_ids.len()).collect();
-    let batches_per_epoch = epoch_batches(&lengths, o.batch_size, o.seed, 0).len();
-    let total_steps = match p.max_steps {
-        Some(s) => s,
-        None => (o.epochs * batches_per_epoch).div_ceil(o.grad_accum),
-    };
+    let plan = p.plan(&lengths);
+    let total_steps = plan.len();
     if total_steps == 0 {
         return Err(TrainError::Params("the run has no steps (epochs = 0 or max_steps = 0)".into()));
     }
-    let total_micro = p.max_steps.map_or(o.epochs * batches_per_epoch, |s| s * o.grad_accum);
     let ckpt_dir = p.out_dir.join("checkpoint");
     let metrics_path = p.out_dir.join("metrics.jsonl");
     std::fs::create_dir_all(&p.out_dir).map_err(|e| TrainError::io(&p.out_dir, e))?;
@@ -137,8 +157,6 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
     };
     let named = vars.named_vars();
     let names: Vec<String> = named.iter().map(|(n, _)| n.clone()).collect();
-    let mut cursor = Cursor { epoch: state.epoch, next: state.next_batch, batches: epoch_batches(&lengths, o.batch_size, o.seed, state.epoch) };
-    let mut micro_done = state.epoch * batches_per_epoch + state.next_batch;
     let stop_at = p.stop_after.unwrap_or(total_steps).min(total_steps);
 
     // ---- loop
@@ -146,19 +164,9 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
         let t0 = Instant::now();
         let step = state.step;
         // The step's micro-batches, and its trained-token count for the loss normalisation.
-        let mut micro: Vec<Vec<usize>> = Vec::with_capacity(o.grad_accum);
-        while micro.len() < o.grad_accum && micro_done < total_micro {
-            if cursor.next == cursor.batches.len() {
-                cursor = Cursor { epoch: cursor.epoch + 1, next: 0, batches: epoch_batches(&lengths, o.batch_size, o.seed, cursor.epoch + 1) };
-            }
-            micro.push(cursor.batches[cursor.next].clone());
-            cursor.next += 1;
-            micro_done += 1;
-        }
+        let planned = &plan[step];
+        let micro = &planned.micro;
         let step_tokens: usize = micro.iter().flatten().map(|&i| rows[i].trained_tokens()).sum();
-        if micro.is_empty() || step_tokens == 0 {
-            break;
-        }
 
         let mut grads: Vec<Option<Tensor>> = vec![None; named.len()];
         let mut nll_sum = 0f64;
@@ -178,13 +186,13 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
         let (grad_norm, lr) = apply_step(&mut opt, &named, grads, mean_loss, step, &schedule, &ckpt_dir)?;
 
         state.step += 1;
-        state.epoch = cursor.epoch;
-        state.next_batch = cursor.next;
+        state.epoch = planned.epoch;
+        state.next_batch = planned.next_batch;
         state.trained_tokens += step_tokens as u64;
         state.last_loss = Some(mean_loss);
         let m = StepMetrics {
             step: state.step,
-            epoch: cursor.epoch,
+            epoch: planned.epoch,
             loss: mean_loss,
             lr,
             grad_norm,
@@ -200,7 +208,7 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
     // ---- finish
     let adapter = vars.to_adapter()?;
     let adapter_dir = p.out_dir.join("adapter");
-    let finished = state.step >= total_steps || micro_done >= total_micro;
+    let finished = state.step >= total_steps;
     if finished {
         adapter.save(&adapter_dir)?;
     }
