@@ -3,7 +3,7 @@
 train/trl/start-adapter), seed (the config's + the round) and settings, and reports per step |loss difference|,
 |grad norm difference| and the largest difference between the two trained adapters' weights.
 
-    .cache/trl-venv/bin/python scripts/dev/trl_compare.py runs/trl-cpu [--bin target/release/autodidact] [--tol 1e-3]
+    .cache/trl-venv/bin/python scripts/dev/trl_compare.py runs/trl-cpu [--bin target/release/autodidact] [--tol 1e-4]
 
 Needs a run whose rounds continue the current adapter (train.mode = "continue": the round trained on its own
 filter/dataset.jsonl) and dropout 0 (the trainers draw different dropout masks). Exits 1 when a step's loss differs
@@ -29,7 +29,7 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("run")
     ap.add_argument("--bin", default="target/release/autodidact")
-    ap.add_argument("--tol", type=float, default=1e-3)
+    ap.add_argument("--tol", type=float, default=1e-4)
     a = ap.parse_args()
     with open(os.path.join(a.run, "config.toml"), "rb") as f:
         cfg = tomllib.load(f)

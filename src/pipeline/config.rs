@@ -545,6 +545,25 @@ mod tests {
         assert!(n >= 2, "a quickstart and a fuller config");
     }
 
+    /// `train.backend = "trl"` with its `[trl]` section survives the pinned config's round trip; it trains SFT only;
+    /// a config without either pins exactly as before they existed.
+    #[test]
+    fn the_trl_backend_is_configured_and_pinned() {
+        let cfg = load_str(
+            "name = \"x\"\nrounds = 1\n[train]\nbackend = \"trl\"\n[trl]\nlaunch_args = [\"--num_processes\", \"8\"]\nenv = { OMP_NUM_THREADS = \"4\" }\n",
+        )
+        .unwrap();
+        assert_eq!((cfg.train.backend, cfg.trl.launch_args.len(), cfg.trl.env["OMP_NUM_THREADS"].as_str()), (TrainBackend::Trl, 2, "4"));
+        let back: LoopConfig = toml::from_str(&toml::to_string_pretty(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+        let plain = toml::to_string_pretty(&load_str("name = \"x\"\nrounds = 1\n").unwrap()).unwrap();
+        assert!(!plain.contains("backend") && !plain.contains("[trl]"), "{plain}");
+        let e = format!("{:#}", load_str("name = \"x\"\nrounds = 1\n[train]\nbackend = \"trl\"\nobjective = \"grpo\"\n[rollout]\ntop_p = 1.0\n").unwrap_err());
+        assert!(e.contains("train.backend"), "{e}");
+        let e = format!("{:#}", load_str("name = \"x\"\nrounds = 1\n[train]\nbackend = \"torchtune\"\n").unwrap_err());
+        assert!(e.contains("c.toml") && e.contains("torchtune"), "{e}");
+    }
+
     #[test]
     fn typos_and_bad_values_name_the_file_line_and_field() {
         let e = format!("{:#}", load_str("name = \"x\"\nrounds = 1\n[rollout]\nsampels = 3\n").unwrap_err());
