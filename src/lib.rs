@@ -3,7 +3,7 @@
 //! Layers, bottom to top; a module imports only from layers below it (docs/architecture.md is the map):
 //! 1. `fault` (kill points for the soak), then `atomic` (the one way files and folders are written), then `data`
 //!    (plain serde records: tasks, messages, trajectories, dataset rows; JSONL), `quant` (GGUF block types),
-//!    `stats`, `progress`, `lock`: no tensors.
+//!    `stats`, `progress`, `lock`, `tfevents` (TensorBoard event files): no tensors.
 //! 2. `simd`: the run-time-dispatched CPU kernels.
 //! 3. `model`: GGUF and safetensors loading, the transformer, tokenizer, chat template, LoRA adapters.
 //! 4. `sample` (generation), `train` (LoRA SFT and GRPO/SDAR on the model), `export` (merged Hugging Face models);
@@ -23,6 +23,7 @@ pub mod lock;
 pub mod progress;
 pub mod quant;
 pub mod stats;
+pub mod tfevents;
 
 pub mod simd;
 

@@ -29,8 +29,8 @@ pub struct TrainArgs {
     /// (docs/chat-data.md). grpo, sdar: trajectories.
     #[arg(long, required_unless_present = "bench")]
     pub data: Option<PathBuf>,
-    /// Run folder: checkpoint/, metrics.jsonl, its curves (loss.svg; rl.svg for grpo and sdar), and the final adapter
-    /// in OUT/adapter (PEFT format).
+    /// Run folder: checkpoint/, metrics.jsonl, its curves (loss.svg; rl.svg for grpo and sdar), the same numbers as
+    /// TensorBoard scalars in tensorboard/, and the final adapter in OUT/adapter (PEFT format).
     #[arg(long, required_unless_present = "bench")]
     pub out: Option<PathBuf>,
     /// LoRA rank.

@@ -42,6 +42,9 @@ pub struct LoopConfig {
     /// Privileged context for SDAR's teacher and hinted rollouts.
     #[serde(default)]
     pub hint: HintConfig,
+    /// How `train.backend = "trl"` launches TRL.
+    #[serde(default, skip_serializing_if = "TrlConfig::is_default")]
+    pub trl: TrlConfig,
     /// Sample rollouts and evaluations on OpenAI-compatible servers instead of in this process (training stays
     /// here). A resumed run may point at other servers: this section is not part of the run's identity.
     #[serde(default, skip_serializing_if = "Option::is_none")]
@@ -220,6 +223,10 @@ pub struct TrainConfig {
     pub dropout: f32,
     /// Among q, k, v, o, gate, up, down.
     pub targets: Vec<String>,
+    /// Who trains the rounds' SFT: this process (`autodidact`), or TRL + PEFT under `accelerate launch` (`trl`; the
+    /// `[trl]` section says how it is started).
+    #[serde(skip_serializing_if = "TrainBackend::is_default")]
+    pub backend: TrainBackend,
     /// lr, warmup, min_lr_ratio, epochs, batch_size, grad_accum, max_grad_norm, weight_decay, seed, save_every:
     /// the same settings and defaults as `autodidact train`'s (round r trains with seed `seed + r`). The RL
     /// objectives take their own lr, warmup, min_lr_ratio and epochs from `[rl]`.
@@ -236,6 +243,7 @@ impl Default for TrainConfig {
             alpha: 16.0,
             dropout: 0.05,
             targets: ["q", "k", "v", "o", "gate", "up", "down"].map(String::from).to_vec(),
+            backend: TrainBackend::Autodidact,
             optim: OptimParams::SFT,
         }
     }
@@ -252,6 +260,61 @@ impl TrainConfig {
 
 /// GRPO / SDAR settings (method.md §2). The adapter shape, `batch_size` (episodes per micro-batch), seed,
 /// clipping and checkpoints come from `[train]`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum TrainBackend {
+    /// The in-process CPU trainer (src/train/sft.rs).
+    #[default]
+    Autodidact,
+    /// scripts/trl/sft.py under `accelerate launch`: the same rows, batches, starting adapter and optimiser.
+    Trl,
+}
+
+impl TrainBackend {
+    fn is_default(&self) -> bool {
+        *self == TrainBackend::Autodidact
+    }
+}
+
+/// How `train.backend = "trl"` starts its trainer: `<accelerate> launch <launch_args> <script> <job.json>`, as a
+/// child process without a shell and with only `env` as its environment.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct TrlConfig {
+    /// The `accelerate` program: a path, or a name looked up on PATH (scripts/trl-venv.sh installs one).
+    pub accelerate: String,
+    /// Arguments of `accelerate launch` before the script, e.g. `["--num_processes", "8", "--config_file", "ds.yaml"]`.
+    pub launch_args: Vec<String>,
+    pub script: PathBuf,
+    /// The launcher's whole environment (e.g. `OMP_NUM_THREADS`, `CUDA_VISIBLE_DEVICES`, `HF_HOME`).
+    pub env: std::collections::BTreeMap<String, String>,
+    /// A Hugging Face folder with the base model's weights; unset: the model converted to f32 once into
+    /// `<run>/trl-base/` (a GGUF's quantized blocks dequantized: the very weights the in-process trainer uses).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub base: Option<PathBuf>,
+    /// The dtype the script loads the base in (`float32`, `bfloat16`, `float16`).
+    pub dtype: String,
+}
+
+impl Default for TrlConfig {
+    fn default() -> Self {
+        TrlConfig {
+            accelerate: ".cache/trl-venv/bin/accelerate".into(),
+            launch_args: vec!["--num_processes".into(), "1".into()],
+            script: PathBuf::from("scripts/trl/sft.py"),
+            env: std::collections::BTreeMap::new(),
+            base: None,
+            dtype: "float32".into(),
+        }
+    }
+}
+
+impl TrlConfig {
+    fn is_default(&self) -> bool {
+        *self == TrlConfig::default()
+    }
+}
+
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(deny_unknown_fields, default)]
 pub struct RlConfig {
@@ -403,6 +466,12 @@ impl LoopConfig {
         if self.rollout.hinted && self.train.objective.is_rl() {
             return bad("rollout.hinted", "hinted rollouts feed the filtered (sft) loop; SDAR uses the hint through its teacher");
         }
+        if self.train.backend == TrainBackend::Trl && self.train.objective.is_rl() {
+            return bad("train.backend", "the TRL backend trains the filtered loop's SFT rounds; GRPO and SDAR run in this process");
+        }
+        if !matches!(self.trl.dtype.as_str(), "float32" | "bfloat16" | "float16") {
+            return bad("trl.dtype", "must be float32, bfloat16 or float16");
+        }
         if self.rl.then_sft && !self.train.objective.is_rl() {
             return bad("rl.then_sft", "follows an RL update: set train.objective to `grpo` or `sdar`");
         }
@@ -474,6 +543,25 @@ mod tests {
             }
         }
         assert!(n >= 2, "a quickstart and a fuller config");
+    }
+
+    /// `train.backend = "trl"` with its `[trl]` section survives the pinned config's round trip; it trains SFT only;
+    /// a config without either pins exactly as before they existed.
+    #[test]
+    fn the_trl_backend_is_configured_and_pinned() {
+        let cfg = load_str(
+            "name = \"x\"\nrounds = 1\n[train]\nbackend = \"trl\"\n[trl]\nlaunch_args = [\"--num_processes\", \"8\"]\nenv = { OMP_NUM_THREADS = \"4\" }\n",
+        )
+        .unwrap();
+        assert_eq!((cfg.train.backend, cfg.trl.launch_args.len(), cfg.trl.env["OMP_NUM_THREADS"].as_str()), (TrainBackend::Trl, 2, "4"));
+        let back: LoopConfig = toml::from_str(&toml::to_string_pretty(&cfg).unwrap()).unwrap();
+        assert_eq!(back, cfg);
+        let plain = toml::to_string_pretty(&load_str("name = \"x\"\nrounds = 1\n").unwrap()).unwrap();
+        assert!(!plain.contains("backend") && !plain.contains("[trl]"), "{plain}");
+        let e = format!("{:#}", load_str("name = \"x\"\nrounds = 1\n[train]\nbackend = \"trl\"\nobjective = \"grpo\"\n[rollout]\ntop_p = 1.0\n").unwrap_err());
+        assert!(e.contains("train.backend"), "{e}");
+        let e = format!("{:#}", load_str("name = \"x\"\nrounds = 1\n[train]\nbackend = \"torchtune\"\n").unwrap_err());
+        assert!(e.contains("c.toml") && e.contains("torchtune"), "{e}");
     }
 
     #[test]

@@ -11,6 +11,8 @@
 //! runs/<name>/round-NNN/train/            checkpoint/, metrics.jsonl, adapter/
 //! runs/<name>/round-NNN/round.json        the round's record, written last
 //! runs/<name>/report.md, curves.svg, metrics.jsonl   rebuilt from the records after every round
+//! runs/<name>/tensorboard/rounds/          TensorBoard scalars of every round's figures (step = round)
+//! runs/<name>/tensorboard/round-NNN/train/ ... of every training step of the round (as train/metrics.jsonl)
 //! ```
 //! Every stage skips itself when its output exists, so rerunning the same command after a kill continues
 //! where it stopped and rewrites nothing that was finished.

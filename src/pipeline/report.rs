@@ -1,5 +1,6 @@
 //! The loop's human and machine summaries, rebuilt from the round records after every round: report.md,
-//! curves.svg and metrics.jsonl (all written atomically, so a reader never sees half a file).
+//! curves.svg and metrics.jsonl (all written atomically, so a reader never sees half a file), and each new round's
+//! TensorBoard scalars (appended).
 use std::collections::BTreeSet;
 use std::fmt::Write as _;
 use std::path::Path;
@@ -7,13 +8,14 @@ use std::path::Path;
 use super::config::LoopConfig;
 use super::plot::{svg, Chart, Series};
 use super::records::{overall, RoundRecord};
-use super::stages::round_dir;
+use super::stages::{round_dir, TENSORBOARD};
 use super::train_plots::rl_svg;
 use crate::agent::metrics::EvalReport;
 use crate::atomic::write_file;
 use crate::data::jsonl::{read_jsonl, write_jsonl_atomic};
 use crate::data::ReadMode;
 use crate::data::Split;
+use crate::tfevents::{self, Event, EventWriter};
 use crate::train::rl::RlStepMetrics;
 
 pub fn write_all(cfg: &LoopConfig, dir: &Path, records: &[RoundRecord], dev_origin: &str) -> anyhow::Result<()> {
@@ -22,6 +24,7 @@ pub fn write_all(cfg: &LoopConfig, dir: &Path, records: &[RoundRecord], dev_orig
     write_file(&dir.join("curves.svg"), curves(records).as_bytes())?;
     crate::fault::point("report:curves");
     write_jsonl_atomic(&dir.join("metrics.jsonl"), &metrics(dir, records)?)?;
+    write_round_events(dir, records)?;
     if let Some(rl) = rl_curves(dir, records)? {
         write_file(&dir.join("rl.svg"), rl.as_bytes())?;
     }
@@ -303,20 +306,51 @@ pub fn curves(records: &[RoundRecord]) -> String {
     ])
 }
 
+/// A round's figures, as the report shows them: one line of metrics.jsonl and the round's TensorBoard scalars.
+fn round_line(r: &RoundRecord) -> serde_json::Value {
+    let all = r.test.row("all", None);
+    let pass_at_k: serde_json::Map<String, serde_json::Value> =
+        all.map(|a| a.pass_at_k.iter().filter_map(|p| Some((p.k.to_string(), p.value?.into()))).collect()).unwrap_or_default();
+    let by_suite: serde_json::Map<String, serde_json::Value> =
+        r.test.rows.iter().filter(|x| x.suite != "all" && x.difficulty.is_none()).map(|x| (x.suite.clone(), x.success_rate.into())).collect();
+    let by_source = |split: Split| -> serde_json::Map<String, serde_json::Value> {
+        r.sources.iter().filter(|x| x.split == split).map(|x| (x.source.clone(), x.success_rate.into())).collect()
+    };
+    serde_json::json!({
+        "event": "round", "round": r.round, "test_success": r.success(), "dev_success": r.dev.as_ref().map(|d| overall(d).0),
+        "test_success_no_fewshot": r.test_no_fewshot.as_ref().map(|t| overall(t).0),
+        "test_pass_at_k": pass_at_k, "test_success_by_suite": by_suite,
+        "dev_success_by_source": by_source(Split::Dev), "test_success_by_source": by_source(Split::Test),
+        "mean_turns": all.map(|a| a.mean_turns), "train_success": r.rollout.as_ref().map(|x| x.success_rate),
+        "kept": r.filter.as_ref().map(|f| f.kept), "trained_tokens": r.filter.as_ref().map(|f| f.trained_tokens),
+        "first_loss": r.train.as_ref().and_then(|t| t.first_loss), "loss": r.train.as_ref().and_then(|t| t.last_loss),
+        "promoted": r.gate.as_ref().map(|g| g.promoted), "episodes_per_minute": r.rollout.as_ref().map(|x| x.episodes_per_minute),
+        "generated_tokens_per_second": r.rollout.as_ref().map(|x| x.generated_tokens_per_second),
+        "train_tokens_per_second": r.train.as_ref().map(|t| t.tokens_per_second), "seconds": r.seconds,
+    })
+}
+
+/// `<run>/tensorboard/rounds/`: every number of a round's line as the scalar `round/<field>` at step = round. Round
+/// records never change once written, so each round is appended once, after the rounds already there.
+fn write_round_events(dir: &Path, records: &[RoundRecord]) -> anyhow::Result<()> {
+    let tb = dir.join(TENSORBOARD).join("rounds");
+    let have: BTreeSet<i64> = tfevents::read_dir(&tb)?.iter().filter(|e| !e.scalars.is_empty()).map(|e| e.step).collect();
+    let missing: Vec<&RoundRecord> = records.iter().filter(|r| !have.contains(&(r.round as i64))).collect();
+    if missing.is_empty() {
+        return Ok(());
+    }
+    let mut w = EventWriter::append_to_newest(&tb)?;
+    for r in missing {
+        w.write(&Event::scalars(r.round as i64, tfevents::scalars_of(&round_line(r), "round", &["event", "round"])))?;
+    }
+    Ok(())
+}
+
 /// One event per line: each round's summary, then its training steps.
 fn metrics(dir: &Path, records: &[RoundRecord]) -> anyhow::Result<Vec<serde_json::Value>> {
     let mut out = Vec::new();
     for r in records {
-        let all = r.test.row("all", None);
-        out.push(serde_json::json!({
-            "event": "round", "round": r.round, "test_success": r.success(), "dev_success": r.dev.as_ref().map(|d| overall(d).0),
-            "test_success_no_fewshot": r.test_no_fewshot.as_ref().map(|t| overall(t).0),
-            "mean_turns": all.map(|a| a.mean_turns), "train_success": r.rollout.as_ref().map(|x| x.success_rate),
-            "kept": r.filter.as_ref().map(|f| f.kept), "loss": r.train.as_ref().and_then(|t| t.last_loss),
-            "promoted": r.gate.as_ref().map(|g| g.promoted), "episodes_per_minute": r.rollout.as_ref().map(|x| x.episodes_per_minute),
-            "generated_tokens_per_second": r.rollout.as_ref().map(|x| x.generated_tokens_per_second),
-            "train_tokens_per_second": r.train.as_ref().map(|t| t.tokens_per_second), "seconds": r.seconds,
-        }));
+        out.push(round_line(r));
         for (sub, event, ran) in [("train", "train_step", r.train.is_some()), ("train-sft", "sft_step", r.sft.is_some())] {
             let steps = round_dir(dir, r.round).join(sub).join("metrics.jsonl");
             if ran && steps.is_file() {

@@ -6,8 +6,8 @@ use std::path::{Path, PathBuf};
 
 use anyhow::Context;
 
-use super::config::{LoopConfig, TrainMode};
-use super::jobs::{self, RlJob, SftJob};
+use super::config::{LoopConfig, TrainBackend, TrainMode};
+use super::jobs::{self, RlJob, SftJob, TrlJob};
 use super::records::{read_json, FilterRecord, HintedRecord, RlRecord, RolloutRecord, SourceResult, TrainRecord};
 use super::tasks::TaskSets;
 use crate::agent::episode::Limits;
@@ -23,11 +23,14 @@ use crate::model::lora::{LoraAdapter, LoraConfig};
 use crate::model::LoadedModel;
 use crate::rollout::{run_rollout, Remote, RolloutParams};
 use crate::sample::SamplingParams;
+use crate::train::metrics_log::sync_events;
 use crate::train::rl::{Objective, RlParams, RlStepMetrics};
 use crate::train::{OptimParams, SftParams};
 
 pub const TRAJECTORIES: &str = "trajectories.jsonl";
 pub const EVAL_FILE: &str = "eval.json";
+/// The run's TensorBoard folder.
+pub const TENSORBOARD: &str = "tensorboard";
 
 pub struct Stages<'a> {
     pub cfg: &'a LoopConfig,
@@ -289,22 +292,50 @@ impl Stages<'_> {
         jobs::start_adapter(&self.model, start.map(|rel| self.dir.join(rel)).as_deref(), &shape, c.optim.seed + round as u64)
     }
 
+    /// The Hugging Face folder TRL loads the base model from: `trl.base`, or the model converted to f32 once into
+    /// `<run>/trl-base/` (dequantized GGUF blocks are exact: the weights this process trains on).
+    fn trl_base(&self) -> anyhow::Result<PathBuf> {
+        if let Some(b) = &self.cfg.trl.base {
+            return Ok(b.clone());
+        }
+        let dir = self.dir.join("trl-base");
+        if !dir.join("model.safetensors").is_file() {
+            say(self.quiet, format_args!("  writing the base model for TRL into {}", dir.display()));
+            crate::export::hf::write_hf_folder(&self.model, None, &dir, crate::export::hf::SaveDType::F32)?;
+        }
+        Ok(dir)
+    }
+
+    /// Where the TensorBoard events of a round's training go: `<run>/tensorboard/round-NNN/<sub>`, beside the
+    /// rounds' own (`<run>/tensorboard/rounds`), so that one `tensorboard --logdir <run>/tensorboard` shows them all.
+    fn tensorboard_dir(&self, round: usize, sub: &str) -> PathBuf {
+        self.dir.join(TENSORBOARD).join(format!("round-{round:03}")).join(sub)
+    }
+
     /// LoRA SFT into `<round>/<sub>/` (`train`, or `train-sft` after an RL update; the adapter in
     /// `<sub>/adapter`); `start` is the adapter to continue.
     pub fn train(&self, round: usize, round_dir: &Path, sub: &str, rows: &[DatasetRow], start: Option<&Path>) -> anyhow::Result<TrainRecord> {
         let dir = round_dir.join(sub);
+        let tensorboard = self.tensorboard_dir(round, sub);
         let done = dir.join("adapter").join("adapter_config.json").is_file();
         let c = &self.cfg.train;
         if !done {
             let adapter = self.start_adapter(round, start.filter(|_| c.mode == TrainMode::Continue))?;
             say(self.quiet, format_args!("  train: {} rows ({:?} mode)", rows.len(), c.mode));
             let optim = OptimParams { seed: c.optim.seed + round as u64, ..c.optim };
-            let params = SftParams { resume: true, ..SftParams::new(optim, self.model.config().max_position_embeddings, dir.clone()) };
-            let job = jobs::run_sft(SftJob { model: &self.model, adapter, rows, params, quiet: self.quiet })?;
-            anyhow::ensure!(job.outcome.finished, "training stopped before the end of its schedule ({} steps)", job.outcome.steps);
+            let params =
+                SftParams { resume: true, tensorboard: tensorboard.clone(), ..SftParams::new(optim, self.model.config().max_position_embeddings, dir.clone()) };
+            if c.backend == TrainBackend::Trl {
+                let base = self.trl_base()?;
+                jobs::run_trl(TrlJob { model: &self.model, adapter, rows, params, trl: &self.cfg.trl, base: &base, quiet: self.quiet })?;
+            } else {
+                let job = jobs::run_sft(SftJob { model: &self.model, adapter, rows, params, quiet: self.quiet })?;
+                anyhow::ensure!(job.outcome.finished, "training stopped before the end of its schedule ({} steps)", job.outcome.steps);
+            }
         } else {
             // Rewritten every time (atomically, from the metrics alone), so a run killed right after training has it too.
             super::train_plots::write_sft_plot(&dir)?;
+            sync_events(&dir.join("metrics.jsonl"), &tensorboard)?;
         }
         train_record(&dir.join("metrics.jsonl"))
     }
@@ -315,8 +346,10 @@ impl Stages<'_> {
     /// `train/adapter`, the record in `train/summary.json`, written last); `start` is the adapter to continue.
     pub fn train_rl(&self, round: usize, round_dir: &Path, trajs: &[Trajectory], start: Option<&Path>) -> anyhow::Result<TrainRecord> {
         let dir = round_dir.join("train");
+        let tensorboard = self.tensorboard_dir(round, "train");
         let summary = dir.join("summary.json");
         if summary.is_file() {
+            sync_events(&dir.join("metrics.jsonl"), &tensorboard)?;
             return read_json(&summary);
         }
         let (c, r) = (&self.cfg.train, &self.cfg.rl);
@@ -329,6 +362,7 @@ impl Stages<'_> {
             resume: true,
             shared_prefix: r.shared_prefix,
             std_floor: r.std_floor,
+            tensorboard,
             ..RlParams::new(c.objective, self.cfg.rl_optim(round), self.model.config().max_position_embeddings, dir.clone())
         };
         say(

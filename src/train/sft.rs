@@ -3,7 +3,6 @@
 //! setup (adapter, optimizer, or resume from `out_dir/checkpoint`) -> for each step: `grad_accum` micro-batches,
 //! loss = sum of -log p over trained tokens / trained tokens of the whole step -> clip -> AdamW -> metrics ->
 //! checkpoint every `save_every` steps and at the end. The final adapter is written to `out_dir/adapter`.
-use std::io::Write;
 use std::path::{Path, PathBuf};
 use std::time::Instant;
 
@@ -12,6 +11,7 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::{self, TrainState};
 use super::data::{epoch_batches, validate_rows, TrainRow};
+use super::metrics_log::MetricsLog;
 use super::model::{next_token_targets, Batch, LoraVars, TrainModel};
 use super::optim::{clip_grad_norm, lr_at, AdamW, AdamWParams, OptimParams};
 use super::{Result, TrainError};
@@ -27,6 +27,8 @@ pub struct SftParams {
     pub max_seq_len: usize,
     /// Receives `checkpoint/`, `adapter/` and `metrics.jsonl`.
     pub out_dir: PathBuf,
+    /// TensorBoard event files of the steps (`out_dir/tensorboard` unless the caller gathers them elsewhere).
+    pub tensorboard: PathBuf,
     /// Continue from `out_dir/checkpoint` when it exists.
     pub resume: bool,
     /// Stop (with a checkpoint) after this many steps in total, keeping the schedule of the full run.
@@ -36,14 +38,37 @@ pub struct SftParams {
 impl SftParams {
     /// A fresh run into `out_dir` with the given optimiser settings.
     pub fn new(optim: OptimParams, max_seq_len: usize, out_dir: PathBuf) -> Self {
-        SftParams { optim, max_steps: None, max_seq_len, out_dir, resume: false, stop_after: None }
+        let tensorboard = out_dir.join("tensorboard");
+        SftParams { optim, max_steps: None, max_seq_len, out_dir, tensorboard, resume: false, stop_after: None }
     }
 
     /// The step count of the run on rows of these lengths.
     pub fn total_steps(&self, lengths: &[usize]) -> usize {
+        self.plan(lengths).len()
+    }
+
+    /// Every step of the run on rows of these lengths, in order: `grad_accum` micro-batches each (the last step may
+    /// have fewer), `epochs` passes over the rows in `epoch_batches` order, or `max_steps` steps. This trainer and
+    /// an external one (the loop's TRL backend) follow the same plan.
+    pub fn plan(&self, lengths: &[usize]) -> Vec<PlannedStep> {
         let o = &self.optim;
-        let per_epoch = epoch_batches(lengths, o.batch_size.max(1), o.seed, 0).len();
-        self.max_steps.unwrap_or_else(|| (o.epochs * per_epoch).div_ceil(o.grad_accum.max(1)))
+        let (bs, accum) = (o.batch_size.max(1), o.grad_accum.max(1));
+        let per_epoch = epoch_batches(lengths, bs, o.seed, 0).len();
+        let total_micro = self.max_steps.map_or(o.epochs * per_epoch, |s| s * accum);
+        let mut micro: Vec<(usize, usize, Vec<usize>)> = Vec::with_capacity(total_micro);
+        let mut epoch = 0;
+        while micro.len() < total_micro && per_epoch > 0 {
+            let batches = epoch_batches(lengths, bs, o.seed, epoch);
+            micro.extend(batches.into_iter().enumerate().map(|(i, b)| (epoch, i + 1, b)).take(total_micro - micro.len()));
+            epoch += 1;
+        }
+        micro
+            .chunks(accum)
+            .map(|c| {
+                let &(epoch, next_batch, _) = c.last().expect("chunks are not empty");
+                PlannedStep { epoch, next_batch, micro: c.iter().map(|m| m.2.clone()).collect() }
+            })
+            .collect()
     }
 
     /// What a resumed run must share with the run that wrote the checkpoint.
@@ -94,11 +119,13 @@ pub struct SftOutcome {
     pub finished: bool,
 }
 
-/// Micro-batch stream position across epochs.
-struct Cursor {
-    epoch: usize,
-    next: usize,
-    batches: Vec<Vec<usize>>,
+/// One optimizer step of a run's plan: its micro-batches (row indices), and where the data position is after it (the
+/// epoch of its last micro-batch and the index after that one in its epoch's order).
+#[derive(Debug, Clone, PartialEq)]
+pub struct PlannedStep {
+    pub epoch: usize,
+    pub next_batch: usize,
+    pub micro: Vec<Vec<usize>>,
 }
 
 /// Trains `adapter` on `rows` (or resumes from `p.out_dir/checkpoint`). `on_step` sees every step's metrics.
@@ -108,33 +135,28 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
     let o = &p.optim;
     validate_rows(rows, p.max_seq_len)?;
     let lengths: Vec<usize> = rows.iter().map(|r| r.token_ids.len()).collect();
-    let batches_per_epoch = epoch_batches(&lengths, o.batch_size, o.seed, 0).len();
-    let total_steps = match p.max_steps {
-        Some(s) => s,
-        None => (o.epochs * batches_per_epoch).div_ceil(o.grad_accum),
-    };
+    let plan = p.plan(&lengths);
+    let total_steps = plan.len();
     if total_steps == 0 {
         return Err(TrainError::Params("the run has no steps (epochs = 0 or max_steps = 0)".into()));
     }
-    let total_micro = p.max_steps.map_or(o.epochs * batches_per_epoch, |s| s * o.grad_accum);
     let ckpt_dir = p.out_dir.join("checkpoint");
     let metrics_path = p.out_dir.join("metrics.jsonl");
     std::fs::create_dir_all(&p.out_dir).map_err(|e| TrainError::io(&p.out_dir, e))?;
+    let mut log = MetricsLog::new(metrics_path, p.tensorboard.clone());
     let fingerprint = p.fingerprint(rows.len());
-    let resumed = if p.resume { resume(model, &adapter, &ckpt_dir, &fingerprint, &metrics_path, o.adam())? } else { None };
+    let resumed = if p.resume { resume(model, &adapter, &ckpt_dir, &fingerprint, &mut log, o.adam())? } else { None };
     let (vars, mut opt, mut state) = if let Some(r) = resumed {
         r
     } else {
         let vars = LoraVars::from_adapter(&adapter, model.device())?;
         let opt = AdamW::new(o.adam(), &vars.named_vars())?;
-        std::fs::write(&metrics_path, "").map_err(|e| TrainError::io(&metrics_path, e))?;
+        log.start()?;
         let state = TrainState { step: 0, epoch: 0, next_batch: 0, seed: o.seed, trained_tokens: 0, total_steps, fingerprint, last_loss: None };
         (vars, opt, state)
     };
     let named = vars.named_vars();
     let names: Vec<String> = named.iter().map(|(n, _)| n.clone()).collect();
-    let mut cursor = Cursor { epoch: state.epoch, next: state.next_batch, batches: epoch_batches(&lengths, o.batch_size, o.seed, state.epoch) };
-    let mut micro_done = state.epoch * batches_per_epoch + state.next_batch;
     let stop_at = p.stop_after.unwrap_or(total_steps).min(total_steps);
 
     // ---- loop
@@ -142,19 +164,9 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
         let t0 = Instant::now();
         let step = state.step;
         // The step's micro-batches, and its trained-token count for the loss normalisation.
-        let mut micro: Vec<Vec<usize>> = Vec::with_capacity(o.grad_accum);
-        while micro.len() < o.grad_accum && micro_done < total_micro {
-            if cursor.next == cursor.batches.len() {
-                cursor = Cursor { epoch: cursor.epoch + 1, next: 0, batches: epoch_batches(&lengths, o.batch_size, o.seed, cursor.epoch + 1) };
-            }
-            micro.push(cursor.batches[cursor.next].clone());
-            cursor.next += 1;
-            micro_done += 1;
-        }
+        let planned = &plan[step];
+        let micro = &planned.micro;
         let step_tokens: usize = micro.iter().flatten().map(|&i| rows[i].trained_tokens()).sum();
-        if micro.is_empty() || step_tokens == 0 {
-            break;
-        }
 
         let mut grads: Vec<Option<Tensor>> = vec![None; named.len()];
         let mut nll_sum = 0f64;
@@ -174,13 +186,13 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
         let (grad_norm, lr) = apply_step(&mut opt, &named, grads, mean_loss, step, &schedule, &ckpt_dir)?;
 
         state.step += 1;
-        state.epoch = cursor.epoch;
-        state.next_batch = cursor.next;
+        state.epoch = planned.epoch;
+        state.next_batch = planned.next_batch;
         state.trained_tokens += step_tokens as u64;
         state.last_loss = Some(mean_loss);
         let m = StepMetrics {
             step: state.step,
-            epoch: cursor.epoch,
+            epoch: planned.epoch,
             loss: mean_loss,
             lr,
             grad_norm,
@@ -188,7 +200,7 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
             step_tokens,
             trained_tokens: state.trained_tokens,
         };
-        append_metrics(&metrics_path, &m)?;
+        log.append(&m)?;
         on_step(&m);
         save_if_due(&ckpt_dir, &vars, &opt, &names, &state, stop_at, o.save_every)?;
     }
@@ -196,7 +208,7 @@ pub fn train_sft(model: &TrainModel, adapter: LoraAdapter, rows: &[TrainRow], p:
     // ---- finish
     let adapter = vars.to_adapter()?;
     let adapter_dir = p.out_dir.join("adapter");
-    let finished = state.step >= total_steps || micro_done >= total_micro;
+    let finished = state.step >= total_steps;
     if finished {
         adapter.save(&adapter_dir)?;
     }
@@ -214,14 +226,14 @@ pub(super) fn dropout_seed(seed: u64, step: usize, micro: usize) -> u64 {
 }
 
 /// A checkpoint in `ckpt_dir` to continue from: the adapter's variables, the optimizer and the loop state. None
-/// when there is none; an error when it was written with other parameters (`fingerprint`). Metric lines of steps
-/// after the checkpoint are dropped (they will be redone).
+/// when there is none; an error when it was written with other parameters (`fingerprint`). Logged steps after the
+/// checkpoint are dropped (they will be redone).
 pub(super) fn resume(
     model: &TrainModel,
     adapter: &LoraAdapter,
     ckpt_dir: &Path,
     fingerprint: &str,
-    metrics_path: &Path,
+    log: &mut MetricsLog,
     adam: AdamWParams,
 ) -> Result<Option<(LoraVars, AdamW, TrainState)>> {
     if !ckpt_dir.join(checkpoint::STATE_FILE).is_file() {
@@ -236,7 +248,7 @@ pub(super) fn resume(
         });
     }
     let vars = LoraVars::from_adapter(&ck.adapter, model.device())?;
-    keep_metrics_up_to(metrics_path, ck.state.step)?;
+    log.keep_up_to(ck.state.step)?;
     Ok(Some((vars, AdamW { params: adam, t: ck.adam_t, m: ck.m, v: ck.v }, ck.state)))
 }
 
@@ -300,25 +312,4 @@ pub(super) fn accumulate_grads(grads: &mut [Option<Tensor>], gs: &candle_core::b
         });
     }
     Ok(())
-}
-
-pub(super) fn append_metrics<M: Serialize>(path: &Path, m: &M) -> Result<()> {
-    let mut f = std::fs::OpenOptions::new().create(true).append(true).open(path).map_err(|e| TrainError::io(path, e))?;
-    let line = serde_json::to_string(m).map_err(|e| TrainError::Data(e.to_string()))?;
-    writeln!(f, "{line}").map_err(|e| TrainError::io(path, e))
-}
-
-/// After a resume, drops metric lines of steps the checkpoint does not contain (they will be redone).
-pub(super) fn keep_metrics_up_to(path: &Path, step: usize) -> Result<()> {
-    let text = match std::fs::read_to_string(path) {
-        Ok(t) => t,
-        Err(e) if e.kind() == std::io::ErrorKind::NotFound => return Ok(()),
-        Err(e) => return Err(TrainError::io(path, e)),
-    };
-    let kept: String = text
-        .lines()
-        .filter(|l| serde_json::from_str::<serde_json::Value>(l).ok().and_then(|v| v["step"].as_u64()).is_some_and(|s| s as usize <= step))
-        .map(|l| format!("{l}\n"))
-        .collect();
-    std::fs::write(path, kept).map_err(|e| TrainError::io(path, e))
 }

@@ -7,7 +7,7 @@ use std::path::Path;
 const LAYERS: &[&[&str]] = &[
     &["fault"],
     &["atomic"],
-    &["data", "quant", "stats", "progress", "lock"],
+    &["data", "quant", "stats", "progress", "lock", "tfevents"],
     &["simd"],
     &["model"],
     &["sample", "train", "export", "tools", "backend"],

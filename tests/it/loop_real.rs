@@ -131,6 +131,12 @@ fn check_artefacts(run: &Path) {
     let metrics = lines(&run.join("metrics.jsonl"));
     assert_eq!(metrics.iter().filter(|m| m["event"] == "round").count(), 2);
     assert_eq!(metrics.iter().filter(|m| m["event"] == "train_step").count(), steps.len());
+    // TensorBoard: each round's figures (pass@k and the task file's success among them) and each training step, the
+    // numbers of the JSONL files, each once.
+    let rounds: Vec<Value> = metrics.iter().filter(|m| m["event"] == "round").cloned().collect();
+    assert!(rounds[1]["test_pass_at_k"]["2"].is_number() && rounds[1]["test_success_by_source"].as_object().unwrap().len() == 2, "{}", rounds[1]);
+    assert_eq!(common::assert_events_match(&rounds, &run.join("tensorboard/rounds"), "round", "round", &["event", "round"]), 2);
+    assert_eq!(common::assert_events_match(&steps, &run.join("tensorboard/round-001/train"), "step", "train", &["step"]), steps.len());
     let md = std::fs::read_to_string(run.join("report.md")).unwrap();
     assert!(md.contains("| 0 | base |") && md.contains("| 1 | ") && md.contains("mine.test.jsonl") && md.contains("Dev split: 3 generated tasks"), "{md}");
     let svg = std::fs::read_to_string(run.join("curves.svg")).unwrap();
@@ -139,6 +145,8 @@ fn check_artefacts(run: &Path) {
 
 #[test]
 fn loop_runs_end_to_end_and_resumes_after_a_kill() {
+    // TensorBoard's reader is installed meanwhile.
+    let tensorboard = std::thread::spawn(common::tensorboard_python);
     let dir = tempfile::tempdir().unwrap();
     let straight = config(dir.path(), "straight", 4);
     let o = run(&straight);
@@ -164,6 +172,9 @@ fn loop_runs_end_to_end_and_resumes_after_a_kill() {
         "the CLI's adapter differs from the loop's"
     );
     assert_eq!(std::fs::read(out.join("loss.svg")).unwrap(), std::fs::read(a.join("round-001/train/loss.svg")).unwrap());
+    tensorboard.join().unwrap();
+    let checked = common::tensorboard_check(&[&a, &out]);
+    assert_eq!(checked.lines().filter(|l| l.starts_with("ok ")).count(), 3, "{checked}");
 
     // The same experiment under another name, killed once its round-1 rollouts have started, then rerun. Its
     // round 0 (the base model's evaluation, the same for both) is copied, as scripts/dev/compare-rl.sh does.

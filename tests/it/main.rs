@@ -35,3 +35,4 @@ mod train_model;
 mod train_ops;
 mod train_rl;
 mod train_sft;
+mod train_trl;

@@ -1,6 +1,8 @@
 //! The SFT recipe on the tiny model: loss falls, only masked tokens count, exact resume, clear failures.
 use std::path::Path;
 
+use super::common;
+
 use autodidact::model::lora::{LoraAdapter, LoraConfig, Proj};
 use autodidact::train::tiny::{tiny_config, tiny_weights};
 use autodidact::train::{train_sft, OptimParams, SftParams, StepMetrics, TrainError, TrainModel, TrainRow};
@@ -138,6 +140,12 @@ fn resume_is_bit_identical() {
     let first = train_sft(&m, a.clone(), &data, &SftParams { stop_after: Some(half), ..p(resumed.path()) }, &mut |_: &StepMetrics| {}).unwrap();
     assert_eq!(first.steps, half);
     assert!(!first.finished);
+    // A step logged after the last checkpoint, as a kill before the next one leaves it: the resumed run redoes it.
+    let orphan = serde_json::json!({"step": half + 1, "loss": 99.0});
+    let metrics = resumed.path().join("metrics.jsonl");
+    std::fs::write(&metrics, format!("{}{orphan}\n", std::fs::read_to_string(&metrics).unwrap())).unwrap();
+    let mut w = autodidact::tfevents::EventWriter::append_to_newest(&resumed.path().join("tensorboard")).unwrap();
+    w.write(&autodidact::tfevents::Event::scalars(half as i64 + 1, vec![("train/loss".into(), 99.0)])).unwrap();
     // Resuming with another initial adapter must not matter: the checkpoint wins.
     let mut resumed_losses = Vec::new();
     let rest =
@@ -150,6 +158,11 @@ fn resume_is_bit_identical() {
     let text = std::fs::read_to_string(resumed.path().join("metrics.jsonl")).unwrap();
     let steps: Vec<u64> = text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["step"].as_u64().unwrap()).collect();
     assert_eq!(steps, (1..=total as u64).collect::<Vec<_>>());
+    // So do its TensorBoard events (the orphan dropped): the steps before the stop in one file, the resumed ones in a
+    // later one.
+    let tb = resumed.path().join("tensorboard");
+    assert_eq!(common::assert_events_match(&common::jsonl(&resumed.path().join("metrics.jsonl")), &tb, "step", "train", &["step"]), total);
+    assert_eq!(autodidact::tfevents::event_files(&tb).unwrap().len(), 2);
 }
 
 #[test]

@@ -1,8 +1,10 @@
-//! The training jobs that `autodidact train` and the loop's rounds both run: one SFT job and one RL job, each
+//! The training jobs that `autodidact train` and the loop's rounds both run: one SFT job (in this process, or on
+//! TRL + PEFT: `run_trl`) and one RL job, each
 //! from a loaded model, a starting adapter and rows to a trained adapter in `out/adapter`, its `metrics.jsonl`
 //! and its curves. The caller decides only the settings ([`crate::train::OptimParams`] and the job's own).
 mod rl;
 mod sft;
+mod trl;
 
 use std::path::Path;
 
@@ -10,6 +12,7 @@ use anyhow::Context;
 
 pub use rl::{run_rl, RlJob, RlJobOutcome};
 pub use sft::{read_sft_data, run_sft, sft_rows, SftData, SftJob, SftJobOutcome};
+pub use trl::{run_trl, TrlJob};
 
 use crate::model::lora::{LoraAdapter, LoraConfig};
 use crate::model::LoadedModel;

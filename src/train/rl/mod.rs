@@ -17,9 +17,10 @@ use serde::{Deserialize, Serialize};
 
 use super::checkpoint::TrainState;
 use super::data::epoch_batches;
+use super::metrics_log::MetricsLog;
 use super::model::{next_token_targets, Batch, LoraVars, Target, TrainModel};
 use super::optim::{AdamW, OptimParams};
-use super::sft::{accumulate_grads, append_metrics, apply_step, resume, save_if_due, Schedule};
+use super::sft::{accumulate_grads, apply_step, resume, save_if_due, Schedule};
 use super::{Result, TrainError};
 use crate::model::lora::LoraAdapter;
 pub use loss::{advantages, token_terms, RlCoefs, TokenInputs, TokenTerms};
@@ -91,6 +92,8 @@ pub struct RlParams {
     pub groups_per_step: usize,
     pub max_seq_len: usize,
     pub out_dir: PathBuf,
+    /// TensorBoard event files of the steps (`out_dir/tensorboard` unless the caller gathers them elsewhere).
+    pub tensorboard: PathBuf,
     pub resume: bool,
     pub stop_after: Option<usize>,
     /// Forward and backward a task's samples as one packed row with their shared prompt computed once
@@ -109,6 +112,7 @@ impl RlParams {
             optim,
             groups_per_step: 4,
             max_seq_len,
+            tensorboard: out_dir.join("tensorboard"),
             out_dir,
             resume: false,
             stop_after: None,
@@ -427,7 +431,7 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
     std::fs::create_dir_all(&p.out_dir).map_err(|e| TrainError::io(&p.out_dir, e))?;
     let adapter_dir = p.out_dir.join("adapter");
     let ckpt_dir = p.out_dir.join("checkpoint");
-    let metrics_path = p.out_dir.join("metrics.jsonl");
+    let mut log = MetricsLog::new(p.out_dir.join("metrics.jsonl"), p.tensorboard.clone());
     let ref_path = p.out_dir.join(REFERENCE_FILE);
     let fingerprint = p.fingerprint(rows);
     let outcome = |steps, adapter: LoraAdapter, finished, gap| RlOutcome {
@@ -442,12 +446,12 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
     };
     if total_steps == 0 {
         // Every group is flat: no gradient at all. The adapter is unchanged.
-        std::fs::write(&metrics_path, "").map_err(|e| TrainError::io(&metrics_path, e))?;
+        log.start()?;
         adapter.save(&adapter_dir)?;
         return Ok(outcome(0, adapter, true, SamplerGap::default()));
     }
 
-    let resumed = if p.resume { resume(model, &adapter, &ckpt_dir, &fingerprint, &metrics_path, o.adam())? } else { None };
+    let resumed = if p.resume { resume(model, &adapter, &ckpt_dir, &fingerprint, &mut log, o.adam())? } else { None };
     let (vars, mut opt, mut state, reference) = if let Some((vars, opt, state)) = resumed {
         let reference =
             read_reference(&ref_path)?.ok_or_else(|| TrainError::Checkpoint { path: ref_path.clone(), msg: "missing beside the checkpoint".into() })?;
@@ -469,7 +473,7 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
             }
         };
         let opt = AdamW::new(o.adam(), &vars.named_vars())?;
-        std::fs::write(&metrics_path, "").map_err(|e| TrainError::io(&metrics_path, e))?;
+        log.start()?;
         let state = TrainState { step: 0, epoch: 0, next_batch: 0, seed: o.seed, trained_tokens: 0, total_steps, fingerprint, last_loss: None };
         (vars, opt, state, reference)
     };
@@ -532,7 +536,7 @@ pub fn train_rl(model: &TrainModel, adapter: LoraAdapter, rows: &[RlRow], p: &Rl
         state.last_loss = Some(mean_loss);
         let rewards: Vec<f64> = members.iter().map(|&i| rows[i].reward).collect();
         let m = acc.metrics(&state, epoch, step_tokens, lr, grad_norm, t0.elapsed().as_secs_f64(), &rewards, zero_share);
-        append_metrics(&metrics_path, &m)?;
+        log.append(&m)?;
         on_step(&m);
         save_if_due(&ckpt_dir, &vars, &opt, &names, &state, stop_at, o.save_every)?;
     }
