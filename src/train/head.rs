@@ -3,7 +3,7 @@
 //!
 //! The vocabulary is large (49k words for SmolLM2, 262k for Gemma 3), so `n x V` logits kept for the backward
 //! would dominate training memory (268 MB at 256 tokens on Gemma 3, and growing with every token). Instead the
-//! forward takes the rows a chunk at a time (`CHUNK_BYTES` of logits) and, when a gradient will be asked for,
+//! forward takes the rows a chunk at a time (about `CHUNK_BYTES` of logits) and, when a gradient will be asked for,
 //! also finishes each chunk's backward down to `h`: whatever the loss, the gradient of a row's log-prob with
 //! respect to its logits is `onehot(target) - softmax`, so `dh_i = g_i (onehot - softmax_i) W` and only the
 //! `n x H` products wait for the incoming `g_i`. These are the products a backward keeping the logits would
@@ -18,8 +18,11 @@ use super::ops::contiguous;
 use crate::simd::kernels::{dot, exp_shift_sum, max_of, scale};
 use crate::simd::Simd;
 
-/// Bytes of logits held at once (per buffer): a chunk is this many bytes' worth of rows, at least one row.
-const CHUNK_BYTES: usize = 64 << 20;
+/// Bytes of logits held at once (per buffer): a chunk is this many bytes' worth of rows, but at least
+/// `MIN_CHUNK_ROWS`, so that each packing or dequantization of W serves enough rows to cost little next to the
+/// products (Gemma 3's 262k x 640 output layer at 256 tokens: 4 chunks of 64 MB; SmolLM2's: 2 of 32 MB).
+const CHUNK_BYTES: usize = 32 << 20;
+const MIN_CHUNK_ROWS: usize = 64;
 
 /// Per unit of incoming gradient, each row's gradient of `h`: of its log-prob, and of its entropy (`n x H` each;
 /// the entropy's is empty without entropy).
@@ -36,7 +39,7 @@ pub struct LogProbHead {
     entropy: bool,
     /// Whether the forward computes the gradient products (the input is part of a graph being differentiated).
     grad: bool,
-    /// Rows per chunk; `None`: `CHUNK_BYTES` worth.
+    /// Rows per chunk; `None`: as `CHUNK_BYTES` and `MIN_CHUNK_ROWS` say.
     chunk_rows: Option<usize>,
     saved: Mutex<Option<Saved>>,
 }
@@ -89,7 +92,7 @@ impl LogProbHead {
         if let Some(&t) = self.targets.iter().find(|&&t| t as usize >= v) {
             bail!("log-prob head: target id {t} outside the vocabulary of {v}");
         }
-        let chunk = self.chunk_rows.unwrap_or(CHUNK_BYTES / (4 * v.max(1))).clamp(1, n.max(1));
+        let chunk = self.chunk_rows.unwrap_or((CHUNK_BYTES / (4 * v.max(1))).max(MIN_CHUNK_ROWS)).clamp(1, n.max(1));
         let (mut logprobs, mut entropies) = (vec![0f32; n], vec![0f32; if self.entropy { n } else { 0 }]);
         let mut saved = grad.then(|| Saved { d_logprob: vec![0f32; n * hd], d_entropy: vec![0f32; if self.entropy { n * hd } else { 0 }] });
         let (mut e, mut second) = (vec![0f32; chunk * v], vec![0f32; if self.entropy { chunk * v } else { 0 }]);
