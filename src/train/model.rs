@@ -335,9 +335,9 @@ fn rope_tables(cfg: &ModelConfig, rope: &Rope) -> RopeTables {
     RopeTables { half, cos, sin }
 }
 
-/// Gemma's norm of a block's output before it joins the residual stream (other models add it as is).
-/// `x + post_norm(map(input) W'^T)`: with no post-norm (Llama, Qwen) the residual is added inside the op, so the
-/// projection's output is never kept; Gemma's post-norm needs that output for its backward.
+/// `x + post_norm(map(input) W'^T)`, the post-norm being Gemma's norm of a block's output before it joins the
+/// residual stream (other models add the output as is). Without a post-norm the residual is added inside the op,
+/// so the projection's output is never kept; the post-norm's backward needs that output.
 #[allow(clippy::too_many_arguments)]
 fn residual_linear(
     x: &Tensor,
