@@ -128,7 +128,7 @@ fn a_filter_dataset_trains_to_the_same_adapter_without_its_token_fields() {
     std::fs::write(&cfg_path, cfg.to_string()).unwrap();
     let m = LoadedModel::load(model.to_str().unwrap()).unwrap();
     let tasks = generate_many(suites::get("arithmetic").unwrap(), 3, Split::Train, 2, 3).unwrap();
-    let trajs = rollouts(&m, &tasks);
+    let trajs = rollouts(&m, &tasks, true, None);
     // Rows with their few-shot examples in the context (weight 0) and one without them (context distillation).
     let mut rows: Vec<DatasetRow> = trajs.iter().map(|t| build_row(t, None).unwrap().row).collect();
     rows.push(build_row(&trajs[0], Some(&m as &dyn ChatEncoder)).unwrap().row);

@@ -22,7 +22,7 @@ fn dropping_fewshot_keeps_sampled_ids_and_renders_the_short_prompt() {
     let model = LoadedModel::load(dir.path().to_str().unwrap()).unwrap();
     let mut tasks = generate_many(suites::get("arithmetic").unwrap(), 3, Split::Train, 2, 2).unwrap();
     tasks.extend(generate_many(suites::get("grid").unwrap(), 3, Split::Train, 1, 1).unwrap());
-    let trajs = rollouts(&model, &tasks);
+    let trajs = rollouts(&model, &tasks, true, None);
     assert_eq!(trajs.len(), 3);
     for t in &trajs {
         assert!(t.verdict.success && t.fewshot_messages > 0, "{}: {:?}", t.task_id, t.verdict);
@@ -92,7 +92,7 @@ fn dataset_rows_have_structured_calls_and_render_back_to_their_ids() {
 
 fn rows_render_back(model: &LoadedModel) {
     let tasks = generate_many(suites::get("arithmetic").unwrap(), 5, Split::Train, 2, 2).unwrap();
-    for t in &rollouts(model, &tasks) {
+    for t in &rollouts(model, &tasks, true, None) {
         for encoder in [None, Some(model as &dyn ChatEncoder)] {
             let r = build_row(t, encoder).unwrap().row;
             let rendered = model.encode_chat(&r.messages, Some(&r.tools), false).unwrap();

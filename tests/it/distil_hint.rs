@@ -2,32 +2,17 @@
 //! have produced without it; the teacher's view of an unhinted episode is token for token the hinted one.
 use super::common;
 
-use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
 use autodidact::agent::hint::{privileged, HintPlacement, HintSource, HintSpec};
-use autodidact::agent::prompts::{PromptOptions, Prompts};
-use autodidact::agent::scripted::reference_script;
 use autodidact::data::{Split, Task, Trajectory};
 use autodidact::distil::rl::{rl_rows, Rewards, Teacher};
 use autodidact::distil::{build_row, strip_hint, teacher_view};
 use autodidact::model::LoadedModel;
 use autodidact::tasks::suites::{self, generate_many};
-use common::template_policy::TemplatePolicy;
 use common::tiny;
 
+/// The scripted rollouts in task order.
 fn rollouts(model: &LoadedModel, tasks: &[Task], fewshot: bool, hint: Option<HintSpec>) -> Vec<Trajectory> {
-    let prompts = Prompts::embedded().unwrap();
-    let cfg = RunConfig {
-        limits: Limits { max_episode_tokens: 1 << 20, ..Limits::default() },
-        prompts: &prompts,
-        prompt_options: PromptOptions { fewshot, tools_in_system: true, hint },
-        identity: Default::default(),
-        external: &Default::default(),
-    };
-    let refs: Vec<&Task> = tasks.iter().collect();
-    let jobs: Vec<Job> = refs.iter().map(|t| Job { task: t, sample_index: 0 }).collect();
-    let mut policy = TemplatePolicy::new(model, reference_script(&refs));
-    let mut out = Vec::new();
-    run_episodes(&mut policy, &jobs, &cfg, |t| out.push(t)).unwrap();
+    let mut out = common::template_policy::rollouts(model, tasks, fewshot, hint);
     out.sort_by(|a, b| a.task_id.cmp(&b.task_id));
     out
 }

@@ -4,6 +4,7 @@
 use std::collections::HashMap;
 
 use autodidact::agent::episode::{run_episodes, Job, Limits, RunConfig};
+use autodidact::agent::hint::HintSpec;
 use autodidact::agent::policy::{FinishReason, Policy, TurnOutput, TurnRequest};
 use autodidact::agent::prompts::{PromptOptions, Prompts};
 use autodidact::agent::scripted::{reference_script, TurnScript};
@@ -46,14 +47,14 @@ impl<'a, F> TemplatePolicy<'a, F> {
     }
 }
 
-/// One episode per task, with few-shot examples and tools in the system prompt, each answered by the task's
-/// reference script through `TemplatePolicy`.
-pub fn rollouts(model: &LoadedModel, tasks: &[Task]) -> Vec<Trajectory> {
+/// One episode per task, tools in the system prompt, few-shot examples and a hint as asked, each answered by the
+/// task's reference script through `TemplatePolicy`.
+pub fn rollouts(model: &LoadedModel, tasks: &[Task], fewshot: bool, hint: Option<HintSpec>) -> Vec<Trajectory> {
     let prompts = Prompts::embedded().unwrap();
     let cfg = RunConfig {
         limits: Limits { max_episode_tokens: 1 << 20, ..Limits::default() },
         prompts: &prompts,
-        prompt_options: PromptOptions { fewshot: true, tools_in_system: true, hint: None },
+        prompt_options: PromptOptions { fewshot, tools_in_system: true, hint },
         identity: Default::default(),
         external: &Default::default(),
     };
