@@ -12,27 +12,13 @@ set -euo pipefail
 root="$(cd "$(dirname "$0")/.." && pwd)"
 venv="$root/.cache/trl-venv"
 pins=("torch==2.15.0" "transformers==5.25.0" "peft==0.21.2" "accelerate==1.16.0" "trl==1.16.0")
-base="${TORCH_VENV:-}"
-if [ -n "$base" ]; then
-  site="$("$base/bin/python" -c 'import site; print(site.getsitepackages()[0])')"
-  stamp="$venv/.installed"
-  want="${pins[*]} over $site"
-  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
-    echo "$venv/bin"
-    exit 0
-  fi
-  rm -rf "$venv"
-  python3 -m venv "$venv" >&2
-  echo "$site" > "$("$venv/bin/python" -c 'import site; print(site.getsitepackages()[0])')/torch-venv.pth"
-  if ! "$venv/bin/pip" install --quiet --disable-pip-version-check "${pins[@]}" >&2; then
-    echo "error: could not install ${pins[*]} from PyPI into $venv (network or index unavailable?)" >&2
-    exit 1
-  fi
+if [ -n "${TORCH_VENV:-}" ]; then
+  site="$("$TORCH_VENV/bin/python" -c 'import site; print(site.getsitepackages()[0])')"
+  bin="$(BASE_SITE="$site" bash "$root/scripts/pinned-venv.sh" "$venv" "${pins[@]}")"
   # The base environment's console scripts point at its own Python: this one's `accelerate` must run here.
-  printf '#!%s\nimport sys\nfrom accelerate.commands.accelerate_cli import main\nsys.exit(main())\n' "$venv/bin/python" > "$venv/bin/accelerate"
-  chmod +x "$venv/bin/accelerate"
-  echo "$want" > "$stamp"
-  echo "$venv/bin"
+  printf '#!%s\nimport sys\nfrom accelerate.commands.accelerate_cli import main\nsys.exit(main())\n' "$bin/python" > "$bin/accelerate"
+  chmod +x "$bin/accelerate"
+  echo "$bin"
   exit 0
 fi
 exec bash "$root/scripts/pinned-venv.sh" "$venv" "${pins[@]}"
