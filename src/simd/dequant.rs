@@ -39,14 +39,20 @@ fn q5<L: Lanes>(qh: [u8; 4], qs: &[u8; 16], v: usize) -> L {
 impl QBlock for BlockQ5_0 {
     #[inline(always)]
     fn regs<L: Lanes>(&self, _: usize) -> L::Block {
-        // (q - 16) * d as ggml forms it: d * q + (-16 d) would give +0 where ggml gives -0.
-        let (d, minus16) = (L::splat(f16_to_f32(self.d)), L::splat(-16.0));
-        let mut out = L::zero_block();
-        for (v, o) in out.as_mut().iter_mut().enumerate() {
-            *o = q5::<L>(self.qh, &self.qs, v).add(minus16).mul(d);
-        }
-        out
+        L::q5_0(self)
     }
+}
+
+/// A Q5_0 block from lanes of bits (the paths without byte shuffles).
+#[inline(always)]
+pub(super) fn q5_0<L: Lanes>(b: &BlockQ5_0) -> L::Block {
+    // (q - 16) * d as ggml forms it: d * q + (-16 d) would give +0 where ggml gives -0.
+    let (d, minus16) = (L::splat(f16_to_f32(b.d)), L::splat(-16.0));
+    let mut out = L::zero_block();
+    for (v, o) in out.as_mut().iter_mut().enumerate() {
+        *o = q5::<L>(b.qh, &b.qs, v).add(minus16).mul(d);
+    }
+    out
 }
 
 impl QBlock for BlockQ5_1 {
@@ -130,20 +136,26 @@ impl QBlock for BlockQ5K {
 impl QBlock for BlockQ6K {
     #[inline(always)]
     fn regs<L: Lanes>(&self, s: usize) -> L::Block {
-        let (ql, shl, qh, shh) = Self::sub_layout(s);
-        let d = f16_to_f32(self.d);
-        // Values 0..16 and 16..32 of the sub-block have scales of their own.
-        let (a, b) = (L::splat(d * self.scales[2 * s] as f32), L::splat(d * self.scales[2 * s + 1] as f32));
-        let (sixteen, minus32) = (L::splat(16.0), L::splat(-32.0));
-        let mut out = L::zero_block();
-        for (v, o) in out.as_mut().iter_mut().enumerate() {
-            // SAFETY: 32 bytes from ql (at most 96 + 32 <= 128) and from qh (at most 32 + 32 <= 64).
-            let (low, high) = unsafe { (L::bytes(self.ql.as_ptr().add(ql + v * L::N), shl, 0x0F), L::bytes(self.qh.as_ptr().add(qh + v * L::N), shh, 3)) };
-            // q - 32 is exact, and so is its product with the scale.
-            *o = high.mul_add(sixteen, low).add(minus32).mul(if v * L::N < 16 { a } else { b });
-        }
-        out
+        L::q6k(self, s)
     }
+}
+
+/// Sub-block `s` of a Q6_K block from lanes of bits (the paths without byte shuffles).
+#[inline(always)]
+pub(super) fn q6k<L: Lanes>(b: &BlockQ6K, s: usize) -> L::Block {
+    let (ql, shl, qh, shh) = BlockQ6K::sub_layout(s);
+    let d = f16_to_f32(b.d);
+    // Values 0..16 and 16..32 of the sub-block have scales of their own.
+    let (a, c) = (L::splat(d * b.scales[2 * s] as f32), L::splat(d * b.scales[2 * s + 1] as f32));
+    let (sixteen, minus32) = (L::splat(16.0), L::splat(-32.0));
+    let mut out = L::zero_block();
+    for (v, o) in out.as_mut().iter_mut().enumerate() {
+        // SAFETY: 32 bytes from ql (at most 96 + 32 <= 128) and from qh (at most 32 + 32 <= 64).
+        let (low, high) = unsafe { (L::bytes(b.ql.as_ptr().add(ql + v * L::N), shl, 0x0F), L::bytes(b.qh.as_ptr().add(qh + v * L::N), shh, 3)) };
+        // q - 32 is exact, and so is its product with the scale.
+        *o = high.mul_add(sixteen, low).add(minus32).mul(if v * L::N < 16 { a } else { c });
+    }
+    out
 }
 
 #[cfg(test)]

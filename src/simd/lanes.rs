@@ -3,7 +3,7 @@
 //! Every method is `#[inline(always)]`: the kernels are instantiated inside functions compiled with the path's
 //! target features, and the intrinsics only become single instructions once inlined there.
 
-use crate::quant::{f16_to_f32, BlockQ4, BlockQ8, QK};
+use crate::quant::{f16_to_f32, BlockQ4, BlockQ5_0, BlockQ6K, BlockQ8, QK};
 
 /// A register of `N` f32 lanes.
 ///
@@ -50,6 +50,16 @@ pub unsafe trait Lanes: Copy {
     fn q4(b: &BlockQ4) -> Self::Block;
     /// Q8 block: value `i` is `d * q_i` (exact).
     fn q8(b: &BlockQ8) -> Self::Block;
+    /// Q5_0 block, as [`super::dequant`] forms it.
+    #[inline(always)]
+    fn q5_0(b: &BlockQ5_0) -> Self::Block {
+        super::dequant::q5_0::<Self>(b)
+    }
+    /// Sub-block `s` of a Q6_K block, as [`super::dequant`] forms it.
+    #[inline(always)]
+    fn q6k(b: &BlockQ6K, s: usize) -> Self::Block {
+        super::dequant::q6k::<Self>(b, s)
+    }
     /// A block of zero registers, to be filled in a loop (kernels build blocks in loops, not closures: a closure
     /// is compiled without the path's target features, and its intrinsics become calls).
     fn zero_block() -> Self::Block;
@@ -205,8 +215,47 @@ pub use x86::{Avx2, Avx512};
 
 #[cfg(target_arch = "x86_64")]
 mod x86 {
-    use super::{BlockQ4, BlockQ8, Lanes, QK};
+    use super::{f16_to_f32, BlockQ4, BlockQ5_0, BlockQ6K, BlockQ8, Lanes, QK};
     use std::arch::x86_64::*;
+
+    // The 5- and 6-bit types are put together as 32 signed bytes, `q - 16` or `q - 32`, with byte operations on all
+    // 32 values at once, then widened: a quarter of the instructions of forming each lane's bits in 32-bit lanes.
+    // The values are exact integers either way, so the registers hold the same bits.
+
+    /// The 32 values `q - 16` of a Q5_0 block, as signed bytes.
+    #[inline(always)]
+    unsafe fn q5_0_bytes(b: &BlockQ5_0) -> __m256i {
+        let qs = _mm_loadu_si128(b.qs.as_ptr() as *const __m128i);
+        // Low nibbles are values 0..16, high ones 16..32 (a 16-bit shift: the mask drops what crosses bytes).
+        let nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), _mm256_set1_epi8(0x0F));
+        // Byte i becomes 0xFF where bit i of qh is set (ggml's `bytes_from_bits_32`): byte i/8 of qh is spread
+        // over bytes i, and all its other bits are set.
+        let spread = _mm256_shuffle_epi8(
+            _mm256_set1_epi32(i32::from_le_bytes(b.qh)),
+            _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0),
+        );
+        let high = _mm256_cmpeq_epi8(_mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)), _mm256_set1_epi64x(-1));
+        // q - 16 is the nibble where the fifth bit is set, and the nibble minus 16 (0xF0 | nibble) where it is not.
+        _mm256_or_si256(nibbles, _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0u8 as i8)))
+    }
+
+    /// The 32 values `q - 32` of sub-block `s` of a Q6_K block, as signed bytes.
+    #[inline(always)]
+    unsafe fn q6k_bytes(b: &BlockQ6K, s: usize) -> __m256i {
+        let (ql, shl, qh, shh) = BlockQ6K::sub_layout(s);
+        // SAFETY (caller's): 32 bytes from ql <= 96 in ql's 128, and from qh <= 32 in qh's 64.
+        let low = _mm256_srl_epi16(_mm256_loadu_si256(b.ql.as_ptr().add(ql) as *const __m256i), _mm_cvtsi32_si128(shl as i32));
+        let high = _mm256_srl_epi16(_mm256_loadu_si256(b.qh.as_ptr().add(qh) as *const __m256i), _mm_cvtsi32_si128(shh as i32));
+        let (low, high) = (_mm256_and_si256(low, _mm256_set1_epi8(0x0F)), _mm256_and_si256(high, _mm256_set1_epi8(3)));
+        _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16::<4>(high)), _mm256_set1_epi8(32))
+    }
+
+    /// The Q6_K sub-block's two scales, `d * scale` as ggml rounds them.
+    #[inline(always)]
+    fn q6k_scales(b: &BlockQ6K, s: usize) -> (f32, f32) {
+        let d = f16_to_f32(b.d);
+        (d * b.scales[2 * s] as f32, d * b.scales[2 * s + 1] as f32)
+    }
 
     /// AVX2 + FMA: 8 lanes, 16 registers.
     #[derive(Clone, Copy)]
@@ -348,6 +397,33 @@ mod x86 {
                 std::array::from_fn(|c| Avx2(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(p.add(8 * c) as *const __m128i))), d)))
             }
         }
+        #[inline(always)]
+        fn q5_0(b: &BlockQ5_0) -> [Avx2; 4] {
+            unsafe {
+                let d = _mm256_set1_ps(f16_to_f32(b.d));
+                Avx2::scaled(q5_0_bytes(b), d, d)
+            }
+        }
+        #[inline(always)]
+        fn q6k(b: &BlockQ6K, s: usize) -> [Avx2; 4] {
+            let (a, c) = q6k_scales(b, s);
+            // SAFETY: s < 8, so the sub-block's bytes are inside the block.
+            unsafe { Avx2::scaled(q6k_bytes(b, s), _mm256_set1_ps(a), _mm256_set1_ps(c)) }
+        }
+    }
+
+    impl Avx2 {
+        /// 32 signed bytes as f32 lanes, the first 16 times `a`, the others times `b` (one rounding each).
+        #[inline(always)]
+        unsafe fn scaled(q: __m256i, a: __m256, b: __m256) -> [Avx2; 4] {
+            let (lo, hi) = (_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+            [
+                Avx2(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(lo)), a)),
+                Avx2(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(lo))), a)),
+                Avx2(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(hi)), b)),
+                Avx2(_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_srli_si128::<8>(hi))), b)),
+            ]
+        }
     }
 
     /// AVX-512F + VL: 16 lanes, 32 registers. The element-wise work, attention and the quantized mat-muls all run
@@ -356,6 +432,12 @@ mod x86 {
     pub struct Avx512(__m512);
 
     impl Avx512 {
+        /// 32 signed bytes as f32 lanes, the first 16 times `a`, the others times `b` (one rounding each).
+        #[inline(always)]
+        unsafe fn scaled(q: __m256i, a: __m512, b: __m512) -> [Avx512; 2] {
+            let (lo, hi) = (_mm256_castsi256_si128(q), _mm256_extracti128_si256::<1>(q));
+            [Avx512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(lo)), a)), Avx512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(hi)), b))]
+        }
         /// The two 256-bit halves: AVX-512F alone has no 256-bit extract of f32 lanes, so the upper half goes
         /// through the f64 view.
         #[inline(always)]
@@ -480,6 +562,19 @@ mod x86 {
                 let p = blk.qs.as_ptr() as *const __m128i;
                 std::array::from_fn(|c| Avx512(_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(p.add(c)))), d)))
             }
+        }
+        #[inline(always)]
+        fn q5_0(b: &BlockQ5_0) -> [Avx512; 2] {
+            unsafe {
+                let d = _mm512_set1_ps(f16_to_f32(b.d));
+                Avx512::scaled(q5_0_bytes(b), d, d)
+            }
+        }
+        #[inline(always)]
+        fn q6k(b: &BlockQ6K, s: usize) -> [Avx512; 2] {
+            let (a, c) = q6k_scales(b, s);
+            // SAFETY: s < 8, so the sub-block's bytes are inside the block.
+            unsafe { Avx512::scaled(q6k_bytes(b, s), _mm512_set1_ps(a), _mm512_set1_ps(c)) }
         }
     }
 }
