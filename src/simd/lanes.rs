@@ -70,6 +70,10 @@ pub unsafe trait Lanes: Copy {
     unsafe fn bytes(p: *const u8, shift: u32, mask: u32) -> Self;
     /// Lane `i` is bit `first + i` of `word` (0 or 1); `first + N <= 32`.
     fn bits(word: u32, first: u32) -> Self;
+    /// Whether one decode stream reads its four weight rows a quarter of the chunk apart (four long sequential
+    /// streams the hardware prefetcher follows) rather than side by side: the vector paths wait on memory, the
+    /// portable one on arithmetic, where the spread-out reads cost it 12% (measured on x86-64).
+    const SPREAD_ROWS: bool = true;
     /// A hint to bring the cache line holding `p` closer; never faults, whatever `p` is.
     #[inline(always)]
     fn prefetch(_p: *const u8) {}
@@ -121,6 +125,7 @@ unsafe impl Lanes for Portable {
     }
     const N: usize = 8;
     const REGISTERS: usize = 16;
+    const SPREAD_ROWS: bool = false;
     type Block = [Portable; 4];
     #[inline(always)]
     fn q4(b: &BlockQ4) -> Self::Block {
@@ -230,10 +235,8 @@ mod x86 {
         let nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), _mm256_set1_epi8(0x0F));
         // Byte i becomes 0xFF where bit i of qh is set (ggml's `bytes_from_bits_32`): byte i/8 of qh is spread
         // over bytes i, and all its other bits are set.
-        let spread = _mm256_shuffle_epi8(
-            _mm256_set1_epi32(i32::from_le_bytes(b.qh)),
-            _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0),
-        );
+        let spread =
+            _mm256_shuffle_epi8(_mm256_set1_epi32(i32::from_le_bytes(b.qh)), _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202, 0x0101010101010101, 0));
         let high = _mm256_cmpeq_epi8(_mm256_or_si256(spread, _mm256_set1_epi64x(0x7fbfdfeff7fbfdfe)), _mm256_set1_epi64x(-1));
         // q - 16 is the nibble where the fifth bit is set, and the nibble minus 16 (0xF0 | nibble) where it is not.
         _mm256_or_si256(nibbles, _mm256_andnot_si256(high, _mm256_set1_epi8(0xF0u8 as i8)))
