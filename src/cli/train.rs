@@ -24,9 +24,9 @@ pub struct TrainArgs {
     #[arg(long, default_value = "sft")]
     pub objective: Objective,
     /// sft: a dataset written by `filter`, or a chat dataset: JSONL rows {"messages": [...], "tools": [...]} in the
-    /// OpenAI / TRL form (structured tool_calls, tool messages), each rendered with the model's chat template, the
-    /// loss on assistant turns only ("weight": 0 keeps one out), audited into OUT/mask_audit.json
-    /// (docs/chat-data.md). grpo, sdar: trajectories.
+    /// OpenAI / TRL form (structured tool_calls, tool messages), or a Hugging Face datasets Parquet file with those
+    /// columns, each row rendered with the model's chat template, the loss on assistant turns only ("weight": 0
+    /// keeps one out), audited into OUT/mask_audit.json (docs/chat-data.md). grpo, sdar: trajectories.
     #[arg(long, required_unless_present = "bench")]
     pub data: Option<PathBuf>,
     /// Run folder: checkpoint/, metrics.jsonl, its curves (loss.svg; rl.svg for grpo and sdar), the same numbers as

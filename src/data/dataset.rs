@@ -1,5 +1,5 @@
 //! The dataset row (chat form + the exact token ids and loss mask to train on), the mask audit, and a reader
-//! whose errors name file, line and field.
+//! whose errors name file, line (or Parquet row) and field.
 //!
 //! A row is the common `{"messages": [...], "tools": [...]}` JSONL form that other trainers read, plus
 //! `token_ids` and `loss_mask`. The ids are the rollout's own (never re-tokenised), so `token_ids`, not
@@ -113,10 +113,40 @@ pub fn dataset_messages(messages: &[Message]) -> Vec<Value> {
 pub enum DatasetError {
     #[error("{}: {source}", path.display())]
     Io { path: PathBuf, source: std::io::Error },
-    #[error("{}:{line}: {message}", path.display())]
-    Line { path: PathBuf, line: usize, message: String },
+    #[error("{}{}: {message}", path.display(), at.after_path())]
+    Line { path: PathBuf, at: RowAt, message: String },
     #[error("{}: no rows", path.display())]
     Empty { path: PathBuf },
+    /// The file as a whole cannot be read as Parquet (bad footer, a codec we do not build, no `messages` column).
+    #[error("{}: {message}", path.display())]
+    Parquet { path: PathBuf, message: String },
+}
+
+/// Where a row sits in its file, 1-based: a JSONL line or a Parquet row.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowAt {
+    Line(usize),
+    Row(usize),
+}
+
+impl RowAt {
+    /// What follows the file name in an error or a default row id: `chat.jsonl:3` as compilers name lines (so
+    /// editors jump there), `chat.parquet: row 3` where no line exists.
+    pub fn after_path(self) -> String {
+        match self {
+            RowAt::Line(n) => format!(":{n}"),
+            RowAt::Row(n) => format!(": row {n}"),
+        }
+    }
+}
+
+impl std::fmt::Display for RowAt {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RowAt::Line(n) => write!(f, "line {n}"),
+            RowAt::Row(n) => write!(f, "row {n}"),
+        }
+    }
 }
 
 /// A line of a training file: one of our rows, or a plain chat row (`messages` and optional `tools`, no
@@ -130,8 +160,8 @@ pub enum DataLine {
 /// A chat row as read: checked only for being a JSON object; `distil::chat::parse_conversation` checks the rest.
 #[derive(Debug, Clone, PartialEq)]
 pub struct ChatLine {
-    /// 1-based line in the file, for errors.
-    pub line: usize,
+    /// Where it is in the file, for errors.
+    pub at: RowAt,
     pub object: serde_json::Map<String, Value>,
 }
 
@@ -142,7 +172,8 @@ pub fn read_dataset(path: &Path) -> Result<Vec<DatasetRow>, DatasetError> {
 
 /// Reads a training file: our rows (a line with `token_ids` or `loss_mask` must have every field) or plain chat
 /// rows, one form per file; the form is the first row's. A line of the other form, or of neither, is an error
-/// naming it.
+/// naming it. A Parquet file (by its `.parquet` name or its `PAR1` magic) is read the same way, each row as the
+/// JSON object its line would be (`data::parquet`).
 pub fn read_training_data(path: &Path) -> Result<Vec<DataLine>, DatasetError> {
     read_lines(path, true)
 }
@@ -153,34 +184,41 @@ const CHAT_FORM: &str = "a chat row (`messages` without `token_ids` or `loss_mas
 /// Each field is decoded on its own so that a type error names the field (serde's own message says only what it
 /// expected), and token/mask length mismatches are caught here rather than in the trainer.
 fn read_lines(path: &Path, chat: bool) -> Result<Vec<DataLine>, DatasetError> {
-    let file = std::fs::File::open(path).map_err(|source| DatasetError::Io { path: path.into(), source })?;
+    let io = |source| DatasetError::Io { path: path.into(), source };
+    let objects: Box<dyn Iterator<Item = (RowAt, Result<Value, String>)>> = if super::parquet::is_parquet(path).map_err(io)? {
+        Box::new(super::parquet::read_objects(path)?.into_iter().map(|(at, v)| (at, v.map(Value::Object))))
+    } else {
+        let file = std::fs::File::open(path).map_err(io)?;
+        Box::new(std::io::BufReader::new(file).lines().enumerate().filter_map(|(i, line)| {
+            let parsed = match line {
+                Ok(l) if l.trim().is_empty() => return None,
+                Ok(l) => serde_json::from_str(&l).map_err(|e| format!("not JSON: {e}")),
+                Err(e) => Err(e.to_string()),
+            };
+            Some((RowAt::Line(i + 1), parsed))
+        }))
+    };
     let mut rows = Vec::new();
-    // The form of the file (true: chat rows) and the line that set it.
-    let mut form: Option<(bool, usize)> = None;
-    for (i, line) in std::io::BufReader::new(file).lines().enumerate() {
-        let line_no = i + 1;
-        let err = |message: String| DatasetError::Line { path: path.into(), line: line_no, message };
-        let line = line.map_err(|e| err(e.to_string()))?;
-        if line.trim().is_empty() {
-            continue;
-        }
-        let v: Value = serde_json::from_str(&line).map_err(|e| err(format!("not JSON: {e}")))?;
-        let Value::Object(mut obj) = v else { return Err(err("expected a JSON object".into())) };
+    // The form of the file (true: chat rows) and the row that set it.
+    let mut form: Option<(bool, RowAt)> = None;
+    for (at, v) in objects {
+        let err = |message: String| DatasetError::Line { path: path.into(), at, message };
+        let Value::Object(mut obj) = v.map_err(err)? else { return Err(err("expected a JSON object".into())) };
         if chat {
             let is_chat = !obj.contains_key("token_ids") && !obj.contains_key("loss_mask");
             if is_chat && !obj.contains_key("messages") {
                 return Err(err(format!("neither {ROW_FORM} nor a chat row (`messages` and optional `tools`)")));
             }
             match form {
-                None => form = Some((is_chat, line_no)),
-                Some((f, at)) if f != is_chat => {
+                None => form = Some((is_chat, at)),
+                Some((f, first)) if f != is_chat => {
                     let name = |c: bool| if c { CHAT_FORM } else { ROW_FORM };
-                    return Err(err(format!("{}, but line {at} is {}: a file holds rows of one form", name(is_chat), name(f))));
+                    return Err(err(format!("{}, but {first} is {}: a file holds rows of one form", name(is_chat), name(f))));
                 }
                 Some(_) => {}
             }
             if is_chat {
-                rows.push(DataLine::Chat(ChatLine { line: line_no, object: obj }));
+                rows.push(DataLine::Chat(ChatLine { at, object: obj }));
                 continue;
             }
         }

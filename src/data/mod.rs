@@ -1,4 +1,4 @@
-//! Trajectory, dataset and report records; JSONL io.
+//! Trajectory, dataset and report records; JSONL io, and Parquet training files read as JSONL rows.
 //!
 //! Everything here is plain serde data with no tensor or model dependency, so the records can be read, written
 //! and tested anywhere.
@@ -6,6 +6,7 @@ pub mod chat;
 pub mod dataset;
 pub mod jsonl;
 pub mod message;
+pub mod parquet;
 pub mod task;
 pub mod trajectory;
 

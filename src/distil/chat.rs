@@ -18,28 +18,28 @@ use serde_json::{json, Value};
 
 use super::rows::BuiltRow;
 use crate::data::chat::{field_err, optional_str, parse_calls, parse_content};
-use crate::data::dataset::{dataset_messages, ChatLine, DataLine, DatasetRow, MaskAudit};
+use crate::data::dataset::{dataset_messages, ChatLine, DataLine, DatasetRow, MaskAudit, RowAt};
 use crate::data::{Message, Role};
 use crate::model::loaded::segments_between;
 use crate::model::LoadedModel;
 use crate::rollout::chat_form::ChatForm;
 use crate::tools::toolcall::tool_name;
 
-/// A chat row that cannot be trained on, with the file, line and field at fault.
+/// A chat row that cannot be trained on, with the file, line (or Parquet row) and field at fault.
 #[derive(Debug, thiserror::Error)]
-#[error("{}:{line}: {message}", path.display())]
+#[error("{}{}: {message}", path.display(), at.after_path())]
 pub struct ChatRowError {
     pub path: PathBuf,
-    pub line: usize,
+    pub at: RowAt,
     pub message: String,
 }
 
 /// A checked chat row: roles in order, every tool message answering a call, every call naming a declared tool.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Conversation {
-    /// The row's `id`, else `<file name>:<line>`.
+    /// The row's `id`, else `<file name>:<line>` (`<file name>: row <row>` in a Parquet file).
     pub id: String,
-    pub line: usize,
+    pub at: RowAt,
     pub messages: Vec<Message>,
     /// Per message: an assistant message the loss falls on (not `"weight": 0`).
     pub trained: Vec<bool>,
@@ -85,7 +85,7 @@ pub fn render_lines(path: &Path, lines: Vec<TrainingLine>, model: &LoadedModel) 
         match l {
             TrainingLine::Row(row) => rows.push(row),
             TrainingLine::Chat(c) => {
-                let built = r.render(&c).map_err(|message| ChatRowError { path: path.into(), line: c.line, message })?;
+                let built = r.render(&c).map_err(|message| ChatRowError { path: path.into(), at: c.at, message })?;
                 if let Some(a) = audit.as_mut() {
                     a.add(&built.provenance(), Some(model.tokenizer.stop_ids()));
                 }
@@ -98,13 +98,14 @@ pub fn render_lines(path: &Path, lines: Vec<TrainingLine>, model: &LoadedModel) 
 
 /// Checks one chat row and puts it in the one internal form.
 pub fn parse_conversation(path: &Path, line: &ChatLine) -> Result<Conversation, ChatRowError> {
-    let err = |message: String| ChatRowError { path: path.into(), line: line.line, message };
+    let err = |message: String| ChatRowError { path: path.into(), at: line.at, message };
     let obj = &line.object;
     let id = match obj.get("id") {
         Some(Value::String(s)) => s.clone(),
         Some(Value::Number(n)) => n.to_string(),
         None | Some(Value::Null) => {
-            format!("{}:{}", path.file_name().map_or_else(|| path.display().to_string(), |f| f.to_string_lossy().into_owned()), line.line)
+            let file = path.file_name().map_or_else(|| path.display().to_string(), |f| f.to_string_lossy().into_owned());
+            format!("{file}{}", line.at.after_path())
         }
         Some(_) => return Err(err("field `id`: expected a string".into())),
     };
@@ -121,7 +122,7 @@ pub fn parse_conversation(path: &Path, line: &ChatLine) -> Result<Conversation, 
         }
     };
     let (messages, trained) = parse_messages(messages, &tools).map_err(&err)?;
-    Ok(Conversation { id, line: line.line, messages, trained, tools })
+    Ok(Conversation { id, at: line.at, messages, trained, tools })
 }
 
 /// `tools`: absent, null, an array, or a string holding a JSON array (as some Hugging Face datasets store it).
@@ -379,7 +380,7 @@ mod tests {
 
     fn conv(v: Value) -> Result<Conversation, String> {
         let Value::Object(object) = v else { panic!("not an object") };
-        parse_conversation(Path::new("data/chat.jsonl"), &ChatLine { line: 7, object }).map_err(|e| e.to_string())
+        parse_conversation(Path::new("data/chat.jsonl"), &ChatLine { at: RowAt::Line(7), object }).map_err(|e| e.to_string())
     }
 
     fn calc() -> Value {

@@ -12,6 +12,7 @@ mod distil_export;
 mod distil_fewshot;
 mod distil_filter;
 mod distil_hint;
+mod distil_parquet;
 mod distil_train;
 mod env;
 mod export_gguf;
