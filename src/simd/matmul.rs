@@ -153,8 +153,9 @@ fn quantized<L: Lanes, B: QBlock>(c: &Chunk, w: &[B]) {
 /// rows it is computed beside.
 #[inline(always)]
 fn in_registers<L: Lanes, B: QBlock, const I: usize>(c: &Chunk, w: &[B]) {
-    // Four weight rows a quarter of the chunk apart: each quarter is read front to back, four long sequential
-    // streams that the hardware prefetcher follows, where four adjacent rows are four streams of one row each.
+    // Where the path waits on memory (`Lanes::SPREAD_ROWS`), four weight rows a quarter of the chunk apart: each
+    // quarter is read front to back, four long sequential streams that the hardware prefetcher follows, where four
+    // adjacent rows are four streams of one row each.
     let q = c.rows / PANEL;
     let (step, stride) = if L::SPREAD_ROWS { (1, q) } else { (PANEL, 1) };
     for r in 0..q {
