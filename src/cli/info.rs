@@ -4,7 +4,7 @@ use clap::Args;
 use serde_json::json;
 
 use autodidact::model::config::Arch;
-use autodidact::model::gguf::SUPPORTED_TYPES;
+use autodidact::model::gguf::supported_names;
 
 use super::{simd_json, simd_line, ModelArgs};
 
@@ -36,7 +36,7 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
             "source": m.template.source(),
         },
         "simd": simd_json(),
-        "supported": {"architectures": Arch::ALL.map(Arch::name), "gguf_tensor_types": SUPPORTED_TYPES},
+        "supported": {"architectures": Arch::ALL.map(Arch::name), "gguf_tensor_types": supported_names()},
     });
     if a.json {
         return print_all(&format!("{}\n", serde_json::to_string_pretty(&info)?));
@@ -84,7 +84,7 @@ pub fn run(a: InfoArgs) -> anyhow::Result<()> {
     let more = if specials.len() > 24 { format!(" ... ({} in all)", specials.len()) } else { String::new() };
     writeln!(out, "special tokens {shown}{more}")?;
     writeln!(out, "kernels        {}", simd_line())?;
-    writeln!(out, "supported      architectures {}; GGUF tensor types {}", Arch::supported(), SUPPORTED_TYPES.join(", "))?;
+    writeln!(out, "supported      architectures {}; GGUF tensor types {}", Arch::supported(), supported_names().join(", "))?;
     writeln!(
         out,
         "chat template  {}",

@@ -12,7 +12,7 @@ use candle_core::quantized::{GgmlDType, QTensor};
 use candle_core::{Device, Tensor};
 
 use crate::atomic::{self, WriteError};
-use crate::model::gguf::{gguf_name_in, type_name, GgufFile};
+use crate::model::gguf::{gguf_name_in, GgufFile};
 use crate::model::lora::LoraAdapter;
 use crate::model::source::ModelSource;
 use crate::model::tokenizer::TokenizerError;
@@ -72,6 +72,27 @@ fn unsupported(what: impl Into<String>) -> GgufExportError {
 
 /// llama.cpp's tensor type for `name` (`cols` values per row) in a `ty` export, `layer` of `layers`: its Q4_K_M
 /// rules (`llama_tensor_get_type`), with its fallbacks for rows that are not whole 256-value blocks.
+/// llama.cpp's name of a type the export writes (through candle's writer).
+fn type_name(dtype: GgmlDType) -> &'static str {
+    match dtype {
+        GgmlDType::F32 => "F32",
+        GgmlDType::F16 => "F16",
+        GgmlDType::BF16 => "BF16",
+        GgmlDType::Q4_0 => "Q4_0",
+        GgmlDType::Q4_1 => "Q4_1",
+        GgmlDType::Q5_0 => "Q5_0",
+        GgmlDType::Q5_1 => "Q5_1",
+        GgmlDType::Q8_0 => "Q8_0",
+        GgmlDType::Q8_1 => "Q8_1",
+        GgmlDType::Q2K => "Q2_K",
+        GgmlDType::Q3K => "Q3_K",
+        GgmlDType::Q4K => "Q4_K",
+        GgmlDType::Q5K => "Q5_K",
+        GgmlDType::Q6K => "Q6_K",
+        GgmlDType::Q8K => "Q8_K",
+    }
+}
+
 fn tensor_type(ty: GgufType, name: &str, cols: usize, tied: bool, layer: Option<usize>, layers: usize) -> GgmlDType {
     let k = match ty {
         GgufType::F32 => return GgmlDType::F32,

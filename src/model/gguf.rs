@@ -3,119 +3,81 @@ use std::collections::HashMap;
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use candle_core::quantized::gguf_file::{Content, Value};
-use candle_core::quantized::GgmlDType;
+use candle_core::quantized::gguf_file::Value;
 use half::{bf16, f16};
 
 use super::error::{ModelError, Result};
+pub use super::gguf_header::{supported_names, TensorType};
+use super::gguf_header::{Header, TensorInfo};
 use super::linear::{Matrix, WeightData};
 use super::weights::TensorSource;
-use crate::quant::{BlockQ2K, BlockQ3K, BlockQ4, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8, GgufBlock, QK, QK_K};
+use crate::quant::{BlockQ4, GgufBlock};
 
 pub struct GgufFile {
     pub path: PathBuf,
-    pub content: Content,
+    header: Header,
     mmap: memmap2::Mmap,
 }
 
 impl GgufFile {
     pub fn open(path: &Path) -> Result<Self> {
-        let mut file = File::open(path).map_err(|e| ModelError::io(path, e))?;
-        // candle's reader bounds every length by the file size, but divides by a `general.alignment` of 0: a
-        // panic there is a malformed file, not a crash.
-        let read = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| Content::read(&mut file)))
-            .map_err(|_| ModelError::Gguf { path: path.into(), msg: "malformed header (the reader gave up)".into() })?;
+        let file = File::open(path).map_err(|e| ModelError::io(path, e))?;
         // SAFETY: the file is opened read-only and we never hand out references that outlive `self`.
         let mmap = unsafe { memmap2::Mmap::map(&file) }.map_err(|e| ModelError::io(path, e))?;
-        let content = read.map_err(|e| match super::gguf_header::unknown_tensor_type(&mmap) {
-            Some((tensor, dtype)) => ModelError::UnsupportedDType { path: path.into(), tensor, dtype },
-            None => ModelError::Gguf { path: path.into(), msg: e.to_string() },
-        })?;
-        Ok(GgufFile { path: path.into(), content, mmap })
+        let header = super::gguf_header::read(&mmap).map_err(|msg| ModelError::Gguf { path: path.into(), msg })?;
+        Ok(GgufFile { path: path.into(), header, mmap })
     }
 
     pub fn metadata(&self) -> &HashMap<String, Value> {
-        &self.content.metadata
+        &self.header.metadata
+    }
+
+    pub fn has_tensor(&self, gguf_name: &str) -> bool {
+        self.header.tensors.contains_key(gguf_name)
+    }
+
+    /// The file's tensor names, in no particular order.
+    pub fn tensor_names(&self) -> impl Iterator<Item = &str> {
+        self.header.tensors.keys().map(String::as_str)
     }
 
     /// Counts tensors per type, for `info`.
     pub fn dtype_counts(&self) -> Vec<(String, usize)> {
         let mut counts: HashMap<String, usize> = HashMap::new();
-        for info in self.content.tensor_infos.values() {
-            *counts.entry(type_name(info.ggml_dtype).to_string()).or_default() += 1;
+        for info in self.header.tensors.values() {
+            *counts.entry(info.dtype.to_string()).or_default() += 1;
         }
         let mut v: Vec<_> = counts.into_iter().collect();
         v.sort();
         v
     }
 
-    fn raw(&self, name: &str) -> Result<(GgmlDType, Vec<usize>, &[u8])> {
-        let info = self.content.tensor_infos.get(name).ok_or_else(|| ModelError::MissingTensor { path: self.path.clone(), tensor: name.into() })?;
-        let dims = info.shape.dims().to_vec();
+    fn unsupported(&self, tensor: &str, dtype: TensorType) -> ModelError {
+        ModelError::UnsupportedDType { path: self.path.clone(), tensor: tensor.into(), dtype: format!("{dtype} (type id {})", dtype.0) }
+    }
+
+    fn raw(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
+        let info = self.header.tensors.get(name).ok_or_else(|| ModelError::MissingTensor { path: self.path.clone(), tensor: name.into() })?;
         // Sizes come from the file: checked arithmetic, so absurd ones are errors rather than wrapped values.
         let too_big = || ModelError::Truncated { path: self.path.clone(), tensor: name.into(), end: u64::MAX, len: self.mmap.len() as u64 };
-        let elems = dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).ok_or_else(too_big)?;
-        let Some((num, den)) = block_size(info.ggml_dtype) else {
-            return Err(ModelError::UnsupportedDType { path: self.path.clone(), tensor: name.into(), dtype: type_name(info.ggml_dtype).into() });
+        let elems = info.dims.iter().try_fold(1u64, |a, &d| a.checked_mul(d as u64)).ok_or_else(too_big)?;
+        let Some((num, den)) = info.dtype.block_size() else {
+            return Err(self.unsupported(name, info.dtype));
         };
         // A row that is not whole blocks cannot come from ggml: the file is corrupt.
-        if dims.last().is_some_and(|&row| !(row as u64).is_multiple_of(den)) {
+        if info.dims.last().is_some_and(|&row| !(row as u64).is_multiple_of(den)) {
             return Err(ModelError::Gguf {
                 path: self.path.clone(),
-                msg: format!("tensor `{name}`: rows of {} values are not whole {}-value {} blocks", dims[dims.len() - 1], den, type_name(info.ggml_dtype)),
+                msg: format!("tensor `{name}`: rows of {} values are not whole {}-value {} blocks", info.dims[info.dims.len() - 1], den, info.dtype),
             });
         }
         let nbytes = (elems / den).checked_mul(num).ok_or_else(too_big)?;
-        let start = (self.content.tensor_data_offset).checked_add(info.offset).ok_or_else(too_big)?;
+        let start = self.header.data_offset.checked_add(info.offset).ok_or_else(too_big)?;
         let end = start.checked_add(nbytes).ok_or_else(too_big)?;
         if end > self.mmap.len() as u64 {
             return Err(ModelError::Truncated { path: self.path.clone(), tensor: name.into(), end, len: self.mmap.len() as u64 });
         }
-        Ok((info.ggml_dtype, dims, &self.mmap[start as usize..end as usize]))
-    }
-}
-
-/// (bytes, values) per block of the tensor types the runtime reads.
-fn block_size(dtype: GgmlDType) -> Option<(u64, u64)> {
-    let quant = |bytes: usize, len: usize| Some((bytes as u64, len as u64));
-    match dtype {
-        GgmlDType::F32 => quant(4, 1),
-        GgmlDType::F16 | GgmlDType::BF16 => quant(2, 1),
-        GgmlDType::Q4_0 => quant(18, QK),
-        GgmlDType::Q4_1 => quant(20, QK),
-        GgmlDType::Q8_0 => quant(BlockQ8::BYTES, QK),
-        GgmlDType::Q5_0 => quant(BlockQ5_0::BYTES, QK),
-        GgmlDType::Q5_1 => quant(BlockQ5_1::BYTES, QK),
-        GgmlDType::Q2K => quant(BlockQ2K::BYTES, QK_K),
-        GgmlDType::Q3K => quant(BlockQ3K::BYTES, QK_K),
-        GgmlDType::Q4K => quant(BlockQ4K::BYTES, QK_K),
-        GgmlDType::Q5K => quant(BlockQ5K::BYTES, QK_K),
-        GgmlDType::Q6K => quant(BlockQ6K::BYTES, QK_K),
-        GgmlDType::Q8_1 | GgmlDType::Q8K => None,
-    }
-}
-
-/// Every GGUF tensor type the runtime loads, as llama.cpp names them (for `info` and for errors).
-pub const SUPPORTED_TYPES: [&str; 13] = ["F32", "F16", "BF16", "Q4_0", "Q4_1", "Q5_0", "Q5_1", "Q8_0", "Q2_K", "Q3_K", "Q4_K", "Q5_K", "Q6_K"];
-
-/// llama.cpp's name of a tensor type.
-pub fn type_name(dtype: GgmlDType) -> &'static str {
-    match dtype {
-        GgmlDType::F32 => "F32",
-        GgmlDType::F16 => "F16",
-        GgmlDType::BF16 => "BF16",
-        GgmlDType::Q4_0 => "Q4_0",
-        GgmlDType::Q4_1 => "Q4_1",
-        GgmlDType::Q5_0 => "Q5_0",
-        GgmlDType::Q5_1 => "Q5_1",
-        GgmlDType::Q8_0 => "Q8_0",
-        GgmlDType::Q8_1 => "Q8_1",
-        GgmlDType::Q2K => "Q2_K",
-        GgmlDType::Q3K => "Q3_K",
-        GgmlDType::Q4K => "Q4_K",
-        GgmlDType::Q5K => "Q5_K",
-        GgmlDType::Q6K => "Q6_K",
-        GgmlDType::Q8K => "Q8_K",
+        Ok((info, &self.mmap[start as usize..end as usize]))
     }
 }
 
@@ -123,11 +85,11 @@ fn blocks<B: GgufBlock>(bytes: &[u8]) -> std::sync::Arc<[B]> {
     bytes.chunks_exact(B::BYTES).map(B::from_bytes).collect()
 }
 
-fn f32_from(dtype: GgmlDType, bytes: &[u8]) -> Option<Vec<f32>> {
+fn f32_from(dtype: TensorType, bytes: &[u8]) -> Option<Vec<f32>> {
     Some(match dtype {
-        GgmlDType::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
-        GgmlDType::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
-        GgmlDType::BF16 => bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        TensorType::F32 => bytes.chunks_exact(4).map(|b| f32::from_le_bytes([b[0], b[1], b[2], b[3]])).collect(),
+        TensorType::F16 => bytes.chunks_exact(2).map(|b| f16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
+        TensorType::BF16 => bytes.chunks_exact(2).map(|b| bf16::from_le_bytes([b[0], b[1]]).to_f32()).collect(),
         _ => return None,
     })
 }
@@ -196,40 +158,38 @@ impl TensorSource for GgufFile {
         &self.path
     }
     fn has(&self, hf_name: &str) -> bool {
-        self.tensor_name(hf_name).is_some_and(|n| self.content.tensor_infos.contains_key(&n))
+        self.tensor_name(hf_name).is_some_and(|n| self.has_tensor(&n))
     }
     fn matrix(&self, hf_name: &str, rows: usize, cols: usize) -> Result<Matrix> {
         let name = self.tensor_name(hf_name).ok_or_else(|| ModelError::MissingTensor { path: self.path.clone(), tensor: hf_name.into() })?;
-        let (dtype, dims, bytes) = self.raw(&name)?;
-        if dims != [rows, cols] {
-            return Err(ModelError::Shape { path: self.path.clone(), tensor: name, got: dims, expected: vec![rows, cols] });
+        let (info, bytes) = self.raw(&name)?;
+        if info.dims != [rows, cols] {
+            return Err(ModelError::Shape { path: self.path.clone(), tensor: name, got: info.dims.clone(), expected: vec![rows, cols] });
         }
-        let data = match dtype {
-            GgmlDType::Q4_1 => WeightData::Q4(bytes.chunks_exact(20).map(BlockQ4::from_q4_1_bytes).collect()),
-            GgmlDType::Q4_0 => WeightData::Q4(bytes.chunks_exact(18).map(BlockQ4::from_q4_0_bytes).collect()),
-            GgmlDType::Q8_0 => WeightData::Q8(blocks(bytes)),
-            GgmlDType::Q5_0 => WeightData::Q5_0(blocks(bytes)),
-            GgmlDType::Q5_1 => WeightData::Q5_1(blocks(bytes)),
-            GgmlDType::Q2K => WeightData::Q2K(blocks(bytes)),
-            GgmlDType::Q3K => WeightData::Q3K(blocks(bytes)),
-            GgmlDType::Q4K => WeightData::Q4K(blocks(bytes)),
-            GgmlDType::Q5K => WeightData::Q5K(blocks(bytes)),
-            GgmlDType::Q6K => WeightData::Q6K(blocks(bytes)),
-            other => WeightData::F32(f32_from(other, bytes).ok_or_else(|| ModelError::UnsupportedDType {
-                path: self.path.clone(),
-                tensor: name.clone(),
-                dtype: type_name(other).into(),
-            })?),
+        let data = match info.dtype {
+            TensorType::Q4_1 => WeightData::Q4(bytes.chunks_exact(20).map(BlockQ4::from_q4_1_bytes).collect()),
+            TensorType::Q4_0 => WeightData::Q4(bytes.chunks_exact(18).map(BlockQ4::from_q4_0_bytes).collect()),
+            TensorType::Q8_0 => WeightData::Q8(blocks(bytes)),
+            TensorType::Q5_0 => WeightData::Q5_0(blocks(bytes)),
+            TensorType::Q5_1 => WeightData::Q5_1(blocks(bytes)),
+            TensorType::Q2_K => WeightData::Q2K(blocks(bytes)),
+            TensorType::Q3_K => WeightData::Q3K(blocks(bytes)),
+            TensorType::Q4_K => WeightData::Q4K(blocks(bytes)),
+            TensorType::Q5_K => WeightData::Q5K(blocks(bytes)),
+            TensorType::Q6_K => WeightData::Q6K(blocks(bytes)),
+            TensorType::IQ4_NL => WeightData::IQ4NL(blocks(bytes)),
+            TensorType::IQ4_XS => WeightData::IQ4XS(blocks(bytes)),
+            other => WeightData::F32(f32_from(other, bytes).ok_or_else(|| self.unsupported(&name, other))?),
         };
         Ok(Matrix { rows, cols, data })
     }
     fn vector(&self, hf_name: &str, len: usize) -> Result<Vec<f32>> {
         let name = self.tensor_name(hf_name).ok_or_else(|| ModelError::MissingTensor { path: self.path.clone(), tensor: hf_name.into() })?;
-        let (dtype, dims, bytes) = self.raw(&name)?;
-        if dims.iter().product::<usize>() != len {
-            return Err(ModelError::Shape { path: self.path.clone(), tensor: name, got: dims, expected: vec![len] });
+        let (info, bytes) = self.raw(&name)?;
+        if info.dims.iter().product::<usize>() != len {
+            return Err(ModelError::Shape { path: self.path.clone(), tensor: name, got: info.dims.clone(), expected: vec![len] });
         }
-        f32_from(dtype, bytes).ok_or_else(|| ModelError::UnsupportedDType { path: self.path.clone(), tensor: name, dtype: type_name(dtype).into() })
+        f32_from(info.dtype, bytes).ok_or_else(|| self.unsupported(&name, info.dtype))
     }
     /// llama.cpp permutes Q/K rows of llama checkpoints for interleaved rope; we keep HF's layout everywhere.
     fn qk_rows_interleaved(&self) -> bool {

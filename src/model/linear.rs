@@ -3,7 +3,7 @@ use std::sync::Arc;
 
 use rayon::prelude::*;
 
-use crate::quant::{Block, BlockQ2K, BlockQ3K, BlockQ4, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8};
+use crate::quant::{Block, BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8};
 use crate::simd::matmul::{rows_times_x, OutPtr, Rows, RowsOf, PANEL};
 use crate::simd::Simd;
 
@@ -20,6 +20,8 @@ pub enum WeightData {
     Q4K(Arc<[BlockQ4K]>),
     Q5K(Arc<[BlockQ5K]>),
     Q6K(Arc<[BlockQ6K]>),
+    IQ4NL(Arc<[BlockIQ4NL]>),
+    IQ4XS(Arc<[BlockIQ4XS]>),
     F32(Vec<f32>),
     /// Matrices of different types stacked row-wise: K-quant files often store q, k and v (or gate and up) in
     /// different types, and the runtime still computes them in one pass.
@@ -40,6 +42,8 @@ macro_rules! with_data {
             WeightData::Q4K($b) => $q,
             WeightData::Q5K($b) => $q,
             WeightData::Q6K($b) => $q,
+            WeightData::IQ4NL($b) => $q,
+            WeightData::IQ4XS($b) => $q,
             WeightData::F32($v) => $f,
             WeightData::Stacked($p) => $s,
         }
@@ -107,6 +111,8 @@ impl Matrix {
             WeightData::Q4K(_) => same!(Q4K),
             WeightData::Q5K(_) => same!(Q5K),
             WeightData::Q6K(_) => same!(Q6K),
+            WeightData::IQ4NL(_) => same!(IQ4NL),
+            WeightData::IQ4XS(_) => same!(IQ4XS),
             WeightData::F32(_) => concat(parts, |d| if let WeightData::F32(v) = d { Some(&v[..]) } else { None }).map(WeightData::F32),
             WeightData::Stacked(_) => None,
         };

@@ -42,7 +42,7 @@ impl LoadedModel {
     fn load_gguf(spec: &str, path: &Path, source: ModelSource) -> Result<Self> {
         let g = GgufFile::open(path)?;
         let tokenizer = Tokenizer::from_gguf(g.metadata()).map_err(|e| ModelError::Tokenizer { path: path.into(), source: e })?;
-        let has_output = g.content.tensor_infos.contains_key("output.weight");
+        let has_output = g.has_tensor("output.weight");
         let cfg = ModelConfig::from_gguf(g.metadata(), has_output, tokenizer.vocab_size(), path)?;
         let weights = Weights::load(&g, &cfg)?;
         let template_src = g.metadata().get("tokenizer.chat_template").and_then(|v| v.to_string().ok()).cloned();

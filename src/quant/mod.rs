@@ -5,9 +5,11 @@
 //! kernel that forms the same product and sum gives ggml's bits, fused multiply-add or not.
 use half::f16;
 
+mod iq4;
 mod kquant;
 mod q5;
 
+pub use iq4::{BlockIQ4NL, BlockIQ4XS, IQ4_VALUES};
 pub use kquant::{two_bit_layout, BlockQ2K, BlockQ3K, BlockQ4K, BlockQ5K, BlockQ6K, QK_K};
 pub use q5::{BlockQ5_0, BlockQ5_1};
 

@@ -3,7 +3,9 @@
 //! Each value is formed exactly as ggml's `dequantize_row_*` forms it (an exact product, then at most one addition),
 //! so the registers hold ggml's values bit for bit on every path, fused multiply-add or not.
 use super::lanes::Lanes;
-use crate::quant::{f16_to_f32, two_bit_layout, Block, BlockQ2K, BlockQ3K, BlockQ4, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8, QK};
+use crate::quant::{
+    f16_to_f32, two_bit_layout, Block, BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8, QK,
+};
 
 /// A block type the mat-mul kernels read.
 pub trait QBlock: Block {
@@ -140,6 +142,20 @@ impl QBlock for BlockQ6K {
     }
 }
 
+impl QBlock for BlockIQ4NL {
+    #[inline(always)]
+    fn regs<L: Lanes>(&self, _: usize) -> L::Block {
+        L::iq4(&self.qs, f16_to_f32(self.d))
+    }
+}
+
+impl QBlock for BlockIQ4XS {
+    #[inline(always)]
+    fn regs<L: Lanes>(&self, s: usize) -> L::Block {
+        L::iq4(self.sub_qs(s), self.sub_scale(s))
+    }
+}
+
 /// Sub-block `s` of a Q6_K block from lanes of bits (the paths without byte shuffles).
 #[inline(always)]
 pub(super) fn q6k<L: Lanes>(b: &BlockQ6K, s: usize) -> L::Block {
@@ -220,6 +236,35 @@ pub(crate) mod tests {
                 assert_eq!(a.to_bits(), b.to_bits(), "{} on {simd}, value {i}: {a} vs {b}", B::NAME);
             }
         }
+    }
+
+    /// The IQ4 types against gguf-py's numpy dequantization (candle has none): blocks and values written by
+    /// scripts/dev/make_iq4_fixture.py. Ours, and the registers on every path, give its values bit for bit.
+    fn check_fixture<B: QBlock + GgufBlock>(file: &[u8]) {
+        let n = u32::from_le_bytes(file[..4].try_into().unwrap()) as usize;
+        let (blocks, values) = file[4..].split_at(n * B::BYTES);
+        let blocks: Vec<B> = blocks.chunks_exact(B::BYTES).map(B::from_bytes).collect();
+        let expected: Vec<f32> = values.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
+        assert_eq!(expected.len(), n * B::LEN, "{}: fixture size", B::NAME);
+        let mut ours = vec![0f32; expected.len()];
+        for (b, o) in blocks.iter().zip(ours.chunks_exact_mut(B::LEN)) {
+            b.dequantize(o);
+        }
+        for (i, (a, b)) in ours.iter().zip(&expected).enumerate() {
+            assert_eq!(a.to_bits(), b.to_bits(), "{} value {i}: ours {a}, gguf-py {b}", B::NAME);
+        }
+        for simd in Simd::available() {
+            let lanes = dispatch(simd, Deq(&blocks));
+            for (i, (a, b)) in lanes.iter().zip(&expected).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{} on {simd}, value {i}: {a} vs {b}", B::NAME);
+            }
+        }
+    }
+
+    #[test]
+    fn iq4_types_dequantize_as_gguf_py_on_every_path() {
+        check_fixture::<BlockIQ4NL>(include_bytes!("../../tests/fixtures/iq4_nl.bin"));
+        check_fixture::<BlockIQ4XS>(include_bytes!("../../tests/fixtures/iq4_xs.bin"));
     }
 
     #[test]

@@ -3,7 +3,7 @@
 //! Every method is `#[inline(always)]`: the kernels are instantiated inside functions compiled with the path's
 //! target features, and the intrinsics only become single instructions once inlined there.
 
-use crate::quant::{f16_to_f32, BlockQ4, BlockQ5_0, BlockQ6K, BlockQ8, QK};
+use crate::quant::{f16_to_f32, BlockQ4, BlockQ5_0, BlockQ6K, BlockQ8, IQ4_VALUES, QK};
 
 /// A register of `N` f32 lanes.
 ///
@@ -59,6 +59,21 @@ pub unsafe trait Lanes: Copy {
     #[inline(always)]
     fn q6k(b: &BlockQ6K, s: usize) -> Self::Block {
         super::dequant::q6k::<Self>(b, s)
+    }
+    /// 32 IQ4 values from 16 bytes of indices (low nibbles are values 0..16, high ones 16..32): value `i` is
+    /// `d * IQ4_VALUES[q_i]`, an exact product.
+    #[inline(always)]
+    fn iq4(qs: &[u8; 16], d: f32) -> Self::Block {
+        let mut v = [0f32; QK];
+        for j in 0..16 {
+            v[j] = d * IQ4_VALUES[(qs[j] & 0x0F) as usize] as f32;
+            v[j + 16] = d * IQ4_VALUES[(qs[j] >> 4) as usize] as f32;
+        }
+        let mut out = Self::zero_block();
+        for (i, o) in out.as_mut().iter_mut().enumerate() {
+            *o = Self::from_slice(&v[i * Self::N..]);
+        }
+        out
     }
     /// A block of zero registers, to be filled in a loop (kernels build blocks in loops, not closures: a closure
     /// is compiled without the path's target features, and its intrinsics become calls).

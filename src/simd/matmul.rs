@@ -9,7 +9,7 @@ use super::dequant::QBlock;
 use super::kernels::{dispatch, Kernel};
 use super::lanes::Lanes;
 use super::Simd;
-use crate::quant::{BlockQ2K, BlockQ3K, BlockQ4, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8, QK};
+use crate::quant::{BlockIQ4NL, BlockIQ4XS, BlockQ2K, BlockQ3K, BlockQ4, BlockQ4K, BlockQ5K, BlockQ5_0, BlockQ5_1, BlockQ6K, BlockQ8, QK};
 
 /// Weight rows per panel.
 pub const PANEL: usize = 4;
@@ -26,6 +26,8 @@ pub enum Rows<'a> {
     Q4K(&'a [BlockQ4K]),
     Q5K(&'a [BlockQ5K]),
     Q6K(&'a [BlockQ6K]),
+    IQ4NL(&'a [BlockIQ4NL]),
+    IQ4XS(&'a [BlockIQ4XS]),
     F32(&'a [f32]),
 }
 
@@ -43,7 +45,7 @@ macro_rules! rows_of {
         })*
     };
 }
-rows_of!(BlockQ4 => Q4, BlockQ8 => Q8, BlockQ5_0 => Q5_0, BlockQ5_1 => Q5_1, BlockQ2K => Q2K, BlockQ3K => Q3K, BlockQ4K => Q4K, BlockQ5K => Q5K, BlockQ6K => Q6K);
+rows_of!(BlockQ4 => Q4, BlockQ8 => Q8, BlockQ5_0 => Q5_0, BlockQ5_1 => Q5_1, BlockQ2K => Q2K, BlockQ3K => Q3K, BlockQ4K => Q4K, BlockQ5K => Q5K, BlockQ6K => Q6K, BlockIQ4NL => IQ4NL, BlockIQ4XS => IQ4XS);
 
 /// Runs `$body` with `$b` bound to the blocks of a quantized `Rows` (generic over the block type), or `$f32` for
 /// f32 rows.
@@ -59,6 +61,8 @@ macro_rules! with_rows {
             Rows::Q4K($b) => $body,
             Rows::Q5K($b) => $body,
             Rows::Q6K($b) => $body,
+            Rows::IQ4NL($b) => $body,
+            Rows::IQ4XS($b) => $body,
             Rows::F32($v) => $f32,
         }
     };
@@ -330,6 +334,7 @@ mod tests {
         let (q4k, q5k, q6k): (Vec<BlockQ4K>, Vec<BlockQ5K>, Vec<BlockQ6K>) =
             (random_blocks(k_rows, 3, &[0, 2]), random_blocks(k_rows, 4, &[0, 2]), random_blocks(k_rows, 5, &[208]));
         let (q2k, q3k): (Vec<BlockQ2K>, Vec<BlockQ3K>) = (random_blocks(k_rows, 6, &[80, 82]), random_blocks(k_rows, 7, &[108]));
+        let (iq4nl, iq4xs): (Vec<BlockIQ4NL>, Vec<BlockIQ4XS>) = (random_blocks(rows * 5, 8, &[0]), random_blocks(k_rows, 9, &[0]));
         let cases = [
             ("q4", Rows::Q4(&q4), dequantized(&q4)),
             ("q8", Rows::Q8(&q8), dequantized(&q8)),
@@ -340,6 +345,8 @@ mod tests {
             ("q4_k", Rows::Q4K(&q4k), dequantized(&q4k)),
             ("q5_k", Rows::Q5K(&q5k), dequantized(&q5k)),
             ("q6_k", Rows::Q6K(&q6k), dequantized(&q6k)),
+            ("iq4_nl", Rows::IQ4NL(&iq4nl), dequantized(&iq4nl)),
+            ("iq4_xs", Rows::IQ4XS(&iq4xs), dequantized(&iq4xs)),
             ("f32", Rows::F32(&f), f.clone()),
         ];
         for simd in Simd::available() {

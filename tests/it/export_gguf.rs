@@ -9,7 +9,6 @@ use std::path::Path;
 use std::process::Command;
 
 use autodidact::export::gguf::NamedTensor;
-use autodidact::model::gguf::GgufFile;
 use autodidact::model::lora::{LoraAdapter, Proj};
 use autodidact::model::weights::unpermute_qk;
 use autodidact::model::LoadedModel;
@@ -25,17 +24,18 @@ fn export(model: &str, adapter: Option<&Path>, extra: &[&str]) -> std::process::
     c.output().unwrap()
 }
 
-/// Every tensor of a GGUF file: name -> (candle dims, i.e. ggml `ne` reversed; f32 values).
+/// Every tensor of a GGUF file, read by candle's reader (not ours): name -> (candle dims, i.e. ggml `ne` reversed;
+/// f32 values).
 fn gguf_tensors(path: &Path) -> (std::collections::HashMap<String, Value>, Vec<NamedTensor>) {
-    let g = GgufFile::open(path).unwrap();
     let mut f = std::fs::File::open(path).unwrap();
+    let g = candle_core::quantized::gguf_file::Content::read(&mut f).unwrap();
     let mut out = Vec::new();
-    for name in g.content.tensor_infos.keys() {
-        let t = g.content.tensor(&mut f, name, &candle_core::Device::Cpu).unwrap().dequantize(&candle_core::Device::Cpu).unwrap();
+    for name in g.tensor_infos.keys() {
+        let t = g.tensor(&mut f, name, &candle_core::Device::Cpu).unwrap().dequantize(&candle_core::Device::Cpu).unwrap();
         out.push((name.clone(), t.dims().to_vec(), t.flatten_all().unwrap().to_vec1::<f32>().unwrap()));
     }
     out.sort_by(|a, b| a.0.cmp(&b.0));
-    (g.content.metadata.clone(), out)
+    (g.metadata.clone(), out)
 }
 
 /// The LoRA GGUF holds every pair of the adapter: A as `r x in`, B as `out x r` with llama's Q/K rows interleaved

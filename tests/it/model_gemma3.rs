@@ -10,7 +10,7 @@ use autodidact::simd::Simd;
 fn load() -> Transformer {
     let path = common::gemma3_model();
     let g = GgufFile::open(&path).unwrap();
-    let has_output = g.content.tensor_infos.contains_key("output.weight");
+    let has_output = g.has_tensor("output.weight");
     let cfg = ModelConfig::from_gguf(g.metadata(), has_output, 262144, &path).unwrap();
     let w = Weights::load(&g, &cfg).unwrap();
     Transformer::new(cfg, w)

@@ -14,7 +14,7 @@ const PROMPT: [u32; 17] = [1, 4093, 198, 1780, 314, 216, 33, 34, 26, 39, 47, 2, 
 fn load() -> Transformer {
     let path = common::default_model();
     let g = GgufFile::open(&path).unwrap();
-    let has_output = g.content.tensor_infos.contains_key("output.weight");
+    let has_output = g.has_tensor("output.weight");
     let cfg = ModelConfig::from_gguf(g.metadata(), has_output, 49152, &path).unwrap();
     let w = Weights::load(&g, &cfg).unwrap();
     Transformer::new(cfg, w)
@@ -180,4 +180,17 @@ fn quantized_weights_give_the_exact_f32_logits() {
             assert!(max_diff < 1e-3, "{simd} {what}: max |diff| {max_diff}");
         }
     }
+}
+
+/// For scripts/dev/iq4-llamacpp.sh: `AUTODIDACT_LOGITS="MODEL.gguf IDS.json OUT.f32"` writes our logits for the
+/// token ids in IDS.json (`{"ids": [...]}`) as little-endian f32, positions x vocab.
+#[test]
+#[ignore]
+fn our_logits_on_a_file() {
+    let Ok(spec) = std::env::var("AUTODIDACT_LOGITS") else { return };
+    let [model, ids, out] = spec.split(' ').collect::<Vec<_>>()[..] else { panic!("AUTODIDACT_LOGITS: three paths") };
+    let ids: serde_json::Value = serde_json::from_str(&std::fs::read_to_string(ids).unwrap()).unwrap();
+    let ids: Vec<u32> = ids["ids"].as_array().unwrap().iter().map(|x| x.as_u64().unwrap() as u32).collect();
+    let m = autodidact::model::LoadedModel::load(model).unwrap();
+    std::fs::write(out, common::all_logits(&m.transformer, &ids).iter().flat_map(|x| x.to_le_bytes()).collect::<Vec<u8>>()).unwrap();
 }

@@ -181,17 +181,17 @@ fn bad_model_files_give_errors_naming_the_file() {
     let e = load_gguf(&q8_1).err().unwrap().to_string();
     assert!(e.contains("q8_1.gguf") && e.contains("unsupported type Q8_1") && e.contains("Q4_K, Q5_K, Q6_K"), "{e}");
 
-    // A type id candle's reader rejects (IQ4_NL = 20) on one tensor: the error names the tensor and the type.
+    // A type the runtime does not read (IQ2_XXS = 16) on one tensor: the error names the tensor and the type.
     let mut iq = bytes.clone();
     let name = b"blk.0.ffn_down.weight";
     let at = iq.windows(name.len()).position(|w| w == name).unwrap() + name.len();
     let dims = u32::from_le_bytes(iq[at..at + 4].try_into().unwrap()) as usize;
     let ty = at + 4 + 8 * dims;
-    iq[ty..ty + 4].copy_from_slice(&20u32.to_le_bytes());
-    let iq_path = dir.path().join("iq4.gguf");
+    iq[ty..ty + 4].copy_from_slice(&16u32.to_le_bytes());
+    let iq_path = dir.path().join("iq2.gguf");
     std::fs::write(&iq_path, &iq).unwrap();
-    let e = LoadedModel::load(iq_path.to_str().unwrap()).err().unwrap().to_string();
-    assert!(e.contains("iq4.gguf") && e.contains("blk.0.ffn_down.weight") && e.contains("IQ4_NL (type id 20)"), "{e}");
+    let e = load_gguf(&iq_path).err().unwrap().to_string();
+    assert!(e.contains("iq2.gguf") && e.contains("blk.0.ffn_down.weight") && e.contains("IQ2_XXS (type id 16)") && e.contains("IQ4_XS"), "{e}");
 
     let hf = dir.path().join("gpt2");
     tiny::write_hf(&hf, "llama", 1);

@@ -1,5 +1,5 @@
 //! The aarch64 lanes: NEON (4 lanes).
-use super::{f16_to_f32, BlockQ4, BlockQ8, Lanes, QK};
+use super::{f16_to_f32, BlockQ4, BlockQ8, Lanes, IQ4_VALUES, QK};
 use std::arch::aarch64::*;
 
 /// NEON (baseline on aarch64): 4 lanes, 32 registers.
@@ -106,15 +106,28 @@ unsafe impl Lanes for Neon {
     }
     #[inline(always)]
     fn q8(blk: &BlockQ8) -> [Neon; 8] {
-        let d = f16_to_f32(blk.d);
+        // SAFETY: qs holds 32 bytes.
+        unsafe { Neon::scaled(vld1q_s8(blk.qs.as_ptr()), vld1q_s8(blk.qs.as_ptr().add(16)), f16_to_f32(blk.d)) }
+    }
+    #[inline(always)]
+    fn iq4(qs: &[u8; 16], d: f32) -> [Neon; 8] {
         unsafe {
-            let (a, b) = (vld1q_s8(blk.qs.as_ptr()), vld1q_s8(blk.qs.as_ptr().add(16)));
-            let d = vdupq_n_f32(d);
-            let h = [vmovl_s8(vget_low_s8(a)), vmovl_s8(vget_high_s8(a)), vmovl_s8(vget_low_s8(b)), vmovl_s8(vget_high_s8(b))];
-            std::array::from_fn(|c| {
-                let w = if c % 2 == 0 { vget_low_s16(h[c / 2]) } else { vget_high_s16(h[c / 2]) };
-                Neon(vmulq_f32(vcvtq_f32_s32(vmovl_s16(w)), d))
-            })
+            // One table lookup per nibble: low nibbles are values 0..16, high ones 16..32.
+            let (table, q) = (vld1q_s8(IQ4_VALUES.as_ptr()), vld1q_u8(qs.as_ptr()));
+            Neon::scaled(vqtbl1q_s8(table, vandq_u8(q, vdupq_n_u8(0x0F))), vqtbl1q_s8(table, vshrq_n_u8::<4>(q)), d)
         }
+    }
+}
+
+impl Neon {
+    /// 32 signed bytes (`a` then `b`) as f32 lanes, each times `d`.
+    #[inline(always)]
+    unsafe fn scaled(a: int8x16_t, b: int8x16_t, d: f32) -> [Neon; 8] {
+        let d = vdupq_n_f32(d);
+        let h = [vmovl_s8(vget_low_s8(a)), vmovl_s8(vget_high_s8(a)), vmovl_s8(vget_low_s8(b)), vmovl_s8(vget_high_s8(b))];
+        std::array::from_fn(|c| {
+            let w = if c % 2 == 0 { vget_low_s16(h[c / 2]) } else { vget_high_s16(h[c / 2]) };
+            Neon(vmulq_f32(vcvtq_f32_s32(vmovl_s16(w)), d))
+        })
     }
 }

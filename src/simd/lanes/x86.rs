@@ -1,17 +1,30 @@
 //! The x86-64 lanes: AVX2 + FMA (8 lanes) and AVX-512 (16 lanes).
-use super::{f16_to_f32, BlockQ4, BlockQ5_0, BlockQ6K, BlockQ8, Lanes, QK};
+use super::{f16_to_f32, BlockQ4, BlockQ5_0, BlockQ6K, BlockQ8, Lanes, IQ4_VALUES, QK};
 use std::arch::x86_64::*;
 
 // The 5- and 6-bit types are put together as 32 signed bytes, `q - 16` or `q - 32`, with byte operations on all
 // 32 values at once, then widened: a quarter of the instructions of forming each lane's bits in 32-bit lanes.
 // The values are exact integers either way, so the registers hold the same bits.
 
+/// The 32 nibbles of 16 bytes as bytes: low nibbles are values 0..16, high ones 16..32.
+#[inline(always)]
+unsafe fn nibbles(qs: &[u8; 16]) -> __m256i {
+    let qs = _mm_loadu_si128(qs.as_ptr() as *const __m128i);
+    // A 16-bit shift: the mask drops what crosses bytes.
+    _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), _mm256_set1_epi8(0x0F))
+}
+
+/// The 32 table values `IQ4_VALUES[q]` of 16 bytes of IQ4 indices, as signed bytes: one byte shuffle.
+#[inline(always)]
+unsafe fn iq4_bytes(qs: &[u8; 16]) -> __m256i {
+    let table = _mm256_broadcastsi128_si256(_mm_loadu_si128(IQ4_VALUES.as_ptr() as *const __m128i));
+    _mm256_shuffle_epi8(table, nibbles(qs))
+}
+
 /// The 32 values `q - 16` of a Q5_0 block, as signed bytes.
 #[inline(always)]
 unsafe fn q5_0_bytes(b: &BlockQ5_0) -> __m256i {
-    let qs = _mm_loadu_si128(b.qs.as_ptr() as *const __m128i);
-    // Low nibbles are values 0..16, high ones 16..32 (a 16-bit shift: the mask drops what crosses bytes).
-    let nibbles = _mm256_and_si256(_mm256_set_m128i(_mm_srli_epi16::<4>(qs), qs), _mm256_set1_epi8(0x0F));
+    let nibbles = nibbles(&b.qs);
     // Byte i becomes 0xFF where bit i of qh is set (ggml's `bytes_from_bits_32`): byte i/8 of qh is spread
     // over bytes i, and all its other bits are set.
     let spread =
@@ -187,6 +200,13 @@ unsafe impl Lanes for Avx2 {
         }
     }
     #[inline(always)]
+    fn iq4(qs: &[u8; 16], d: f32) -> [Avx2; 4] {
+        unsafe {
+            let d = _mm256_set1_ps(d);
+            Avx2::scaled(iq4_bytes(qs), d, d)
+        }
+    }
+    #[inline(always)]
     fn q6k(b: &BlockQ6K, s: usize) -> [Avx2; 4] {
         let (a, c) = q6k_scales(b, s);
         // SAFETY: s < 8, so the sub-block's bytes are inside the block.
@@ -350,6 +370,13 @@ unsafe impl Lanes for Avx512 {
         unsafe {
             let d = _mm512_set1_ps(f16_to_f32(b.d));
             Avx512::scaled(q5_0_bytes(b), d, d)
+        }
+    }
+    #[inline(always)]
+    fn iq4(qs: &[u8; 16], d: f32) -> [Avx512; 2] {
+        unsafe {
+            let d = _mm512_set1_ps(d);
+            Avx512::scaled(iq4_bytes(qs), d, d)
         }
     }
     #[inline(always)]
