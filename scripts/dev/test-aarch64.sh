@@ -8,5 +8,5 @@ bash scripts/fetch-model.sh
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_LINKER=aarch64-linux-gnu-gcc
 export CARGO_TARGET_AARCH64_UNKNOWN_LINUX_GNU_RUNNER="qemu-aarch64 -L /usr/aarch64-linux-gnu"
 export CC_aarch64_unknown_linux_gnu=aarch64-linux-gnu-gcc
-cargo test --release --target aarch64-unknown-linux-gnu --lib -- simd quant:: model::lora sample::params
+cargo test --release --target aarch64-unknown-linux-gnu --lib -- simd quant:: model::lora sample::params model::gguf_header
 cargo test --release --target aarch64-unknown-linux-gnu --test it -- model_gguf::kv_cached model_gguf::batched model_gguf::quantized_weights

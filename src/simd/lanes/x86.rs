@@ -375,8 +375,11 @@ unsafe impl Lanes for Avx512 {
     #[inline(always)]
     fn iq4(qs: &[u8; 16], d: f32) -> [Avx512; 2] {
         unsafe {
-            let d = _mm512_set1_ps(d);
-            Avx512::scaled(iq4_bytes(qs), d, d)
+            // The sixteen table values times d fill one register, so each value is one permute away (vpermps
+            // reads the low four bits of each index: the low nibbles need no mask). d * T[q] is exact.
+            let table = _mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(IQ4_VALUES.as_ptr() as *const __m128i))), _mm512_set1_ps(d));
+            let q = _mm512_cvtepu8_epi32(_mm_loadu_si128(qs.as_ptr() as *const __m128i));
+            [Avx512(_mm512_permutexvar_ps(q, table)), Avx512(_mm512_permutexvar_ps(_mm512_srli_epi32::<4>(q), table))]
         }
     }
     #[inline(always)]
