@@ -53,7 +53,11 @@ impl GgufFile {
     }
 
     fn unsupported(&self, tensor: &str, dtype: TensorType) -> ModelError {
-        ModelError::UnsupportedDType { path: self.path.clone(), tensor: tensor.into(), dtype: format!("{dtype} (type id {})", dtype.0) }
+        let dtype = match dtype.name() {
+            Some(name) => format!("{name} (type id {})", dtype.0),
+            None => dtype.to_string(),
+        };
+        ModelError::UnsupportedDType { path: self.path.clone(), tensor: tensor.into(), dtype }
     }
 
     fn raw(&self, name: &str) -> Result<(&TensorInfo, &[u8])> {
