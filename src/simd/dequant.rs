@@ -214,51 +214,42 @@ pub(crate) mod tests {
         }
     }
 
-    /// On every path the registers hold the scalar dequantization bit for bit, and the scalar dequantization is
-    /// candle-core's (an independent implementation of ggml's definition) bit for bit, from the same bytes.
-    fn check<B: QBlock + GgufBlock, C: candle_core::quantized::k_quants::GgmlType>(f16_at: &[usize]) {
-        let blocks: Vec<B> = random_blocks(64, B::BYTES as u64, f16_at);
+    /// The scalar dequantization, and the registers on every path, give `reference`'s values bit for bit.
+    fn assert_matches<B: QBlock>(blocks: &[B], reference: &[f32], who: &str) {
         let mut ours = vec![0f32; blocks.len() * B::LEN];
         for (b, o) in blocks.iter().zip(ours.chunks_exact_mut(B::LEN)) {
             b.dequantize(o);
         }
-        assert_eq!(std::mem::size_of::<C>(), B::BYTES, "{}: candle's block size", B::NAME);
-        // SAFETY: candle's blocks are ggml's repr(C) layouts of B::BYTES bytes (checked), plain integers and f16s.
-        let theirs_blocks: Vec<C> = blocks.iter().map(|b| unsafe { std::ptr::read_unaligned(b as *const B as *const C) }).collect();
-        let mut theirs = vec![0f32; ours.len()];
-        C::to_float(&theirs_blocks, &mut theirs);
-        for (i, (a, b)) in ours.iter().zip(&theirs).enumerate() {
-            assert_eq!(a.to_bits(), b.to_bits(), "{} value {i}: ours {a}, candle {b}", B::NAME);
-        }
-        for simd in Simd::available() {
-            let lanes = dispatch(simd, Deq(&blocks));
-            for (i, (a, b)) in lanes.iter().zip(&ours).enumerate() {
-                assert_eq!(a.to_bits(), b.to_bits(), "{} on {simd}, value {i}: {a} vs {b}", B::NAME);
+        assert_eq!(reference.len(), ours.len(), "{}: {who}'s value count", B::NAME);
+        let mut paths = vec![("scalar dequantize".to_string(), ours)];
+        paths.extend(Simd::available().into_iter().map(|simd| (format!("registers on {simd}"), dispatch(simd, Deq(blocks)))));
+        for (path, values) in paths {
+            for (i, (a, b)) in values.iter().zip(reference).enumerate() {
+                assert_eq!(a.to_bits(), b.to_bits(), "{} ({path}), value {i}: {a}, {who} {b}", B::NAME);
             }
         }
     }
 
+    /// Against candle-core's dequantization (an independent implementation of ggml's definition), from the same
+    /// bytes.
+    fn check<B: QBlock + GgufBlock, C: candle_core::quantized::k_quants::GgmlType>(f16_at: &[usize]) {
+        let blocks: Vec<B> = random_blocks(64, B::BYTES as u64, f16_at);
+        assert_eq!(std::mem::size_of::<C>(), B::BYTES, "{}: candle's block size", B::NAME);
+        // SAFETY: candle's blocks are ggml's repr(C) layouts of B::BYTES bytes (checked), plain integers and f16s.
+        let theirs_blocks: Vec<C> = blocks.iter().map(|b| unsafe { std::ptr::read_unaligned(b as *const B as *const C) }).collect();
+        let mut theirs = vec![0f32; blocks.len() * B::LEN];
+        C::to_float(&theirs_blocks, &mut theirs);
+        assert_matches(&blocks, &theirs, "candle");
+    }
+
     /// The IQ4 types against gguf-py's numpy dequantization (candle has none): blocks and values written by
-    /// scripts/dev/make_iq4_fixture.py. Ours, and the registers on every path, give its values bit for bit.
+    /// scripts/dev/make_iq4_fixture.py.
     fn check_fixture<B: QBlock + GgufBlock>(file: &[u8]) {
         let n = u32::from_le_bytes(file[..4].try_into().unwrap()) as usize;
         let (blocks, values) = file[4..].split_at(n * B::BYTES);
         let blocks: Vec<B> = blocks.chunks_exact(B::BYTES).map(B::from_bytes).collect();
         let expected: Vec<f32> = values.chunks_exact(4).map(|b| f32::from_le_bytes(b.try_into().unwrap())).collect();
-        assert_eq!(expected.len(), n * B::LEN, "{}: fixture size", B::NAME);
-        let mut ours = vec![0f32; expected.len()];
-        for (b, o) in blocks.iter().zip(ours.chunks_exact_mut(B::LEN)) {
-            b.dequantize(o);
-        }
-        for (i, (a, b)) in ours.iter().zip(&expected).enumerate() {
-            assert_eq!(a.to_bits(), b.to_bits(), "{} value {i}: ours {a}, gguf-py {b}", B::NAME);
-        }
-        for simd in Simd::available() {
-            let lanes = dispatch(simd, Deq(&blocks));
-            for (i, (a, b)) in lanes.iter().zip(&expected).enumerate() {
-                assert_eq!(a.to_bits(), b.to_bits(), "{} on {simd}, value {i}: {a} vs {b}", B::NAME);
-            }
-        }
+        assert_matches(&blocks, &expected, "gguf-py");
     }
 
     #[test]
