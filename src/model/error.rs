@@ -18,7 +18,7 @@ pub enum ModelError {
     MissingField { path: PathBuf, field: String },
     #[error("{path}: unsupported architecture `{arch}` (supported: {})", super::config::Arch::supported())]
     UnknownArch { path: PathBuf, arch: String },
-    #[error("{path}: tensor `{tensor}` has unsupported type {dtype} (supported: {})", super::gguf::supported_names().join(", "))]
+    #[error("{path}: tensor `{tensor}` has unsupported type {dtype} (supported: {})", super::gguf_header::supported_names().join(", "))]
     UnsupportedDType { path: PathBuf, tensor: String, dtype: String },
     #[error("{path}: missing tensor `{tensor}`")]
     MissingTensor { path: PathBuf, tensor: String },
